@@ -1,0 +1,1 @@
+//! Hugging Face `config.json` + safetensors frontend (arrives with the frontends issue).

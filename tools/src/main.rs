@@ -1,0 +1,2 @@
+//! The `ferrumc` CLI (filled in by the CLI work).
+fn main() {}
