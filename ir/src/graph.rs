@@ -216,6 +216,33 @@ impl Function {
         Ok(order)
     }
 
+    /// The text-format name of every live value: inputs `%name`, weights `@name`, op
+    /// results `%0, %1, …` numbered densely in [`op_order`](Self::op_order). Printer,
+    /// verifier messages, DOT and interpreter errors all use these names. Ops that sit on
+    /// a cycle are numbered after the rest, in creation order, so errors can still name them.
+    pub fn value_names(&self) -> HashMap<ValueId, String> {
+        let mut names = HashMap::new();
+        for (name, v) in &self.params {
+            names.insert(*v, format!("%{}", quote_name(name)));
+        }
+        for (name, v) in &self.weight_values {
+            names.insert(*v, format!("@{}", quote_name(name)));
+        }
+        let order = self.op_order().unwrap_or_else(|cycle| {
+            let mut placed: Vec<OpId> = self.op_ids().filter(|o| !cycle.ops.contains(o)).collect();
+            placed.extend(cycle.ops.iter().copied());
+            placed
+        });
+        let mut next = 0usize;
+        for id in order {
+            for r in &self.op(id).expect("live op").results {
+                names.insert(*r, format!("%{next}"));
+                next += 1;
+            }
+        }
+        names
+    }
+
     // ------------------------------------------------------------------ building
 
     fn new_value(&mut self, ty: TensorType, def: ValueDef) -> ValueId {
@@ -383,6 +410,25 @@ impl Function {
             out.add_output(name.clone(), nv);
         }
         Ok(out)
+    }
+}
+
+/// True if `name` can be written without quotes after `%` or `@`: `[A-Za-z_][A-Za-z0-9_.]*`.
+pub fn is_plain_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+/// A name as the text format spells it: bare when plain, otherwise a quoted string
+/// (`"onnx::MatMul_12"`) with the escapes of [`crate::attr::write_string`].
+pub fn quote_name(name: &str) -> String {
+    if is_plain_name(name) {
+        name.to_string()
+    } else {
+        let mut s = String::new();
+        let _ = crate::attr::write_string(&mut s, name);
+        s
     }
 }
 
