@@ -1,2 +1,115 @@
-//! The `ferrumc` CLI (filled in by the CLI work).
-fn main() {}
+//! The `ferrumc` command-line driver: import, verify, run (reference interpreter) and
+//! DOT export of ModelIR modules. Every failure prints one `error:` line (or a list of
+//! verifier errors) and exits non-zero; nothing is written unless the command succeeds.
+
+mod input;
+mod run;
+
+use clap::{Parser, Subcommand};
+use ferrumc_ir::{json, text};
+use input::{load_module, write_output, CliError};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "ferrumc", version, about = "A compiler for neural-network models with ahead-of-time kernel generation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Read a model and write it as ModelIR text (.fir) or a ModelIR JSON document (.json).
+    Import {
+        /// The model: a `.fir` file or a ModelIR `.json` document.
+        input: PathBuf,
+        /// Where to write; the extension picks the format (`.fir` or `.json`). Default: `.fir` text on stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Check a model against every IR invariant and print all errors found.
+    Verify {
+        /// The model: a `.fir` file or a ModelIR `.json` document.
+        input: PathBuf,
+    },
+    /// Run a function of a model on `.npy` inputs and write each output as `NAME.npy`.
+    Run {
+        /// The model: a `.fir` file or a ModelIR `.json` document.
+        input: PathBuf,
+        /// Execute with the reference interpreter (the only engine until codegen lands).
+        #[arg(long)]
+        interp: bool,
+        /// Inputs as `NAME=FILE.npy`, one per function parameter.
+        #[arg(long = "input", value_name = "NAME=FILE")]
+        inputs: Vec<String>,
+        /// The function to run (default: `forward` if present, else the first function).
+        #[arg(long)]
+        function: Option<String>,
+        /// Directory for the `NAME.npy` outputs (created if missing).
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+    },
+    /// Write a Graphviz DOT rendering of a model.
+    Dot {
+        /// The model: a `.fir` file or a ModelIR `.json` document.
+        input: PathBuf,
+        /// Where to write the `.dot` text. Default: stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Import { input, output } => {
+            let loaded = load_module(&input)?;
+            loaded.verified()?;
+            let wants_json = output.as_ref().is_some_and(|p| p.extension().is_some_and(|e| e == "json"));
+            let rendered = if wants_json {
+                json::to_json_string(&loaded.module).map_err(|e| CliError::new(format!("error: cannot export: {e}")))?
+            } else {
+                text::print_module(&loaded.module)
+            };
+            write_output(output.as_deref(), rendered.as_bytes())
+        }
+        Command::Verify { input } => {
+            let loaded = load_module(&input)?;
+            loaded.verified()?;
+            let m = &loaded.module;
+            println!(
+                "{}: ok ({} function(s), {} op(s), {} weight(s))",
+                input.display(),
+                m.functions.len(),
+                m.op_count(),
+                m.weights.len()
+            );
+            Ok(())
+        }
+        Command::Run { input, interp, inputs, function, output_dir } => {
+            if !interp {
+                return Err(CliError::new(
+                    "error: compiled execution is not available yet; pass --interp to run the reference interpreter",
+                ));
+            }
+            let loaded = load_module(&input)?;
+            loaded.verified()?;
+            run::run_interpreter(&loaded, &inputs, function.as_deref(), output_dir.as_deref())
+        }
+        Command::Dot { input, output } => {
+            let loaded = load_module(&input)?;
+            write_output(output.as_deref(), ferrumc_ir::dot::to_dot(&loaded.module).as_bytes())
+        }
+    }
+}

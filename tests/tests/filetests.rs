@@ -1,0 +1,131 @@
+//! Golden filetests: one trial per file under `tests/filetests/<suite>/*.fir`, named
+//! `<suite>::<file stem>` so a single case runs with `cargo test --test filetests -- <name>`.
+//! Commands (`; test: <command>`):
+//! * `print` — the module parses; the expectation is its printed form, which must also
+//!   parse back to the module's canonical form.
+//! * `parse-error` — parsing fails; the expectation is the `line:column: message`.
+//! * `verify` — the module parses; the expectation is `ok` or every verifier error.
+//! * `run` — the module parses and verifies; `; input: NAME = dense<…>` directives bind
+//!   inputs, `; function: NAME` picks the function (default: the first); the expectation
+//!   lists each output as `NAME = dense<…>`, compared with `; tolerance: RTOL` (default
+//!   1e-6 relative, 1e-7 absolute) rather than textually, so values written by hand match.
+
+use ferrumc_ir::attr::write_tensor;
+use ferrumc_ir::interp::run_function;
+use ferrumc_ir::weights::FileWeights;
+use ferrumc_ir::{text, verify, Tensor};
+use ferrumc_tests::compare::{assert_close, Tolerance};
+use ferrumc_tests::filetest::{blessing, check_or_bless, FileTest};
+use ferrumc_tests::repo_root;
+use libtest_mimic::{Arguments, Failed, Trial};
+use std::path::{Path, PathBuf};
+
+fn main() {
+    let args = Arguments::from_args();
+    let mut trials = Vec::new();
+    let root = repo_root().join("tests/filetests");
+    let mut suites: Vec<PathBuf> = std::fs::read_dir(&root)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    suites.sort();
+    for suite in suites {
+        let suite_name = suite.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&suite)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "fir")).collect())
+            .unwrap_or_default();
+        files.sort();
+        for file in files {
+            let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            trials.push(Trial::test(format!("{suite_name}::{stem}"), move || run_file(&file).map_err(Failed::from)));
+        }
+    }
+    assert!(!trials.is_empty(), "no filetests found under {}", root.display());
+    libtest_mimic::run(&args, trials).exit();
+}
+
+fn run_file(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let test = FileTest::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    match test.command.as_str() {
+        "print" => {
+            let m = text::parse_module(&test.input).map_err(|e| format!("parse error {e}"))?;
+            let printed = text::print_module(&m);
+            let reparsed = text::parse_module(&printed).map_err(|e| format!("printed module does not parse: {e}\n{printed}"))?;
+            let canonical = m.canonical().map_err(|e| e.to_string())?;
+            if reparsed != canonical {
+                return Err(format!("parse(print(m)) differs from canonical(m)\n{printed}"));
+            }
+            check_or_bless(path, &test, &lines(&printed))
+        }
+        "parse-error" => match text::parse_module(&test.input) {
+            Ok(_) => Err("expected a parse error, but the module parsed".to_string()),
+            Err(e) => check_or_bless(path, &test, &[e.to_string()]),
+        },
+        "verify" => {
+            let m = text::parse_module(&test.input).map_err(|e| format!("parse error {e}"))?;
+            let actual = match verify::verify_module(&m) {
+                Ok(()) => vec!["ok".to_string()],
+                Err(errors) => errors.iter().map(|e| verify::describe(&m, e)).collect(),
+            };
+            check_or_bless(path, &test, &actual)
+        }
+        "run" => run_case(path, &test),
+        other => Err(format!("unknown filetest command `{other}` (print, parse-error, verify, run)")),
+    }
+}
+
+fn run_case(path: &Path, test: &FileTest) -> Result<(), String> {
+    let m = text::parse_module(&test.input).map_err(|e| format!("parse error {e}"))?;
+    if let Err(errors) = verify::verify_module(&m) {
+        let list: Vec<String> = errors.iter().map(|e| verify::describe(&m, e)).collect();
+        return Err(format!("module does not verify:\n{}", list.join("\n")));
+    }
+    let inputs = test
+        .directive_values("input")
+        .into_iter()
+        .map(parse_binding)
+        .collect::<Result<Vec<_>, _>>()?;
+    let function = match test.directive_values("function").first() {
+        Some(name) => name.to_string(),
+        None => m.functions.first().map(|f| f.name.clone()).ok_or("module has no function")?,
+    };
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let outputs = run_function(&m, &function, &inputs, &FileWeights::new(base)).map_err(|e| e.to_string())?;
+    let actual: Vec<String> = outputs
+        .iter()
+        .map(|(name, t)| {
+            let mut s = format!("{name} = ");
+            let _ = write_tensor(&mut s, t);
+            s
+        })
+        .collect();
+    if blessing() {
+        return check_or_bless(path, test, &actual);
+    }
+    let rtol = match test.directive_values("tolerance").first() {
+        Some(v) => v.parse::<f64>().map_err(|_| format!("bad tolerance `{v}`"))?,
+        None => 1e-6,
+    };
+    let expected = test.expected.iter().map(|l| parse_binding(l)).collect::<Result<Vec<_>, _>>()?;
+    if expected.len() != outputs.len() {
+        return Err(format!("{} outputs but {} expected\nactual:\n{}", outputs.len(), expected.len(), actual.join("\n")));
+    }
+    for ((name, got), (ename, want)) in outputs.iter().zip(&expected) {
+        if name != ename {
+            return Err(format!("output `{name}` where `{ename}` was expected"));
+        }
+        assert_close(name, got, want, Tolerance { rtol, atol: 1e-7 })?;
+    }
+    Ok(())
+}
+
+/// `NAME = dense<…>`.
+fn parse_binding(s: &str) -> Result<(String, Tensor), String> {
+    let (name, literal) = s.split_once('=').ok_or_else(|| format!("`{s}` is not `NAME = dense<…>`"))?;
+    let tensor = text::parse_tensor_literal(literal.trim()).map_err(|e| format!("`{s}`: {e}"))?;
+    Ok((name.trim().to_string(), tensor))
+}
+
+fn lines(s: &str) -> Vec<String> {
+    s.lines().map(str::to_string).collect()
+}

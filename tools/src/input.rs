@@ -1,0 +1,113 @@
+//! Reading models and writing results for the CLI: format detection, UTF-8 checks with
+//! positions, verifier reports with errors shown inline, and all-or-nothing output writes.
+
+use ferrumc_ir::{json, text, verify, Module};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Largest model file (text or JSON) the CLI reads; weights live in separate files.
+pub const MAX_MODEL_FILE_BYTES: u64 = 1 << 30;
+
+/// A user-facing failure: the complete message to print.
+#[derive(Debug)]
+pub struct CliError(String);
+
+impl CliError {
+    pub fn new(message: impl Into<String>) -> CliError {
+        CliError(message.into())
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A parsed module and where it came from (its folder is where weights are read from).
+#[derive(Debug)]
+pub struct LoadedModule {
+    pub module: Module,
+    pub path: PathBuf,
+    pub base_dir: PathBuf,
+}
+
+impl LoadedModule {
+    /// Run the verifier; on failure, list every error and show the module with the
+    /// errors printed under the ops they are about.
+    pub fn verified(&self) -> Result<(), CliError> {
+        let Err(errors) = verify::verify_module(&self.module) else {
+            return Ok(());
+        };
+        let mut msg = format!("error: {}: {} verifier error(s)\n", self.path.display(), errors.len());
+        for e in &errors {
+            msg.push_str(&format!("  {}\n", verify::describe(&self.module, e)));
+        }
+        let annotated = text::print_module_annotated(&self.module, &|function, op| {
+            errors
+                .iter()
+                .filter(|e| match (&e.anchor, op) {
+                    (verify::Anchor::Op { function: f, op: o }, Some(op)) => f == function && *o == op,
+                    (verify::Anchor::Function(f), None) => f == function,
+                    _ => false,
+                })
+                .map(|e| format!("error: {}", e.message))
+                .collect()
+        });
+        msg.push_str("\nThe module, with errors under the ops they concern:\n");
+        msg.push_str(&annotated);
+        Err(CliError(msg))
+    }
+}
+
+/// Read a `.fir` or `.json` model. The format is chosen by extension; anything else is refused.
+pub fn load_module(path: &Path) -> Result<LoadedModule, CliError> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| CliError(format!("error: {shown}: cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(CliError(format!("error: {shown}: not a regular file")));
+    }
+    if meta.len() > MAX_MODEL_FILE_BYTES {
+        return Err(CliError(format!(
+            "error: {shown}: {} bytes is larger than the {} byte limit for model files (weights belong in separate files)",
+            meta.len(),
+            MAX_MODEL_FILE_BYTES
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| CliError(format!("error: {shown}: cannot read: {e}")))?;
+    let src = std::str::from_utf8(&bytes).map_err(|e| {
+        let (line, column) = line_column(&bytes, e.valid_up_to());
+        CliError(format!("error: {shown}:{line}:{column}: invalid UTF-8 (byte offset {})", e.valid_up_to()))
+    })?;
+    let module = match path.extension().and_then(|e| e.to_str()) {
+        Some("fir") => text::parse_module(src).map_err(|e| CliError(format!("error: {shown}:{e}")))?,
+        Some("json") => json::from_json_str(src).map_err(|e| CliError(format!("error: {shown}: {e}")))?,
+        _ => {
+            return Err(CliError(format!(
+                "error: {shown}: unrecognised model format (expected a .fir or ModelIR .json file)"
+            )))
+        }
+    };
+    let base_dir = path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
+    Ok(LoadedModule { module, path: path.to_path_buf(), base_dir })
+}
+
+/// 1-based line and column (in characters) of a byte offset into possibly-invalid UTF-8.
+fn line_column(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    (line, column)
+}
+
+/// Write to `path`, or to stdout when `None`.
+pub fn write_output(path: Option<&Path>, bytes: &[u8]) -> Result<(), CliError> {
+    match path {
+        Some(p) => std::fs::write(p, bytes).map_err(|e| CliError(format!("error: {}: cannot write: {e}", p.display()))),
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(bytes).map_err(|e| CliError(format!("error: cannot write to stdout: {e}")))
+        }
+    }
+}
