@@ -112,7 +112,7 @@ pub fn write_tensor(f: &mut impl fmt::Write, t: &Tensor) -> fmt::Result {
     f.write_str("]>")
 }
 
-/// Write a string literal with `"`, `\\` and control characters escaped.
+/// Write a string literal with `"`, `\\` and control characters (C0, DEL and C1) escaped.
 pub fn write_string(f: &mut impl fmt::Write, s: &str) -> fmt::Result {
     f.write_char('"')?;
     for c in s.chars() {
@@ -121,7 +121,7 @@ pub fn write_string(f: &mut impl fmt::Write, s: &str) -> fmt::Result {
             '\\' => f.write_str("\\\\")?,
             '\n' => f.write_str("\\n")?,
             '\t' => f.write_str("\\t")?,
-            c if (c as u32) < 0x20 || c == '\u{7f}' => write!(f, "\\u{{{:x}}}", c as u32)?,
+            c if c.is_control() => write!(f, "\\u{{{:x}}}", c as u32)?,
             c => f.write_char(c)?,
         }
     }
