@@ -62,3 +62,12 @@ pub fn parse_type(src: &str) -> Result<TensorType, ParseError> {
     p.expect_eof("end of input after the type")?;
     Ok(ty)
 }
+
+/// Parse a tensor literal alone, e.g. `dense<f32[2]: [1.0, 2.0]>` (used by filetests and
+/// tools that take literal inputs).
+pub fn parse_tensor_literal(src: &str) -> Result<crate::tensor::Tensor, ParseError> {
+    let mut p = parser::Parser::new(src)?;
+    let t = p.dense()?;
+    p.expect_eof("end of input after the literal")?;
+    Ok(t)
+}
