@@ -195,16 +195,20 @@ impl Function {
             let mut succs: Vec<OpId> = data
                 .results
                 .iter()
-                .flat_map(|&r| self.value(r).uses.iter().map(|u| u.op))
+                .flat_map(|&r| self.try_value(r).into_iter().flat_map(|v| v.uses.iter().map(|u| u.op)))
                 .filter(|o| self.op(*o).is_some())
                 .collect();
             succs.sort_unstable();
             succs.dedup();
             for s in succs {
+                // Only a 1 -> 0 transition readies an op, so corrupted use or result
+                // lists can never queue an op twice (which would loop forever).
                 let p = &mut pending[s.0 as usize];
-                *p = p.saturating_sub(1);
-                if *p == 0 {
-                    ready.push(Reverse(s));
+                if *p > 0 {
+                    *p -= 1;
+                    if *p == 0 {
+                        ready.push(Reverse(s));
+                    }
                 }
             }
         }
