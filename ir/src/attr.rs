@@ -70,7 +70,9 @@ pub fn write_float_as(f: &mut impl fmt::Write, v: f64, dtype: DType) -> fmt::Res
     if dtype != DType::F64 && v.is_finite() && (v as f32) as f64 == v {
         let short = format!("{:?}", v as f32);
         // Only use the f32 spelling if it parses back to the same f64.
-        if short.parse::<f64>().ok().map(f64::to_bits) == Some(v.to_bits()) || short.parse::<f32>().map(|x| x as f64) == Ok(v) {
+        if short.parse::<f64>().ok().map(f64::to_bits) == Some(v.to_bits())
+            || short.parse::<f32>().map(|x| x as f64) == Ok(v)
+        {
             return f.write_str(&short);
         }
     }

@@ -28,11 +28,7 @@ pub fn to_dot(m: &Module) -> String {
     out.push_str("  graph [rankdir=TB, fontname=\"Helvetica\", labelloc=t];\n");
     out.push_str("  node [fontname=\"Helvetica\", fontsize=10];\n");
     out.push_str("  edge [fontname=\"Helvetica\", fontsize=9];\n");
-    let _ = writeln!(
-        out,
-        "  label=\"module @{}\";",
-        escape(&quote_name(&m.name), false)
-    );
+    let _ = writeln!(out, "  label=\"module @{}\";", escape(&quote_name(&m.name), false));
     for (fi, f) in m.functions.iter().enumerate() {
         write_function(&mut out, fi, f);
     }
@@ -47,36 +43,19 @@ fn write_function(out: &mut String, fi: usize, f: &Function) {
         placed.extend(cycle.ops.iter().copied());
         placed
     });
-    let name_of = |v: ValueId| {
-        names
-            .get(&v)
-            .cloned()
-            .unwrap_or_else(|| format!("%<dangling {}>", v.0))
-    };
-    let type_of = |v: ValueId| {
-        f.try_value(v)
-            .map(|d| d.ty.to_string())
-            .unwrap_or_else(|| "?".to_string())
-    };
+    let name_of = |v: ValueId| names.get(&v).cloned().unwrap_or_else(|| format!("%<dangling {}>", v.0));
+    let type_of = |v: ValueId| f.try_value(v).map(|d| d.ty.to_string()).unwrap_or_else(|| "?".to_string());
     let value_label = |v: ValueId| format!("{}: {}", name_of(v), type_of(v));
 
     let _ = writeln!(out, "  subgraph \"cluster_{}\" {{", escape(&f.name, false));
-    let _ = writeln!(
-        out,
-        "    label=\"func @{}\";",
-        escape(&quote_name(&f.name), false)
-    );
+    let _ = writeln!(out, "    label=\"func @{}\";", escape(&quote_name(&f.name), false));
     out.push_str("    style=rounded;\n");
 
     // Where each value comes from: the node id that draws it.
     let mut source: HashMap<ValueId, String> = HashMap::new();
     for (i, (_, v)) in f.params().iter().enumerate() {
         let id = format!("f{fi}_in{i}");
-        let _ = writeln!(
-            out,
-            "    \"{id}\" [shape=ellipse, label=\"{}\"];",
-            escape(&value_label(*v), false)
-        );
+        let _ = writeln!(out, "    \"{id}\" [shape=ellipse, label=\"{}\"];", escape(&value_label(*v), false));
         source.insert(*v, id);
     }
     for (i, (_, v)) in f.weight_values().iter().enumerate() {
@@ -92,37 +71,13 @@ fn write_function(out: &mut String, fi: usize, f: &Function) {
         let Some(data) = f.op(*op) else { continue };
         let id = format!("f{fi}_op{pos}");
         let operands: Vec<String> = data.operands.iter().map(|v| name_of(*v)).collect();
-        let mut rows = vec![escape(
-            &format!("{}({})", data.op.name(), operands.join(", ")),
-            true,
-        )];
-        let attrs: Vec<String> = data
-            .op
-            .attrs()
-            .iter()
-            .map(|(k, a)| format!("{k}={}", short_attr(a)))
-            .collect();
+        let mut rows = vec![escape(&format!("{}({})", data.op.name(), operands.join(", ")), true)];
+        let attrs: Vec<String> = data.op.attrs().iter().map(|(k, a)| format!("{k}={}", short_attr(a))).collect();
         if !attrs.is_empty() {
-            rows.push(
-                attrs
-                    .iter()
-                    .map(|a| escape(a, true))
-                    .collect::<Vec<_>>()
-                    .join("\\n"),
-            );
+            rows.push(attrs.iter().map(|a| escape(a, true)).collect::<Vec<_>>().join("\\n"));
         }
-        rows.push(
-            data.results
-                .iter()
-                .map(|r| escape(&value_label(*r), true))
-                .collect::<Vec<_>>()
-                .join("\\n"),
-        );
-        let _ = writeln!(
-            out,
-            "    \"{id}\" [shape=Mrecord, label=\"{{{}}}\"];",
-            rows.join("|")
-        );
+        rows.push(data.results.iter().map(|r| escape(&value_label(*r), true)).collect::<Vec<_>>().join("\\n"));
+        let _ = writeln!(out, "    \"{id}\" [shape=Mrecord, label=\"{{{}}}\"];", rows.join("|"));
         for r in &data.results {
             source.insert(*r, id.clone());
         }
@@ -153,11 +108,7 @@ fn write_function(out: &mut String, fi: usize, f: &Function) {
                 id
             }
         };
-        let _ = writeln!(
-            out,
-            "    \"{from}\" -> \"{target}\" [label=\"{}\"];",
-            escape(&value_label(v), false)
-        );
+        let _ = writeln!(out, "    \"{from}\" -> \"{target}\" [label=\"{}\"];", escape(&value_label(v), false));
     };
     for (pos, op) in order.iter().enumerate() {
         let Some(data) = f.op(*op) else { continue };
@@ -178,20 +129,10 @@ fn short_attr(a: &Attr) -> String {
     const MAX_CHARS: usize = 32;
     match a {
         Attr::Ints(v) if v.len() > MAX_ITEMS => {
-            format!(
-                "{}, …]",
-                Attr::Ints(v[..MAX_ITEMS].to_vec())
-                    .to_string()
-                    .trim_end_matches(']')
-            )
+            format!("{}, …]", Attr::Ints(v[..MAX_ITEMS].to_vec()).to_string().trim_end_matches(']'))
         }
         Attr::Floats(v) if v.len() > MAX_ITEMS => {
-            format!(
-                "{}, …]",
-                Attr::Floats(v[..MAX_ITEMS].to_vec())
-                    .to_string()
-                    .trim_end_matches(']')
-            )
+            format!("{}, …]", Attr::Floats(v[..MAX_ITEMS].to_vec()).to_string().trim_end_matches(']'))
         }
         Attr::Tensor(t) if t.numel() > 4 => short_tensor(t),
         Attr::Str(s) if s.chars().count() > MAX_CHARS => {

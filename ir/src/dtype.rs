@@ -35,7 +35,9 @@ pub enum DType {
     /// GGML Q4_0 block quantization (32 elements per block).
     Q4_0,
     /// Symmetric 4-bit quantization with an f16 scale per group of `group_size` elements.
-    Int4 { group_size: u32 },
+    Int4 {
+        group_size: u32,
+    },
 }
 
 /// The largest group size accepted for `int4<G>`.
@@ -157,11 +159,7 @@ impl FromStr for DType {
             }
             return Ok(DType::Int4 { group_size });
         }
-        DType::PLAIN
-            .iter()
-            .copied()
-            .find(|d| d.to_string() == s)
-            .ok_or_else(|| UnknownDType(s.to_string()))
+        DType::PLAIN.iter().copied().find(|d| d.to_string() == s).ok_or_else(|| UnknownDType(s.to_string()))
     }
 }
 

@@ -71,26 +71,12 @@ pub fn infer_types(
     let (lo, hi) = op.operand_range();
     let n = operands.len();
     if n < lo || n > hi {
-        return Err(format!(
-            "{} expects {}, found {n}",
-            op.name(),
-            count_phrase(lo, hi, "operand")
-        ));
+        return Err(format!("{} expects {}, found {n}", op.name(), count_phrase(lo, hi, "operand")));
     }
-    let cx = Cx {
-        op,
-        tys: operands,
-        consts,
-        declared,
-        names: operand_names(op, operands),
-    };
+    let cx = Cx { op, tys: operands, consts, declared, names: operand_names(op, operands) };
     for (i, t) in operands.iter().enumerate() {
         if t.rank() > MAX_RANK {
-            return Err(format!(
-                "{}: rank {} exceeds the maximum rank {MAX_RANK}",
-                cx.label(i),
-                t.rank()
-            ));
+            return Err(format!("{}: rank {} exceeds the maximum rank {MAX_RANK}", cx.label(i), t.rank()));
         }
         if t.dtype.is_quantized() && !(matches!(op, Op::QuantizedLinear) && i == 1) {
             return Err(format!(
@@ -103,10 +89,7 @@ pub fn infer_types(
     let out = cx.infer()?;
     for (k, t) in out.iter().enumerate() {
         if t.rank() > MAX_RANK {
-            return Err(format!(
-                "result {k} would have rank {}, above the maximum rank {MAX_RANK}",
-                t.rank()
-            ));
+            return Err(format!("result {k} would have rank {}, above the maximum rank {MAX_RANK}", t.rank()));
         }
     }
     Ok(out)
@@ -115,27 +98,18 @@ pub fn infer_types(
 /// Append `op` to `f` with inferred result types (a builder helper for frontends and
 /// passes). Operands produced by `constant` ops in `f` supply `consts`. Errors (and leaves
 /// `f` untouched) when an operand does not exist or is dead, or inference fails.
-pub fn add_inferred(
-    f: &mut Function,
-    op: Op,
-    operands: Vec<ValueId>,
-) -> Result<Vec<ValueId>, String> {
+pub fn add_inferred(f: &mut Function, op: Op, operands: Vec<ValueId>) -> Result<Vec<ValueId>, String> {
     let types = {
         let fr: &Function = f;
         let mut tys = Vec::with_capacity(operands.len());
         let mut consts = Vec::with_capacity(operands.len());
         for (i, &v) in operands.iter().enumerate() {
-            let data = fr.try_value(v).ok_or_else(|| {
-                format!(
-                    "operand {i}: value {v} does not exist in function `{}`",
-                    fr.name
-                )
-            })?;
+            let data = fr
+                .try_value(v)
+                .ok_or_else(|| format!("operand {i}: value {v} does not exist in function `{}`", fr.name))?;
             if let ValueDef::Result { op: def, .. } = data.def {
                 if fr.op(def).is_none() {
-                    return Err(format!(
-                        "operand {i}: value {v} is defined by erased op {def}"
-                    ));
+                    return Err(format!("operand {i}: value {v} is defined by erased op {def}"));
                 }
             }
             tys.push(&data.ty);
@@ -162,11 +136,7 @@ pub fn constant_value(f: &Function, v: ValueId) -> Option<&Tensor> {
 pub fn types_agree(declared: &TensorType, inferred: &TensorType) -> bool {
     declared.dtype == inferred.dtype
         && declared.rank() == inferred.rank()
-        && declared
-            .shape
-            .iter()
-            .zip(&inferred.shape)
-            .all(|(a, b)| a.is_unknown() || b.is_unknown() || a == b)
+        && declared.shape.iter().zip(&inferred.shape).all(|(a, b)| a.is_unknown() || b.is_unknown() || a == b)
 }
 
 // ---------------------------------------------------------------------- dim rules
@@ -231,12 +201,7 @@ fn norm_axis(axis: i64, rank: usize) -> Option<usize> {
 
 /// Result length of ONNX Slice on a static dim `d`.
 fn slice_len_static(d: i64, start: i64, end: i64, step: i64) -> i64 {
-    let (d, start, end, step) = (
-        i128::from(d),
-        i128::from(start),
-        i128::from(end),
-        i128::from(step),
-    );
+    let (d, start, end, step) = (i128::from(d), i128::from(start), i128::from(end), i128::from(step));
     let rel = |x: i128| if x < 0 { x + d } else { x };
     let len = if step > 0 {
         let s = rel(start).clamp(0, d);
@@ -282,11 +247,7 @@ pub fn slice_dim(d: &Dim, start: i64, end: i64, step: i64) -> Dim {
     }
     if step == 1 && start >= 0 {
         if end >= SLICE_TO_END {
-            return if start == 0 {
-                d.clone()
-            } else {
-                d.sub(&Dim::fixed(start))
-            };
+            return if start == 0 { d.clone() } else { d.sub(&Dim::fixed(start)) };
         }
         if end < 0 {
             if let Some(cut) = start.checked_sub(end) {
@@ -416,10 +377,7 @@ impl<'a> Cx<'a> {
     }
 
     fn ty(&self, i: usize) -> Result<&'a TensorType, String> {
-        self.tys
-            .get(i)
-            .copied()
-            .ok_or_else(|| format!("{} is missing", self.label(i)))
+        self.tys.get(i).copied().ok_or_else(|| format!("{} is missing", self.label(i)))
     }
 
     fn shape(&self, i: usize) -> Result<&'a [Dim], String> {
@@ -432,10 +390,7 @@ impl<'a> Cx<'a> {
 
     fn declared_result(&self, k: usize) -> Result<&'a TensorType, String> {
         self.declared.and_then(|d| d.get(k)).ok_or_else(|| {
-            format!(
-                "{} takes its result shape from the declared result type, which is missing",
-                self.op.name()
-            )
+            format!("{} takes its result shape from the declared result type, which is missing", self.op.name())
         })
     }
 
@@ -444,12 +399,7 @@ impl<'a> Cx<'a> {
         if class.admits(t.dtype) {
             Ok(t.dtype)
         } else {
-            Err(format!(
-                "{}: expected {}, found {}",
-                self.label(i),
-                class.describe(),
-                t.dtype
-            ))
+            Err(format!("{}: expected {}, found {}", self.label(i), class.describe(), t.dtype))
         }
     }
 
@@ -458,11 +408,7 @@ impl<'a> Cx<'a> {
         if t.dtype == d {
             Ok(())
         } else {
-            Err(format!(
-                "{}: expected dtype {d}, found {}",
-                self.label(i),
-                t.dtype
-            ))
+            Err(format!("{}: expected dtype {d}, found {}", self.label(i), t.dtype))
         }
     }
 
@@ -472,13 +418,7 @@ impl<'a> Cx<'a> {
         if a.dtype == b.dtype {
             Ok(())
         } else {
-            Err(format!(
-                "{}: dtype {} does not match {}'s dtype {}",
-                self.label(i),
-                a.dtype,
-                self.label(j),
-                b.dtype
-            ))
+            Err(format!("{}: dtype {} does not match {}'s dtype {}", self.label(i), a.dtype, self.label(j), b.dtype))
         }
     }
 
@@ -487,11 +427,7 @@ impl<'a> Cx<'a> {
         if t.rank() == r {
             Ok(&t.shape)
         } else {
-            Err(format!(
-                "{}: expected rank {r}, found rank {} ({t})",
-                self.label(i),
-                t.rank()
-            ))
+            Err(format!("{}: expected rank {r}, found rank {} ({t})", self.label(i), t.rank()))
         }
     }
 
@@ -500,31 +436,21 @@ impl<'a> Cx<'a> {
         if t.rank() >= r {
             Ok(&t.shape)
         } else {
-            Err(format!(
-                "{}: expected rank at least {r}, found rank {} ({t})",
-                self.label(i),
-                t.rank()
-            ))
+            Err(format!("{}: expected rank at least {r}, found rank {} ({t})", self.label(i), t.rank()))
         }
     }
 
     fn axis(&self, axis: i64, i: usize) -> Result<usize, String> {
         let t = self.ty(i)?;
-        norm_axis(axis, t.rank()).ok_or_else(|| {
-            format!(
-                "axis {axis} is out of range for {} {t} (rank {})",
-                self.label(i),
-                t.rank()
-            )
-        })
+        norm_axis(axis, t.rank())
+            .ok_or_else(|| format!("axis {axis} is out of range for {} {t} (rank {})", self.label(i), t.rank()))
     }
 
     /// Normalise an axes list against `rank`; entries must be in range and distinct.
     fn axes(&self, axes: &[i64], rank: usize, what: &str) -> Result<Vec<usize>, String> {
         let mut out = Vec::with_capacity(axes.len());
         for &a in axes {
-            let n = norm_axis(a, rank)
-                .ok_or_else(|| format!("{what} entry {a} is out of range for rank {rank}"))?;
+            let n = norm_axis(a, rank).ok_or_else(|| format!("{what} entry {a} is out of range for rank {rank}"))?;
             if out.contains(&n) {
                 return Err(format!("{what} {axes:?} names axis {n} twice"));
             }
@@ -541,9 +467,7 @@ impl<'a> Cx<'a> {
     /// Operand `i`'s dim `k` must equal `want` (described as `what`).
     fn dim_eq(&self, i: usize, k: usize, want: &Dim, what: &str) -> Result<Dim, String> {
         let got = self.shape(i)?.get(k).cloned().unwrap_or(Dim::Unknown);
-        self.unify(&got, want, || {
-            format!("{}: dim {k} is {got} but {what} is {want}", self.label(i))
-        })
+        self.unify(&got, want, || format!("{}: dim {k} is {got} but {what} is {want}", self.label(i)))
     }
 
     /// Multidirectional broadcast of the listed operands.
@@ -571,11 +495,7 @@ impl<'a> Cx<'a> {
                     }
                     None => {
                         let other = slot.map(|j| {
-                            format!(
-                                "{} {}",
-                                self.label(j),
-                                self.ty(j).map(|t| t.to_string()).unwrap_or_default()
-                            )
+                            format!("{} {}", self.label(j), self.ty(j).map(|t| t.to_string()).unwrap_or_default())
                         });
                         return Err(format!(
                             "cannot broadcast {} {t} against {}: size {d} vs {cur} at result dim {pos}",
@@ -630,9 +550,9 @@ impl<'a> Cx<'a> {
             }
         }
         match len {
-            Some(n) => usize::try_from(n)
-                .map(ShapeArg::Len)
-                .map_err(|_| format!("{}: negative length {n}", self.label(i))),
+            Some(n) => {
+                usize::try_from(n).map(ShapeArg::Len).map_err(|_| format!("{}: negative length {n}", self.label(i)))
+            }
             None => Ok(ShapeArg::UnknownLen),
         }
     }
@@ -642,12 +562,10 @@ impl<'a> Cx<'a> {
         match arg {
             ShapeArg::Const(v) => Ok(v.len()),
             ShapeArg::Len(n) => Ok(*n),
-            ShapeArg::UnknownLen => self.declared_result(0).map(TensorType::rank).map_err(|_| {
-                format!(
-                    "{}: its length is not static, so the result rank is unknown",
-                    self.label(i)
-                )
-            }),
+            ShapeArg::UnknownLen => self
+                .declared_result(0)
+                .map(TensorType::rank)
+                .map_err(|_| format!("{}: its length is not static, so the result rank is unknown", self.label(i))),
         }
     }
 
@@ -723,9 +641,7 @@ impl Cx<'_> {
             }
             Op::And | Op::Or | Op::Xor => self.binary(Class::Bool),
             Op::Equal => self.compare(Class::Any),
-            Op::Less | Op::LessEqual | Op::Greater | Op::GreaterEqual => {
-                self.compare(Class::Numeric)
-            }
+            Op::Less | Op::LessEqual | Op::Greater | Op::GreaterEqual => self.compare(Class::Numeric),
             Op::Where => {
                 self.class(0, Class::Bool)?;
                 let d = self.class(1, Class::Any)?;
@@ -766,21 +682,14 @@ impl Cx<'_> {
             }
             Op::TopK { axis, k, .. } => self.topk(*axis, *k),
             Op::MatMul => self.matmul(),
-            Op::Gemm {
-                trans_a, trans_b, ..
-            } => self.gemm(*trans_a, *trans_b),
+            Op::Gemm { trans_a, trans_b, .. } => self.gemm(*trans_a, *trans_b),
             Op::Linear => self.linear(),
             Op::QuantizedLinear => self.quantized_linear(),
             Op::Reshape { allowzero } => self.reshape(*allowzero),
             Op::Transpose { perm } => self.transpose(perm),
             Op::Concat { axis } => self.concat(*axis),
             Op::Split { axis } => self.split(*axis),
-            Op::Slice {
-                axes,
-                starts,
-                ends,
-                steps,
-            } => self.slice(axes, starts, ends, steps),
+            Op::Slice { axes, starts, ends, steps } => self.slice(axes, starts, ends, steps),
             Op::Gather { axis } => self.gather(*axis),
             Op::GatherElements { axis } => {
                 self.class(1, Class::Index)?;
@@ -799,13 +708,7 @@ impl Cx<'_> {
                 let at = self.axes(axes, rank, "axes")?;
                 let mut src = t.shape.iter();
                 let shape = (0..rank)
-                    .map(|k| {
-                        if at.contains(&k) {
-                            Dim::fixed(1)
-                        } else {
-                            src.next().cloned().unwrap_or(Dim::Unknown)
-                        }
-                    })
+                    .map(|k| if at.contains(&k) { Dim::fixed(1) } else { src.next().cloned().unwrap_or(Dim::Unknown) })
                     .collect();
                 Ok(one(TensorType::new(t.dtype, shape)))
             }
@@ -863,11 +766,7 @@ impl Cx<'_> {
                 let mut shape = Vec::with_capacity(x.rank());
                 for (k, (a, b)) in x.shape.iter().zip(residual).enumerate() {
                     shape.push(self.unify(a, b, || {
-                        format!(
-                            "{}: dim {k} is {b} but {}'s dim {k} is {a}",
-                            self.label(1),
-                            self.label(0)
-                        )
+                        format!("{}: dim {k} is {b} but {}'s dim {k} is {a}", self.label(1), self.label(0))
                     })?);
                 }
                 let t = self.rms_norm_weight(0, 2)?;
@@ -883,22 +782,15 @@ impl Cx<'_> {
                 self.rank_is(1, g.rank())?;
                 let mut shape = Vec::with_capacity(g.rank());
                 for (k, (a, b)) in g.shape.iter().zip(&u.shape).enumerate() {
-                    shape.push(self.unify(a, b, || {
-                        format!(
-                            "{}: dim {k} is {b} but gate's dim {k} is {a}",
-                            self.label(1)
-                        )
-                    })?);
+                    shape.push(
+                        self.unify(a, b, || format!("{}: dim {k} is {b} but gate's dim {k} is {a}", self.label(1)))?,
+                    );
                 }
                 Ok(one(TensorType::new(g.dtype, shape)))
             }
-            Op::Sample {
-                temperature,
-                top_k,
-                top_p,
-                repetition_penalty,
-                ..
-            } => self.sample(*temperature, *top_k, *top_p, *repetition_penalty),
+            Op::Sample { temperature, top_k, top_p, repetition_penalty, .. } => {
+                self.sample(*temperature, *top_k, *top_p, *repetition_penalty)
+            }
         }
     }
 }
@@ -907,36 +799,22 @@ fn check_epsilon(eps: f64) -> Result<(), String> {
     if eps.is_finite() && eps >= 0.0 {
         Ok(())
     } else {
-        Err(format!(
-            "epsilon must be a finite non-negative number, found {eps}"
-        ))
+        Err(format!("epsilon must be a finite non-negative number, found {eps}"))
     }
 }
 
 /// Checks a literal's internal consistency; returns its type.
 fn literal_type(t: &Tensor, what: &str) -> Result<TensorType, String> {
     if t.dtype.is_quantized() {
-        return Err(format!(
-            "{what} has quantized dtype {}; literals must be plain dtypes",
-            t.dtype
-        ));
+        return Err(format!("{what} has quantized dtype {}; literals must be plain dtypes", t.dtype));
     }
-    let expected =
-        checked_numel(&t.shape).ok_or_else(|| format!("{what} shape {:?} overflows", t.shape))?;
+    let expected = checked_numel(&t.shape).ok_or_else(|| format!("{what} shape {:?} overflows", t.shape))?;
     if expected != t.numel() {
-        return Err(format!(
-            "{what} has {} elements but its shape {:?} needs {expected}",
-            t.numel(),
-            t.shape
-        ));
+        return Err(format!("{what} has {} elements but its shape {:?} needs {expected}", t.numel(), t.shape));
     }
     let float_data = matches!(t.data, TensorData::Float(_));
     if float_data != t.dtype.is_float() {
-        return Err(format!(
-            "{what} of dtype {} holds {} data",
-            t.dtype,
-            if float_data { "float" } else { "integer" }
-        ));
+        return Err(format!("{what} of dtype {} holds {} data", t.dtype, if float_data { "float" } else { "integer" }));
     }
     let mut dims = Vec::with_capacity(t.shape.len());
     for &d in &t.shape {
@@ -976,18 +854,12 @@ impl Cx<'_> {
         if let Some(d) = shape.get_mut(a) {
             if let Some(n) = d.as_fixed() {
                 if k > n {
-                    return Err(format!(
-                        "k = {k} exceeds {}'s dim {a} of size {n}",
-                        self.label(0)
-                    ));
+                    return Err(format!("k = {k} exceeds {}'s dim {a} of size {n}", self.label(0)));
                 }
             }
             *d = Dim::fixed(k);
         }
-        Ok(vec![
-            TensorType::new(t.dtype, shape.clone()),
-            TensorType::new(DType::I64, shape),
-        ])
+        Ok(vec![TensorType::new(t.dtype, shape.clone()), TensorType::new(DType::I64, shape)])
     }
 
     fn matmul(&self) -> Result<Vec<TensorType>, String> {
@@ -1007,21 +879,12 @@ impl Cx<'_> {
             [batch @ .., k, n] => (batch, k, Some(n)),
             [] => return Err(format!("{}: matmul needs rank at least 1", self.label(1))),
         };
-        self.unify(ka, kb, || {
-            format!(
-                "{}: inner dim {kb} does not match operand 0's last dim {ka}",
-                self.label(1)
-            )
-        })?;
+        self.unify(ka, kb, || format!("{}: inner dim {kb} does not match operand 0's last dim {ka}", self.label(1)))?;
         let rank = a_batch.len().max(b_batch.len());
         let mut shape = Vec::with_capacity(rank + 2);
         for pos in 0..rank {
             let pick = |batch: &[Dim]| {
-                (pos + batch.len())
-                    .checked_sub(rank)
-                    .and_then(|k| batch.get(k))
-                    .cloned()
-                    .unwrap_or(Dim::fixed(1))
+                (pos + batch.len()).checked_sub(rank).and_then(|k| batch.get(k)).cloned().unwrap_or(Dim::fixed(1))
             };
             let (x, y) = (pick(a_batch), pick(b_batch));
             shape.push(broadcast_dim(&x, &y).ok_or_else(|| {
@@ -1045,10 +908,7 @@ impl Cx<'_> {
         let a = self.rank_is(0, 2)?;
         let b = self.rank_is(1, 2)?;
         let pair = |s: &[Dim], t: bool| {
-            let (x, y) = (
-                s.first().cloned().unwrap_or(Dim::Unknown),
-                s.get(1).cloned().unwrap_or(Dim::Unknown),
-            );
+            let (x, y) = (s.first().cloned().unwrap_or(Dim::Unknown), s.get(1).cloned().unwrap_or(Dim::Unknown));
             if t {
                 (y, x)
             } else {
@@ -1058,10 +918,7 @@ impl Cx<'_> {
         let (m, ka) = pair(a, trans_a);
         let (kb, n) = pair(b, trans_b);
         self.unify(&ka, &kb, || {
-            format!(
-                "{}: inner dim {kb} does not match operand 0's contraction dim {ka}",
-                self.label(1)
-            )
+            format!("{}: inner dim {kb} does not match operand 0's contraction dim {ka}", self.label(1))
         })?;
         let out = vec![m, n];
         if self.tys.len() > 2 {
@@ -1079,23 +936,13 @@ impl Cx<'_> {
 
     /// Shapes of `linear`-like ops: `x [..., in]`, `w [out, in]`, optional `bias [out]` at
     /// operand `bias_at` (dtype = x's).
-    fn linear_shape_with(
-        &self,
-        d: DType,
-        bias_at: Option<usize>,
-    ) -> Result<Vec<TensorType>, String> {
+    fn linear_shape_with(&self, d: DType, bias_at: Option<usize>) -> Result<Vec<TensorType>, String> {
         let x = self.rank_at_least(0, 1)?;
         let w = self.rank_is(1, 2)?;
-        let (out, inp) = (
-            w.first().cloned().unwrap_or(Dim::Unknown),
-            w.get(1).cloned().unwrap_or(Dim::Unknown),
-        );
+        let (out, inp) = (w.first().cloned().unwrap_or(Dim::Unknown), w.get(1).cloned().unwrap_or(Dim::Unknown));
         let last = x.last().cloned().unwrap_or(Dim::Unknown);
         self.unify(&inp, &last, || {
-            format!(
-                "{}: input dim {inp} (w is [out, in]) does not match operand 0's last dim {last}",
-                self.label(1)
-            )
+            format!("{}: input dim {inp} (w is [out, in]) does not match operand 0's last dim {last}", self.label(1))
         })?;
         let out = match bias_at {
             Some(i) if i < self.tys.len() => {
@@ -1105,10 +952,7 @@ impl Cx<'_> {
             }
             _ => out,
         };
-        let mut shape = x
-            .get(..x.len().saturating_sub(1))
-            .unwrap_or_default()
-            .to_vec();
+        let mut shape = x.get(..x.len().saturating_sub(1)).unwrap_or_default().to_vec();
         shape.push(out);
         Ok(one(TensorType::new(d, shape)))
     }
@@ -1141,10 +985,7 @@ impl Cx<'_> {
             self.linear_shape_with(d, Some(2))
         } else if w.dtype == DType::I8 {
             if n < 3 {
-                return Err(
-                    "quantized_linear with an i8 weight needs a scale operand: x, w, scale[, bias]"
-                        .to_string(),
-                );
+                return Err("quantized_linear with an i8 weight needs a scale operand: x, w, scale[, bias]".to_string());
             }
             let out = self.rank_is(1, 2)?.first().cloned().unwrap_or(Dim::Unknown);
             self.dtype_is(2, DType::F32)?;
@@ -1186,33 +1027,22 @@ impl Cx<'_> {
             match v {
                 -1 => {
                     if infer_at.replace(k).is_some() {
-                        return Err(format!(
-                            "{}: more than one -1 in shape {values:?}",
-                            self.label(1)
-                        ));
+                        return Err(format!("{}: more than one -1 in shape {values:?}", self.label(1)));
                     }
                     shape.push(Dim::Unknown);
                 }
-                0 if !allowzero => shape.push(x.shape.get(k).cloned().ok_or_else(|| {
-                    format!(
-                        "{}: entry {k} is 0 (copy) but {x} has no dim {k}",
-                        self.label(1)
-                    )
-                })?),
-                v if v < 0 => {
-                    return Err(format!(
-                        "{}: invalid entry {v} in shape {values:?}",
-                        self.label(1)
-                    ))
-                }
+                0 if !allowzero => shape.push(
+                    x.shape
+                        .get(k)
+                        .cloned()
+                        .ok_or_else(|| format!("{}: entry {k} is 0 (copy) but {x} has no dim {k}", self.label(1)))?,
+                ),
+                v if v < 0 => return Err(format!("{}: invalid entry {v} in shape {values:?}", self.label(1))),
                 v => shape.push(Dim::fixed(v)),
             }
         }
         if allowzero && infer_at.is_some() && values.contains(&0) {
-            return Err(format!(
-                "{}: shape {values:?} has both 0 and -1 with allowzero",
-                self.label(1)
-            ));
+            return Err(format!("{}: shape {values:?} has both 0 and -1 with allowzero", self.label(1)));
         }
         let known = shape
             .iter()
@@ -1223,7 +1053,9 @@ impl Cx<'_> {
             let resolved = match (known.as_fixed(), numel.as_fixed()) {
                 (Some(0), _) => Dim::Unknown,
                 (Some(p), Some(total)) if total % p != 0 => {
-                    return Err(format!("reshape of {x} ({total} elements) to {values:?}: {total} is not divisible by {p}"));
+                    return Err(format!(
+                        "reshape of {x} ({total} elements) to {values:?}: {total} is not divisible by {p}"
+                    ));
                 }
                 _ => numel.div_exact(&known).unwrap_or(Dim::Unknown),
             };
@@ -1250,10 +1082,7 @@ impl Cx<'_> {
             ));
         }
         let p = self.axes(perm, t.rank(), "perm")?;
-        let shape = p
-            .iter()
-            .map(|&k| t.shape.get(k).cloned().unwrap_or(Dim::Unknown))
-            .collect();
+        let shape = p.iter().map(|&k| t.shape.get(k).cloned().unwrap_or(Dim::Unknown)).collect();
         Ok(one(TensorType::new(t.dtype, shape)))
     }
 
@@ -1269,7 +1098,10 @@ impl Cx<'_> {
                     *cur = cur.add(d);
                 } else {
                     *cur = self.unify(cur, d, || {
-                        format!("{}: dim {k} is {d} but the other operands have {cur} (only axis {a} may differ)", self.label(i))
+                        format!(
+                            "{}: dim {k} is {d} but the other operands have {cur} (only axis {a} may differ)",
+                            self.label(i)
+                        )
                     })?;
                 }
             }
@@ -1280,14 +1112,12 @@ impl Cx<'_> {
     fn split(&self, axis: i64) -> Result<Vec<TensorType>, String> {
         let x = self.ty(0)?;
         let a = self.axis(axis, 0)?;
-        let declared =
-            match self.declared {
-                Some(d) if !d.is_empty() => d,
-                _ => return Err(
-                    "split takes its piece sizes from the declared result types, which are missing"
-                        .to_string(),
-                ),
-            };
+        let declared = match self.declared {
+            Some(d) if !d.is_empty() => d,
+            _ => {
+                return Err("split takes its piece sizes from the declared result types, which are missing".to_string())
+            }
+        };
         let mut total = Dim::fixed(0);
         let mut out = Vec::with_capacity(declared.len());
         for (j, r) in declared.iter().enumerate() {
@@ -1301,9 +1131,7 @@ impl Cx<'_> {
             }
             let piece = r.shape.get(a).cloned().unwrap_or(Dim::Unknown);
             if matches!(piece.as_fixed(), Some(n) if n < 0) {
-                return Err(format!(
-                    "result {j} has negative size {piece} along axis {a}"
-                ));
+                return Err(format!("result {j} has negative size {piece} along axis {a}"));
             }
             total = total.add(&piece);
             let mut shape = x.shape.clone();
@@ -1314,38 +1142,27 @@ impl Cx<'_> {
         }
         let whole = x.shape.get(a).cloned().unwrap_or(Dim::Unknown);
         if provably_differ(&total, &whole) {
-            return Err(format!(
-                "split sizes along axis {a} add up to {total} but {} has {whole}",
-                self.label(0)
-            ));
+            return Err(format!("split sizes along axis {a} add up to {total} but {} has {whole}", self.label(0)));
         }
         Ok(out)
     }
 }
 
 impl Cx<'_> {
-    fn slice(
-        &self,
-        axes: &[i64],
-        starts: &[i64],
-        ends: &[i64],
-        steps: &[i64],
-    ) -> Result<Vec<TensorType>, String> {
+    fn slice(&self, axes: &[i64], starts: &[i64], ends: &[i64], steps: &[i64]) -> Result<Vec<TensorType>, String> {
         let x = self.ty(0)?;
         self.class(0, Class::Any)?;
         let dynamic = match self.tys.len() {
             1 => None,
             3 => {
                 if !starts.is_empty() || !ends.is_empty() {
-                    return Err("slice with starts/ends operands must leave the starts/ends attributes empty".to_string());
+                    return Err(
+                        "slice with starts/ends operands must leave the starts/ends attributes empty".to_string()
+                    );
                 }
                 Some((self.shape_arg(1)?, self.shape_arg(2)?))
             }
-            n => {
-                return Err(format!(
-                    "slice takes 1 operand (x) or 3 (x, starts, ends), found {n}"
-                ))
-            }
+            n => return Err(format!("slice takes 1 operand (x) or 3 (x, starts, ends), found {n}")),
         };
         let (starts, ends): (Vec<i64>, Vec<i64>) = match dynamic {
             None => (starts.to_vec(), ends.to_vec()),
@@ -1388,47 +1205,28 @@ impl Cx<'_> {
                     .shape
                     .iter()
                     .enumerate()
-                    .map(|(k, d)| {
-                        if sliced.contains(&k) {
-                            Dim::Unknown
-                        } else {
-                            d.clone()
-                        }
-                    })
+                    .map(|(k, d)| if sliced.contains(&k) { Dim::Unknown } else { d.clone() })
                     .collect();
                 return Ok(one(TensorType::new(x.dtype, shape)));
             }
         };
         let n = starts.len();
         if ends.len() != n {
-            return Err(format!(
-                "starts has {n} entries but ends has {}",
-                ends.len()
-            ));
+            return Err(format!("starts has {n} entries but ends has {}", ends.len()));
         }
         let axes: Vec<usize> = if axes.is_empty() {
             if n > x.rank() {
-                return Err(format!(
-                    "starts/ends have {n} entries but {} has rank {}",
-                    self.label(0),
-                    x.rank()
-                ));
+                return Err(format!("starts/ends have {n} entries but {} has rank {}", self.label(0), x.rank()));
             }
             (0..n).collect()
         } else {
             if axes.len() != n {
-                return Err(format!(
-                    "axes has {} entries but starts/ends have {n}",
-                    axes.len()
-                ));
+                return Err(format!("axes has {} entries but starts/ends have {n}", axes.len()));
             }
             self.axes(axes, x.rank(), "axes")?
         };
         if !steps.is_empty() && steps.len() != n {
-            return Err(format!(
-                "steps has {} entries but starts/ends have {n}",
-                steps.len()
-            ));
+            return Err(format!("steps has {} entries but starts/ends have {n}", steps.len()));
         }
         if steps.contains(&0) {
             return Err(format!("steps {steps:?} contains 0"));
@@ -1462,16 +1260,15 @@ impl Cx<'_> {
     fn tuple_len(&self, i: usize, data_rank: usize, batch: usize) -> Result<usize, String> {
         let idx = self.rank_at_least(i, 1)?;
         let m = idx.last().and_then(Dim::as_fixed).ok_or_else(|| {
-            format!(
-                "{}: the last dim (index tuple length) must be static, found {}",
-                self.label(i),
-                shape_str(idx)
-            )
+            format!("{}: the last dim (index tuple length) must be static, found {}", self.label(i), shape_str(idx))
         })?;
         let max = data_rank.saturating_sub(batch);
         match usize::try_from(m) {
             Ok(m) if (1..=max).contains(&m) => Ok(m),
-            _ => Err(format!("{}: index tuples of length {m} must be between 1 and {max} (data rank minus batch_dims)", self.label(i))),
+            _ => Err(format!(
+                "{}: index tuples of length {m} must be between 1 and {max} (data rank minus batch_dims)",
+                self.label(i)
+            )),
         }
     }
 
@@ -1480,8 +1277,7 @@ impl Cx<'_> {
         let data = self.ty(0)?;
         self.rank_at_least(0, 1)?;
         let indices = self.rank_at_least(1, 1)?;
-        let b = usize::try_from(batch_dims)
-            .map_err(|_| format!("batch_dims {batch_dims} is negative"))?;
+        let b = usize::try_from(batch_dims).map_err(|_| format!("batch_dims {batch_dims} is negative"))?;
         if b >= data.rank().min(indices.len()) {
             return Err(format!(
                 "batch_dims {b} must be less than both ranks ({} has {}, {} has {})",
@@ -1537,10 +1333,7 @@ impl Cx<'_> {
             match arg {
                 ShapeArg::Const(v) => {
                     if let Some(bad) = v.iter().find(|&&d| d < 0) {
-                        return Err(format!(
-                            "{}: negative target dim {bad} in {v:?}",
-                            self.label(1)
-                        ));
+                        return Err(format!("{}: negative target dim {bad} in {v:?}", self.label(1)));
                     }
                     v.iter().map(|&d| Dim::fixed(d)).collect()
                 }
@@ -1550,12 +1343,10 @@ impl Cx<'_> {
                     let rank = n.max(x.rank());
                     let off = rank - x.rank();
                     let shape = (0..rank)
-                        .map(
-                            |pos| match pos.checked_sub(off).and_then(|k| x.shape.get(k)) {
-                                Some(d) if d.as_fixed().is_some_and(|v| v != 1) => d.clone(),
-                                _ => Dim::Unknown,
-                            },
-                        )
+                        .map(|pos| match pos.checked_sub(off).and_then(|k| x.shape.get(k)) {
+                            Some(d) if d.as_fixed().is_some_and(|v| v != 1) => d.clone(),
+                            _ => Dim::Unknown,
+                        })
                         .collect();
                     return Ok(one(TensorType::new(x.dtype, shape)));
                 }
@@ -1564,20 +1355,11 @@ impl Cx<'_> {
         let rank = target.len().max(x.rank());
         let mut shape = Vec::with_capacity(rank);
         for pos in 0..rank {
-            let get = |s: &[Dim]| {
-                (pos + s.len())
-                    .checked_sub(rank)
-                    .and_then(|k| s.get(k))
-                    .cloned()
-                    .unwrap_or(Dim::fixed(1))
-            };
+            let get =
+                |s: &[Dim]| (pos + s.len()).checked_sub(rank).and_then(|k| s.get(k)).cloned().unwrap_or(Dim::fixed(1));
             let (a, b) = (get(&x.shape), get(&target));
             shape.push(broadcast_dim(&a, &b).ok_or_else(|| {
-                format!(
-                    "{} {x} does not broadcast to target shape {}: {a} vs {b}",
-                    self.label(0),
-                    shape_str(&target)
-                )
+                format!("{} {x} does not broadcast to target shape {}: {a} vs {b}", self.label(0), shape_str(&target))
             })?);
         }
         Ok(one(TensorType::new(x.dtype, shape)))
@@ -1586,43 +1368,26 @@ impl Cx<'_> {
     fn squeeze(&self, axes: &[i64]) -> Result<Vec<TensorType>, String> {
         let t = self.ty(0)?;
         let drop: Vec<usize> = if axes.is_empty() {
-            t.shape
-                .iter()
-                .enumerate()
-                .filter(|(_, d)| is_one(d))
-                .map(|(k, _)| k)
-                .collect()
+            t.shape.iter().enumerate().filter(|(_, d)| is_one(d)).map(|(k, _)| k).collect()
         } else {
             let a = self.axes(axes, t.rank(), "axes")?;
             for &k in &a {
                 if let Some(n) = t.shape.get(k).and_then(Dim::as_fixed) {
                     if n != 1 {
-                        return Err(format!(
-                            "cannot squeeze dim {k} of {} {t}: its size is {n}, not 1",
-                            self.label(0)
-                        ));
+                        return Err(format!("cannot squeeze dim {k} of {} {t}: its size is {n}, not 1", self.label(0)));
                     }
                 }
             }
             a
         };
-        let shape = t
-            .shape
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| !drop.contains(k))
-            .map(|(_, d)| d.clone())
-            .collect();
+        let shape = t.shape.iter().enumerate().filter(|(k, _)| !drop.contains(k)).map(|(_, d)| d.clone()).collect();
         Ok(one(TensorType::new(t.dtype, shape)))
     }
 
     fn constant_of_shape(&self, value: &Tensor) -> Result<Vec<TensorType>, String> {
         let lit = literal_type(value, "value")?;
         if value.numel() != 1 {
-            return Err(format!(
-                "value must hold exactly one element, found {}",
-                value.numel()
-            ));
+            return Err(format!("value must hold exactly one element, found {}", value.numel()));
         }
         let shape = if self.tys.is_empty() {
             self.declared_result(0)?.shape.clone()
@@ -1648,26 +1413,16 @@ impl Cx<'_> {
                 self.same_dtype(i, 0)?;
             }
         }
-        let scalar = |i: usize| {
-            self.konst(i)
-                .filter(|t| t.numel() == 1)
-                .map(|t| (t.to_f64_vec(), t.to_i64_vec()))
-        };
+        let scalar = |i: usize| self.konst(i).filter(|t| t.numel() == 1).map(|t| (t.to_f64_vec(), t.to_i64_vec()));
         let len = match (scalar(0), scalar(1), scalar(2)) {
             (Some((sf, si)), Some((lf, li)), Some((df, di))) => {
                 let len = if d.is_float() {
-                    let (s, l, dl) = (
-                        sf.first().copied(),
-                        lf.first().copied(),
-                        df.first().copied(),
-                    );
+                    let (s, l, dl) = (sf.first().copied(), lf.first().copied(), df.first().copied());
                     let (Some(s), Some(l), Some(dl)) = (s, l, dl) else {
                         return Err("range: empty literal".to_string());
                     };
                     if dl == 0.0 || !dl.is_finite() || !s.is_finite() || !l.is_finite() {
-                        return Err(format!(
-                            "range needs finite bounds and a non-zero delta, found {s}, {l}, {dl}"
-                        ));
+                        return Err(format!("range needs finite bounds and a non-zero delta, found {s}, {l}, {dl}"));
                     }
                     let n = ((l - s) / dl).ceil().max(0.0);
                     if n >= 9.0e18 {
@@ -1675,8 +1430,7 @@ impl Cx<'_> {
                     }
                     n as i64
                 } else {
-                    let (Some(&s), Some(&l), Some(&dl)) = (si.first(), li.first(), di.first())
-                    else {
+                    let (Some(&s), Some(&l), Some(&dl)) = (si.first(), li.first(), di.first()) else {
                         return Err("range: empty literal".to_string());
                     };
                     if dl == 0 {
@@ -1684,11 +1438,7 @@ impl Cx<'_> {
                     }
                     let (s, l, dl) = (i128::from(s), i128::from(l), i128::from(dl));
                     let diff = l - s;
-                    let n = if (diff > 0) == (dl > 0) && diff != 0 {
-                        (diff + dl - dl.signum()) / dl
-                    } else {
-                        0
-                    };
+                    let n = if (diff > 0) == (dl > 0) && diff != 0 { (diff + dl - dl.signum()) / dl } else { 0 };
                     i64::try_from(n.max(0)).map_err(|_| format!("range length {n} is too large"))?
                 };
                 Dim::fixed(len)
@@ -1720,9 +1470,7 @@ impl Cx<'_> {
             };
             let nd = d.add(&Dim::fixed(b)).add(&Dim::fixed(e));
             if matches!(nd.as_fixed(), Some(n) if n < 0) {
-                return Err(format!(
-                    "pads crop dim {k} of {t} below zero ({d} + {b} + {e})"
-                ));
+                return Err(format!("pads crop dim {k} of {t} below zero ({d} + {b} + {e})"));
             }
             shape.push(nd);
         }
@@ -1747,11 +1495,7 @@ impl Cx<'_> {
         self.class(xi, Class::Float)?;
         self.same_dtype(wi, xi)?;
         let x = self.ty(xi)?;
-        let hidden = self
-            .rank_at_least(xi, 1)?
-            .last()
-            .cloned()
-            .unwrap_or(Dim::Unknown);
+        let hidden = self.rank_at_least(xi, 1)?.last().cloned().unwrap_or(Dim::Unknown);
         self.rank_is(wi, 1)?;
         self.dim_eq(wi, 0, &hidden, &format!("{}'s last dim", self.label(xi)))?;
         Ok(x.clone())
@@ -1763,22 +1507,12 @@ impl Cx<'_> {
         let get = |s: &[Dim], k: usize| s.get(k).cloned().unwrap_or(Dim::Unknown);
         let (b, s, d) = (get(x, 0), get(x, 2), get(x, 3));
         if rotary_dim < 0 || rotary_dim % 2 != 0 {
-            return Err(format!(
-                "rotary_dim {rotary_dim} must be even and non-negative (0 = head_dim)"
-            ));
+            return Err(format!("rotary_dim {rotary_dim} must be even and non-negative (0 = head_dim)"));
         }
-        let rd = if rotary_dim == 0 {
-            d.clone()
-        } else {
-            Dim::fixed(rotary_dim)
-        };
+        let rd = if rotary_dim == 0 { d.clone() } else { Dim::fixed(rotary_dim) };
         match (rd.as_fixed(), d.as_fixed()) {
-            (Some(r), _) if r % 2 != 0 => {
-                return Err(format!("rotated width {r} (head_dim) must be even"))
-            }
-            (Some(r), Some(h)) if r > h => {
-                return Err(format!("rotary_dim {r} exceeds head_dim {h}"))
-            }
+            (Some(r), _) if r % 2 != 0 => return Err(format!("rotated width {r} (head_dim) must be even")),
+            (Some(r), Some(h)) if r > h => return Err(format!("rotary_dim {r} exceeds head_dim {h}")),
             _ => {}
         }
         let half = rd.div_exact(&Dim::fixed(2)).unwrap_or(Dim::Unknown);
@@ -1822,9 +1556,7 @@ impl Cx<'_> {
         let dv = get(v, 3);
         match (h.as_fixed(), hkv.as_fixed()) {
             (Some(hq), Some(hk)) if hk <= 0 || hq % hk != 0 => {
-                return Err(format!(
-                    "q's {hq} heads are not a multiple of k/v's {hk} kv heads"
-                ));
+                return Err(format!("q's {hq} heads are not a multiple of k/v's {hk} kv heads"));
             }
             _ => {}
         }
@@ -1851,17 +1583,9 @@ impl Cx<'_> {
         if let Some(mi) = mask {
             let m = self.ty(mi)?;
             if m.dtype != DType::Bool && m.dtype != dt {
-                return Err(format!(
-                    "{}: mask must be bool or q's dtype {dt}, found {}",
-                    self.label(mi),
-                    m.dtype
-                ));
+                return Err(format!("{}: mask must be bool or q's dtype {dt}, found {}", self.label(mi), m.dtype));
             }
-            self.broadcasts_to(
-                mi,
-                &[b.clone(), h.clone(), s.clone(), t.clone()],
-                "the scores [B, H, S, T]",
-            )?;
+            self.broadcasts_to(mi, &[b.clone(), h.clone(), s.clone(), t.clone()], "the scores [B, H, S, T]")?;
         }
         results.push(TensorType::new(dt, vec![b, h, s, dv]));
         if let Some((pk, pv)) = present {
@@ -1871,17 +1595,9 @@ impl Cx<'_> {
         Ok(results)
     }
 
-    fn sample(
-        &self,
-        temperature: f64,
-        top_k: i64,
-        top_p: f64,
-        penalty: f64,
-    ) -> Result<Vec<TensorType>, String> {
+    fn sample(&self, temperature: f64, top_k: i64, top_p: f64, penalty: f64) -> Result<Vec<TensorType>, String> {
         if !(temperature.is_finite() && temperature >= 0.0) {
-            return Err(format!(
-                "temperature must be finite and non-negative, found {temperature}"
-            ));
+            return Err(format!("temperature must be finite and non-negative, found {temperature}"));
         }
         if top_k < 0 {
             return Err(format!("top_k must be non-negative, found {top_k}"));
@@ -1890,9 +1606,7 @@ impl Cx<'_> {
             return Err(format!("top_p must lie in [0, 1], found {top_p}"));
         }
         if !(penalty.is_finite() && penalty > 0.0) {
-            return Err(format!(
-                "repetition_penalty must be finite and positive, found {penalty}"
-            ));
+            return Err(format!("repetition_penalty must be finite and positive, found {penalty}"));
         }
         self.class(0, Class::Float)?;
         let logits = self.rank_at_least(0, 1)?;
@@ -1924,17 +1638,9 @@ mod tests {
         assert_eq!(broadcast_dim(&sym("a"), &n(1)), Some(sym("a")));
         assert_eq!(broadcast_dim(&n(3), &n(3)), Some(n(3)));
         assert_eq!(broadcast_dim(&n(3), &n(4)), None);
-        assert_eq!(
-            broadcast_dim(&sym("a"), &n(4)),
-            Some(n(4)),
-            "static non-1 wins over a symbol"
-        );
+        assert_eq!(broadcast_dim(&sym("a"), &n(4)), Some(n(4)), "static non-1 wins over a symbol");
         assert_eq!(broadcast_dim(&n(4), &sym("a")), Some(n(4)));
-        assert_eq!(
-            broadcast_dim(&Dim::Unknown, &sym("a")),
-            Some(sym("a")),
-            "known wins over ?"
-        );
+        assert_eq!(broadcast_dim(&Dim::Unknown, &sym("a")), Some(sym("a")), "known wins over ?");
         assert_eq!(broadcast_dim(&sym("a"), &sym("a")), Some(sym("a")));
         assert_eq!(broadcast_dim(&sym("a"), &sym("b")), Some(Dim::Unknown));
         assert_eq!(broadcast_dim(&n(0), &n(1)), Some(n(0)));
@@ -1945,11 +1651,7 @@ mod tests {
         let n = Dim::fixed;
         assert_eq!(unify_dim(&n(8), &n(8)), Some(n(8)));
         assert_eq!(unify_dim(&n(8), &n(16)), None);
-        assert_eq!(
-            unify_dim(&sym("s"), &sym("s").add(&n(1))),
-            None,
-            "differ by a constant"
-        );
+        assert_eq!(unify_dim(&sym("s"), &sym("s").add(&n(1))), None, "differ by a constant");
         assert_eq!(unify_dim(&sym("s"), &n(8)), Some(n(8)));
         assert_eq!(unify_dim(&Dim::Unknown, &sym("s")), Some(sym("s")));
         assert_eq!(unify_dim(&sym("a"), &sym("b")), Some(sym("a")));
@@ -1976,16 +1678,8 @@ mod tests {
         assert_eq!(slice_dim(&s, 1, i64::MAX, 1), s.sub(&n(1)));
         assert_eq!(slice_dim(&s, 0, -1, 1), s.sub(&n(1)));
         assert_eq!(slice_dim(&s, 2, -1, 1), s.sub(&n(3)));
-        assert_eq!(
-            slice_dim(&s, -1, i64::MAX, 1),
-            Dim::Unknown,
-            "negative start"
-        );
-        assert_eq!(
-            slice_dim(&s, 0, 4, 1),
-            Dim::Unknown,
-            "min(4, s) is not a polynomial"
-        );
+        assert_eq!(slice_dim(&s, -1, i64::MAX, 1), Dim::Unknown, "negative start");
+        assert_eq!(slice_dim(&s, 0, 4, 1), Dim::Unknown, "min(4, s) is not a polynomial");
         assert_eq!(slice_dim(&s, 4, 2, 1), n(0));
         assert_eq!(slice_dim(&s, -2, -3, 1), n(0));
         assert_eq!(slice_dim(&s, 0, i64::MAX, 2), Dim::Unknown);
@@ -1996,25 +1690,13 @@ mod tests {
     fn types_agree_rules() {
         let t = |shape: Vec<Dim>| TensorType::new(DType::F32, shape);
         let n = Dim::fixed;
-        assert!(types_agree(
-            &t(vec![sym("b"), n(4)]),
-            &t(vec![sym("b"), n(4)])
-        ));
-        assert!(types_agree(
-            &t(vec![Dim::Unknown, n(4)]),
-            &t(vec![sym("b"), n(4)])
-        ));
-        assert!(types_agree(
-            &t(vec![sym("b"), n(4)]),
-            &t(vec![sym("b"), Dim::Unknown])
-        ));
+        assert!(types_agree(&t(vec![sym("b"), n(4)]), &t(vec![sym("b"), n(4)])));
+        assert!(types_agree(&t(vec![Dim::Unknown, n(4)]), &t(vec![sym("b"), n(4)])));
+        assert!(types_agree(&t(vec![sym("b"), n(4)]), &t(vec![sym("b"), Dim::Unknown])));
         assert!(!types_agree(&t(vec![n(3)]), &t(vec![n(4)])));
         assert!(!types_agree(&t(vec![sym("a")]), &t(vec![sym("b")])));
         assert!(!types_agree(&t(vec![n(3)]), &t(vec![n(3), n(1)])));
-        assert!(!types_agree(
-            &TensorType::fixed(DType::F16, &[3]),
-            &t(vec![n(3)])
-        ));
+        assert!(!types_agree(&TensorType::fixed(DType::F16, &[3]), &t(vec![n(3)])));
     }
 
     #[test]
@@ -2024,18 +1706,8 @@ mod tests {
         assert_eq!(err, "add expects 2 operands, found 1");
         let err = infer_types(&Op::Concat { axis: 0 }, &[], &[], None).unwrap_err();
         assert_eq!(err, "concat expects at least 1 operand, found 0");
-        let err = infer_types(
-            &Op::Gemm {
-                alpha: 1.0,
-                beta: 1.0,
-                trans_a: false,
-                trans_b: false,
-            },
-            &[&x],
-            &[],
-            None,
-        )
-        .unwrap_err();
+        let err = infer_types(&Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: false }, &[&x], &[], None)
+            .unwrap_err();
         assert_eq!(err, "gemm expects 2 to 3 operands, found 1");
     }
 }

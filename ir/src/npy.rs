@@ -40,28 +40,15 @@ pub const MAX_HEADER_LEN: usize = 1 << 16;
 #[derive(Debug, thiserror::Error)]
 pub enum NpyError {
     #[error("cannot read `{path}`: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("cannot write `{path}`: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     #[error("`{path}`: {source}")]
-    InFile {
-        path: PathBuf,
-        source: Box<NpyError>,
-    },
+    InFile { path: PathBuf, source: Box<NpyError> },
     #[error("not a .npy file: the first 6 bytes are {found:02x?}, expected \\x93NUMPY")]
     BadMagic { found: Vec<u8> },
     #[error("truncated .npy file: {what} needs {needed} bytes but only {available} are present")]
-    Truncated {
-        what: &'static str,
-        needed: u64,
-        available: u64,
-    },
+    Truncated { what: &'static str, needed: u64, available: u64 },
     #[error("unsupported .npy format version {major}.{minor} (supported: 1.0, 2.0, 3.0)")]
     Version { major: u8, minor: u8 },
     #[error(".npy header length {0} exceeds the limit of {MAX_HEADER_LEN} bytes")]
@@ -76,13 +63,10 @@ pub enum NpyError {
     FortranOrder,
     #[error(".npy shape {shape:?} overflows the element or byte count")]
     ShapeOverflow { shape: Vec<u64> },
-    #[error(".npy data length mismatch: shape {shape:?} of `{descr}` needs {expected} data bytes, the file has {actual}")]
-    DataLength {
-        descr: String,
-        shape: Vec<usize>,
-        expected: u64,
-        actual: u64,
-    },
+    #[error(
+        ".npy data length mismatch: shape {shape:?} of `{descr}` needs {expected} data bytes, the file has {actual}"
+    )]
+    DataLength { descr: String, shape: Vec<usize>, expected: u64, actual: u64 },
     #[error("cannot write tensor as .npy: {0}")]
     BadTensor(String),
     #[error(transparent)]
@@ -192,14 +176,10 @@ impl HeaderParser<'_> {
             }
             let text = std::str::from_utf8(&w).unwrap_or_default();
             let text = text.strip_suffix('L').unwrap_or(text); // Python 2 longs
-            let d: u64 = text.parse().map_err(|_| {
-                self.err(&format!("dimension `{text}` is not a non-negative integer"))
-            })?;
+            let d: u64 =
+                text.parse().map_err(|_| self.err(&format!("dimension `{text}` is not a non-negative integer")))?;
             if dims.len() >= crate::types::MAX_RANK {
-                return Err(self.err(&format!(
-                    "shape has more than {} dims",
-                    crate::types::MAX_RANK
-                )));
+                return Err(self.err(&format!("shape has more than {} dims", crate::types::MAX_RANK)));
             }
             dims.push(d);
             match self.peek() {
@@ -268,9 +248,7 @@ fn parse_header(text: &[u8]) -> Result<Header, NpyError> {
             ("fortran_order", HeaderValue::Bool(b)) => fortran = Some(b),
             ("shape", HeaderValue::Tuple(t)) => shape = Some(t),
             ("descr" | "fortran_order" | "shape", v) => {
-                return Err(NpyError::Header(format!(
-                    "key `{key}` has a value of the wrong kind: {v:?}"
-                )))
+                return Err(NpyError::Header(format!("key `{key}` has a value of the wrong kind: {v:?}")))
             }
             (other, _) => return Err(NpyError::Header(format!("unexpected key `{other}`"))),
         }
@@ -282,11 +260,7 @@ fn parse_header(text: &[u8]) -> Result<Header, NpyError> {
     if fortran {
         return Err(NpyError::FortranOrder);
     }
-    Ok(Header {
-        descr,
-        dtype,
-        shape,
-    })
+    Ok(Header { descr, dtype, shape })
 }
 
 /// Parse a `.npy` file held in memory.
@@ -297,40 +271,21 @@ pub fn read_npy(bytes: &[u8]) -> Result<Tensor, NpyError> {
         available: bytes.len() as u64,
     })?;
     if magic != MAGIC {
-        return Err(NpyError::BadMagic {
-            found: magic.to_vec(),
-        });
+        return Err(NpyError::BadMagic { found: magic.to_vec() });
     }
     let available = bytes.len() as u64;
     let (major, minor) = match (bytes.get(6), bytes.get(7)) {
         (Some(&a), Some(&b)) => (a, b),
-        _ => {
-            return Err(NpyError::Truncated {
-                what: "the version",
-                needed: 8,
-                available,
-            })
-        }
+        _ => return Err(NpyError::Truncated { what: "the version", needed: 8, available }),
     };
     let (len_bytes, header_len) = match major {
         1 => {
-            let b = bytes.get(8..10).ok_or(NpyError::Truncated {
-                what: "the header length",
-                needed: 10,
-                available,
-            })?;
+            let b = bytes.get(8..10).ok_or(NpyError::Truncated { what: "the header length", needed: 10, available })?;
             (2usize, u64::from(u16::from_le_bytes([b[0], b[1]])))
         }
         2 | 3 => {
-            let b = bytes.get(8..12).ok_or(NpyError::Truncated {
-                what: "the header length",
-                needed: 12,
-                available,
-            })?;
-            (
-                4usize,
-                u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            )
+            let b = bytes.get(8..12).ok_or(NpyError::Truncated { what: "the header length", needed: 12, available })?;
+            (4usize, u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
         }
         _ => return Err(NpyError::Version { major, minor }),
     };
@@ -342,67 +297,39 @@ pub fn read_npy(bytes: &[u8]) -> Result<Tensor, NpyError> {
     }
     let header_start = 8 + len_bytes;
     let data_start = header_start + header_len as usize; // bounded by MAX_HEADER_LEN
-    let header = bytes
-        .get(header_start..data_start)
-        .ok_or(NpyError::Truncated {
-            what: "the header",
-            needed: data_start as u64,
-            available,
-        })?;
+    let header = bytes.get(header_start..data_start).ok_or(NpyError::Truncated {
+        what: "the header",
+        needed: data_start as u64,
+        available,
+    })?;
     if major < 3 && !header.is_ascii() {
-        return Err(NpyError::Header(
-            "a version 1.0/2.0 header must be ASCII".into(),
-        ));
+        return Err(NpyError::Header("a version 1.0/2.0 header must be ASCII".into()));
     }
     let header = parse_header(header)?;
     let data = bytes.get(data_start..).unwrap_or_default();
 
     // Check the shape's claim against the data length before allocating anything.
-    let overflow = || NpyError::ShapeOverflow {
-        shape: header.shape.clone(),
-    };
-    let numel = header
-        .shape
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(overflow)?;
-    let expected = numel
-        .checked_mul(header.dtype.block_bytes())
-        .ok_or_else(overflow)?;
-    let shape: Vec<usize> = header
-        .shape
-        .iter()
-        .map(|&d| usize::try_from(d))
-        .collect::<Result<_, _>>()
-        .map_err(|_| overflow())?;
+    let overflow = || NpyError::ShapeOverflow { shape: header.shape.clone() };
+    let numel = header.shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).ok_or_else(overflow)?;
+    let expected = numel.checked_mul(header.dtype.block_bytes()).ok_or_else(overflow)?;
+    let shape: Vec<usize> =
+        header.shape.iter().map(|&d| usize::try_from(d)).collect::<Result<_, _>>().map_err(|_| overflow())?;
     if expected != data.len() as u64 {
-        return Err(NpyError::DataLength {
-            descr: header.descr,
-            shape,
-            expected,
-            actual: data.len() as u64,
-        });
+        return Err(NpyError::DataLength { descr: header.descr, shape, expected, actual: data.len() as u64 });
     }
     Ok(Tensor::from_le_bytes(header.dtype, shape, data)?)
 }
 
 /// Read and parse a `.npy` file.
 pub fn read_npy_file(path: &Path) -> Result<Tensor, NpyError> {
-    let bytes = std::fs::read(path).map_err(|source| NpyError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    read_npy(&bytes).map_err(|e| NpyError::InFile {
-        path: path.to_path_buf(),
-        source: Box::new(e),
-    })
+    let bytes = std::fs::read(path).map_err(|source| NpyError::Read { path: path.to_path_buf(), source })?;
+    read_npy(&bytes).map_err(|e| NpyError::InFile { path: path.to_path_buf(), source: Box::new(e) })
 }
 
 /// Encode a tensor as a `.npy` file (version 1.0, or 2.0 when the header needs it).
 /// `bf16` and block-quantized tensors are written as `<f4` (see the module docs).
 pub fn write_npy(t: &Tensor) -> Result<Vec<u8>, NpyError> {
-    let numel = checked_numel(&t.shape)
-        .ok_or_else(|| NpyError::BadTensor(format!("shape {:?} overflows", t.shape)))?;
+    let numel = checked_numel(&t.shape).ok_or_else(|| NpyError::BadTensor(format!("shape {:?} overflows", t.shape)))?;
     if numel != t.numel() {
         return Err(NpyError::BadTensor(format!(
             "shape {:?} has {numel} elements but the tensor holds {}",
@@ -411,13 +338,9 @@ pub fn write_npy(t: &Tensor) -> Result<Vec<u8>, NpyError> {
         )));
     }
     let (descr, data): (&str, Vec<u8>) = match (&t.data, t.dtype) {
-        (
-            TensorData::Float(v),
-            DType::F32 | DType::BF16 | DType::Q8_0 | DType::Q4_0 | DType::Int4 { .. },
-        ) => (
-            "<f4",
-            v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect(),
-        ),
+        (TensorData::Float(v), DType::F32 | DType::BF16 | DType::Q8_0 | DType::Q4_0 | DType::Int4 { .. }) => {
+            ("<f4", v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect())
+        }
         (TensorData::Float(_), DType::F64) => ("<f8", t.to_le_bytes()?),
         (TensorData::Float(_), DType::F16) => ("<f2", t.to_le_bytes()?),
         (TensorData::Int(_), DType::I64) => ("<i8", t.to_le_bytes()?),
@@ -425,29 +348,16 @@ pub fn write_npy(t: &Tensor) -> Result<Vec<u8>, NpyError> {
         (TensorData::Int(_), DType::I8) => ("|i1", t.to_le_bytes()?),
         (TensorData::Int(_), DType::U8) => ("|u1", t.to_le_bytes()?),
         (TensorData::Int(_), DType::Bool) => ("|b1", t.to_le_bytes()?),
-        (_, d) => {
-            return Err(NpyError::BadTensor(format!(
-                "a {d} tensor holds data of the wrong kind"
-            )))
-        }
+        (_, d) => return Err(NpyError::BadTensor(format!("a {d} tensor holds data of the wrong kind"))),
     };
     let shape = match t.shape.as_slice() {
         [d] => format!("({d},)"),
-        dims => format!(
-            "({})",
-            dims.iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        dims => format!("({})", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
     };
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     // Pad with spaces so the data starts at a multiple of 64 bytes, then end with '\n'.
-    let (version, len_bytes) = if header.len() + 1 + 10 + 64 <= usize::from(u16::MAX) {
-        (1u8, 2usize)
-    } else {
-        (2u8, 4usize)
-    };
+    let (version, len_bytes) =
+        if header.len() + 1 + 10 + 64 <= usize::from(u16::MAX) { (1u8, 2usize) } else { (2u8, 4usize) };
     let unpadded = 8 + len_bytes + header.len() + 1;
     header.extend(std::iter::repeat_n(' ', (64 - unpadded % 64) % 64));
     header.push('\n');
@@ -455,12 +365,10 @@ pub fn write_npy(t: &Tensor) -> Result<Vec<u8>, NpyError> {
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[version, 0]);
     if version == 1 {
-        let len = u16::try_from(header.len())
-            .map_err(|_| NpyError::BadTensor("header too long".into()))?;
+        let len = u16::try_from(header.len()).map_err(|_| NpyError::BadTensor("header too long".into()))?;
         out.extend_from_slice(&len.to_le_bytes());
     } else {
-        let len = u32::try_from(header.len())
-            .map_err(|_| NpyError::BadTensor("header too long".into()))?;
+        let len = u32::try_from(header.len()).map_err(|_| NpyError::BadTensor("header too long".into()))?;
         out.extend_from_slice(&len.to_le_bytes());
     }
     out.extend_from_slice(header.as_bytes());
@@ -471,10 +379,7 @@ pub fn write_npy(t: &Tensor) -> Result<Vec<u8>, NpyError> {
 /// Encode a tensor and write it to `path`.
 pub fn write_npy_file(path: &Path, t: &Tensor) -> Result<(), NpyError> {
     let bytes = write_npy(t)?;
-    std::fs::write(path, bytes).map_err(|source| NpyError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::write(path, bytes).map_err(|source| NpyError::Write { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]
@@ -497,12 +402,7 @@ mod tests {
     #[test]
     fn round_trips_every_dtype() {
         let cases = vec![
-            Tensor::from_f64(
-                DType::F32,
-                vec![2, 3],
-                vec![1.0, -2.5, 3.25, 0.0, 1e-3, 7.0],
-            )
-            .unwrap(),
+            Tensor::from_f64(DType::F32, vec![2, 3], vec![1.0, -2.5, 3.25, 0.0, 1e-3, 7.0]).unwrap(),
             Tensor::from_f64(DType::F64, vec![3], vec![0.1, 0.2, f64::NAN]).unwrap(),
             Tensor::from_f64(DType::F16, vec![1, 2], vec![0.5, 65504.0]).unwrap(),
             Tensor::from_i64(DType::I64, vec![2], vec![i64::MIN, i64::MAX]).unwrap(),
@@ -515,11 +415,7 @@ mod tests {
         ];
         for t in cases {
             let bytes = write_npy(&t).unwrap();
-            assert_eq!(
-                bytes.len() % 64,
-                (t.to_le_bytes().unwrap().len()) % 64,
-                "data is 64-aligned"
-            );
+            assert_eq!(bytes.len() % 64, (t.to_le_bytes().unwrap().len()) % 64, "data is 64-aligned");
             let back = read_npy(&bytes).unwrap();
             assert!(back.bit_eq(&t), "{t:?} vs {back:?}");
         }
@@ -537,34 +433,14 @@ mod tests {
     fn reads_versions_and_spellings() {
         let data: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
         for v in [1, 2, 3] {
-            let t = read_npy(&npy(
-                v,
-                "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }\n",
-                &data,
-            ))
-            .unwrap();
+            let t = read_npy(&npy(v, "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }\n", &data)).unwrap();
             assert_eq!(t.to_f64_vec(), vec![1.0, 2.0]);
         }
-        let t = read_npy(&npy(
-            1,
-            "{\"shape\": (1, 2), \"descr\": \"<i1\", \"fortran_order\": False}",
-            &[255, 3],
-        ))
-        .unwrap();
-        assert_eq!(
-            (t.dtype, t.shape.clone(), t.to_i64_vec()),
-            (DType::I8, vec![1, 2], vec![-1, 3])
-        );
-        let t = read_npy(&npy(
-            1,
-            "{'descr': '|b1', 'fortran_order': False, 'shape': ()}",
-            &[1],
-        ))
-        .unwrap();
-        assert_eq!(
-            (t.dtype, t.shape.len(), t.to_i64_vec()),
-            (DType::Bool, 0, vec![1])
-        );
+        let t =
+            read_npy(&npy(1, "{\"shape\": (1, 2), \"descr\": \"<i1\", \"fortran_order\": False}", &[255, 3])).unwrap();
+        assert_eq!((t.dtype, t.shape.clone(), t.to_i64_vec()), (DType::I8, vec![1, 2], vec![-1, 3]));
+        let t = read_npy(&npy(1, "{'descr': '|b1', 'fortran_order': False, 'shape': ()}", &[1])).unwrap();
+        assert_eq!((t.dtype, t.shape.len(), t.to_i64_vec()), (DType::Bool, 0, vec![1]));
     }
 
     #[test]
@@ -578,48 +454,27 @@ mod tests {
         assert!(msg(&npy(2, &" ".repeat(MAX_HEADER_LEN + 1), &[])).contains("exceeds the limit"));
         let h = |s: &str| msg(&npy(1, s, &[0; 8]));
         assert!(h("{'descr': '>f4', 'fortran_order': False, 'shape': (2,)}").contains("big-endian"));
-        assert!(h("{'descr': '<c8', 'fortran_order': False, 'shape': (1,)}")
-            .contains("unsupported .npy dtype `<c8`"));
+        assert!(h("{'descr': '<c8', 'fortran_order': False, 'shape': (1,)}").contains("unsupported .npy dtype `<c8`"));
         assert!(h("{'descr': '<f4', 'fortran_order': True, 'shape': (2,)}").contains("Fortran"));
         assert!(h("{'descr': '<f4', 'fortran_order': False}").contains("missing key `shape`"));
-        assert!(
-            h("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': True}")
-                .contains("unexpected key `x`")
-        );
-        assert!(
-            h("{'descr': '<f4', 'fortran_order': False, 'shape': (-2,)}")
-                .contains("non-negative integer")
-        );
+        assert!(h("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': True}").contains("unexpected key `x`"));
+        assert!(h("{'descr': '<f4', 'fortran_order': False, 'shape': (-2,)}").contains("non-negative integer"));
         assert!(h("{'descr': '<f4', 'fortran_order': False, 'shape': (2,)").contains("expected"));
-        assert!(
-            h("{'descr': '<f4', 'fortran_order': False, 'shape': (2,)} trailing")
-                .contains("unexpected text")
-        );
-        assert!(
-            h("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'shape': (2,)}")
-                .contains("twice")
-        );
-        assert!(
-            h("{'descr': __import__('os'), 'fortran_order': False, 'shape': (2,)}")
-                .contains("malformed")
-        );
+        assert!(h("{'descr': '<f4', 'fortran_order': False, 'shape': (2,)} trailing").contains("unexpected text"));
+        assert!(h("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'shape': (2,)}").contains("twice"));
+        assert!(h("{'descr': __import__('os'), 'fortran_order': False, 'shape': (2,)}").contains("malformed"));
         assert!(h("{'descr': '<f4\\x', 'fortran_order': False, 'shape': (2,)}").contains("escape"));
         // Data length claims: too short, too long, and shapes whose byte count overflows.
         assert!(h("{'descr': '<f4', 'fortran_order': False, 'shape': (3,)}")
             .contains("needs 12 data bytes, the file has 8"));
-        assert!(h("{'descr': '<f4', 'fortran_order': False, 'shape': (1,)}")
-            .contains("needs 4 data bytes, the file has 8"));
         assert!(
-            h("{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296)}")
-                .contains("overflows")
+            h("{'descr': '<f4', 'fortran_order': False, 'shape': (1,)}").contains("needs 4 data bytes, the file has 8")
         );
+        assert!(h("{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296)}").contains("overflows"));
+        assert!(h("{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999999999,)}")
+            .contains("not a non-negative integer"));
         assert!(
-            h("{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999999999,)}")
-                .contains("not a non-negative integer")
-        );
-        assert!(
-            h("{'descr': '<f8', 'fortran_order': False, 'shape': (1099511627776, 0)}")
-                .contains("needs 0 data bytes")
+            h("{'descr': '<f8', 'fortran_order': False, 'shape': (1099511627776, 0)}").contains("needs 0 data bytes")
         );
     }
 
@@ -632,14 +487,8 @@ mod tests {
         write_npy_file(&path, &t).unwrap();
         assert!(read_npy_file(&path).unwrap().bit_eq(&t));
         std::fs::write(&path, b"garbage!").unwrap();
-        assert!(read_npy_file(&path)
-            .unwrap_err()
-            .to_string()
-            .contains("x.npy"));
-        assert!(read_npy_file(&dir.join("missing.npy"))
-            .unwrap_err()
-            .to_string()
-            .contains("missing.npy"));
+        assert!(read_npy_file(&path).unwrap_err().to_string().contains("x.npy"));
+        assert!(read_npy_file(&dir.join("missing.npy")).unwrap_err().to_string().contains("missing.npy"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

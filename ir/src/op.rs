@@ -385,10 +385,32 @@ impl Op {
     pub fn is_unary_elementwise(&self) -> bool {
         matches!(
             self,
-            Op::Neg | Op::Abs | Op::Sqrt | Op::Rsqrt | Op::Reciprocal | Op::Exp | Op::Log | Op::Tanh
-                | Op::Erf | Op::Sigmoid | Op::Relu | Op::Silu | Op::Softplus | Op::Sin | Op::Cos
-                | Op::Floor | Op::Ceil | Op::Round | Op::Sign | Op::Not | Op::IsNan | Op::Identity
-                | Op::Gelu { .. } | Op::LeakyRelu { .. } | Op::Clip { .. } | Op::Cast { .. }
+            Op::Neg
+                | Op::Abs
+                | Op::Sqrt
+                | Op::Rsqrt
+                | Op::Reciprocal
+                | Op::Exp
+                | Op::Log
+                | Op::Tanh
+                | Op::Erf
+                | Op::Sigmoid
+                | Op::Relu
+                | Op::Silu
+                | Op::Softplus
+                | Op::Sin
+                | Op::Cos
+                | Op::Floor
+                | Op::Ceil
+                | Op::Round
+                | Op::Sign
+                | Op::Not
+                | Op::IsNan
+                | Op::Identity
+                | Op::Gelu { .. }
+                | Op::LeakyRelu { .. }
+                | Op::Clip { .. }
+                | Op::Cast { .. }
         )
     }
 
@@ -396,8 +418,22 @@ impl Op {
     pub fn is_binary_elementwise(&self) -> bool {
         matches!(
             self,
-            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Max | Op::Min | Op::Mod | Op::Fmod
-                | Op::And | Op::Or | Op::Xor | Op::Equal | Op::Less | Op::LessEqual | Op::Greater
+            Op::Add
+                | Op::Sub
+                | Op::Mul
+                | Op::Div
+                | Op::Pow
+                | Op::Max
+                | Op::Min
+                | Op::Mod
+                | Op::Fmod
+                | Op::And
+                | Op::Or
+                | Op::Xor
+                | Op::Equal
+                | Op::Less
+                | Op::LessEqual
+                | Op::Greater
                 | Op::GreaterEqual
         )
     }

@@ -53,9 +53,7 @@
 
 use crate::dim::is_valid_symbol;
 use crate::dtype::{DType, MAX_INT4_GROUP};
-use crate::graph::{
-    quote_name, Function, Module, OpId, Use, ValueDef, ValueId, WeightDecl, WeightSource,
-};
+use crate::graph::{quote_name, Function, Module, OpId, Use, ValueDef, ValueId, WeightDecl, WeightSource};
 use crate::infer::{constant_value, infer_types, types_agree};
 use crate::tensor::{checked_numel, TensorData};
 use crate::types::{TensorType, MAX_RANK};
@@ -120,10 +118,7 @@ pub fn verify_module(m: &Module) -> Result<(), Vec<VerifyError>> {
             });
         }
         for message in weight_problems(w) {
-            errs.push(VerifyError {
-                anchor: Anchor::Weight(w.name.clone()),
-                message,
-            });
+            errs.push(VerifyError { anchor: Anchor::Weight(w.name.clone()), message });
         }
     }
     for f in &m.functions {
@@ -138,12 +133,7 @@ pub fn verify_module(m: &Module) -> Result<(), Vec<VerifyError>> {
 
 /// Verify one function of `m` (invariants 7–17); returns every error found.
 pub fn verify_function(m: &Module, f: &Function) -> Vec<VerifyError> {
-    let mut v = FnVerifier {
-        m,
-        f,
-        names: f.value_names(),
-        errs: Vec::new(),
-    };
+    let mut v = FnVerifier { m, f, names: f.value_names(), errs: Vec::new() };
     v.run();
     v.errs
 }
@@ -161,10 +151,7 @@ pub fn describe(m: &Module, e: &VerifyError) -> String {
             None => format!("{function}: {op}: {msg}"),
         },
         Anchor::Value { function, value } => match m.function(function) {
-            Some(f) => format!(
-                "{function}: {}: {msg}",
-                value_name(&f.value_names(), *value)
-            ),
+            Some(f) => format!("{function}: {}: {msg}", value_name(&f.value_names(), *value)),
             None => format!("{function}: {value}: {msg}"),
         },
     }
@@ -180,11 +167,7 @@ fn op_text(f: &Function, names: &HashMap<ValueId, String>, op: OpId) -> String {
         return format!("{op} (erased)");
     };
     let results: Vec<String> = data.results.iter().map(|&r| value_name(names, r)).collect();
-    let operands: Vec<String> = data
-        .operands
-        .iter()
-        .map(|&v| value_name(names, v))
-        .collect();
+    let operands: Vec<String> = data.operands.iter().map(|&v| value_name(names, v)).collect();
     let mut s = String::new();
     if !results.is_empty() {
         s.push_str(&results.join(", "));
@@ -204,16 +187,11 @@ fn op_text(f: &Function, names: &HashMap<ValueId, String>, op: OpId) -> String {
 fn type_problems(ty: &TensorType) -> Vec<String> {
     let mut out = Vec::new();
     if ty.rank() > MAX_RANK {
-        out.push(format!(
-            "type {ty} has rank {}, above the maximum {MAX_RANK}",
-            ty.rank()
-        ));
+        out.push(format!("type {ty} has rank {}, above the maximum {MAX_RANK}", ty.rank()));
     }
     if let DType::Int4 { group_size } = ty.dtype {
         if group_size < 2 || group_size % 2 != 0 || group_size > MAX_INT4_GROUP {
-            out.push(format!(
-                "int4 group size {group_size} must be even and between 2 and {MAX_INT4_GROUP}"
-            ));
+            out.push(format!("int4 group size {group_size} must be even and between 2 and {MAX_INT4_GROUP}"));
         }
     }
     for (k, d) in ty.shape.iter().enumerate() {
@@ -239,12 +217,12 @@ fn path_problem(file: &str) -> Option<String> {
     }
     let drive = bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':';
     if file.starts_with('/') || file.starts_with('\\') || drive {
-        return Some(format!(
-            "file path {file:?} is absolute; weight paths are relative to the module"
-        ));
+        return Some(format!("file path {file:?} is absolute; weight paths are relative to the module"));
     }
     if file.split(['/', '\\']).any(|c| c == "..") {
-        return Some(format!("file path {file:?} has a `..` component; weight paths may not leave the module directory"));
+        return Some(format!(
+            "file path {file:?} has a `..` component; weight paths may not leave the module directory"
+        ));
     }
     None
 }
@@ -259,25 +237,18 @@ fn weight_problems(w: &WeightDecl) -> Vec<String> {
     if w.ty.dtype.is_quantized() {
         let block = w.ty.dtype.block_len();
         match dims.last() {
-            None => out.push(format!(
-                "block-quantized weight {} must have rank at least 1",
-                w.ty
+            None => out.push(format!("block-quantized weight {} must have rank at least 1", w.ty)),
+            Some(&last) if block > 0 && u64::try_from(last).is_ok_and(|l| l % block != 0) => out.push(format!(
+                "last dim {last} of {} is not a multiple of the {} block length {block}",
+                w.ty, w.ty.dtype
             )),
-            Some(&last) if block > 0 && u64::try_from(last).is_ok_and(|l| l % block != 0) => out
-                .push(format!(
-                    "last dim {last} of {} is not a multiple of the {} block length {block}",
-                    w.ty, w.ty.dtype
-                )),
             _ => {}
         }
     }
     match &w.source {
         WeightSource::Inline(t) => {
             let same_shape = t.shape.len() == dims.len()
-                && t.shape
-                    .iter()
-                    .zip(&dims)
-                    .all(|(&a, &b)| i64::try_from(a).ok() == Some(b));
+                && t.shape.iter().zip(&dims).all(|(&a, &b)| i64::try_from(a).ok() == Some(b));
             if t.dtype != w.ty.dtype || !same_shape {
                 let shape: Vec<String> = t.shape.iter().map(ToString::to_string).collect();
                 out.push(format!(
@@ -324,9 +295,7 @@ struct FnVerifier<'a> {
 }
 
 fn value_ids(f: &Function) -> impl Iterator<Item = ValueId> {
-    (0..f.value_capacity())
-        .filter_map(|i| u32::try_from(i).ok())
-        .map(ValueId)
+    (0..f.value_capacity()).filter_map(|i| u32::try_from(i).ok()).map(ValueId)
 }
 
 impl FnVerifier<'_> {
@@ -335,63 +304,38 @@ impl FnVerifier<'_> {
     }
 
     fn at_fn(&mut self, message: String) {
-        self.errs.push(VerifyError {
-            anchor: Anchor::Function(self.f.name.clone()),
-            message,
-        });
+        self.errs.push(VerifyError { anchor: Anchor::Function(self.f.name.clone()), message });
     }
 
     fn at_op(&mut self, op: OpId, message: String) {
-        self.errs.push(VerifyError {
-            anchor: Anchor::Op {
-                function: self.f.name.clone(),
-                op,
-            },
-            message,
-        });
+        self.errs.push(VerifyError { anchor: Anchor::Op { function: self.f.name.clone(), op }, message });
     }
 
     fn at_value(&mut self, value: ValueId, message: String) {
-        self.errs.push(VerifyError {
-            anchor: Anchor::Value {
-                function: self.f.name.clone(),
-                value,
-            },
-            message,
-        });
+        self.errs.push(VerifyError { anchor: Anchor::Value { function: self.f.name.clone(), value }, message });
     }
 
     /// `Ok` when `v` exists and is live (invariants 8, 13); otherwise why not.
     fn liveness(&self, v: ValueId) -> Result<(), String> {
         let f = self.f;
         let Some(data) = f.try_value(v) else {
-            return Err(format!(
-                "value {v} does not exist (the function has {} values)",
-                f.value_capacity()
-            ));
+            return Err(format!("value {v} does not exist (the function has {} values)", f.value_capacity()));
         };
         match &data.def {
             ValueDef::Param { index } => {
                 if f.params().get(*index as usize).map(|p| p.1) == Some(v) {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "value {} claims to be input #{index}, which is not it",
-                        self.name(v)
-                    ))
+                    Err(format!("value {} claims to be input #{index}, which is not it", self.name(v)))
                 }
             }
             ValueDef::Weight { .. } => Ok(()),
             ValueDef::Result { op, index } => match f.op(*op) {
-                None => Err(format!(
-                    "value {} is defined by erased op {op}",
-                    self.name(v)
-                )),
+                None => Err(format!("value {} is defined by erased op {op}", self.name(v))),
                 Some(d) if d.results.get(*index as usize) == Some(&v) => Ok(()),
-                Some(_) => Err(format!(
-                    "value {} claims to be result #{index} of {op}, which does not list it",
-                    self.name(v)
-                )),
+                Some(_) => {
+                    Err(format!("value {} claims to be result #{index} of {op}, which does not list it", self.name(v)))
+                }
             },
         }
     }
@@ -419,14 +363,9 @@ impl FnVerifier<'_> {
                 self.at_fn(format!("duplicate input name `{name}`"));
             }
             match f.try_value(*v).map(|d| &d.def) {
-                None => self.at_fn(format!(
-                    "input `{name}` refers to value {v}, which does not exist"
-                )),
+                None => self.at_fn(format!("input `{name}` refers to value {v}, which does not exist")),
                 Some(ValueDef::Param { index }) if *index as usize == i => {}
-                Some(_) => self.at_value(
-                    *v,
-                    format!("internal: input #{i} `{name}` is not defined as input #{i}"),
-                ),
+                Some(_) => self.at_value(*v, format!("internal: input #{i} `{name}` is not defined as input #{i}")),
             }
         }
         let mut seen = HashSet::new();
@@ -451,17 +390,10 @@ impl FnVerifier<'_> {
         for (name, &v) in f.weight_values() {
             match f.try_value(v).map(|d| &d.def) {
                 Some(ValueDef::Weight { name: n }) if n == name => {}
-                Some(_) => self.at_value(
-                    v,
-                    format!(
-                        "internal: weight table entry @{} is not a weight value",
-                        quote_name(name)
-                    ),
-                ),
-                None => self.at_fn(format!(
-                    "internal: weight table entry @{} refers to missing value {v}",
-                    quote_name(name)
-                )),
+                Some(_) => self
+                    .at_value(v, format!("internal: weight table entry @{} is not a weight value", quote_name(name))),
+                None => self
+                    .at_fn(format!("internal: weight table entry @{} refers to missing value {v}", quote_name(name))),
             }
         }
         for v in value_ids(f) {
@@ -475,34 +407,17 @@ impl FnVerifier<'_> {
             match &data.def {
                 ValueDef::Param { .. } if data.ty.dtype.is_quantized() => self.at_value(
                     v,
-                    format!(
-                        "input has quantized dtype {}; quantized dtypes are only legal for weights",
-                        data.ty.dtype
-                    ),
+                    format!("input has quantized dtype {}; quantized dtypes are only legal for weights", data.ty.dtype),
                 ),
                 ValueDef::Weight { name } => {
                     if f.weight_values().get(name) != Some(&v) {
-                        self.at_value(
-                            v,
-                            format!(
-                                "internal: weight value is not registered as @{}",
-                                quote_name(name)
-                            ),
-                        );
+                        self.at_value(v, format!("internal: weight value is not registered as @{}", quote_name(name)));
                     }
                     match self.m.weight_decl(name) {
-                        None => self.at_value(
-                            v,
-                            format!("weight @{} is not declared in the module", quote_name(name)),
-                        ),
+                        None => self.at_value(v, format!("weight @{} is not declared in the module", quote_name(name))),
                         Some(w) if w.ty != data.ty => self.at_value(
                             v,
-                            format!(
-                                "weight @{} is used as {} but declared as {}",
-                                quote_name(name),
-                                data.ty,
-                                w.ty
-                            ),
+                            format!("weight @{} is used as {} but declared as {}", quote_name(name), data.ty, w.ty),
                         ),
                         Some(_) => {}
                     }
@@ -521,44 +436,24 @@ impl FnVerifier<'_> {
         let (lo, hi) = op.operand_range();
         let n = data.operands.len();
         if n < lo || n > hi {
-            self.at_op(
-                id,
-                format!(
-                    "{} expects {}, found {n}",
-                    op.name(),
-                    range_phrase(lo, hi, "operand")
-                ),
-            );
+            self.at_op(id, format!("{} expects {}, found {n}", op.name(), range_phrase(lo, hi, "operand")));
             sound = false;
         }
         let (lo, hi) = op.result_range();
         let r = data.results.len();
         if r < lo || r > hi {
-            self.at_op(
-                id,
-                format!(
-                    "{} produces {}, found {r}",
-                    op.name(),
-                    range_phrase(lo, hi, "result")
-                ),
-            );
+            self.at_op(id, format!("{} produces {}, found {r}", op.name(), range_phrase(lo, hi, "result")));
             sound = false;
         }
         let mut declared = Vec::with_capacity(r);
         for (i, &res) in data.results.iter().enumerate() {
             match f.try_value(res) {
                 None => {
-                    self.at_op(
-                        id,
-                        format!("internal: result {i} is value {res}, which does not exist"),
-                    );
+                    self.at_op(id, format!("internal: result {i} is value {res}, which does not exist"));
                     sound = false;
                 }
                 Some(vd) => {
-                    let expect = ValueDef::Result {
-                        op: id,
-                        index: i as u32,
-                    };
+                    let expect = ValueDef::Result { op: id, index: i as u32 };
                     if vd.def != expect {
                         self.at_op(
                             id,
@@ -593,25 +488,13 @@ impl FnVerifier<'_> {
             Err(msg) => self.at_op(id, msg),
             Ok(inferred) if inferred.len() != declared.len() => self.at_op(
                 id,
-                format!(
-                    "{} declares {} result(s) but {} are inferred",
-                    op.name(),
-                    declared.len(),
-                    inferred.len()
-                ),
+                format!("{} declares {} result(s) but {} are inferred", op.name(), declared.len(), inferred.len()),
             ),
             Ok(inferred) => {
                 for (i, (d, inf)) in declared.iter().zip(&inferred).enumerate() {
                     if !types_agree(d, inf) {
-                        let res = data
-                            .results
-                            .get(i)
-                            .map(|&v| self.name(v))
-                            .unwrap_or_default();
-                        self.at_op(
-                            id,
-                            format!("result {i} ({res}) is declared {d} but inferred {inf}"),
-                        );
+                        let res = data.results.get(i).map(|&v| self.name(v)).unwrap_or_default();
+                        self.at_op(id, format!("result {i} ({res}) is declared {d} but inferred {inf}"));
                     }
                 }
             }
@@ -626,10 +509,7 @@ impl FnVerifier<'_> {
             let Some(data) = f.op(id) else { continue };
             for (slot, v) in data.operands.iter().enumerate() {
                 if let Some(list) = expected.get_mut(v.0 as usize) {
-                    list.push(Use {
-                        op: id,
-                        operand: slot as u32,
-                    });
+                    list.push(Use { op: id, operand: slot as u32 });
                 }
             }
         }
@@ -658,10 +538,7 @@ impl FnVerifier<'_> {
             if have.len() != have_set.len() {
                 parts.push("duplicate entries".to_string());
             }
-            self.at_value(
-                v,
-                format!("internal: use list out of date: {}", parts.join("; ")),
-            );
+            self.at_value(v, format!("internal: use list out of date: {}", parts.join("; ")));
         }
     }
 
@@ -671,10 +548,8 @@ impl FnVerifier<'_> {
         let ids: Vec<OpId> = f.op_ids().collect();
         let slots = ids.iter().map(|o| o.0 as usize + 1).max().unwrap_or(0);
         let preds_of = |id: OpId| -> Vec<OpId> {
-            let mut p: Vec<OpId> = f
-                .op(id)
-                .map(|d| d.operands.iter().filter_map(|&v| f.producer(v)).collect())
-                .unwrap_or_default();
+            let mut p: Vec<OpId> =
+                f.op(id).map(|d| d.operands.iter().filter_map(|&v| f.producer(v)).collect()).unwrap_or_default();
             p.sort_unstable();
             p.dedup();
             p
@@ -707,11 +582,8 @@ impl FnVerifier<'_> {
                 }
             }
         }
-        let mut remaining: BTreeSet<OpId> = ids
-            .iter()
-            .copied()
-            .filter(|o| pending.get(o.0 as usize).is_some_and(|&p| p > 0))
-            .collect();
+        let mut remaining: BTreeSet<OpId> =
+            ids.iter().copied().filter(|o| pending.get(o.0 as usize).is_some_and(|&p| p > 0)).collect();
         while let Some(&start) = remaining.iter().next() {
             // Walk backwards through remaining predecessors until an op repeats.
             let mut path: Vec<OpId> = vec![start];
@@ -786,19 +658,12 @@ mod tests {
         assert!(path_problem("C:\\w.bin").unwrap().contains("absolute"));
         assert!(path_problem("a/../../w.bin").unwrap().contains(".."));
         assert!(path_problem("a\\..\\w.bin").unwrap().contains(".."));
-        assert_eq!(
-            path_problem("a/..b/w.bin"),
-            None,
-            "only a whole `..` component leaves the directory"
-        );
+        assert_eq!(path_problem("a/..b/w.bin"), None, "only a whole `..` component leaves the directory");
     }
 
     #[test]
     fn type_problems_name_each_issue() {
-        let bad = TensorType::new(
-            DType::Int4 { group_size: 3 },
-            vec![crate::Dim::fixed(-1), crate::Dim::sym("9x")],
-        );
+        let bad = TensorType::new(DType::Int4 { group_size: 3 }, vec![crate::Dim::fixed(-1), crate::Dim::sym("9x")]);
         let p = type_problems(&bad);
         assert_eq!(p.len(), 3, "{p:?}");
         assert!(type_problems(&TensorType::fixed(DType::F32, &[2, 3])).is_empty());
@@ -813,28 +678,13 @@ mod tests {
         f.add_output("y", y);
         let op = f.producer(y).unwrap();
         m.functions.push(f);
-        let e = VerifyError {
-            anchor: Anchor::Op {
-                function: "forward".into(),
-                op,
-            },
-            message: "boom".into(),
-        };
+        let e = VerifyError { anchor: Anchor::Op { function: "forward".into(), op }, message: "boom".into() };
         assert_eq!(e.to_string(), "function `forward`, op0: boom");
         assert_eq!(describe(&m, &e), "forward: %0 = exp %x: boom");
-        let e = VerifyError {
-            anchor: Anchor::Value {
-                function: "forward".into(),
-                value: y,
-            },
-            message: "m".into(),
-        };
+        let e = VerifyError { anchor: Anchor::Value { function: "forward".into(), value: y }, message: "m".into() };
         assert_eq!(describe(&m, &e), "forward: %0: m");
         assert_eq!(e.to_string(), "function `forward`, %v1: m");
-        let e = VerifyError {
-            anchor: Anchor::Weight("a b".into()),
-            message: "m".into(),
-        };
+        let e = VerifyError { anchor: Anchor::Weight("a b".into()), message: "m".into() };
         assert_eq!(describe(&m, &e), "weight @\"a b\": m");
         assert_eq!(range_phrase(2, 3, "operand"), "2 to 3 operands");
     }

@@ -36,53 +36,19 @@ pub enum WeightError {
     #[error("weight `{weight}`: type {ty} is not static (weights need static shapes)")]
     NotStatic { weight: String, ty: String },
     #[error("weight `{weight}`: file `{file}`: {reason}")]
-    Path {
-        weight: String,
-        file: String,
-        reason: String,
-    },
+    Path { weight: String, file: String, reason: String },
     #[error("weight `{weight}`: file `{file}`: {source}")]
-    Io {
-        weight: String,
-        file: String,
-        source: std::io::Error,
-    },
+    Io { weight: String, file: String, source: std::io::Error },
     #[error("weight `{weight}`: file `{file}`: not a valid safetensors file: {message}")]
-    Safetensors {
-        weight: String,
-        file: String,
-        message: String,
-    },
+    Safetensors { weight: String, file: String, message: String },
     #[error("weight `{weight}`: file `{file}` has no tensor `{tensor}`")]
-    MissingTensor {
-        weight: String,
-        file: String,
-        tensor: String,
-    },
-    #[error(
-        "weight `{weight}`: tensor `{tensor}` of file `{file}`: expected {expected}, found {found}"
-    )]
-    Mismatch {
-        weight: String,
-        file: String,
-        tensor: String,
-        expected: String,
-        found: String,
-    },
+    MissingTensor { weight: String, file: String, tensor: String },
+    #[error("weight `{weight}`: tensor `{tensor}` of file `{file}`: expected {expected}, found {found}")]
+    Mismatch { weight: String, file: String, tensor: String, expected: String, found: String },
     #[error("weight `{weight}`: file `{file}`: {len} bytes at offset {offset} reach past the end of the file ({size} bytes)")]
-    OutOfBounds {
-        weight: String,
-        file: String,
-        offset: u64,
-        len: u64,
-        size: u64,
-    },
+    OutOfBounds { weight: String, file: String, offset: u64, len: u64, size: u64 },
     #[error("weight `{weight}`: file `{file}`: {message}")]
-    Decode {
-        weight: String,
-        file: String,
-        message: String,
-    },
+    Decode { weight: String, file: String, message: String },
     #[error("weight `{weight}`: inline literal: {message}")]
     Inline { weight: String, message: String },
     #[error("weight `{weight}`: {message}")]
@@ -98,13 +64,11 @@ impl WeightProvider for InlineWeights {
     fn load(&self, decl: &WeightDecl) -> Result<Tensor, WeightError> {
         match &decl.source {
             WeightSource::Inline(t) => load_inline(decl, t),
-            WeightSource::Safetensors { file, .. } | WeightSource::Raw { file, .. } => {
-                Err(WeightError::Path {
-                    weight: decl.name.clone(),
-                    file: file.clone(),
-                    reason: "this provider only serves inline weights".into(),
-                })
-            }
+            WeightSource::Safetensors { file, .. } | WeightSource::Raw { file, .. } => Err(WeightError::Path {
+                weight: decl.name.clone(),
+                file: file.clone(),
+                reason: "this provider only serves inline weights".into(),
+            }),
         }
     }
 }
@@ -121,11 +85,7 @@ impl FileWeights {
     /// A provider resolving relative weight paths against `base_dir` (usually the
     /// directory of the module file).
     pub fn new(base_dir: impl Into<PathBuf>) -> Self {
-        FileWeights {
-            base: base_dir.into(),
-            files: Mutex::new(HashMap::new()),
-            headers: Mutex::new(HashMap::new()),
-        }
+        FileWeights { base: base_dir.into(), files: Mutex::new(HashMap::new()), headers: Mutex::new(HashMap::new()) }
     }
 
     /// The base directory.
@@ -135,11 +95,8 @@ impl FileWeights {
 
     /// Confine `file` to the base directory and return its canonical path.
     fn resolve(&self, weight: &str, file: &str) -> Result<PathBuf, WeightError> {
-        let path_err = |reason: String| WeightError::Path {
-            weight: weight.to_string(),
-            file: file.to_string(),
-            reason,
-        };
+        let path_err =
+            |reason: String| WeightError::Path { weight: weight.to_string(), file: file.to_string(), reason };
         let rel = Path::new(file);
         if file.is_empty() {
             return Err(path_err("the path is empty".into()));
@@ -147,26 +104,25 @@ impl FileWeights {
         for c in rel.components() {
             match c {
                 Component::Normal(_) | Component::CurDir => {}
-                Component::ParentDir => return Err(path_err("`..` components may not leave the module directory".into())),
+                Component::ParentDir => {
+                    return Err(path_err("`..` components may not leave the module directory".into()))
+                }
                 Component::RootDir | Component::Prefix(_) => {
-                    return Err(path_err("absolute paths are not allowed; weight paths are relative to the module directory".into()))
+                    return Err(path_err(
+                        "absolute paths are not allowed; weight paths are relative to the module directory".into(),
+                    ))
                 }
             }
         }
-        let base = self.base.canonicalize().map_err(|e| {
-            path_err(format!(
-                "cannot resolve the base directory `{}`: {e}",
-                self.base.display()
-            ))
-        })?;
-        let full = base
-            .join(rel)
+        let base = self
+            .base
             .canonicalize()
-            .map_err(|source| WeightError::Io {
-                weight: weight.to_string(),
-                file: file.to_string(),
-                source,
-            })?;
+            .map_err(|e| path_err(format!("cannot resolve the base directory `{}`: {e}", self.base.display())))?;
+        let full = base.join(rel).canonicalize().map_err(|source| WeightError::Io {
+            weight: weight.to_string(),
+            file: file.to_string(),
+            source,
+        })?;
         if !full.starts_with(&base) {
             return Err(path_err(format!(
                 "resolves to `{}`, outside the base directory `{}` (symlink escape)",
@@ -179,11 +135,7 @@ impl FileWeights {
 
     fn map(&self, weight: &str, file: &str) -> Result<(PathBuf, Arc<Mmap>), WeightError> {
         let path = self.resolve(weight, file)?;
-        let io = |source| WeightError::Io {
-            weight: weight.to_string(),
-            file: file.to_string(),
-            source,
-        };
+        let io = |source| WeightError::Io { weight: weight.to_string(), file: file.to_string(), source };
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = files.get(&path) {
             return Ok((path, Arc::clone(m)));
@@ -219,11 +171,7 @@ impl FileWeights {
                 Some(h) => Arc::clone(h),
                 None => {
                     let parsed = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
-                        WeightError::Safetensors {
-                            weight: weight.into(),
-                            file: file.into(),
-                            message: e.to_string(),
-                        }
+                        WeightError::Safetensors { weight: weight.into(), file: file.into(), message: e.to_string() }
                     })?;
                     let h = Arc::new(parsed);
                     headers.insert(path, Arc::clone(&h));
@@ -232,13 +180,11 @@ impl FileWeights {
             }
         };
         let (header_len, metadata) = (&header.0, &header.1);
-        let info = metadata
-            .info(tensor)
-            .ok_or_else(|| WeightError::MissingTensor {
-                weight: weight.into(),
-                file: file.into(),
-                tensor: tensor.into(),
-            })?;
+        let info = metadata.info(tensor).ok_or_else(|| WeightError::MissingTensor {
+            weight: weight.into(),
+            file: file.into(),
+            tensor: tensor.into(),
+        })?;
         let mismatch = |expected: String, found: String| WeightError::Mismatch {
             weight: weight.into(),
             file: file.into(),
@@ -249,19 +195,13 @@ impl FileWeights {
         let found_dtype = safetensors_dtype(info.dtype);
         let found_desc = format!(
             "{}{:?}",
-            found_dtype
-                .map(|d| d.to_string())
-                .unwrap_or_else(|| format!("{:?}", info.dtype)),
+            found_dtype.map(|d| d.to_string()).unwrap_or_else(|| format!("{:?}", info.dtype)),
             info.shape
         );
         let (start, end) = info.data_offsets;
         // read_metadata validated that the offsets are contiguous and fit the buffer.
-        let data_start = 8usize
-            .checked_add(*header_len)
-            .and_then(|s| s.checked_add(start));
-        let data_end = 8usize
-            .checked_add(*header_len)
-            .and_then(|s| s.checked_add(end));
+        let data_start = 8usize.checked_add(*header_len).and_then(|s| s.checked_add(start));
+        let data_end = 8usize.checked_add(*header_len).and_then(|s| s.checked_add(end));
         let data = match (data_start, data_end) {
             (Some(s), Some(e)) => bytes.get(s..e),
             _ => None,
@@ -273,87 +213,61 @@ impl FileWeights {
         })?;
         if decl.ty.dtype.is_quantized() {
             let numel = checked_numel(shape).unwrap_or(usize::MAX) as u64;
-            let need = decl
-                .ty
-                .dtype
-                .storage_bytes(numel, shape.last().copied().unwrap_or(1) as u64);
+            let need = decl.ty.dtype.storage_bytes(numel, shape.last().copied().unwrap_or(1) as u64);
             if found_dtype != Some(DType::U8) || need != Some(data.len() as u64) {
                 let expected = match need {
                     Some(n) => format!("a u8 tensor of {n} bytes holding {} storage", decl.ty),
                     None => format!("{} (whose storage size is invalid)", decl.ty),
                 };
-                return Err(mismatch(
-                    expected,
-                    format!("{found_desc} ({} bytes)", data.len()),
-                ));
+                return Err(mismatch(expected, format!("{found_desc} ({} bytes)", data.len())));
             }
         } else if found_dtype != Some(decl.ty.dtype) || info.shape != shape {
             return Err(mismatch(decl.ty.to_string(), found_desc));
         }
-        Tensor::from_le_bytes(decl.ty.dtype, shape.to_vec(), data).map_err(|e| {
-            WeightError::Decode {
-                weight: weight.into(),
-                file: file.into(),
-                message: format!("tensor `{tensor}`: {e}"),
-            }
+        Tensor::from_le_bytes(decl.ty.dtype, shape.to_vec(), data).map_err(|e| WeightError::Decode {
+            weight: weight.into(),
+            file: file.into(),
+            message: format!("tensor `{tensor}`: {e}"),
         })
     }
 
-    fn load_raw(
-        &self,
-        decl: &WeightDecl,
-        shape: &[usize],
-        file: &str,
-        offset: u64,
-    ) -> Result<Tensor, WeightError> {
+    fn load_raw(&self, decl: &WeightDecl, shape: &[usize], file: &str, offset: u64) -> Result<Tensor, WeightError> {
         let weight = decl.name.as_str();
-        let numel = checked_numel(shape).ok_or_else(|| WeightError::NotStatic {
-            weight: weight.into(),
-            ty: decl.ty.to_string(),
-        })?;
-        let len = decl.ty.dtype.storage_bytes(numel as u64, shape.last().copied().unwrap_or(1) as u64).ok_or_else(|| {
-            WeightError::Decode {
-                weight: weight.into(),
-                file: file.into(),
-                message: format!("type {} has no valid storage size (overflow or a last dim not a multiple of the block)", decl.ty),
-            }
-        })?;
+        let numel = checked_numel(shape)
+            .ok_or_else(|| WeightError::NotStatic { weight: weight.into(), ty: decl.ty.to_string() })?;
+        let len =
+            decl.ty.dtype.storage_bytes(numel as u64, shape.last().copied().unwrap_or(1) as u64).ok_or_else(|| {
+                WeightError::Decode {
+                    weight: weight.into(),
+                    file: file.into(),
+                    message: format!(
+                        "type {} has no valid storage size (overflow or a last dim not a multiple of the block)",
+                        decl.ty
+                    ),
+                }
+            })?;
         let (_, bytes) = self.map(weight, file)?;
         let size = bytes.len() as u64;
-        let oob = || WeightError::OutOfBounds {
-            weight: weight.into(),
-            file: file.into(),
-            offset,
-            len,
-            size,
-        };
+        let oob = || WeightError::OutOfBounds { weight: weight.into(), file: file.into(), offset, len, size };
         let end = offset.checked_add(len).ok_or_else(oob)?;
         if end > size {
             return Err(oob());
         }
         let slice = bytes.get(offset as usize..end as usize).ok_or_else(oob)?;
-        Tensor::from_le_bytes(decl.ty.dtype, shape.to_vec(), slice).map_err(|e| {
-            WeightError::Decode {
-                weight: weight.into(),
-                file: file.into(),
-                message: e.to_string(),
-            }
+        Tensor::from_le_bytes(decl.ty.dtype, shape.to_vec(), slice).map_err(|e| WeightError::Decode {
+            weight: weight.into(),
+            file: file.into(),
+            message: e.to_string(),
         })
     }
 }
 
 /// The static shape of a decl, or an error naming the weight.
 pub fn static_shape(decl: &WeightDecl) -> Result<Vec<usize>, WeightError> {
-    let not_static = || WeightError::NotStatic {
-        weight: decl.name.clone(),
-        ty: decl.ty.to_string(),
-    };
+    let not_static = || WeightError::NotStatic { weight: decl.name.clone(), ty: decl.ty.to_string() };
     let dims = decl.ty.fixed_shape().ok_or_else(not_static)?;
-    let shape: Vec<usize> = dims
-        .iter()
-        .map(|&d| usize::try_from(d))
-        .collect::<Result<_, _>>()
-        .map_err(|_| not_static())?;
+    let shape: Vec<usize> =
+        dims.iter().map(|&d| usize::try_from(d)).collect::<Result<_, _>>().map_err(|_| not_static())?;
     checked_numel(&shape).ok_or_else(not_static)?;
     Ok(shape)
 }
@@ -373,10 +287,7 @@ fn load_inline(decl: &WeightDecl, t: &Tensor) -> Result<Tensor, WeightError> {
     if !kind_ok || checked_numel(&t.shape) != Some(t.numel()) {
         return Err(WeightError::Inline {
             weight: decl.name.clone(),
-            message: format!(
-                "the literal's data does not match its type {}{:?}",
-                t.dtype, t.shape
-            ),
+            message: format!("the literal's data does not match its type {}{:?}", t.dtype, t.shape),
         });
     }
     Ok(t.clone())
@@ -428,8 +339,7 @@ mod tests {
     impl TempDir {
         fn new() -> TempDir {
             let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-            let p =
-                std::env::temp_dir().join(format!("ferrumc-weights-{}-{n}", std::process::id()));
+            let p = std::env::temp_dir().join(format!("ferrumc-weights-{}-{n}", std::process::id()));
             let _ = std::fs::remove_dir_all(&p);
             std::fs::create_dir_all(&p).unwrap();
             TempDir(p)
@@ -442,11 +352,7 @@ mod tests {
     }
 
     fn decl(name: &str, ty: TensorType, source: WeightSource) -> WeightDecl {
-        WeightDecl {
-            name: name.into(),
-            ty,
-            source,
-        }
+        WeightDecl { name: name.into(), ty, source }
     }
 
     fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -454,10 +360,8 @@ mod tests {
     }
 
     fn write_safetensors(path: &Path, tensors: &[(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)]) {
-        let views: Vec<(String, TensorView<'_>)> = tensors
-            .iter()
-            .map(|(n, d, s, b)| (n.to_string(), TensorView::new(*d, s.clone(), b).unwrap()))
-            .collect();
+        let views: Vec<(String, TensorView<'_>)> =
+            tensors.iter().map(|(n, d, s, b)| (n.to_string(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
         std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
     }
 
@@ -469,18 +373,8 @@ mod tests {
         write_safetensors(
             &dir.0.join("m.safetensors"),
             &[
-                (
-                    "w",
-                    safetensors::Dtype::F32,
-                    vec![2, 2],
-                    f32_bytes(&[1.0, 2.0, 3.0, 4.0]),
-                ),
-                (
-                    "ids",
-                    safetensors::Dtype::I64,
-                    vec![2],
-                    [7i64, -1].iter().flat_map(|x| x.to_le_bytes()).collect(),
-                ),
+                ("w", safetensors::Dtype::F32, vec![2, 2], f32_bytes(&[1.0, 2.0, 3.0, 4.0])),
+                ("ids", safetensors::Dtype::I64, vec![2], [7i64, -1].iter().flat_map(|x| x.to_le_bytes()).collect()),
                 ("q", safetensors::Dtype::U8, vec![34], q8),
             ],
         );
@@ -488,60 +382,27 @@ mod tests {
         raw.extend(f32_bytes(&[0.5, -0.5]));
         std::fs::write(dir.0.join("b.bin"), &raw).unwrap();
         let p = FileWeights::new(&dir.0);
-        let st = |t: &str| WeightSource::Safetensors {
-            file: "m.safetensors".into(),
-            tensor: t.into(),
-        };
+        let st = |t: &str| WeightSource::Safetensors { file: "m.safetensors".into(), tensor: t.into() };
 
-        let w = p
-            .load(&decl("w", TensorType::fixed(DType::F32, &[2, 2]), st("w")))
-            .unwrap();
+        let w = p.load(&decl("w", TensorType::fixed(DType::F32, &[2, 2]), st("w"))).unwrap();
         assert_eq!(w.to_f64_vec(), vec![1.0, 2.0, 3.0, 4.0]);
-        let ids = p
-            .load(&decl("ids", TensorType::fixed(DType::I64, &[2]), st("ids")))
-            .unwrap();
+        let ids = p.load(&decl("ids", TensorType::fixed(DType::I64, &[2]), st("ids"))).unwrap();
         assert_eq!(ids.to_i64_vec(), vec![7, -1]);
-        let q = p
-            .load(&decl(
-                "q",
-                TensorType::fixed(DType::Q8_0, &[1, 32]),
-                st("q"),
-            ))
-            .unwrap();
-        assert_eq!(
-            (q.dtype, q.to_f64_vec()[0], q.to_f64_vec()[31]),
-            (DType::Q8_0, -16.0, 15.0)
-        );
+        let q = p.load(&decl("q", TensorType::fixed(DType::Q8_0, &[1, 32]), st("q"))).unwrap();
+        assert_eq!((q.dtype, q.to_f64_vec()[0], q.to_f64_vec()[31]), (DType::Q8_0, -16.0, 15.0));
         let b = p
             .load(&decl(
                 "b",
                 TensorType::fixed(DType::F32, &[2]),
-                WeightSource::Raw {
-                    file: "./b.bin".into(),
-                    offset: 3,
-                },
+                WeightSource::Raw { file: "./b.bin".into(), offset: 3 },
             ))
             .unwrap();
         assert_eq!(b.to_f64_vec(), vec![0.5, -0.5]);
         let lit = Tensor::from_f64(DType::F32, vec![1], vec![2.0]).unwrap();
-        let i = p
-            .load(&decl(
-                "c",
-                TensorType::fixed(DType::F32, &[1]),
-                WeightSource::Inline(lit.clone()),
-            ))
-            .unwrap();
+        let i = p.load(&decl("c", TensorType::fixed(DType::F32, &[1]), WeightSource::Inline(lit.clone()))).unwrap();
         assert!(i.bit_eq(&lit));
-        assert!(InlineWeights
-            .load(&decl(
-                "c",
-                TensorType::fixed(DType::F32, &[1]),
-                WeightSource::Inline(lit)
-            ))
-            .is_ok());
-        assert!(InlineWeights
-            .load(&decl("w", TensorType::fixed(DType::F32, &[2, 2]), st("w")))
-            .is_err());
+        assert!(InlineWeights.load(&decl("c", TensorType::fixed(DType::F32, &[1]), WeightSource::Inline(lit))).is_ok());
+        assert!(InlineWeights.load(&decl("w", TensorType::fixed(DType::F32, &[2, 2]), st("w"))).is_err());
     }
 
     #[test]
@@ -549,19 +410,11 @@ mod tests {
         let dir = TempDir::new();
         write_safetensors(
             &dir.0.join("m.safetensors"),
-            &[(
-                "w",
-                safetensors::Dtype::F32,
-                vec![2, 2],
-                f32_bytes(&[0.0; 4]),
-            )],
+            &[("w", safetensors::Dtype::F32, vec![2, 2], f32_bytes(&[0.0; 4]))],
         );
         std::fs::write(dir.0.join("b.bin"), [0u8; 8]).unwrap();
         let p = FileWeights::new(&dir.0);
-        let st = |t: &str| WeightSource::Safetensors {
-            file: "m.safetensors".into(),
-            tensor: t.into(),
-        };
+        let st = |t: &str| WeightSource::Safetensors { file: "m.safetensors".into(), tensor: t.into() };
         let msg = |d: WeightDecl| p.load(&d).unwrap_err().to_string();
 
         let m = msg(decl("w", TensorType::fixed(DType::F16, &[2, 2]), st("w")));
@@ -577,43 +430,25 @@ mod tests {
         assert!(m.contains("has no tensor `nope`"), "{m}");
         let m = msg(decl("q", TensorType::fixed(DType::Q4_0, &[1, 32]), st("w")));
         assert!(m.contains("u8 tensor of 18 bytes"), "{m}");
+        let m =
+            msg(decl("r", TensorType::fixed(DType::F32, &[2]), WeightSource::Raw { file: "b.bin".into(), offset: 4 }));
+        assert!(m.contains("8 bytes at offset 4 reach past the end of the file (8 bytes)"), "{m}");
         let m = msg(decl(
             "r",
             TensorType::fixed(DType::F32, &[2]),
-            WeightSource::Raw {
-                file: "b.bin".into(),
-                offset: 4,
-            },
-        ));
-        assert!(
-            m.contains("8 bytes at offset 4 reach past the end of the file (8 bytes)"),
-            "{m}"
-        );
-        let m = msg(decl(
-            "r",
-            TensorType::fixed(DType::F32, &[2]),
-            WeightSource::Raw {
-                file: "b.bin".into(),
-                offset: u64::MAX,
-            },
+            WeightSource::Raw { file: "b.bin".into(), offset: u64::MAX },
         ));
         assert!(m.contains("reach past the end"), "{m}");
         let m = msg(decl(
             "s",
             TensorType::new(DType::F32, vec![crate::Dim::sym("n")]),
-            WeightSource::Raw {
-                file: "b.bin".into(),
-                offset: 0,
-            },
+            WeightSource::Raw { file: "b.bin".into(), offset: 0 },
         ));
         assert!(m.contains("not static"), "{m}");
         let m = msg(decl(
             "s",
             TensorType::fixed(DType::F32, &[1]),
-            WeightSource::Raw {
-                file: "missing.bin".into(),
-                offset: 0,
-            },
+            WeightSource::Raw { file: "missing.bin".into(), offset: 0 },
         ));
         assert!(m.contains("weight `s`") && m.contains("missing.bin"), "{m}");
         let m = msg(decl(
@@ -635,23 +470,11 @@ mod tests {
             std::fs::write(dir.0.join(name), b).unwrap();
         };
         // Offsets claim more data than the file has.
-        write(
-            "a.safetensors",
-            r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
-            8,
-        );
+        write("a.safetensors", r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, 8);
         // Shape disagrees with the offsets.
-        write(
-            "b.safetensors",
-            r#"{"w":{"dtype":"F32","shape":[1000000],"data_offsets":[0,16]}}"#,
-            16,
-        );
+        write("b.safetensors", r#"{"w":{"dtype":"F32","shape":[1000000],"data_offsets":[0,16]}}"#, 16);
         // Shape whose element count overflows.
-        write(
-            "c.safetensors",
-            r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,16]}}"#,
-            16,
-        );
+        write("c.safetensors", r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,16]}}"#, 16);
         // Header length larger than the file.
         std::fs::write(dir.0.join("d.safetensors"), 1_000_000u64.to_le_bytes()).unwrap();
         // Not even the 8-byte length.
@@ -661,16 +484,10 @@ mod tests {
             let d = decl(
                 "w",
                 TensorType::fixed(DType::F32, &[4]),
-                WeightSource::Safetensors {
-                    file: file.clone(),
-                    tensor: "w".into(),
-                },
+                WeightSource::Safetensors { file: file.clone(), tensor: "w".into() },
             );
             let m = p.load(&d).unwrap_err().to_string();
-            assert!(
-                m.contains("not a valid safetensors file") && m.contains(&file),
-                "{m}"
-            );
+            assert!(m.contains("not a valid safetensors file") && m.contains(&file), "{m}");
         }
     }
 
@@ -683,14 +500,7 @@ mod tests {
         std::fs::write(dir.0.join("sub/ok.bin"), [0u8; 16]).unwrap();
         let p = FileWeights::new(&dir.0);
         let raw = |file: &str| {
-            decl(
-                "w",
-                TensorType::fixed(DType::F32, &[2]),
-                WeightSource::Raw {
-                    file: file.into(),
-                    offset: 0,
-                },
-            )
+            decl("w", TensorType::fixed(DType::F32, &[2]), WeightSource::Raw { file: file.into(), offset: 0 })
         };
         assert!(p.load(&raw("sub/ok.bin")).is_ok());
         let abs = outside.0.join("secret.bin");
@@ -705,19 +515,9 @@ mod tests {
             std::os::unix::fs::symlink(&outside.0, dir.0.join("linkdir")).unwrap();
             std::os::unix::fs::symlink(dir.0.join("sub/ok.bin"), dir.0.join("inside.bin")).unwrap();
             let m = p.load(&raw("link.bin")).unwrap_err().to_string();
-            assert!(
-                m.contains("outside the base directory") && m.contains("weight `w`"),
-                "{m}"
-            );
-            assert!(p
-                .load(&raw("linkdir/secret.bin"))
-                .unwrap_err()
-                .to_string()
-                .contains("outside the base directory"));
-            assert!(
-                p.load(&raw("inside.bin")).is_ok(),
-                "symlinks that stay inside are fine"
-            );
+            assert!(m.contains("outside the base directory") && m.contains("weight `w`"), "{m}");
+            assert!(p.load(&raw("linkdir/secret.bin")).unwrap_err().to_string().contains("outside the base directory"));
+            assert!(p.load(&raw("inside.bin")).is_ok(), "symlinks that stay inside are fine");
         }
     }
 }

@@ -2,37 +2,21 @@
 //! hostile names (asserted on exact escaped substrings; nothing is parsed).
 
 use ferrumc_ir::dot::to_dot;
-use ferrumc_ir::{
-    Attr, DType, Dim, Function, Module, Op, Tensor, TensorType, WeightDecl, WeightSource,
-};
+use ferrumc_ir::{Attr, DType, Dim, Function, Module, Op, Tensor, TensorType, WeightDecl, WeightSource};
 
 fn tiny() -> Module {
     let mut m = Module::new("tiny");
     m.weights.push(WeightDecl {
         name: "w".into(),
         ty: TensorType::fixed(DType::F32, &[16, 8]),
-        source: WeightSource::Safetensors {
-            file: "m.safetensors".into(),
-            tensor: "w".into(),
-        },
+        source: WeightSource::Safetensors { file: "m.safetensors".into(), tensor: "w".into() },
     });
     let mut f = Function::new("forward");
     let b = Dim::sym("b");
-    let x = f.add_param(
-        "x",
-        TensorType::new(DType::F32, vec![b.clone(), Dim::fixed(8)]),
-    );
+    let x = f.add_param("x", TensorType::new(DType::F32, vec![b.clone(), Dim::fixed(8)]));
     let w = f.weight("w", TensorType::fixed(DType::F32, &[16, 8]));
-    let h = f.add_op1(
-        Op::Linear,
-        vec![x, w],
-        TensorType::new(DType::F32, vec![b.clone(), Dim::fixed(16)]),
-    );
-    let y = f.add_op1(
-        Op::Softmax { axis: -1 },
-        vec![h],
-        TensorType::new(DType::F32, vec![b.clone(), Dim::fixed(16)]),
-    );
+    let h = f.add_op1(Op::Linear, vec![x, w], TensorType::new(DType::F32, vec![b.clone(), Dim::fixed(16)]));
+    let y = f.add_op1(Op::Softmax { axis: -1 }, vec![h], TensorType::new(DType::F32, vec![b.clone(), Dim::fixed(16)]));
     f.add_output("y", y);
     m.functions.push(f);
     m
@@ -69,30 +53,15 @@ fn multi_result_ops_and_long_attrs_are_drawn() {
     let mut f = Function::new("main");
     let x = f.add_param("x", TensorType::fixed(DType::F32, &[4, 10]));
     let topk = f.add_op(
-        Op::TopK {
-            axis: -1,
-            k: 2,
-            largest: true,
-            sorted: true,
-        },
+        Op::TopK { axis: -1, k: 2, largest: true, sorted: true },
         vec![x],
-        vec![
-            TensorType::fixed(DType::F32, &[4, 2]),
-            TensorType::fixed(DType::I64, &[4, 2]),
-        ],
+        vec![TensorType::fixed(DType::F32, &[4, 2]), TensorType::fixed(DType::I64, &[4, 2])],
     );
     let r = f.op(topk).unwrap().results.clone();
-    let t = f.add_op1(
-        Op::Transpose {
-            perm: (0..10).rev().collect(),
-        },
-        vec![r[0]],
-        TensorType::fixed(DType::F32, &[2, 4]),
-    );
+    let t =
+        f.add_op1(Op::Transpose { perm: (0..10).rev().collect() }, vec![r[0]], TensorType::fixed(DType::F32, &[2, 4]));
     let c = f.add_op1(
-        Op::Constant {
-            value: Tensor::from_f64(DType::F32, vec![8], vec![0.5; 8]).unwrap(),
-        },
+        Op::Constant { value: Tensor::from_f64(DType::F32, vec![8], vec![0.5; 8]).unwrap() },
         vec![],
         TensorType::fixed(DType::F32, &[8]),
     );
@@ -101,13 +70,13 @@ fn multi_result_ops_and_long_attrs_are_drawn() {
     f.add_output("c", c);
     m.functions.push(f);
     let dot = to_dot(&m);
-    assert!(dot.contains("label=\"{topk(%x)|axis=-1\\nk=2\\nlargest=true\\nsorted=true|%0: f32[4, 2]\\n%1: i64[4, 2]}\""), "{dot}");
-    assert!(dot.contains("perm=[9, 8, 7, 6, 5, 4, 3, 2, …]"), "{dot}");
-    assert!(dot.contains("value=dense\\<f32[8]: …\\>"), "{dot}");
     assert!(
-        dot.contains("\"f0_op0\" -> \"f0_out1\" [label=\"%1: i64[4, 2]\"];"),
+        dot.contains("label=\"{topk(%x)|axis=-1\\nk=2\\nlargest=true\\nsorted=true|%0: f32[4, 2]\\n%1: i64[4, 2]}\""),
         "{dot}"
     );
+    assert!(dot.contains("perm=[9, 8, 7, 6, 5, 4, 3, 2, …]"), "{dot}");
+    assert!(dot.contains("value=dense\\<f32[8]: …\\>"), "{dot}");
+    assert!(dot.contains("\"f0_op0\" -> \"f0_out1\" [label=\"%1: i64[4, 2]\"];"), "{dot}");
 }
 
 #[test]
@@ -116,45 +85,26 @@ fn hostile_names_are_escaped() {
     m.attrs.insert("k".into(), Attr::Int(1));
     let mut f = Function::new("fn\nname {|}");
     let x = f.add_param("a\"b\\c{|}<>", TensorType::fixed(DType::F32, &[2]));
-    let w = f.weight(
-        "w{|}\"",
-        TensorType::fixed(DType::Int4 { group_size: 2 }, &[2]),
-    );
-    let y = f.add_op1(
-        Op::QuantizedLinear,
-        vec![x, w],
-        TensorType::fixed(DType::F32, &[2]),
-    );
+    let w = f.weight("w{|}\"", TensorType::fixed(DType::Int4 { group_size: 2 }, &[2]));
+    let y = f.add_op1(Op::QuantizedLinear, vec![x, w], TensorType::fixed(DType::F32, &[2]));
     f.add_output("out\"\n{|}\u{7}", y);
     m.functions.push(f);
     let dot = to_dot(&m);
     // Module and cluster names: quotes, backslashes and newlines escaped.
     assert!(dot.contains("digraph \"m\\\"od\\\\ule\" {"), "{dot}");
-    assert!(
-        dot.contains("subgraph \"cluster_fn\\nname {|}\" {"),
-        "{dot}"
-    );
+    assert!(dot.contains("subgraph \"cluster_fn\\nname {|}\" {"), "{dot}");
     // A param's text-format name is `%"a\"b\\c{|}<>"`; in a plain label only quotes and
     // backslashes are escaped again.
-    assert!(
-        dot.contains("[shape=ellipse, label=\"%\\\"a\\\\\\\"b\\\\\\\\c{|}<>\\\": f32[2]\"];"),
-        "{dot}"
-    );
+    assert!(dot.contains("[shape=ellipse, label=\"%\\\"a\\\\\\\"b\\\\\\\\c{|}<>\\\": f32[2]\"];"), "{dot}");
     // In the op's record label, the record metacharacters are escaped as well, and the
     // int4<2> type of the weight shows up escaped in its edge label only.
     assert!(dot.contains("label=\"{quantized_linear(%\\\"a\\\\\\\"b\\\\\\\\c\\{\\|\\}\\<\\>\\\", @\\\"w\\{\\|\\}\\\\\\\"\\\")|%0: f32[2]}\""), "{dot}");
-    assert!(
-        dot.contains("label=\"@\\\"w{|}\\\\\\\"\\\": int4<2>[2]\"];"),
-        "{dot}"
-    );
+    assert!(dot.contains("label=\"@\\\"w{|}\\\\\\\"\\\": int4<2>[2]\"];"), "{dot}");
     // Output names: newline as \n, the bell character shown visibly.
     assert!(dot.contains("label=\"out\\\"\\n{|}\\\\u{7}\"];"), "{dot}");
     // No raw newline inside any line: every line is a complete statement.
     for line in dot.lines() {
         let t = line.trim();
-        assert!(
-            t.ends_with(';') || t.ends_with('{') || t == "}",
-            "unterminated line {line:?}"
-        );
+        assert!(t.ends_with(';') || t.ends_with('{') || t == "}", "unterminated line {line:?}");
     }
 }

@@ -7,9 +7,7 @@
 
 use ferrumc_ir::op::{GeluApproximation, PadMode, ScatterReduction};
 use ferrumc_ir::text::{parse_module, print_module};
-use ferrumc_ir::{
-    Attr, DType, Dim, Function, Module, Op, Tensor, TensorType, ValueId, WeightDecl, WeightSource,
-};
+use ferrumc_ir::{Attr, DType, Dim, Function, Module, Op, Tensor, TensorType, ValueId, WeightDecl, WeightSource};
 use proptest::prelude::*;
 use std::collections::HashSet;
 
@@ -26,25 +24,15 @@ fn golden_module() -> Module {
     m.weights.push(WeightDecl {
         name: "onnx::MatMul_1".into(),
         ty: TensorType::fixed(DType::Int4 { group_size: 32 }, &[4, 64]),
-        source: WeightSource::Safetensors {
-            file: "w.safetensors".into(),
-            tensor: "a \"b\"".into(),
-        },
+        source: WeightSource::Safetensors { file: "w.safetensors".into(), tensor: "a \"b\"".into() },
     });
     m.weights.push(WeightDecl {
         name: "bias".into(),
         ty: f32s(&[4]),
-        source: WeightSource::Raw {
-            file: "b.bin".into(),
-            offset: 128,
-        },
+        source: WeightSource::Raw { file: "b.bin".into(), offset: 128 },
     });
     let table = Tensor::from_f64(DType::F32, vec![2], vec![0.1, f64::NEG_INFINITY]).unwrap();
-    m.weights.push(WeightDecl {
-        name: "t".into(),
-        ty: f32s(&[2]),
-        source: WeightSource::Inline(table),
-    });
+    m.weights.push(WeightDecl { name: "t".into(), ty: f32s(&[2]), source: WeightSource::Inline(table) });
 
     let batch_seq = Dim::sym("batch").mul(&Dim::sym("seq"));
     let x_ty = TensorType::new(DType::F32, vec![batch_seq.clone(), Dim::fixed(64)]);
@@ -55,12 +43,7 @@ fn golden_module() -> Module {
     let b = f.weight("bias", f32s(&[4]));
     let y = f.add_op1(Op::QuantizedLinear, vec![x, w, b], y_ty.clone());
     let top = f.add_op(
-        Op::TopK {
-            axis: -1,
-            k: 2,
-            largest: true,
-            sorted: true,
-        },
+        Op::TopK { axis: -1, k: 2, largest: true, sorted: true },
         vec![y],
         vec![
             TensorType::new(DType::F32, vec![batch_seq.clone(), Dim::fixed(2)]),
@@ -144,8 +127,7 @@ fn tensor_type() -> impl Strategy<Value = TensorType> {
 }
 
 fn static_type() -> impl Strategy<Value = TensorType> {
-    (dtype(), prop::collection::vec(0i64..70, 0..3))
-        .prop_map(|(d, dims)| TensorType::fixed(d, &dims))
+    (dtype(), prop::collection::vec(0i64..70, 0..3)).prop_map(|(d, dims)| TensorType::fixed(d, &dims))
 }
 
 /// Floats including infinities, zeros of both signs, subnormals and (canonical) NaN; the
@@ -167,31 +149,17 @@ fn op_float() -> impl Strategy<Value = f64> {
 
 /// Inline literals of f32, f16, bf16, f64, i64, i8 and bool dtypes.
 fn literal() -> impl Strategy<Value = Tensor> {
-    let dtypes = vec![
-        DType::F32,
-        DType::F16,
-        DType::BF16,
-        DType::F64,
-        DType::I64,
-        DType::I8,
-        DType::Bool,
-    ];
-    (
-        prop::sample::select(dtypes),
-        prop::collection::vec(0usize..4, 0..3),
-    )
-        .prop_flat_map(|(d, shape)| {
-            let n: usize = shape.iter().product();
-            if d.is_float() {
-                prop::collection::vec(float(), n)
-                    .prop_map(move |v| Tensor::from_f64(d, shape.clone(), v).unwrap())
-                    .boxed()
-            } else {
-                prop::collection::vec(any::<i64>(), n)
-                    .prop_map(move |v| Tensor::from_i64(d, shape.clone(), v).unwrap())
-                    .boxed()
-            }
-        })
+    let dtypes = vec![DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64, DType::I8, DType::Bool];
+    (prop::sample::select(dtypes), prop::collection::vec(0usize..4, 0..3)).prop_flat_map(|(d, shape)| {
+        let n: usize = shape.iter().product();
+        if d.is_float() {
+            prop::collection::vec(float(), n).prop_map(move |v| Tensor::from_f64(d, shape.clone(), v).unwrap()).boxed()
+        } else {
+            prop::collection::vec(any::<i64>(), n)
+                .prop_map(move |v| Tensor::from_i64(d, shape.clone(), v).unwrap())
+                .boxed()
+        }
+    })
 }
 
 fn attr() -> impl Strategy<Value = Attr> {
@@ -214,13 +182,9 @@ fn weight_source(ty: TensorType) -> impl Strategy<Value = (TensorType, WeightSou
             let ty = ty.clone();
             move |(file, tensor)| (ty.clone(), WeightSource::Safetensors { file, tensor })
         }),
-        (name(), any::<u64>())
-            .prop_map(move |(file, offset)| (ty.clone(), WeightSource::Raw { file, offset })),
+        (name(), any::<u64>()).prop_map(move |(file, offset)| (ty.clone(), WeightSource::Raw { file, offset })),
         literal().prop_map(|t| (
-            TensorType::fixed(
-                t.dtype,
-                &t.shape.iter().map(|&d| d as i64).collect::<Vec<_>>()
-            ),
+            TensorType::fixed(t.dtype, &t.shape.iter().map(|&d| d as i64).collect::<Vec<_>>()),
             WeightSource::Inline(t)
         )),
     ]
@@ -243,182 +207,80 @@ struct Seed {
 
 fn seed() -> impl Strategy<Value = Seed> {
     (
-        (
-            any::<i64>(),
-            -4i64..4,
-            op_float(),
-            op_float(),
-            any::<bool>(),
-            any::<bool>(),
-        ),
-        (
-            prop::collection::vec(-5i64..5, 0..4),
-            prop::collection::vec(any::<i64>(), 0..4),
-            dtype(),
-            literal(),
-        ),
+        (any::<i64>(), -4i64..4, op_float(), op_float(), any::<bool>(), any::<bool>()),
+        (prop::collection::vec(-5i64..5, 0..4), prop::collection::vec(any::<i64>(), 0..4), dtype(), literal()),
     )
-        .prop_map(
-            |((i, j, f, g, b, c), (ints, more_ints, dtype, tensor))| Seed {
-                i,
-                j,
-                f,
-                g,
-                b,
-                c,
-                ints,
-                more_ints,
-                dtype,
-                tensor,
-            },
-        )
+        .prop_map(|((i, j, f, g, b, c), (ints, more_ints, dtype, tensor))| Seed {
+            i,
+            j,
+            f,
+            g,
+            b,
+            c,
+            ints,
+            more_ints,
+            dtype,
+            tensor,
+        })
 }
 
 /// Every op with attributes, built from `s`.
 fn ops_with_attrs(s: &Seed) -> Vec<Op> {
     let (axes, keepdims) = (s.ints.clone(), s.b);
     vec![
-        Op::Constant {
-            value: s.tensor.clone(),
-        },
-        Op::Gelu {
-            approximate: GeluApproximation::ALL[usize::from(s.b)],
-        },
+        Op::Constant { value: s.tensor.clone() },
+        Op::Gelu { approximate: GeluApproximation::ALL[usize::from(s.b)] },
         Op::LeakyRelu { alpha: s.f },
-        Op::Clip {
-            min: s.b.then_some(s.f),
-            max: s.c.then_some(s.g),
-        },
+        Op::Clip { min: s.b.then_some(s.f), max: s.c.then_some(s.g) },
         Op::Cast { to: s.dtype },
-        Op::ReduceSum {
-            axes: axes.clone(),
-            keepdims,
-        },
-        Op::ReduceMean {
-            axes: axes.clone(),
-            keepdims,
-        },
-        Op::ReduceMax {
-            axes: axes.clone(),
-            keepdims,
-        },
-        Op::ReduceMin {
-            axes: axes.clone(),
-            keepdims,
-        },
-        Op::ReduceProd {
-            axes: axes.clone(),
-            keepdims,
-        },
-        Op::ReduceSumSquare {
-            axes: axes.clone(),
-            keepdims,
-        },
-        Op::ReduceL1 {
-            axes: axes.clone(),
-            keepdims,
-        },
-        Op::ReduceL2 {
-            axes: axes.clone(),
-            keepdims,
-        },
-        Op::ReduceLogSumExp {
-            axes: axes.clone(),
-            keepdims,
-        },
-        Op::ArgMax {
-            axis: s.j,
-            keepdims,
-            select_last_index: s.c,
-        },
-        Op::ArgMin {
-            axis: s.j,
-            keepdims,
-            select_last_index: s.c,
-        },
+        Op::ReduceSum { axes: axes.clone(), keepdims },
+        Op::ReduceMean { axes: axes.clone(), keepdims },
+        Op::ReduceMax { axes: axes.clone(), keepdims },
+        Op::ReduceMin { axes: axes.clone(), keepdims },
+        Op::ReduceProd { axes: axes.clone(), keepdims },
+        Op::ReduceSumSquare { axes: axes.clone(), keepdims },
+        Op::ReduceL1 { axes: axes.clone(), keepdims },
+        Op::ReduceL2 { axes: axes.clone(), keepdims },
+        Op::ReduceLogSumExp { axes: axes.clone(), keepdims },
+        Op::ArgMax { axis: s.j, keepdims, select_last_index: s.c },
+        Op::ArgMin { axis: s.j, keepdims, select_last_index: s.c },
         Op::Softmax { axis: s.j },
         Op::LogSoftmax { axis: s.i },
-        Op::CumSum {
-            axis: s.j,
-            exclusive: s.b,
-            reverse: s.c,
-        },
-        Op::TopK {
-            axis: s.j,
-            k: s.i,
-            largest: s.b,
-            sorted: s.c,
-        },
-        Op::Gemm {
-            alpha: s.f,
-            beta: s.g,
-            trans_a: s.b,
-            trans_b: s.c,
-        },
+        Op::CumSum { axis: s.j, exclusive: s.b, reverse: s.c },
+        Op::TopK { axis: s.j, k: s.i, largest: s.b, sorted: s.c },
+        Op::Gemm { alpha: s.f, beta: s.g, trans_a: s.b, trans_b: s.c },
         Op::Reshape { allowzero: s.b },
         Op::Transpose { perm: axes.clone() },
         Op::Concat { axis: s.j },
         Op::Split { axis: s.j },
-        Op::Slice {
-            axes: axes.clone(),
-            starts: s.more_ints.clone(),
-            ends: s.more_ints.clone(),
-            steps: axes.clone(),
-        },
+        Op::Slice { axes: axes.clone(), starts: s.more_ints.clone(), ends: s.more_ints.clone(), steps: axes.clone() },
         Op::Gather { axis: s.j },
         Op::GatherElements { axis: s.j },
         Op::GatherNd { batch_dims: s.j },
-        Op::ScatterNd {
-            reduction: ScatterReduction::ALL
-                [s.j.unsigned_abs() as usize % ScatterReduction::ALL.len()],
-        },
+        Op::ScatterNd { reduction: ScatterReduction::ALL[s.j.unsigned_abs() as usize % ScatterReduction::ALL.len()] },
         Op::Squeeze { axes: axes.clone() },
         Op::Unsqueeze { axes: axes.clone() },
-        Op::Shape {
-            start: s.j,
-            end: s.b.then_some(s.i),
-        },
-        Op::ConstantOfShape {
-            value: s.tensor.clone(),
-        },
+        Op::Shape { start: s.j, end: s.b.then_some(s.i) },
+        Op::ConstantOfShape { value: s.tensor.clone() },
         Op::Trilu { upper: s.b, k: s.i },
         Op::Pad {
             pads: s.more_ints.clone(),
             mode: PadMode::ALL[s.j.unsigned_abs() as usize % PadMode::ALL.len()],
             value: s.f,
         },
-        Op::Tile {
-            repeats: axes.clone(),
-        },
-        Op::LayerNorm {
-            axis: s.j,
-            epsilon: s.f,
-        },
+        Op::Tile { repeats: axes.clone() },
+        Op::LayerNorm { axis: s.j, epsilon: s.f },
         Op::RmsNorm { epsilon: s.f },
         Op::RmsNormResidual { epsilon: s.g },
-        Op::RotaryEmbedding {
-            interleaved: s.b,
-            rotary_dim: s.i,
-        },
-        Op::Attention {
-            scale: s.c.then_some(s.f),
-            causal: s.b,
-        },
-        Op::Sample {
-            temperature: s.f,
-            top_k: s.i,
-            top_p: s.g,
-            repetition_penalty: s.f,
-            seed: s.i,
-        },
+        Op::RotaryEmbedding { interleaved: s.b, rotary_dim: s.i },
+        Op::Attention { scale: s.c.then_some(s.f), causal: s.b },
+        Op::Sample { temperature: s.f, top_k: s.i, top_p: s.g, repetition_penalty: s.f, seed: s.i },
     ]
 }
 
 /// Every op: the attribute-free ones straight from the table, plus `ops_with_attrs`.
 fn all_ops(s: &Seed) -> Vec<Op> {
-    let plain = Op::NAMES
-        .iter()
-        .filter_map(|n| Op::from_parts(n, &Default::default()).ok());
+    let plain = Op::NAMES.iter().filter_map(|n| Op::from_parts(n, &Default::default()).ok());
     plain.chain(ops_with_attrs(s)).collect()
 }
 
@@ -450,18 +312,8 @@ struct OpPlan {
 }
 
 fn op_plan() -> impl Strategy<Value = OpPlan> {
-    (
-        any::<usize>(),
-        seed(),
-        prop::collection::vec(any::<usize>(), 0..5),
-        prop::collection::vec(tensor_type(), 1..4),
-    )
-        .prop_map(|(choice, seed, operands, result_types)| OpPlan {
-            choice,
-            seed,
-            operands,
-            result_types,
-        })
+    (any::<usize>(), seed(), prop::collection::vec(any::<usize>(), 0..5), prop::collection::vec(tensor_type(), 1..4))
+        .prop_map(|(choice, seed, operands, result_types)| OpPlan { choice, seed, operands, result_types })
 }
 
 #[derive(Debug, Clone)]
@@ -481,13 +333,7 @@ fn func_plan() -> impl Strategy<Value = FuncPlan> {
         prop::collection::vec((name(), any::<usize>()), 0..4),
         prop::collection::vec(any::<usize>(), 0..3),
     )
-        .prop_map(|(name, params, ops, outputs, erase)| FuncPlan {
-            name,
-            params,
-            ops,
-            outputs,
-            erase,
-        })
+        .prop_map(|(name, params, ops, outputs, erase)| FuncPlan { name, params, ops, outputs, erase })
 }
 
 #[derive(Debug, Clone)]
@@ -508,10 +354,7 @@ fn module_plan() -> impl Strategy<Value = ModulePlan> {
         .prop_map(|(name, attrs, weights, functions)| ModulePlan {
             name,
             attrs,
-            weights: weights
-                .into_iter()
-                .map(|(n, (ty, src))| (n, ty, src))
-                .collect(),
+            weights: weights.into_iter().map(|(n, (ty, src))| (n, ty, src)).collect(),
             functions,
         })
 }
@@ -562,26 +405,12 @@ fn build_function(plan: &FuncPlan, name: String, weights: &[WeightDecl]) -> Func
             continue;
         }
         let picks = op_plan.operands.iter().copied().chain(0..).take(count);
-        let operands = picks
-            .map(|p| resolve(&mut f, weights, pool[p % pool.len()]))
-            .collect();
+        let operands = picks.map(|p| resolve(&mut f, weights, pool[p % pool.len()])).collect();
         let (min_out, max_out) = op.result_range();
         let results = op_plan.result_types.len().clamp(min_out, max_out.min(3));
-        let types = op_plan
-            .result_types
-            .iter()
-            .cycle()
-            .take(results)
-            .cloned()
-            .collect();
+        let types = op_plan.result_types.iter().cycle().take(results).cloned().collect();
         let id = f.add_op(op, operands, types);
-        pool.extend(
-            f.op(id)
-                .unwrap()
-                .results
-                .iter()
-                .map(|&r| Candidate::Value(r)),
-        );
+        pool.extend(f.op(id).unwrap().results.iter().map(|&r| Candidate::Value(r)));
     }
     if !pool.is_empty() {
         let names = unique(plan.outputs.iter().map(|(n, _)| n.clone()));
@@ -597,10 +426,7 @@ fn build_function(plan: &FuncPlan, name: String, weights: &[WeightDecl]) -> Func
 /// Erase ops whose results nothing uses, so canonical() has holes to renumber.
 fn erase_some_dead_ops(f: &mut Function, picks: &[usize]) {
     for pick in picks {
-        let dead: Vec<_> = f
-            .op_ids()
-            .filter(|&o| f.op(o).unwrap().results.iter().all(|&r| !f.is_used(r)))
-            .collect();
+        let dead: Vec<_> = f.op_ids().filter(|&o| f.op(o).unwrap().results.iter().all(|&r| !f.is_used(r))).collect();
         if !dead.is_empty() {
             f.erase_op(dead[pick % dead.len()]);
         }
@@ -612,11 +438,7 @@ fn build_module(plan: &ModulePlan) -> Module {
     m.attrs = plan.attrs.iter().cloned().collect();
     let names = unique(plan.weights.iter().map(|(n, _, _)| n.clone()));
     for (name, (_, ty, source)) in names.into_iter().zip(&plan.weights) {
-        m.weights.push(WeightDecl {
-            name,
-            ty: ty.clone(),
-            source: source.clone(),
-        });
+        m.weights.push(WeightDecl { name, ty: ty.clone(), source: source.clone() });
     }
     let names = unique(plan.functions.iter().map(|f| f.name.clone()));
     for (name, fp) in names.into_iter().zip(&plan.functions) {

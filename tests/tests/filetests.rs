@@ -31,7 +31,11 @@ fn main() {
     for suite in suites {
         let suite_name = suite.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let mut files: Vec<PathBuf> = std::fs::read_dir(&suite)
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "fir")).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|e| e == "fir"))
+                    .collect()
+            })
             .unwrap_or_default();
         files.sort();
         for file in files {
@@ -50,7 +54,8 @@ fn run_file(path: &Path) -> Result<(), String> {
         "print" => {
             let m = text::parse_module(&test.input).map_err(|e| format!("parse error {e}"))?;
             let printed = text::print_module(&m);
-            let reparsed = text::parse_module(&printed).map_err(|e| format!("printed module does not parse: {e}\n{printed}"))?;
+            let reparsed =
+                text::parse_module(&printed).map_err(|e| format!("printed module does not parse: {e}\n{printed}"))?;
             let canonical = m.canonical().map_err(|e| e.to_string())?;
             if reparsed != canonical {
                 return Err(format!("parse(print(m)) differs from canonical(m)\n{printed}"));
@@ -80,11 +85,7 @@ fn run_case(path: &Path, test: &FileTest) -> Result<(), String> {
         let list: Vec<String> = errors.iter().map(|e| verify::describe(&m, e)).collect();
         return Err(format!("module does not verify:\n{}", list.join("\n")));
     }
-    let inputs = test
-        .directive_values("input")
-        .into_iter()
-        .map(parse_binding)
-        .collect::<Result<Vec<_>, _>>()?;
+    let inputs = test.directive_values("input").into_iter().map(parse_binding).collect::<Result<Vec<_>, _>>()?;
     let function = match test.directive_values("function").first() {
         Some(name) => name.to_string(),
         None => m.functions.first().map(|f| f.name.clone()).ok_or("module has no function")?,
@@ -108,7 +109,12 @@ fn run_case(path: &Path, test: &FileTest) -> Result<(), String> {
     };
     let expected = test.expected.iter().map(|l| parse_binding(l)).collect::<Result<Vec<_>, _>>()?;
     if expected.len() != outputs.len() {
-        return Err(format!("{} outputs but {} expected\nactual:\n{}", outputs.len(), expected.len(), actual.join("\n")));
+        return Err(format!(
+            "{} outputs but {} expected\nactual:\n{}",
+            outputs.len(),
+            expected.len(),
+            actual.join("\n")
+        ));
     }
     for ((name, got), (ename, want)) in outputs.iter().zip(&expected) {
         if name != ename {

@@ -43,7 +43,16 @@ fn frontends_and_passes_depend_only_on_the_ir() {
 
 #[test]
 fn runtime_depends_on_no_compiler_crate() {
-    let forbidden = ["cranelift", "naga", "ferrumc-ir", "ferrumc-passes", "ferrumc-codegen", "ferrumc-hf", "ferrumc-onnx", "petgraph"];
+    let forbidden = [
+        "cranelift",
+        "naga",
+        "ferrumc-ir",
+        "ferrumc-passes",
+        "ferrumc-codegen",
+        "ferrumc-hf",
+        "ferrumc-onnx",
+        "petgraph",
+    ];
     let deps = dependencies("runtime");
     for d in &deps {
         assert!(!forbidden.iter().any(|f| d.starts_with(f)), "runtime depends on compiler crate {d}");

@@ -30,7 +30,9 @@ fn main() {
         })
         .collect();
     let dirs = cases.clone();
-    trials.push(Trial::test("coverage::every_op_has_a_reference_case", move || every_op_covered(&dirs).map_err(Failed::from)));
+    trials.push(Trial::test("coverage::every_op_has_a_reference_case", move || {
+        every_op_covered(&dirs).map_err(Failed::from)
+    }));
     libtest_mimic::run(&args, trials).exit();
 }
 

@@ -88,7 +88,11 @@ pub fn load_module(path: &Path) -> Result<LoadedModule, CliError> {
             )))
         }
     };
-    let base_dir = path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
     Ok(LoadedModule { module, path: path.to_path_buf(), base_dir })
 }
 

@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "ferrumc", version, about = "A compiler for neural-network models with ahead-of-time kernel generation")]
+#[command(
+    name = "ferrumc",
+    version,
+    about = "A compiler for neural-network models with ahead-of-time kernel generation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -20,7 +20,11 @@ pub fn run_interpreter(
     let func = match function {
         Some(name) => m.function(name).ok_or_else(|| {
             let names: Vec<&str> = m.functions.iter().map(|f| f.name.as_str()).collect();
-            CliError::new(format!("error: no function `{name}` in {} (it has: {})", loaded.path.display(), names.join(", ")))
+            CliError::new(format!(
+                "error: no function `{name}` in {} (it has: {})",
+                loaded.path.display(),
+                names.join(", ")
+            ))
         })?,
         None => m
             .function("forward")
@@ -52,9 +56,11 @@ pub fn run_interpreter(
             let bytes = write_npy(tensor).map_err(|e| CliError::new(format!("error: output `{name}`: {e}")))?;
             files.push((dir.join(file_name), bytes));
         }
-        std::fs::create_dir_all(dir).map_err(|e| CliError::new(format!("error: {}: cannot create: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::new(format!("error: {}: cannot create: {e}", dir.display())))?;
         for (path, bytes) in &files {
-            std::fs::write(path, bytes).map_err(|e| CliError::new(format!("error: {}: cannot write: {e}", path.display())))?;
+            std::fs::write(path, bytes)
+                .map_err(|e| CliError::new(format!("error: {}: cannot write: {e}", path.display())))?;
         }
     }
     for (name, tensor) in &outputs {

@@ -52,7 +52,8 @@ fn run_example(dir: &str, inputs: &[&str], output: &str, tol: f64) {
     args.extend(["--output-dir", out_str.as_str()]);
     let out = ferrumc(&args);
     assert!(out.status.success(), "ferrumc {args:?} failed:\n{}", text(&out.stderr));
-    let (max_diff, same_argmax) = compare(&out_dir.join(format!("{output}.npy")), &repo().join(dir).join(format!("expected/{output}.npy")));
+    let (max_diff, same_argmax) =
+        compare(&out_dir.join(format!("{output}.npy")), &repo().join(dir).join(format!("expected/{output}.npy")));
     assert!(max_diff <= tol, "{dir}: max |diff| {max_diff:e} exceeds {tol:e}");
     assert!(same_argmax, "{dir}: argmax differs from the reference");
 }
@@ -120,12 +121,7 @@ fn hostile_text_inputs_are_rejected_cleanly() {
     assert_rejected("truncated", "t.fir", &good.as_bytes()[..good.len() / 2], "t.fir:");
     assert_rejected("nul", "n.fir", b"module @m\nfunc @f(%x: f32[2]) -> (y: f32[2]) {\n  return %x\0\n}\n", "n.fir:3:");
     assert_rejected("utf8", "u.fir", b"module @m\n\xff\xfe", "invalid UTF-8");
-    assert_rejected(
-        "huge",
-        "h.fir",
-        b"module @m\nweight @w : f32[4] = dense<f32[1000000000000]: [1.0]>\n",
-        "h.fir:2:",
-    );
+    assert_rejected("huge", "h.fir", b"module @m\nweight @w : f32[4] = dense<f32[1000000000000]: [1.0]>\n", "h.fir:2:");
     assert_rejected(
         "undefined",
         "d.fir",
@@ -155,7 +151,8 @@ fn run_reports_missing_and_mismatched_inputs() {
     let out = ferrumc(&["run", "examples/mlp/model.fir", "--interp"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("x"), "{}", text(&out.stderr));
-    let out = ferrumc(&["run", "examples/mlp/model.fir", "--interp", "--input", "x=examples/llama_block/input_ids.npy"]);
+    let out =
+        ferrumc(&["run", "examples/mlp/model.fir", "--interp", "--input", "x=examples/llama_block/input_ids.npy"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(!text(&out.stderr).contains("panicked"));
     let out = ferrumc(&["run", "examples/mlp/model.fir", "--input", "x=examples/mlp/x.npy"]);

@@ -27,22 +27,17 @@ pub(crate) fn numel(shape: &[usize]) -> OpResult<usize> {
         .filter(|&&d| d != 0)
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .filter(|&e| e <= MAX_ELEMENTS)
-        .ok_or_else(|| {
-            format!("shape {shape:?} exceeds the interpreter's limit of {MAX_ELEMENTS} elements")
-        })?;
+        .ok_or_else(|| format!("shape {shape:?} exceeds the interpreter's limit of {MAX_ELEMENTS} elements"))?;
     Ok(if shape.contains(&0) { 0 } else { extent })
 }
 
 /// An empty vector with room for `n` elements; allocation failure is an error, not an abort.
 pub(crate) fn vec_with_capacity<T>(n: usize) -> OpResult<Vec<T>> {
     if n > MAX_ELEMENTS {
-        return Err(format!(
-            "{n} elements exceed the interpreter's limit of {MAX_ELEMENTS}"
-        ));
+        return Err(format!("{n} elements exceed the interpreter's limit of {MAX_ELEMENTS}"));
     }
     let mut v = Vec::new();
-    v.try_reserve_exact(n)
-        .map_err(|_| format!("cannot allocate {n} elements"))?;
+    v.try_reserve_exact(n).map_err(|_| format!("cannot allocate {n} elements"))?;
     Ok(v)
 }
 
@@ -79,11 +74,7 @@ pub(crate) fn float_tensor(dtype: DType, shape: Vec<usize>, mut v: Vec<f64>) -> 
     if dtype != DType::F64 {
         v.iter_mut().for_each(|x| *x = round_float(*x, dtype));
     }
-    Tensor {
-        dtype,
-        shape,
-        data: TensorData::Float(v),
-    }
+    Tensor { dtype, shape, data: TensorData::Float(v) }
 }
 
 /// Wrap a vector of widened integers to `dtype` and wrap it in a tensor.
@@ -91,11 +82,7 @@ pub(crate) fn int_tensor(dtype: DType, shape: Vec<usize>, mut v: Vec<i64>) -> Te
     if dtype != DType::I64 {
         v.iter_mut().for_each(|x| *x = wrap_int(*x, dtype));
     }
-    Tensor {
-        dtype,
-        shape,
-        data: TensorData::Int(v),
-    }
+    Tensor { dtype, shape, data: TensorData::Int(v) }
 }
 
 /// Build a tensor of `dtype` from data of the matching kind (rounding / wrapping).
@@ -112,22 +99,14 @@ pub(crate) fn tensor_from_data(dtype: DType, shape: Vec<usize>, data: TensorData
 pub(crate) fn normalize(t: Tensor) -> OpResult<Tensor> {
     let n = numel(&t.shape)?;
     if n != t.numel() {
-        return Err(format!(
-            "shape {:?} has {n} elements but the tensor holds {}",
-            t.shape,
-            t.numel()
-        ));
+        return Err(format!("shape {:?} has {n} elements but the tensor holds {}", t.shape, t.numel()));
     }
     let ok = matches!(
         (&t.data, class(t.dtype)),
         (TensorData::Float(_), Class::Float) | (TensorData::Int(_), Class::Int | Class::Bool)
     );
     if !ok {
-        let kind = if matches!(t.data, TensorData::Float(_)) {
-            "float"
-        } else {
-            "integer"
-        };
+        let kind = if matches!(t.data, TensorData::Float(_)) { "float" } else { "integer" };
         return Err(format!("a {} tensor holds {kind} data", t.dtype));
     }
     Ok(tensor_from_data(t.dtype, t.shape, t.data))
@@ -145,10 +124,7 @@ pub(crate) fn floats<'a>(t: &'a Tensor, what: &str) -> OpResult<&'a [f64]> {
 pub(crate) fn ints<'a>(t: &'a Tensor, what: &str) -> OpResult<&'a [i64]> {
     match (&t.data, class(t.dtype)) {
         (TensorData::Int(v), Class::Int) => Ok(v),
-        _ => Err(format!(
-            "{what} must have an integer dtype, found {}",
-            t.dtype
-        )),
+        _ => Err(format!("{what} must have an integer dtype, found {}", t.dtype)),
     }
 }
 
@@ -163,12 +139,7 @@ pub(crate) fn bools<'a>(t: &'a Tensor, what: &str) -> OpResult<&'a [i64]> {
 /// A 1-D integer tensor's values (shape operands, starts/ends, ...).
 pub(crate) fn int_list(t: &Tensor, what: &str) -> OpResult<Vec<i64>> {
     if t.rank() != 1 {
-        return Err(format!(
-            "{what} must be a 1-D integer tensor, found rank {} ({}{:?})",
-            t.rank(),
-            t.dtype,
-            t.shape
-        ));
+        return Err(format!("{what} must be a 1-D integer tensor, found rank {} ({}{:?})", t.rank(), t.dtype, t.shape));
     }
     Ok(ints(t, what)?.to_vec())
 }
@@ -184,11 +155,7 @@ pub(crate) fn require_numeric(t: &Tensor, what: &str) -> OpResult<Class> {
 /// Normalise an axis against `rank` (negative counts from the end).
 pub(crate) fn norm_axis(axis: i64, rank: usize) -> OpResult<usize> {
     let r = rank as i64;
-    let a = if axis < 0 {
-        axis.checked_add(r)
-    } else {
-        Some(axis)
-    };
+    let a = if axis < 0 { axis.checked_add(r) } else { Some(axis) };
     match a {
         Some(a) if (0..r).contains(&a) => Ok(a as usize),
         _ => Err(format!("axis {axis} is out of range for rank {rank}")),
@@ -224,24 +191,14 @@ pub(crate) fn broadcast_shapes(a: &[usize], b: &[usize]) -> OpResult<Vec<usize>>
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for (i, o) in out.iter_mut().enumerate() {
-        let da = if i + a.len() >= rank {
-            a[i + a.len() - rank]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= rank {
-            b[i + b.len() - rank]
-        } else {
-            1
-        };
+        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
+        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
         *o = if da == db || db == 1 {
             da
         } else if da == 1 {
             db
         } else {
-            return Err(format!(
-                "shapes {a:?} and {b:?} do not broadcast (dim {i}: {da} vs {db})"
-            ));
+            return Err(format!("shapes {a:?} and {b:?} do not broadcast (dim {i}: {da} vs {db})"));
         };
     }
     Ok(out)
@@ -282,13 +239,7 @@ pub(crate) struct OffsetIter {
 impl OffsetIter {
     pub(crate) fn new(shape: &[usize], strides: &[isize], base: isize) -> OffsetIter {
         let remaining = checked_numel(shape).unwrap_or(0);
-        OffsetIter {
-            shape: shape.to_vec(),
-            strides: strides.to_vec(),
-            idx: vec![0; shape.len()],
-            off: base,
-            remaining,
-        }
+        OffsetIter { shape: shape.to_vec(), strides: strides.to_vec(), idx: vec![0; shape.len()], off: base, remaining }
     }
 }
 
@@ -307,9 +258,7 @@ impl Iterator for OffsetIter {
             if self.idx[d] < self.shape[d] {
                 break;
             }
-            self.off = self
-                .off
-                .wrapping_sub(self.strides[d].wrapping_mul(self.shape[d] as isize));
+            self.off = self.off.wrapping_sub(self.strides[d].wrapping_mul(self.shape[d] as isize));
             self.idx[d] = 0;
         }
         Some(cur as usize)
@@ -321,27 +270,16 @@ impl Iterator for OffsetIter {
 }
 
 /// Collect `src[o]` for every offset; an offset out of range is an internal error.
-fn take_vec<T: Copy>(
-    src: &[T],
-    offsets: impl Iterator<Item = usize>,
-    n: usize,
-) -> OpResult<Vec<T>> {
+fn take_vec<T: Copy>(src: &[T], offsets: impl Iterator<Item = usize>, n: usize) -> OpResult<Vec<T>> {
     let mut out = vec_with_capacity(n)?;
     for o in offsets {
-        out.push(
-            *src.get(o)
-                .ok_or_else(|| format!("internal error: offset {o} out of range {}", src.len()))?,
-        );
+        out.push(*src.get(o).ok_or_else(|| format!("internal error: offset {o} out of range {}", src.len()))?);
     }
     Ok(out)
 }
 
 /// Gather elements of `data` at the given offsets (same kind of data out).
-pub(crate) fn take(
-    data: &TensorData,
-    offsets: impl Iterator<Item = usize>,
-    n: usize,
-) -> OpResult<TensorData> {
+pub(crate) fn take(data: &TensorData, offsets: impl Iterator<Item = usize>, n: usize) -> OpResult<TensorData> {
     Ok(match data {
         TensorData::Float(v) => TensorData::Float(take_vec(v, offsets, n)?),
         TensorData::Int(v) => TensorData::Int(take_vec(v, offsets, n)?),
@@ -351,48 +289,29 @@ pub(crate) fn take(
 /// Build a tensor whose element at each output multi-index reads the input at
 /// per-dimension coordinates `tables[d][out_idx[d]]`, or is `fill` where a table says
 /// `None`. Expand, tile, pad and slice are all such per-dimension maps.
-pub(crate) fn gather_tables(
-    t: &Tensor,
-    tables: &[Vec<Option<usize>>],
-    fill: f64,
-) -> OpResult<TensorData> {
+pub(crate) fn gather_tables(t: &Tensor, tables: &[Vec<Option<usize>>], fill: f64) -> OpResult<TensorData> {
     let out_shape: Vec<usize> = tables.iter().map(Vec::len).collect();
     let n = numel(&out_shape)?;
     if tables.len() != t.rank() {
         return Err("internal error: table rank differs from the tensor's".into());
     }
     let st = strides(&t.shape);
-    let offsets = TableIter {
-        tables,
-        strides: &st,
-        idx: vec![0; tables.len()],
-        remaining: n,
-    };
+    let offsets = TableIter { tables, strides: &st, idx: vec![0; tables.len()], remaining: n };
     Ok(match &t.data {
         TensorData::Float(v) => TensorData::Float(take_opt(v, offsets, n, fill)?),
         TensorData::Int(v) => {
-            let fill = if class(t.dtype) == Class::Bool {
-                (fill != 0.0) as i64
-            } else {
-                wrap_int(fill as i64, t.dtype)
-            };
+            let fill =
+                if class(t.dtype) == Class::Bool { (fill != 0.0) as i64 } else { wrap_int(fill as i64, t.dtype) };
             TensorData::Int(take_opt(v, offsets, n, fill)?)
         }
     })
 }
 
-fn take_opt<T: Copy>(
-    src: &[T],
-    offsets: impl Iterator<Item = Option<usize>>,
-    n: usize,
-    fill: T,
-) -> OpResult<Vec<T>> {
+fn take_opt<T: Copy>(src: &[T], offsets: impl Iterator<Item = Option<usize>>, n: usize, fill: T) -> OpResult<Vec<T>> {
     let mut out = vec_with_capacity(n)?;
     for o in offsets {
         out.push(match o {
-            Some(o) => *src
-                .get(o)
-                .ok_or_else(|| format!("internal error: offset {o} out of range {}", src.len()))?,
+            Some(o) => *src.get(o).ok_or_else(|| format!("internal error: offset {o} out of range {}", src.len()))?,
             None => fill,
         });
     }
@@ -474,21 +393,12 @@ mod tests {
 
     #[test]
     fn broadcasting_and_walks() {
-        assert_eq!(
-            broadcast_shapes(&[2, 1, 3], &[4, 1]).unwrap(),
-            vec![2, 4, 3]
-        );
+        assert_eq!(broadcast_shapes(&[2, 1, 3], &[4, 1]).unwrap(), vec![2, 4, 3]);
         assert!(broadcast_shapes(&[2], &[3]).is_err());
         let st = broadcast_strides(&[3], &[2, 3]).unwrap();
-        assert_eq!(
-            OffsetIter::new(&[2, 3], &st, 0).collect::<Vec<_>>(),
-            vec![0, 1, 2, 0, 1, 2]
-        );
+        assert_eq!(OffsetIter::new(&[2, 3], &st, 0).collect::<Vec<_>>(), vec![0, 1, 2, 0, 1, 2]);
         // A reversed walk with a negative stride.
-        assert_eq!(
-            OffsetIter::new(&[3], &[-1], 2).collect::<Vec<_>>(),
-            vec![2, 1, 0]
-        );
+        assert_eq!(OffsetIter::new(&[3], &[-1], 2).collect::<Vec<_>>(), vec![2, 1, 0]);
         assert_eq!(OffsetIter::new(&[], &[], 0).count(), 1);
         assert_eq!(OffsetIter::new(&[0, 5], &[5, 1], 0).count(), 0);
         assert!(numel(&[1 << 20, 1 << 20, 1 << 20]).is_err());

@@ -8,8 +8,8 @@
 //! computed in f64 and converted like `cast` (truncation, saturation).
 
 use super::common::{
-    broadcast_shapes, broadcast_strides, class, float_tensor, int_tensor, require_numeric,
-    vec_with_capacity, Class, OffsetIter, OpResult,
+    broadcast_shapes, broadcast_strides, class, float_tensor, int_tensor, require_numeric, vec_with_capacity, Class,
+    OffsetIter, OpResult,
 };
 use crate::dtype::DType;
 use crate::op::{GeluApproximation, Op};
@@ -128,12 +128,8 @@ pub(crate) fn cast(x: &Tensor, to: DType) -> OpResult<Tensor> {
     let shape = x.shape.clone();
     Ok(match (&x.data, class(to)) {
         (TensorData::Float(v), Class::Float) => float_tensor(to, shape, v.clone()),
-        (TensorData::Float(v), _) => {
-            int_tensor(to, shape, v.iter().map(|&a| float_to_int(a, to)).collect())
-        }
-        (TensorData::Int(v), Class::Float) => {
-            float_tensor(to, shape, v.iter().map(|&a| a as f64).collect())
-        }
+        (TensorData::Float(v), _) => int_tensor(to, shape, v.iter().map(|&a| float_to_int(a, to)).collect()),
+        (TensorData::Int(v), Class::Float) => float_tensor(to, shape, v.iter().map(|&a| a as f64).collect()),
         (TensorData::Int(v), _) => int_tensor(to, shape, v.clone()),
     })
 }
@@ -143,11 +139,7 @@ pub(crate) fn unary(op: &Op, x: &Tensor) -> OpResult<Tensor> {
     let c = class(x.dtype);
     let float_only = |f: fn(f64) -> f64| -> OpResult<Tensor> {
         if c != Class::Float {
-            return Err(format!(
-                "`{}` needs a float operand, found {}",
-                op.name(),
-                x.dtype
-            ));
+            return Err(format!("`{}` needs a float operand, found {}", op.name(), x.dtype));
         }
         map_float(x, f)
     };
@@ -178,20 +170,15 @@ pub(crate) fn unary(op: &Op, x: &Tensor) -> OpResult<Tensor> {
         }
         Op::LeakyRelu { alpha } => {
             if c != Class::Float {
-                return Err(format!(
-                    "`leaky_relu` needs a float operand, found {}",
-                    x.dtype
-                ));
+                return Err(format!("`leaky_relu` needs a float operand, found {}", x.dtype));
             }
             let alpha = *alpha;
             map_float(x, |v| if v >= 0.0 { v } else { alpha * v })
         }
         Op::IsNan => match &x.data {
-            TensorData::Float(v) if c == Class::Float => Ok(int_tensor(
-                DType::Bool,
-                x.shape.clone(),
-                v.iter().map(|a| a.is_nan() as i64).collect(),
-            )),
+            TensorData::Float(v) if c == Class::Float => {
+                Ok(int_tensor(DType::Bool, x.shape.clone(), v.iter().map(|a| a.is_nan() as i64).collect()))
+            }
             _ => Err(format!("`isnan` needs a float operand, found {}", x.dtype)),
         },
         Op::Not => {
@@ -204,10 +191,7 @@ pub(crate) fn unary(op: &Op, x: &Tensor) -> OpResult<Tensor> {
             require_numeric(x, &format!("the operand of `{}`", op.name()))?;
             numeric_unary(op, x, c)
         }
-        other => Err(format!(
-            "internal error: `{}` is not a unary elementwise op",
-            other.name()
-        )),
+        other => Err(format!("internal error: `{}` is not a unary elementwise op", other.name())),
     }
 }
 
@@ -373,25 +357,17 @@ pub(crate) fn binary(op: &Op, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
     let name = op.name();
     let out_shape = broadcast_shapes(&a.shape, &b.shape)?;
     if !matches!(op, Op::Pow) && a.dtype != b.dtype {
-        return Err(format!(
-            "`{name}` needs operands of one dtype, found {} and {}",
-            a.dtype, b.dtype
-        ));
+        return Err(format!("`{name}` needs operands of one dtype, found {} and {}", a.dtype, b.dtype));
     }
     let ca = class(a.dtype);
-    let zb = |fa: &[f64], fb: &[f64], f: &dyn Fn(f64, f64) -> f64| {
-        zip_broadcast(fa, &a.shape, fb, &b.shape, &out_shape, f)
-    };
-    let zi = |ia: &[i64], ib: &[i64], f: &dyn Fn(i64, i64) -> i64| {
-        zip_broadcast(ia, &a.shape, ib, &b.shape, &out_shape, f)
-    };
+    let zb =
+        |fa: &[f64], fb: &[f64], f: &dyn Fn(f64, f64) -> f64| zip_broadcast(fa, &a.shape, fb, &b.shape, &out_shape, f);
+    let zi =
+        |ia: &[i64], ib: &[i64], f: &dyn Fn(i64, i64) -> i64| zip_broadcast(ia, &a.shape, ib, &b.shape, &out_shape, f);
 
     if matches!(op, Op::And | Op::Or | Op::Xor) {
         let (TensorData::Int(x), TensorData::Int(y), Class::Bool) = (&a.data, &b.data, ca) else {
-            return Err(format!(
-                "`{name}` needs bool operands, found {} and {}",
-                a.dtype, b.dtype
-            ));
+            return Err(format!("`{name}` needs bool operands, found {} and {}", a.dtype, b.dtype));
         };
         let f: &dyn Fn(i64, i64) -> i64 = match op {
             Op::And => &|p, q| (p != 0 && q != 0) as i64,
@@ -447,16 +423,12 @@ pub(crate) fn binary(op: &Op, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
             Ok(float_tensor(a.dtype, out_shape.clone(), zb(x, y, f)?))
         }
         (TensorData::Float(x), TensorData::Int(y)) if matches!(op, Op::Pow) => {
-            let v = zip_broadcast(x, &a.shape, y, &b.shape, &out_shape, |p, q| {
-                p.powf(q as f64)
-            })?;
+            let v = zip_broadcast(x, &a.shape, y, &b.shape, &out_shape, |p, q| p.powf(q as f64))?;
             Ok(float_tensor(a.dtype, out_shape.clone(), v))
         }
         (TensorData::Int(x), TensorData::Float(y)) if matches!(op, Op::Pow) => {
             let dt = a.dtype;
-            let v = zip_broadcast(x, &a.shape, y, &b.shape, &out_shape, |p, q| {
-                float_to_int((p as f64).powf(q), dt)
-            })?;
+            let v = zip_broadcast(x, &a.shape, y, &b.shape, &out_shape, |p, q| float_to_int((p as f64).powf(q), dt))?;
             Ok(int_tensor(a.dtype, out_shape.clone(), v))
         }
         (TensorData::Int(x), TensorData::Int(y)) => {
@@ -482,10 +454,7 @@ pub(crate) fn binary(op: &Op, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
             };
             Ok(int_tensor(a.dtype, out_shape.clone(), zi(x, y, f)?))
         }
-        _ => Err(format!(
-            "`{name}` needs operands of one dtype, found {} and {}",
-            a.dtype, b.dtype
-        )),
+        _ => Err(format!("`{name}` needs operands of one dtype, found {} and {}", a.dtype, b.dtype)),
     }
 }
 
@@ -493,10 +462,7 @@ pub(crate) fn binary(op: &Op, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
 pub(crate) fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
     let c = super::common::bools(cond, "the condition of `where`")?;
     if a.dtype != b.dtype {
-        return Err(format!(
-            "`where` needs both branches of one dtype, found {} and {}",
-            a.dtype, b.dtype
-        ));
+        return Err(format!("`where` needs both branches of one dtype, found {} and {}", a.dtype, b.dtype));
     }
     let shape = broadcast_shapes(&broadcast_shapes(&cond.shape, &a.shape)?, &b.shape)?;
     let n = super::common::numel(&shape)?;
@@ -512,23 +478,15 @@ pub(crate) fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> OpResult<Tensor> 
     ) -> OpResult<Vec<T>> {
         let mut out = vec_with_capacity(n)?;
         for ((oc, oa), ob) in offs {
-            let v = if c.get(oc).copied().unwrap_or(0) != 0 {
-                x.get(oa)
-            } else {
-                y.get(ob)
-            };
+            let v = if c.get(oc).copied().unwrap_or(0) != 0 { x.get(oa) } else { y.get(ob) };
             out.push(*v.ok_or("internal error: where offset out of range")?);
         }
         Ok(out)
     }
     let offs = ic.zip(ia).zip(ib);
     Ok(match (&a.data, &b.data) {
-        (TensorData::Float(x), TensorData::Float(y)) => {
-            float_tensor(a.dtype, shape, pick(c, x, y, offs, n)?)
-        }
-        (TensorData::Int(x), TensorData::Int(y)) => {
-            int_tensor(a.dtype, shape, pick(c, x, y, offs, n)?)
-        }
+        (TensorData::Float(x), TensorData::Float(y)) => float_tensor(a.dtype, shape, pick(c, x, y, offs, n)?),
+        (TensorData::Int(x), TensorData::Int(y)) => int_tensor(a.dtype, shape, pick(c, x, y, offs, n)?),
         _ => return Err("`where`: branch data kinds differ".into()),
     })
 }
@@ -559,18 +517,12 @@ mod tests {
         ];
         for (x, e) in cases {
             let r = erf(x);
-            assert!(
-                (r - e).abs() <= 1e-15 * e.abs() || r == e,
-                "erf({x}) = {r:e}, expected {e:e}"
-            );
+            assert!((r - e).abs() <= 1e-15 * e.abs() || r == e, "erf({x}) = {r:e}, expected {e:e}");
             assert_eq!(erf(-x), -r);
         }
         // erfc accuracy in the tail.
         let ec = erfc_continued_fraction(3.0);
-        assert!(
-            (ec - 2.2090496998585438e-05).abs() < 1e-15 * 2.3e-5,
-            "{ec:e}"
-        );
+        assert!((ec - 2.2090496998585438e-05).abs() < 1e-15 * 2.3e-5, "{ec:e}");
         assert!(erf(f64::NAN).is_nan());
         assert_eq!(erf(f64::INFINITY), 1.0);
     }
@@ -579,83 +531,36 @@ mod tests {
     fn unary_float_ops() {
         let x = f64t(&[5], &[-2.5, -0.5, 0.0, 0.5, 2.5]);
         assert_eq!(un(Op::Round, &x), vec![-2.0, -0.0, 0.0, 0.0, 2.0]);
-        assert_eq!(
-            un(Op::Round, &f64t(&[3], &[1.5, 3.5, -1.5])),
-            vec![2.0, 4.0, -2.0]
-        );
+        assert_eq!(un(Op::Round, &f64t(&[3], &[1.5, 3.5, -1.5])), vec![2.0, 4.0, -2.0]);
         assert_eq!(un(Op::Floor, &x), vec![-3.0, -1.0, 0.0, 0.0, 2.0]);
         assert_eq!(un(Op::Ceil, &x), vec![-2.0, -0.0, 0.0, 1.0, 3.0]);
-        assert_eq!(
-            un(Op::Sign, &f64t(&[4], &[-3.0, 0.0, 2.0, f64::NAN]))[..3],
-            [-1.0, 0.0, 1.0]
-        );
+        assert_eq!(un(Op::Sign, &f64t(&[4], &[-3.0, 0.0, 2.0, f64::NAN]))[..3], [-1.0, 0.0, 1.0]);
         assert_eq!(un(Op::Relu, &x), vec![0.0, 0.0, 0.0, 0.5, 2.5]);
-        assert_eq!(
-            un(Op::LeakyRelu { alpha: 0.1 }, &x),
-            vec![-0.25, -0.05, 0.0, 0.5, 2.5]
-        );
-        assert_eq!(
-            un(
-                Op::Clip {
-                    min: Some(-1.0),
-                    max: None
-                },
-                &x
-            ),
-            vec![-1.0, -0.5, 0.0, 0.5, 2.5]
-        );
-        assert_eq!(
-            un(
-                Op::Clip {
-                    min: None,
-                    max: Some(0.0)
-                },
-                &x
-            ),
-            vec![-2.5, -0.5, 0.0, 0.0, 0.0]
-        );
-        assert_close(
-            &un(Op::Sigmoid, &f64t(&[3], &[0.0, 800.0, -800.0])),
-            &[0.5, 1.0, 0.0],
-            0.0,
-        );
+        assert_eq!(un(Op::LeakyRelu { alpha: 0.1 }, &x), vec![-0.25, -0.05, 0.0, 0.5, 2.5]);
+        assert_eq!(un(Op::Clip { min: Some(-1.0), max: None }, &x), vec![-1.0, -0.5, 0.0, 0.5, 2.5]);
+        assert_eq!(un(Op::Clip { min: None, max: Some(0.0) }, &x), vec![-2.5, -0.5, 0.0, 0.0, 0.0]);
+        assert_close(&un(Op::Sigmoid, &f64t(&[3], &[0.0, 800.0, -800.0])), &[0.5, 1.0, 0.0], 0.0);
         assert_close(
             &un(Op::Softplus, &f64t(&[3], &[0.0, 800.0, -800.0])),
             &[std::f64::consts::LN_2, 800.0, 0.0],
             1e-15,
         );
-        assert_close(
-            &un(Op::Silu, &f64t(&[1], &[1.0])),
-            &[0.7310585786300049],
-            1e-15,
-        );
+        assert_close(&un(Op::Silu, &f64t(&[1], &[1.0])), &[0.7310585786300049], 1e-15);
         assert_close(&un(Op::Rsqrt, &f64t(&[1], &[4.0])), &[0.5], 0.0);
         assert_close(
-            &un(
-                Op::Gelu {
-                    approximate: GeluApproximation::None,
-                },
-                &f64t(&[2], &[1.0, -1.0]),
-            ),
+            &un(Op::Gelu { approximate: GeluApproximation::None }, &f64t(&[2], &[1.0, -1.0])),
             &[0.8413447460685429, -0.15865525393145707],
             1e-15,
         );
         assert_close(
-            &un(
-                Op::Gelu {
-                    approximate: GeluApproximation::Tanh,
-                },
-                &f64t(&[1], &[1.0]),
-            ),
+            &un(Op::Gelu { approximate: GeluApproximation::Tanh }, &f64t(&[1], &[1.0])),
             &[0.8411919906082768],
             1e-15,
         );
         // f32 results are rounded to f32.
         let r = un(Op::Exp, &f32t(&[1], &[1.0]))[0];
         assert_eq!(r, std::f64::consts::E as f32 as f64);
-        assert!(unary(&Op::Sqrt, &i64t(&[1], &[4]))
-            .unwrap_err()
-            .contains("float"));
+        assert!(unary(&Op::Sqrt, &i64t(&[1], &[4])).unwrap_err().contains("float"));
         assert!(unary(&Op::Not, &f32t(&[1], &[1.0])).is_err());
         let nan = unary(&Op::IsNan, &f32t(&[2], &[f64::NAN, 1.0])).unwrap();
         assert_eq!((nan.dtype, nan.to_i64_vec()), (DType::Bool, vec![1, 0]));
@@ -664,55 +569,16 @@ mod tests {
     #[test]
     fn unary_int_ops_and_casts() {
         let x = Tensor::from_i64(DType::I8, vec![4], vec![-128, -3, 0, 5]).unwrap();
-        assert_eq!(
-            unary(&Op::Neg, &x).unwrap().to_i64_vec(),
-            vec![-128, 3, 0, -5]
-        );
-        assert_eq!(
-            unary(&Op::Abs, &x).unwrap().to_i64_vec(),
-            vec![-128, 3, 0, 5]
-        );
-        assert_eq!(
-            unary(&Op::Sign, &x).unwrap().to_i64_vec(),
-            vec![-1, -1, 0, 1]
-        );
-        assert_eq!(
-            unary(
-                &Op::Clip {
-                    min: Some(-2.5),
-                    max: Some(4.0)
-                },
-                &x
-            )
-            .unwrap()
-            .to_i64_vec(),
-            vec![-2, -2, 0, 4]
-        );
+        assert_eq!(unary(&Op::Neg, &x).unwrap().to_i64_vec(), vec![-128, 3, 0, -5]);
+        assert_eq!(unary(&Op::Abs, &x).unwrap().to_i64_vec(), vec![-128, 3, 0, 5]);
+        assert_eq!(unary(&Op::Sign, &x).unwrap().to_i64_vec(), vec![-1, -1, 0, 1]);
+        assert_eq!(unary(&Op::Clip { min: Some(-2.5), max: Some(4.0) }, &x).unwrap().to_i64_vec(), vec![-2, -2, 0, 4]);
         let f = f64t(&[6], &[2.7, -2.7, f64::NAN, 1e30, 300.0, 0.0]);
-        assert_eq!(
-            cast(&f, DType::I64).unwrap().to_i64_vec(),
-            vec![2, -2, 0, i64::MAX, 300, 0]
-        );
-        assert_eq!(
-            cast(&f, DType::I8).unwrap().to_i64_vec(),
-            vec![2, -2, 0, -1, 44, 0]
-        );
-        assert_eq!(
-            cast(&f, DType::Bool).unwrap().to_i64_vec(),
-            vec![1, 1, 1, 1, 1, 0]
-        );
-        assert_eq!(
-            cast(&boolt(&[2], &[true, false]), DType::F32)
-                .unwrap()
-                .to_f64_vec(),
-            vec![1.0, 0.0]
-        );
-        assert_eq!(
-            cast(&i64t(&[2], &[257, -1]), DType::U8)
-                .unwrap()
-                .to_i64_vec(),
-            vec![1, 255]
-        );
+        assert_eq!(cast(&f, DType::I64).unwrap().to_i64_vec(), vec![2, -2, 0, i64::MAX, 300, 0]);
+        assert_eq!(cast(&f, DType::I8).unwrap().to_i64_vec(), vec![2, -2, 0, -1, 44, 0]);
+        assert_eq!(cast(&f, DType::Bool).unwrap().to_i64_vec(), vec![1, 1, 1, 1, 1, 0]);
+        assert_eq!(cast(&boolt(&[2], &[true, false]), DType::F32).unwrap().to_f64_vec(), vec![1.0, 0.0]);
+        assert_eq!(cast(&i64t(&[2], &[257, -1]), DType::U8).unwrap().to_i64_vec(), vec![1, 255]);
         assert_eq!(
             cast(&f64t(&[1], &[0.1]), DType::F16).unwrap().to_f64_vec(),
             vec![half::f16::from_f64(0.1).to_f64()]
@@ -725,25 +591,16 @@ mod tests {
         let a = f64t(&[2, 1], &[1.0, 2.0]);
         let b = f64t(&[3], &[10.0, 20.0, 30.0]);
         let r = binary(&Op::Add, &a, &b).unwrap();
-        assert_eq!(
-            (r.shape.clone(), r.to_f64_vec()),
-            (vec![2, 3], vec![11.0, 21.0, 31.0, 12.0, 22.0, 32.0])
-        );
+        assert_eq!((r.shape.clone(), r.to_f64_vec()), (vec![2, 3], vec![11.0, 21.0, 31.0, 12.0, 22.0, 32.0]));
         assert!(binary(&Op::Add, &f64t(&[2], &[0.0; 2]), &f64t(&[3], &[0.0; 3])).is_err());
-        let m = |op: Op, x: f64, y: f64| {
-            binary(&op, &f64t(&[], &[x]), &f64t(&[], &[y]))
-                .unwrap()
-                .to_f64_vec()[0]
-        };
+        let m = |op: Op, x: f64, y: f64| binary(&op, &f64t(&[], &[x]), &f64t(&[], &[y])).unwrap().to_f64_vec()[0];
         assert_eq!(m(Op::Mod, -7.0, 3.0), 2.0);
         assert_eq!(m(Op::Mod, 7.0, -3.0), -2.0);
         assert_eq!(m(Op::Fmod, -7.0, 3.0), -1.0);
         assert!(m(Op::Max, f64::NAN, 1.0).is_nan());
         assert!(m(Op::Min, 1.0, f64::NAN).is_nan());
         assert_eq!(m(Op::Pow, 2.0, 10.0), 1024.0);
-        let i = |op: Op, x: i64, y: i64| {
-            binary(&op, &i64t(&[], &[x]), &i64t(&[], &[y])).map(|t| t.to_i64_vec()[0])
-        };
+        let i = |op: Op, x: i64, y: i64| binary(&op, &i64t(&[], &[x]), &i64t(&[], &[y])).map(|t| t.to_i64_vec()[0]);
         assert_eq!(i(Op::Div, -7, 2), Ok(-3));
         assert_eq!(i(Op::Mod, -7, 2), Ok(1));
         assert_eq!(i(Op::Fmod, -7, 2), Ok(-1));
@@ -753,36 +610,14 @@ mod tests {
         assert!(i(Op::Div, 1, 0).unwrap_err().contains("by zero"));
         assert!(i(Op::Mod, 1, 0).is_err());
         let i8s = |v: &[i64]| Tensor::from_i64(DType::I8, vec![v.len()], v.to_vec()).unwrap();
-        assert_eq!(
-            binary(&Op::Add, &i8s(&[100]), &i8s(&[100]))
-                .unwrap()
-                .to_i64_vec(),
-            vec![-56]
-        );
+        assert_eq!(binary(&Op::Add, &i8s(&[100]), &i8s(&[100])).unwrap().to_i64_vec(), vec![-56]);
         // Mixed-dtype pow: float base with integer exponent.
-        assert_eq!(
-            binary(&Op::Pow, &f32t(&[1], &[2.0]), &i64t(&[1], &[3]))
-                .unwrap()
-                .to_f64_vec(),
-            vec![8.0]
-        );
-        assert!(binary(&Op::Add, &f32t(&[1], &[2.0]), &i64t(&[1], &[3]))
-            .unwrap_err()
-            .contains("one dtype"));
+        assert_eq!(binary(&Op::Pow, &f32t(&[1], &[2.0]), &i64t(&[1], &[3])).unwrap().to_f64_vec(), vec![8.0]);
+        assert!(binary(&Op::Add, &f32t(&[1], &[2.0]), &i64t(&[1], &[3])).unwrap_err().contains("one dtype"));
         // Comparisons and logic.
-        let c = binary(
-            &Op::Less,
-            &f64t(&[3], &[1.0, f64::NAN, 3.0]),
-            &f64t(&[], &[2.0]),
-        )
-        .unwrap();
+        let c = binary(&Op::Less, &f64t(&[3], &[1.0, f64::NAN, 3.0]), &f64t(&[], &[2.0])).unwrap();
         assert_eq!((c.dtype, c.to_i64_vec()), (DType::Bool, vec![1, 0, 0]));
-        let l = binary(
-            &Op::Xor,
-            &boolt(&[2], &[true, false]),
-            &boolt(&[2, 1], &[true, false]),
-        )
-        .unwrap();
+        let l = binary(&Op::Xor, &boolt(&[2], &[true, false]), &boolt(&[2, 1], &[true, false])).unwrap();
         assert_eq!(l.to_i64_vec(), vec![0, 1, 1, 0]);
         assert!(binary(&Op::And, &i64t(&[1], &[1]), &i64t(&[1], &[1])).is_err());
         assert!(binary(&Op::Add, &boolt(&[1], &[true]), &boolt(&[1], &[true])).is_err());
@@ -792,15 +627,7 @@ mod tests {
     fn where_broadcasts_three_ways() {
         let c = boolt(&[2, 1], &[true, false]);
         let r = where_(&c, &f64t(&[3], &[1.0, 2.0, 3.0]), &f64t(&[], &[0.0])).unwrap();
-        assert_eq!(
-            (r.shape.clone(), r.to_f64_vec()),
-            (vec![2, 3], vec![1.0, 2.0, 3.0, 0.0, 0.0, 0.0])
-        );
-        assert!(where_(
-            &f64t(&[1], &[1.0]),
-            &f64t(&[1], &[1.0]),
-            &f64t(&[1], &[1.0])
-        )
-        .is_err());
+        assert_eq!((r.shape.clone(), r.to_f64_vec()), (vec![2, 3], vec![1.0, 2.0, 3.0, 0.0, 0.0, 0.0]));
+        assert!(where_(&f64t(&[1], &[1.0]), &f64t(&[1], &[1.0]), &f64t(&[1], &[1.0])).is_err());
     }
 }

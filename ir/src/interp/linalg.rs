@@ -13,8 +13,7 @@
 //! the non-quantized operand (`x` for `linear`).
 
 use super::common::{
-    broadcast_shapes, broadcast_strides, class, filled, float_tensor, int_tensor, numel, Class,
-    OffsetIter, OpResult,
+    broadcast_shapes, broadcast_strides, class, filled, float_tensor, int_tensor, numel, Class, OffsetIter, OpResult,
 };
 use crate::dtype::DType;
 use crate::tensor::{round_float, Tensor, TensorData};
@@ -47,47 +46,36 @@ fn product_dtype(op: &str, a: DType, b: DType) -> OpResult<DType> {
     } else if a.is_quantized() && class(b) == Class::Float {
         Ok(b)
     } else {
-        Err(format!(
-            "`{op}` needs operands of one dtype, found {a} and {b}"
-        ))
+        Err(format!("`{op}` needs operands of one dtype, found {a} and {b}"))
     }
 }
 
 /// `C[M, N] = A[M, K] · B[K, N]` for a batch of matrices; `pairs[i]` gives the element
 /// offsets of the i-th (A, B) pair. Output rows are computed in parallel.
-fn matmul_f64(
-    a: &[f64],
-    b: &[f64],
-    pairs: &[(usize, usize)],
-    m: usize,
-    k: usize,
-    n: usize,
-) -> OpResult<Vec<f64>> {
+fn matmul_f64(a: &[f64], b: &[f64], pairs: &[(usize, usize)], m: usize, k: usize, n: usize) -> OpResult<Vec<f64>> {
     let total = numel(&[pairs.len(), m, n])?;
     let mut out = filled(total, 0.0f64)?;
     if n == 0 || m == 0 || pairs.is_empty() {
         return Ok(out);
     }
     let bad = std::sync::atomic::AtomicBool::new(false);
-    out.par_chunks_mut(n)
-        .enumerate()
-        .for_each(|(row, out_row)| {
-            let (batch, i) = (row / m, row % m);
-            let Some(&(a_off, b_off)) = pairs.get(batch) else {
-                return;
-            };
-            let a_row = a.get(a_off + i * k..a_off + (i + 1) * k);
-            let b_mat = b.get(b_off..b_off + k * n);
-            let (Some(a_row), Some(b_mat)) = (a_row, b_mat) else {
-                bad.store(true, std::sync::atomic::Ordering::Relaxed);
-                return;
-            };
-            for (aik, b_row) in a_row.iter().zip(b_mat.chunks_exact(n)) {
-                for (o, bkj) in out_row.iter_mut().zip(b_row) {
-                    *o += aik * bkj;
-                }
+    out.par_chunks_mut(n).enumerate().for_each(|(row, out_row)| {
+        let (batch, i) = (row / m, row % m);
+        let Some(&(a_off, b_off)) = pairs.get(batch) else {
+            return;
+        };
+        let a_row = a.get(a_off + i * k..a_off + (i + 1) * k);
+        let b_mat = b.get(b_off..b_off + k * n);
+        let (Some(a_row), Some(b_mat)) = (a_row, b_mat) else {
+            bad.store(true, std::sync::atomic::Ordering::Relaxed);
+            return;
+        };
+        for (aik, b_row) in a_row.iter().zip(b_mat.chunks_exact(n)) {
+            for (o, bkj) in out_row.iter_mut().zip(b_row) {
+                *o += aik * bkj;
             }
-        });
+        }
+    });
     if bad.into_inner() {
         return Err("internal error: matmul offsets out of range".into());
     }
@@ -97,29 +85,15 @@ fn matmul_f64(
 /// numpy `matmul`.
 pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
     if a.rank() == 0 || b.rank() == 0 {
-        return Err(format!(
-            "`matmul` operands must have rank ≥ 1, found shapes {:?} and {:?}",
-            a.shape, b.shape
-        ));
+        return Err(format!("`matmul` operands must have rank ≥ 1, found shapes {:?} and {:?}", a.shape, b.shape));
     }
-    let a_shape: Vec<usize> = if a.rank() == 1 {
-        vec![1, a.shape[0]]
-    } else {
-        a.shape.clone()
-    };
-    let b_shape: Vec<usize> = if b.rank() == 1 {
-        vec![b.shape[0], 1]
-    } else {
-        b.shape.clone()
-    };
+    let a_shape: Vec<usize> = if a.rank() == 1 { vec![1, a.shape[0]] } else { a.shape.clone() };
+    let b_shape: Vec<usize> = if b.rank() == 1 { vec![b.shape[0], 1] } else { b.shape.clone() };
     let (ar, br) = (a_shape.len(), b_shape.len());
     let (m, k) = (a_shape[ar - 2], a_shape[ar - 1]);
     let (k2, n) = (b_shape[br - 2], b_shape[br - 1]);
     if k != k2 {
-        return Err(format!(
-            "`matmul` contraction dims differ: {:?} · {:?} ({k} vs {k2})",
-            a.shape, b.shape
-        ));
+        return Err(format!("`matmul` contraction dims differ: {:?} · {:?} ({k} vs {k2})", a.shape, b.shape));
     }
     let batch = broadcast_shapes(&a_shape[..ar - 2], &b_shape[..br - 2])?;
     let mut out_shape = batch.clone();
@@ -130,11 +104,7 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
         out_shape.push(n);
     }
     if numel(&out_shape)? == 0 {
-        let dtype = if class(a.dtype) == Class::Float {
-            product_dtype("matmul", a.dtype, b.dtype)?
-        } else {
-            a.dtype
-        };
+        let dtype = if class(a.dtype) == Class::Float { product_dtype("matmul", a.dtype, b.dtype)? } else { a.dtype };
         return Ok(super::common::tensor_from_data(
             dtype,
             out_shape,
@@ -144,27 +114,15 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
             },
         ));
     }
-    let a_batch: Vec<usize> =
-        OffsetIter::new(&batch, &broadcast_strides(&a_shape[..ar - 2], &batch)?, 0).collect();
-    let b_batch: Vec<usize> =
-        OffsetIter::new(&batch, &broadcast_strides(&b_shape[..br - 2], &batch)?, 0).collect();
-    let pairs: Vec<(usize, usize)> = a_batch
-        .iter()
-        .zip(&b_batch)
-        .map(|(&x, &y)| (x * m * k, y * k * n))
-        .collect();
+    let a_batch: Vec<usize> = OffsetIter::new(&batch, &broadcast_strides(&a_shape[..ar - 2], &batch)?, 0).collect();
+    let b_batch: Vec<usize> = OffsetIter::new(&batch, &broadcast_strides(&b_shape[..br - 2], &batch)?, 0).collect();
+    let pairs: Vec<(usize, usize)> = a_batch.iter().zip(&b_batch).map(|(&x, &y)| (x * m * k, y * k * n)).collect();
     match (&a.data, &b.data) {
         (TensorData::Float(x), TensorData::Float(y)) => {
             let dtype = product_dtype("matmul", a.dtype, b.dtype)?;
-            Ok(float_tensor(
-                dtype,
-                out_shape,
-                matmul_f64(x, y, &pairs, m, k, n)?,
-            ))
+            Ok(float_tensor(dtype, out_shape, matmul_f64(x, y, &pairs, m, k, n)?))
         }
-        (TensorData::Int(x), TensorData::Int(y))
-            if class(a.dtype) == Class::Int && a.dtype == b.dtype =>
-        {
+        (TensorData::Int(x), TensorData::Int(y)) if class(a.dtype) == Class::Int && a.dtype == b.dtype => {
             let mut out = filled(numel(&out_shape)?, 0i64)?;
             for (p, &(ao, bo)) in pairs.iter().enumerate() {
                 for i in 0..m {
@@ -208,36 +166,23 @@ pub(crate) fn gemm(
     trans_b: bool,
 ) -> OpResult<Tensor> {
     if a.rank() != 2 || b.rank() != 2 {
-        return Err(format!(
-            "`gemm` needs 2-D operands, found shapes {:?} and {:?}",
-            a.shape, b.shape
-        ));
+        return Err(format!("`gemm` needs 2-D operands, found shapes {:?} and {:?}", a.shape, b.shape));
     }
     let dtype = product_dtype("gemm", a.dtype, b.dtype)?;
     let av = super::common::floats(a, "operand a of `gemm`")?;
     let bv = super::common::floats(b, "operand b of `gemm`")?;
     let (a_mat, m, k) = if trans_a {
-        (
-            transpose2(av, a.shape[0], a.shape[1])?,
-            a.shape[1],
-            a.shape[0],
-        )
+        (transpose2(av, a.shape[0], a.shape[1])?, a.shape[1], a.shape[0])
     } else {
         (av.to_vec(), a.shape[0], a.shape[1])
     };
     let (b_mat, k2, n) = if trans_b {
-        (
-            transpose2(bv, b.shape[0], b.shape[1])?,
-            b.shape[1],
-            b.shape[0],
-        )
+        (transpose2(bv, b.shape[0], b.shape[1])?, b.shape[1], b.shape[0])
     } else {
         (bv.to_vec(), b.shape[0], b.shape[1])
     };
     if k != k2 {
-        return Err(format!(
-            "`gemm` contraction dims differ: op(a) is [{m}, {k}], op(b) is [{k2}, {n}]"
-        ));
+        return Err(format!("`gemm` contraction dims differ: op(a) is [{m}, {k}], op(b) is [{k2}, {n}]"));
     }
     let mut out = matmul_f64(&a_mat, &b_mat, &[(0, 0)], m, k, n)?;
     out.iter_mut().for_each(|o| *o *= alpha);
@@ -245,10 +190,7 @@ pub(crate) fn gemm(
         let cv = super::common::floats(c, "operand c of `gemm`")?;
         let st = broadcast_strides(&c.shape, &[m, n])?;
         for (o, off) in out.iter_mut().zip(OffsetIter::new(&[m, n], &st, 0)) {
-            *o += beta
-                * cv.get(off)
-                    .copied()
-                    .ok_or("internal error: gemm c offset")?;
+            *o += beta * cv.get(off).copied().ok_or("internal error: gemm c offset")?;
         }
     }
     Ok(float_tensor(dtype, vec![m, n], out))
@@ -258,14 +200,7 @@ pub(crate) fn gemm(
 const LINEAR_BLOCK: usize = 64;
 
 /// `y[r, o] = dot(x[r, :], w[o, :]) + bias[o]` for float data, result `[rows, out]`.
-fn linear_f64(
-    x: &[f64],
-    w: &[f64],
-    bias: Option<&[f64]>,
-    rows: usize,
-    inf: usize,
-    outf: usize,
-) -> OpResult<Vec<f64>> {
+fn linear_f64(x: &[f64], w: &[f64], bias: Option<&[f64]>, rows: usize, inf: usize, outf: usize) -> OpResult<Vec<f64>> {
     let total = numel(&[rows, outf])?;
     // Computed transposed ([out, rows]) so each task owns a contiguous block and reads
     // its block of weight rows once for all rows of x; transposed back at the end.
@@ -276,19 +211,17 @@ fn linear_f64(
     if inf > 0 && (x.len() < rows * inf || w.len() < outf * inf) {
         return Err("internal error: linear operands are too short".into());
     }
-    t.par_chunks_mut(rows * LINEAR_BLOCK)
-        .enumerate()
-        .for_each(|(blk, chunk)| {
-            for (j, col) in chunk.chunks_mut(rows).enumerate() {
-                let o = blk * LINEAR_BLOCK + j;
-                let w_row = w.get(o * inf..(o + 1) * inf).unwrap_or_default();
-                let b = bias.and_then(|b| b.get(o)).copied().unwrap_or(0.0);
-                for (r, y) in col.iter_mut().enumerate() {
-                    let x_row = x.get(r * inf..(r + 1) * inf).unwrap_or_default();
-                    *y = dot(x_row, w_row) + b;
-                }
+    t.par_chunks_mut(rows * LINEAR_BLOCK).enumerate().for_each(|(blk, chunk)| {
+        for (j, col) in chunk.chunks_mut(rows).enumerate() {
+            let o = blk * LINEAR_BLOCK + j;
+            let w_row = w.get(o * inf..(o + 1) * inf).unwrap_or_default();
+            let b = bias.and_then(|b| b.get(o)).copied().unwrap_or(0.0);
+            for (r, y) in col.iter_mut().enumerate() {
+                let x_row = x.get(r * inf..(r + 1) * inf).unwrap_or_default();
+                *y = dot(x_row, w_row) + b;
             }
-        });
+        }
+    });
     let mut out = filled(total, 0.0f64)?;
     for o in 0..outf {
         for r in 0..rows {
@@ -298,13 +231,7 @@ fn linear_f64(
     Ok(out)
 }
 
-fn linear_common(
-    x: &Tensor,
-    w: &[f64],
-    w_shape: &[usize],
-    bias: Option<&Tensor>,
-    name: &str,
-) -> OpResult<Tensor> {
+fn linear_common(x: &Tensor, w: &[f64], w_shape: &[usize], bias: Option<&Tensor>, name: &str) -> OpResult<Tensor> {
     let xv = super::common::floats(x, &format!("the input of `{name}`"))?;
     if x.rank() == 0 || w_shape.len() != 2 {
         return Err(format!(
@@ -315,17 +242,12 @@ fn linear_common(
     let (outf, inf) = (w_shape[0], w_shape[1]);
     let x_in = x.shape[x.rank() - 1];
     if x_in != inf {
-        return Err(format!(
-            "`{name}`: x has {x_in} input features but w is [{outf}, {inf}]"
-        ));
+        return Err(format!("`{name}`: x has {x_in} input features but w is [{outf}, {inf}]"));
     }
     let bias_v = match bias {
         Some(b) => {
             if b.shape != [outf] {
-                return Err(format!(
-                    "`{name}`: bias must have shape [{outf}], found {:?}",
-                    b.shape
-                ));
+                return Err(format!("`{name}`: bias must have shape [{outf}], found {:?}", b.shape));
             }
             Some(super::common::floats(b, &format!("the bias of `{name}`"))?)
         }
@@ -364,10 +286,7 @@ pub(crate) fn quantized_linear(args: &[&Tensor]) -> OpResult<Tensor> {
         return linear_common(x, wv, &w.shape, args.get(2).copied(), "quantized_linear");
     }
     if w.dtype != DType::I8 {
-        return Err(format!(
-            "`quantized_linear` needs a q8_0, q4_0, int4<G> or i8 weight, found {}",
-            w.dtype
-        ));
+        return Err(format!("`quantized_linear` needs a q8_0, q4_0, int4<G> or i8 weight, found {}", w.dtype));
     }
     let scale = args
         .get(2)
@@ -375,17 +294,11 @@ pub(crate) fn quantized_linear(args: &[&Tensor]) -> OpResult<Tensor> {
         .ok_or("`quantized_linear` with an i8 weight needs a scale operand: x, w, scale[, bias]")?;
     let wi = super::common::ints(w, "the weight of `quantized_linear`")?;
     if w.rank() != 2 {
-        return Err(format!(
-            "`quantized_linear`: w must be [out, in], found shape {:?}",
-            w.shape
-        ));
+        return Err(format!("`quantized_linear`: w must be [out, in], found shape {:?}", w.shape));
     }
     let (outf, inf) = (w.shape[0], w.shape[1]);
     if scale.shape != [outf] {
-        return Err(format!(
-            "`quantized_linear`: scale must have shape [{outf}], found {:?}",
-            scale.shape
-        ));
+        return Err(format!("`quantized_linear`: scale must have shape [{outf}], found {:?}", scale.shape));
     }
     let sv = super::common::floats(scale, "the scale of `quantized_linear`")?;
     let mut wf = filled(wi.len(), 0.0f64)?;
@@ -407,22 +320,13 @@ mod tests {
         let a = f64t(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let b = f64t(&[3, 2], &[7.0, 8.0, 9.0, 10.0, 11.0, 12.0]);
         let r = matmul(&a, &b).unwrap();
-        assert_eq!(
-            (r.shape.clone(), r.to_f64_vec()),
-            (vec![2, 2], vec![58.0, 64.0, 139.0, 154.0])
-        );
+        assert_eq!((r.shape.clone(), r.to_f64_vec()), (vec![2, 2], vec![58.0, 64.0, 139.0, 154.0]));
         // 1-D promotion on both sides.
         let v = f64t(&[3], &[1.0, 0.0, -1.0]);
         let r = matmul(&a, &v).unwrap();
-        assert_eq!(
-            (r.shape.clone(), r.to_f64_vec()),
-            (vec![2], vec![-2.0, -2.0])
-        );
+        assert_eq!((r.shape.clone(), r.to_f64_vec()), (vec![2], vec![-2.0, -2.0]));
         let r = matmul(&v, &b).unwrap();
-        assert_eq!(
-            (r.shape.clone(), r.to_f64_vec()),
-            (vec![2], vec![-4.0, -4.0])
-        );
+        assert_eq!((r.shape.clone(), r.to_f64_vec()), (vec![2], vec![-4.0, -4.0]));
         let r = matmul(&v, &v).unwrap();
         assert_eq!((r.shape.clone(), r.to_f64_vec()), (vec![], vec![2.0]));
         // Batch broadcasting: [2, 1, 2, 2] x [3, 2, 1].
@@ -430,22 +334,12 @@ mod tests {
         let b = f64t(&[3, 2, 1], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let r = matmul(&a, &b).unwrap();
         assert_eq!(r.shape, vec![2, 3, 2, 1]);
-        assert_eq!(
-            r.to_f64_vec(),
-            vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
-        );
-        assert!(matmul(&f64t(&[2, 3], &[0.0; 6]), &f64t(&[2, 3], &[0.0; 6]))
-            .unwrap_err()
-            .contains("contraction"));
+        assert_eq!(r.to_f64_vec(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0]);
+        assert!(matmul(&f64t(&[2, 3], &[0.0; 6]), &f64t(&[2, 3], &[0.0; 6])).unwrap_err().contains("contraction"));
         let r = matmul(&i64t(&[1, 2], &[2, 3]), &i64t(&[2, 1], &[4, 5])).unwrap();
         assert_eq!(r.to_i64_vec(), vec![23]);
         // Zero-size contraction gives zeros.
-        assert_eq!(
-            matmul(&f64t(&[2, 0], &[]), &f64t(&[0, 2], &[]))
-                .unwrap()
-                .to_f64_vec(),
-            vec![0.0; 4]
-        );
+        assert_eq!(matmul(&f64t(&[2, 0], &[]), &f64t(&[0, 2], &[])).unwrap().to_f64_vec(), vec![0.0; 4]);
         // f32 result is rounded once from the f64 accumulation.
         let r = matmul(&f32t(&[1, 2], &[1.0, 1e-8]), &f32t(&[2, 1], &[1.0, 1.0])).unwrap();
         assert_eq!(r.to_f64_vec(), vec![(1.0 + (1e-8f32 as f64)) as f32 as f64]);
@@ -466,13 +360,8 @@ mod tests {
         let w = f32t(&[3, 2], &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
         let b = f32t(&[3], &[0.5, 0.5, 0.5]);
         let r = linear(&x, &w, Some(&b)).unwrap();
-        assert_eq!(
-            (r.shape.clone(), r.to_f64_vec()),
-            (vec![2, 3], vec![1.5, 2.5, 3.5, 3.5, 4.5, 7.5])
-        );
-        assert!(linear(&x, &f32t(&[3, 3], &[0.0; 9]), None)
-            .unwrap_err()
-            .contains("input features"));
+        assert_eq!((r.shape.clone(), r.to_f64_vec()), (vec![2, 3], vec![1.5, 2.5, 3.5, 3.5, 4.5, 7.5]));
+        assert!(linear(&x, &f32t(&[3, 3], &[0.0; 9]), None).unwrap_err().contains("input features"));
         // i8 weight with per-channel scale.
         let wq = Tensor::from_i64(DType::I8, vec![2, 2], vec![1, -2, 3, 4]).unwrap();
         let s = f32t(&[2], &[0.5, 2.0]);
@@ -486,9 +375,7 @@ mod tests {
         let r = quantized_linear(&[&x32, &wq8]).unwrap();
         assert_eq!(r.to_f64_vec(), vec![0.5 * (0..32).sum::<i32>() as f64]);
         assert_eq!(r.dtype, DType::F32);
-        assert!(quantized_linear(&[&x, &w])
-            .unwrap_err()
-            .contains("i8 weight"));
+        assert!(quantized_linear(&[&x, &w]).unwrap_err().contains("i8 weight"));
         assert!(quantized_linear(&[&x, &wq]).unwrap_err().contains("scale"));
     }
 }

@@ -9,8 +9,7 @@
 //! the new keys and values).
 
 use super::common::{
-    broadcast_strides, class, filled, float_tensor, floats, ints, norm_axis, numel, Class,
-    OffsetIter, OpResult,
+    broadcast_strides, class, filled, float_tensor, floats, ints, norm_axis, numel, Class, OffsetIter, OpResult,
 };
 use super::elementwise::silu;
 use super::linalg::dot;
@@ -80,10 +79,7 @@ fn check_rms(x: &Tensor, weight: &Tensor, name: &str) -> OpResult<usize> {
     }
     let hidden = x.shape[x.rank() - 1];
     if weight.shape != [hidden] {
-        return Err(format!(
-            "`{name}`: weight must have shape [{hidden}], found {:?}",
-            weight.shape
-        ));
+        return Err(format!("`{name}`: weight must have shape [{hidden}], found {:?}", weight.shape));
     }
     Ok(hidden)
 }
@@ -93,20 +89,11 @@ pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, epsilon: f64) -> OpResult<Te
     let xv = floats(x, "the input of `rms_norm`")?;
     let hidden = check_rms(x, weight, "rms_norm")?;
     let w = floats(weight, "the weight of `rms_norm`")?;
-    Ok(float_tensor(
-        x.dtype,
-        x.shape.clone(),
-        rms_rows(xv, w, hidden, epsilon)?,
-    ))
+    Ok(float_tensor(x.dtype, x.shape.clone(), rms_rows(xv, w, hidden, epsilon)?))
 }
 
 /// `rms_norm_residual x, residual, weight {epsilon}` → (normalised, x + residual).
-pub(crate) fn rms_norm_residual(
-    x: &Tensor,
-    residual: &Tensor,
-    weight: &Tensor,
-    epsilon: f64,
-) -> OpResult<Vec<Tensor>> {
+pub(crate) fn rms_norm_residual(x: &Tensor, residual: &Tensor, weight: &Tensor, epsilon: f64) -> OpResult<Vec<Tensor>> {
     let xv = floats(x, "the input of `rms_norm_residual`")?;
     let rv = floats(residual, "the residual of `rms_norm_residual`")?;
     if x.shape != residual.shape || x.dtype != residual.dtype {
@@ -117,11 +104,7 @@ pub(crate) fn rms_norm_residual(
     }
     let hidden = check_rms(x, weight, "rms_norm_residual")?;
     let w = floats(weight, "the weight of `rms_norm_residual`")?;
-    let sum = float_tensor(
-        x.dtype,
-        x.shape.clone(),
-        xv.iter().zip(rv).map(|(a, b)| a + b).collect(),
-    );
+    let sum = float_tensor(x.dtype, x.shape.clone(), xv.iter().zip(rv).map(|(a, b)| a + b).collect());
     let sv = floats(&sum, "sum")?;
     let normed = float_tensor(x.dtype, x.shape.clone(), rms_rows(sv, w, hidden, epsilon)?);
     Ok(vec![normed, sum])
@@ -141,10 +124,7 @@ pub(crate) fn rotary(
     let sv = floats(sin, "the sin table")?;
     let pv = ints(pos, "position_ids")?;
     let [b, h, s, d] = x.shape[..] else {
-        return Err(format!(
-            "x must be [batch, heads, seq, head_dim], found shape {:?}",
-            x.shape
-        ));
+        return Err(format!("x must be [batch, heads, seq, head_dim], found shape {:?}", x.shape));
     };
     let rd = if rotary_dim == 0 {
         d
@@ -152,43 +132,32 @@ pub(crate) fn rotary(
         usize::try_from(rotary_dim).map_err(|_| format!("rotary_dim {rotary_dim} is negative"))?
     };
     if rd > d || rd % 2 != 0 {
-        return Err(format!(
-            "rotary_dim {rd} must be even and at most head_dim {d}"
-        ));
+        return Err(format!("rotary_dim {rd} must be even and at most head_dim {d}"));
     }
     let half = rd / 2;
     if cos.rank() != 2 || cos.shape != sin.shape || cos.shape[1] != half {
-        return Err(format!(
-            "cos and sin must both be [max_pos, {half}], found {:?} and {:?}",
-            cos.shape, sin.shape
-        ));
+        return Err(format!("cos and sin must both be [max_pos, {half}], found {:?} and {:?}", cos.shape, sin.shape));
     }
     let max_pos = cos.shape[0];
     if pos.rank() != 2 || pos.shape[1] != s || (pos.shape[0] != b && pos.shape[0] != 1) {
-        return Err(format!(
-            "position_ids must be [{b}, {s}] (or [1, {s}]), found {:?}",
-            pos.shape
-        ));
+        return Err(format!("position_ids must be [{b}, {s}] (or [1, {s}]), found {:?}", pos.shape));
     }
     let mut out = xv.to_vec();
     for bi in 0..b {
         for si in 0..s {
             let p_at = if pos.shape[0] == 1 { si } else { bi * s + si };
             let p = pv[p_at];
-            let p = usize::try_from(p).ok().filter(|&p| p < max_pos).ok_or_else(|| {
-                format!("position id {p} at [{bi}, {si}] is outside the tables' {max_pos} positions")
-            })?;
+            let p = usize::try_from(p)
+                .ok()
+                .filter(|&p| p < max_pos)
+                .ok_or_else(|| format!("position id {p} at [{bi}, {si}] is outside the tables' {max_pos} positions"))?;
             let (c, sn) = (&cv[p * half..(p + 1) * half], &sv[p * half..(p + 1) * half]);
             for hi in 0..h {
                 let base = ((bi * h + hi) * s + si) * d;
                 let row = &xv[base..base + d];
                 let o = &mut out[base..base + d];
                 for i in 0..half {
-                    let (ia, ib) = if interleaved {
-                        (2 * i, 2 * i + 1)
-                    } else {
-                        (i, i + half)
-                    };
+                    let (ia, ib) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
                     let (a, bb) = (row[ia], row[ib]);
                     o[ia] = a * c[i] - bb * sn[i];
                     o[ib] = bb * c[i] + a * sn[i];
@@ -200,14 +169,7 @@ pub(crate) fn rotary(
 }
 
 /// Concatenate `past` and `new` along the sequence dim of `[B, H, S, D]` tensors.
-fn concat_seq(
-    past: Option<&[f64]>,
-    p: usize,
-    new: &[f64],
-    sn: usize,
-    bh: usize,
-    d: usize,
-) -> OpResult<Vec<f64>> {
+fn concat_seq(past: Option<&[f64]>, p: usize, new: &[f64], sn: usize, bh: usize, d: usize) -> OpResult<Vec<f64>> {
     let t = p + sn;
     let mut out = super::common::vec_with_capacity(bh * t * d)?;
     for g in 0..bh {
@@ -222,20 +184,12 @@ fn concat_seq(
 fn dims4(t: &Tensor, what: &str) -> OpResult<[usize; 4]> {
     match t.shape[..] {
         [a, b, c, d] => Ok([a, b, c, d]),
-        _ => Err(format!(
-            "{what} must be 4-D [batch, heads, seq, head_dim], found shape {:?}",
-            t.shape
-        )),
+        _ => Err(format!("{what} must be 4-D [batch, heads, seq, head_dim], found shape {:?}", t.shape)),
     }
 }
 
 /// `attention q, k, v[, mask][, past_k, past_v] {scale?, causal}`.
-pub(crate) fn attention(
-    args: &[&Tensor],
-    scale: Option<f64>,
-    causal: bool,
-    n_results: usize,
-) -> OpResult<Vec<Tensor>> {
+pub(crate) fn attention(args: &[&Tensor], scale: Option<f64>, causal: bool, n_results: usize) -> OpResult<Vec<Tensor>> {
     let (q, k, v) = match args {
         [q, k, v, ..] => (*q, *k, *v),
         _ => return Err("`attention` needs q, k and v".into()),
@@ -248,9 +202,7 @@ pub(crate) fn attention(
         n => return Err(format!("`attention` takes 3 to 6 operands, found {n}")),
     };
     if n_results != 1 && n_results != 3 {
-        return Err(format!(
-            "`attention` has 1 result (or 3 with present_k, present_v), found {n_results}"
-        ));
+        return Err(format!("`attention` has 1 result (or 3 with present_k, present_v), found {n_results}"));
     }
     let qv = floats(q, "q")?;
     let kv = floats(k, "k")?;
@@ -265,15 +217,10 @@ pub(crate) fn attention(
         ));
     }
     if hkv == 0 || hq % hkv != 0 {
-        return Err(format!(
-            "query heads {hq} are not a multiple of kv heads {hkv}"
-        ));
+        return Err(format!("query heads {hq} are not a multiple of kv heads {hkv}"));
     }
     if k.dtype != v.dtype {
-        return Err(format!(
-            "k and v must share a dtype, found {} and {}",
-            k.dtype, v.dtype
-        ));
+        return Err(format!("k and v must share a dtype, found {} and {}", k.dtype, v.dtype));
     }
     let group = hq / hkv;
     let (pk, pv, p) = match past {
@@ -338,10 +285,7 @@ pub(crate) fn attention(
                 let k_row = &keys[(g * t + j) * d..(g * t + j + 1) * d];
                 let mut val = dot(q_row, k_row) * scale;
                 if let Some((md, st)) = &mask_info {
-                    let off = b as isize * st[0]
-                        + h as isize * st[1]
-                        + i as isize * st[2]
-                        + j as isize * st[3];
+                    let off = b as isize * st[0] + h as isize * st[1] + i as isize * st[2] + j as isize * st[3];
                     val += md.get(off as usize).copied().unwrap_or(0.0);
                 }
                 *sc = val;
@@ -384,11 +328,7 @@ pub(crate) fn silu_mul(gate: &Tensor, up: &Tensor) -> OpResult<Tensor> {
             gate.dtype, gate.shape, up.dtype, up.shape
         ));
     }
-    Ok(float_tensor(
-        gate.dtype,
-        gate.shape.clone(),
-        g.iter().zip(u).map(|(&a, &b)| silu(a) * b).collect(),
-    ))
+    Ok(float_tensor(gate.dtype, gate.shape.clone(), g.iter().zip(u).map(|(&a, &b)| silu(a) * b).collect()))
 }
 
 #[cfg(test)]
@@ -400,39 +340,19 @@ mod tests {
     #[test]
     fn norms() {
         let x = f64t(&[2, 2], &[1.0, 3.0, -1.0, 1.0]);
-        let r = layer_norm(
-            &x,
-            &f64t(&[2], &[1.0, 2.0]),
-            Some(&f64t(&[1], &[0.5])),
-            -1,
-            0.0,
-        )
-        .unwrap();
+        let r = layer_norm(&x, &f64t(&[2], &[1.0, 2.0]), Some(&f64t(&[1], &[0.5])), -1, 0.0).unwrap();
         assert_close(&r.to_f64_vec(), &[-0.5, 2.5, -0.5, 2.5], 1e-15);
         let r = layer_norm(&x, &f64t(&[], &[1.0]), None, 0, 0.0).unwrap();
         let mean = 1.0;
         let sd = ((0.0 + 4.0 + 4.0 + 0.0) / 4.0f64).sqrt();
-        assert_close(
-            &r.to_f64_vec(),
-            &[
-                (1.0 - mean) / sd,
-                (3.0 - mean) / sd,
-                (-1.0 - mean) / sd,
-                0.0,
-            ],
-            1e-15,
-        );
+        assert_close(&r.to_f64_vec(), &[(1.0 - mean) / sd, (3.0 - mean) / sd, (-1.0 - mean) / sd, 0.0], 1e-15);
         let r = rms_norm(&f64t(&[1, 2], &[3.0, 4.0]), &f64t(&[2], &[1.0, 2.0]), 0.0).unwrap();
         let rms = (12.5f64).sqrt();
         assert_close(&r.to_f64_vec(), &[3.0 / rms, 8.0 / rms], 1e-15);
         assert!(rms_norm(&f64t(&[1, 2], &[3.0, 4.0]), &f64t(&[3], &[1.0; 3]), 0.0).is_err());
-        let rr = rms_norm_residual(
-            &f32t(&[1, 2], &[1.0, 2.0]),
-            &f32t(&[1, 2], &[2.0, 2.0]),
-            &f32t(&[2], &[1.0, 1.0]),
-            1e-6,
-        )
-        .unwrap();
+        let rr =
+            rms_norm_residual(&f32t(&[1, 2], &[1.0, 2.0]), &f32t(&[1, 2], &[2.0, 2.0]), &f32t(&[2], &[1.0, 1.0]), 1e-6)
+                .unwrap();
         assert_eq!(rr[1].to_f64_vec(), vec![3.0, 4.0]);
         let direct = rms_norm(&f32t(&[1, 2], &[3.0, 4.0]), &f32t(&[2], &[1.0, 1.0]), 1e-6).unwrap();
         assert!(rr[0].bit_eq(&direct));
@@ -445,29 +365,16 @@ mod tests {
         let cos = f64t(&[2, 2], &[1.0, 1.0, 0.0, 0.0]);
         let sin = f64t(&[2, 2], &[0.0, 0.0, 1.0, 1.0]);
         let pos = i64t(&[1, 1], &[1]);
-        assert_eq!(
-            rotary(&x, &cos, &sin, &pos, false, 0).unwrap().to_f64_vec(),
-            vec![-3.0, -4.0, 1.0, 2.0]
-        );
-        assert_eq!(
-            rotary(&x, &cos, &sin, &pos, true, 0).unwrap().to_f64_vec(),
-            vec![-2.0, 1.0, -4.0, 3.0]
-        );
+        assert_eq!(rotary(&x, &cos, &sin, &pos, false, 0).unwrap().to_f64_vec(), vec![-3.0, -4.0, 1.0, 2.0]);
+        assert_eq!(rotary(&x, &cos, &sin, &pos, true, 0).unwrap().to_f64_vec(), vec![-2.0, 1.0, -4.0, 3.0]);
         let c1 = f64t(&[2, 1], &[1.0, 0.0]);
         let s1 = f64t(&[2, 1], &[0.0, 1.0]);
+        assert_eq!(rotary(&x, &c1, &s1, &pos, false, 2).unwrap().to_f64_vec(), vec![-2.0, 1.0, 3.0, 4.0]);
         assert_eq!(
-            rotary(&x, &c1, &s1, &pos, false, 2).unwrap().to_f64_vec(),
-            vec![-2.0, 1.0, 3.0, 4.0]
-        );
-        assert_eq!(
-            rotary(&x, &cos, &sin, &i64t(&[1, 1], &[0]), false, 0)
-                .unwrap()
-                .to_f64_vec(),
+            rotary(&x, &cos, &sin, &i64t(&[1, 1], &[0]), false, 0).unwrap().to_f64_vec(),
             vec![1.0, 2.0, 3.0, 4.0]
         );
-        assert!(rotary(&x, &cos, &sin, &i64t(&[1, 1], &[2]), false, 0)
-            .unwrap_err()
-            .contains("position id 2"));
+        assert!(rotary(&x, &cos, &sin, &i64t(&[1, 1], &[2]), false, 0).unwrap_err().contains("position id 2"));
         assert!(rotary(&x, &cos, &sin, &pos, false, 3).is_err());
     }
 
@@ -496,10 +403,7 @@ mod tests {
         let v1 = f64t(&[1, 1, 1, 1], &[6.0]);
         let r = attention(&[&q1, &k1, &v1, &pk, &pv], Some(1.0), true, 3).unwrap();
         assert_close(&r[0].to_f64_vec(), &[4.0], 1e-15);
-        assert_eq!(
-            (r[1].shape.clone(), r[2].to_f64_vec()),
-            (vec![1, 1, 3, 1], vec![2.0, 4.0, 6.0])
-        );
+        assert_eq!((r[1].shape.clone(), r[2].to_f64_vec()), (vec![1, 1, 3, 1], vec![2.0, 4.0, 6.0]));
         // Scores use the scale: q·k = 1·ln 3 with keys [0, ln 3] → weights 1/4, 3/4.
         let qs = f64t(&[1, 1, 1, 1], &[1.0]);
         let ks = f64t(&[1, 1, 2, 1], &[0.0, 3f64.ln()]);
@@ -514,10 +418,7 @@ mod tests {
     #[test]
     fn silu_mul_values() {
         let r = silu_mul(&f32t(&[2], &[0.0, 1.0]), &f32t(&[2], &[5.0, 2.0])).unwrap();
-        assert_eq!(
-            r.to_f64_vec(),
-            vec![0.0, (2.0 * 0.7310585786300049f64) as f32 as f64]
-        );
+        assert_eq!(r.to_f64_vec(), vec![0.0, (2.0 * 0.7310585786300049f64) as f32 as f64]);
         assert_eq!(r.dtype, DType::F32);
         assert!(silu_mul(&f32t(&[2], &[0.0, 1.0]), &f32t(&[1], &[5.0])).is_err());
     }

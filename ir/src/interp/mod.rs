@@ -53,23 +53,15 @@ pub enum InterpError {
     NoFunction { function: String, available: String },
     #[error("function `{function}`: missing input `{input}`")]
     MissingInput { function: String, input: String },
-    #[error(
-        "function `{function}`: unexpected input `{input}` (the function's inputs are: {expected})"
-    )]
-    ExtraInput {
-        function: String,
-        input: String,
-        expected: String,
-    },
+    #[error("function `{function}`: unexpected input `{input}` (the function's inputs are: {expected})")]
+    ExtraInput { function: String, input: String, expected: String },
     #[error("function `{function}`: input `{input}` is given twice")]
     DuplicateInput { function: String, input: String },
     #[error("function `{function}`: input `{input}`: {message}")]
-    Input {
-        function: String,
-        input: String,
-        message: String,
-    },
-    #[error("function `{function}`: symbol `?{symbol}` is {first_value} from {first} but {second_value} from {second}")]
+    Input { function: String, input: String, message: String },
+    #[error(
+        "function `{function}`: symbol `?{symbol}` is {first_value} from {first} but {second_value} from {second}"
+    )]
     SymbolConflict {
         function: String,
         symbol: String,
@@ -81,29 +73,13 @@ pub enum InterpError {
     #[error("function `{function}`: {message}")]
     Cycle { function: String, message: String },
     #[error("function `{function}`: weight `@{weight}`: {message}")]
-    WeightDecl {
-        function: String,
-        weight: String,
-        message: String,
-    },
+    WeightDecl { function: String, weight: String, message: String },
     #[error("function `{function}`: {source}")]
-    Weight {
-        function: String,
-        weight: String,
-        source: Box<WeightError>,
-    },
+    Weight { function: String, weight: String, source: Box<WeightError> },
     #[error("function `{function}`: `{op}`: {message}")]
-    Op {
-        function: String,
-        op: String,
-        message: String,
-    },
+    Op { function: String, op: String, message: String },
     #[error("function `{function}`: output `{output}`: {message}")]
-    Output {
-        function: String,
-        output: String,
-        message: String,
-    },
+    Output { function: String, output: String, message: String },
 }
 
 /// What an op implementation may read besides its operands: its declared result types
@@ -120,12 +96,10 @@ impl OpCtx<'_> {
     }
 
     fn result_type(&self, i: usize) -> OpResult<&TensorType> {
-        self.result_types.get(i).copied().ok_or_else(|| {
-            format!(
-                "the op needs a result #{i} but declares only {}",
-                self.n_results()
-            )
-        })
+        self.result_types
+            .get(i)
+            .copied()
+            .ok_or_else(|| format!("the op needs a result #{i} but declares only {}", self.n_results()))
     }
 
     pub(crate) fn result_dtype(&self, i: usize) -> OpResult<DType> {
@@ -135,10 +109,7 @@ impl OpCtx<'_> {
     /// Evaluate one declared dim of result `i`.
     pub(crate) fn result_dim(&self, i: usize, d: usize) -> OpResult<usize> {
         let ty = self.result_type(i)?;
-        let dim = ty
-            .shape
-            .get(d)
-            .ok_or_else(|| format!("declared result type {ty} has no dim {d}"))?;
+        let dim = ty.shape.get(d).ok_or_else(|| format!("declared result type {ty} has no dim {d}"))?;
         self.eval_dim(ty, dim)
     }
 
@@ -156,8 +127,12 @@ impl OpCtx<'_> {
             ));
         }
         let v = dim.eval(self.bindings).ok_or_else(|| {
-            let unbound: Vec<String> =
-                dim.symbols().into_iter().filter(|s| !self.bindings.contains_key(*s)).map(|s| format!("?{s}")).collect();
+            let unbound: Vec<String> = dim
+                .symbols()
+                .into_iter()
+                .filter(|s| !self.bindings.contains_key(*s))
+                .map(|s| format!("?{s}"))
+                .collect();
             if unbound.is_empty() {
                 format!("dim `{dim}` of the declared result type {ty} overflows")
             } else {
@@ -168,8 +143,7 @@ impl OpCtx<'_> {
                 )
             }
         })?;
-        usize::try_from(v)
-            .map_err(|_| format!("dim `{dim}` of the declared result type {ty} evaluates to {v}"))
+        usize::try_from(v).map_err(|_| format!("dim `{dim}` of the declared result type {ty} evaluates to {v}"))
     }
 }
 
@@ -181,20 +155,14 @@ pub fn run_function(
     inputs: &[(String, Tensor)],
     weights: &dyn WeightProvider,
 ) -> Result<Vec<(String, Tensor)>, InterpError> {
-    let f = m
-        .function(function)
-        .ok_or_else(|| InterpError::NoFunction {
-            function: function.to_string(),
-            available: if m.functions.is_empty() {
-                "no functions".into()
-            } else {
-                m.functions
-                    .iter()
-                    .map(|f| format!("`{}`", f.name))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
-        })?;
+    let f = m.function(function).ok_or_else(|| InterpError::NoFunction {
+        function: function.to_string(),
+        available: if m.functions.is_empty() {
+            "no functions".into()
+        } else {
+            m.functions.iter().map(|f| format!("`{}`", f.name)).collect::<Vec<_>>().join(", ")
+        },
+    })?;
     Run::new(m, f, weights).run(inputs)
 }
 
@@ -249,19 +217,11 @@ impl<'a> Run<'a> {
                 .ops
                 .iter()
                 .take(8)
-                .filter_map(|o| {
-                    self.f
-                        .op(*o)
-                        .map(|d| format!("`{}`", self.op_label(&d.results, &d.op)))
-                })
+                .filter_map(|o| self.f.op(*o).map(|d| format!("`{}`", self.op_label(&d.results, &d.op))))
                 .collect();
             InterpError::Cycle {
                 function: self.fname(),
-                message: format!(
-                    "the graph has a cycle through {} op(s): {}",
-                    cycle.ops.len(),
-                    ops.join(", ")
-                ),
+                message: format!("the graph has a cycle through {} op(s): {}", cycle.ops.len(), ops.join(", ")),
             }
         })?;
         self.bind_inputs(inputs)?;
@@ -280,26 +240,14 @@ impl<'a> Run<'a> {
         for (pos, id) in order.iter().enumerate() {
             let Some(data) = f.op(*id) else { continue };
             let label = self.op_label(&data.results, &data.op);
-            let op_err = |message: String| InterpError::Op {
-                function: f.name.clone(),
-                op: label.clone(),
-                message,
-            };
+            let op_err = |message: String| InterpError::Op { function: f.name.clone(), op: label.clone(), message };
             let (lo, hi) = data.op.operand_range();
             if data.operands.len() < lo || data.operands.len() > hi {
-                return Err(op_err(format!(
-                    "has {} operands, expected {}",
-                    data.operands.len(),
-                    range_text(lo, hi)
-                )));
+                return Err(op_err(format!("has {} operands, expected {}", data.operands.len(), range_text(lo, hi))));
             }
             let (lo, hi) = data.op.result_range();
             if data.results.len() < lo || data.results.len() > hi {
-                return Err(op_err(format!(
-                    "has {} results, expected {}",
-                    data.results.len(),
-                    range_text(lo, hi)
-                )));
+                return Err(op_err(format!("has {} results, expected {}", data.results.len(), range_text(lo, hi))));
             }
             // Make sure every operand is available (loading weights lazily).
             for (slot, v) in data.operands.iter().enumerate() {
@@ -314,18 +262,11 @@ impl<'a> Run<'a> {
                 result_types.push(ty);
             }
             let results = {
-                let args: Vec<&Tensor> = data
-                    .operands
-                    .iter()
-                    .filter_map(|v| self.lookup(*v))
-                    .collect();
+                let args: Vec<&Tensor> = data.operands.iter().filter_map(|v| self.lookup(*v)).collect();
                 if args.len() != data.operands.len() {
                     return Err(op_err("internal error: an operand vanished".into()));
                 }
-                let ctx = OpCtx {
-                    result_types: result_types.clone(),
-                    bindings: &self.bindings,
-                };
+                let ctx = OpCtx { result_types: result_types.clone(), bindings: &self.bindings };
                 eval_op(&data.op, &args, &ctx).map_err(op_err)?
             };
             if results.len() != data.results.len() {
@@ -336,8 +277,7 @@ impl<'a> Run<'a> {
                 )));
             }
             for (i, (t, ty)) in results.iter().zip(&result_types).enumerate() {
-                self.check_result(t, ty, &self.value_name(data.results[i]))
-                    .map_err(op_err)?;
+                self.check_result(t, ty, &self.value_name(data.results[i])).map_err(op_err)?;
             }
             // Free operands whose last use this was.
             for v in &data.operands {
@@ -356,25 +296,17 @@ impl<'a> Run<'a> {
         for (name, v) in self.f.outputs() {
             if let Some(ValueDef::Weight { .. }) = self.f.try_value(*v).map(|d| &d.def) {
                 self.ensure_value(*v, 0, "output").map_err(|e| match e {
-                    InterpError::Op { message, .. } => InterpError::Output {
-                        function: self.fname(),
-                        output: name.clone(),
-                        message,
-                    },
+                    InterpError::Op { message, .. } => {
+                        InterpError::Output { function: self.fname(), output: name.clone(), message }
+                    }
                     other => other,
                 })?;
             }
-            let t = self
-                .lookup(*v)
-                .cloned()
-                .ok_or_else(|| InterpError::Output {
-                    function: self.fname(),
-                    output: name.clone(),
-                    message: format!(
-                        "value {} was never computed (dangling or erased producer)",
-                        self.value_name(*v)
-                    ),
-                })?;
+            let t = self.lookup(*v).cloned().ok_or_else(|| InterpError::Output {
+                function: self.fname(),
+                output: name.clone(),
+                message: format!("value {} was never computed (dangling or erased producer)", self.value_name(*v)),
+            })?;
             out.push((name.clone(), t));
         }
         Ok(out)
@@ -419,10 +351,12 @@ impl<'a> Run<'a> {
                     weight: name.clone(),
                     source: Box::new(source),
                 })?;
-                let decl_err = |message: String| InterpError::WeightDecl { function: self.fname(), weight: name.clone(), message };
+                let decl_err =
+                    |message: String| InterpError::WeightDecl { function: self.fname(), weight: name.clone(), message };
                 let t = common::normalize(t).map_err(&decl_err)?;
                 let shape_ok = decl.ty.fixed_shape().is_some_and(|s| {
-                    s.len() == t.shape.len() && s.iter().zip(&t.shape).all(|(a, b)| usize::try_from(*a).ok() == Some(*b))
+                    s.len() == t.shape.len()
+                        && s.iter().zip(&t.shape).all(|(a, b)| usize::try_from(*a).ok() == Some(*b))
                 });
                 if t.dtype != decl.ty.dtype || !shape_ok {
                     return Err(decl_err(format!(
@@ -450,65 +384,37 @@ impl<'a> Run<'a> {
         let mut seen: HashSet<&str> = HashSet::new();
         for (name, _) in inputs {
             if !seen.insert(name.as_str()) {
-                return Err(InterpError::DuplicateInput {
-                    function: self.fname(),
-                    input: name.clone(),
-                });
+                return Err(InterpError::DuplicateInput { function: self.fname(), input: name.clone() });
             }
             if !params.iter().any(|(p, _)| p == name) {
-                let expected = params
-                    .iter()
-                    .map(|(p, _)| format!("`{p}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let expected = params.iter().map(|(p, _)| format!("`{p}`")).collect::<Vec<_>>().join(", ");
                 return Err(InterpError::ExtraInput {
                     function: self.fname(),
                     input: name.clone(),
-                    expected: if expected.is_empty() {
-                        "none".into()
-                    } else {
-                        expected
-                    },
+                    expected: if expected.is_empty() { "none".into() } else { expected },
                 });
             }
         }
         // First pass: dtype, rank, static dims and plain-symbol bindings.
         let mut given: Vec<(&str, ValueId, &TensorType, Tensor)> = Vec::new();
         for (pname, v) in params {
-            let (_, t) = inputs.iter().find(|(n, _)| n == pname).ok_or_else(|| {
-                InterpError::MissingInput {
-                    function: self.fname(),
-                    input: pname.clone(),
-                }
-            })?;
+            let (_, t) = inputs
+                .iter()
+                .find(|(n, _)| n == pname)
+                .ok_or_else(|| InterpError::MissingInput { function: self.fname(), input: pname.clone() })?;
             let fname = self.fname();
-            let in_err = |message: String| InterpError::Input {
-                function: fname.clone(),
-                input: pname.clone(),
-                message,
-            };
-            let ty = self
-                .f
-                .try_value(*v)
-                .map(|d| &d.ty)
-                .ok_or_else(|| in_err("parameter has no type".into()))?;
+            let in_err =
+                |message: String| InterpError::Input { function: fname.clone(), input: pname.clone(), message };
+            let ty = self.f.try_value(*v).map(|d| &d.ty).ok_or_else(|| in_err("parameter has no type".into()))?;
             if t.dtype != ty.dtype {
-                return Err(in_err(format!(
-                    "expected dtype {} (type {ty}), found {}",
-                    ty.dtype, t.dtype
-                )));
+                return Err(in_err(format!("expected dtype {} (type {ty}), found {}", ty.dtype, t.dtype)));
             }
             if t.rank() != ty.rank() {
-                return Err(in_err(format!(
-                    "expected rank {} (type {ty}), found shape {:?}",
-                    ty.rank(),
-                    t.shape
-                )));
+                return Err(in_err(format!("expected rank {} (type {ty}), found shape {:?}", ty.rank(), t.shape)));
             }
             let t = common::normalize(t.clone()).map_err(&in_err)?;
             for (i, (dim, &actual)) in ty.shape.iter().zip(&t.shape).enumerate() {
-                let actual =
-                    i64::try_from(actual).map_err(|_| in_err(format!("dim {i} is too large")))?;
+                let actual = i64::try_from(actual).map_err(|_| in_err(format!("dim {i} is too large")))?;
                 if let Some(fixed) = dim.as_fixed() {
                     if fixed != actual {
                         return Err(in_err(format!(
@@ -562,37 +468,22 @@ impl<'a> Run<'a> {
     /// Compare a computed result with its declared type; bind fresh plain symbols.
     fn check_result(&mut self, t: &Tensor, ty: &TensorType, name: &str) -> OpResult<()> {
         if common::numel(&t.shape)? != t.numel() {
-            return Err(format!(
-                "internal error: result {name} of shape {:?} holds {} elements",
-                t.shape,
-                t.numel()
-            ));
+            return Err(format!("internal error: result {name} of shape {:?} holds {} elements", t.shape, t.numel()));
         }
         if t.dtype != ty.dtype {
-            return Err(format!(
-                "result {name} is declared {ty} but the op computes dtype {}",
-                t.dtype
-            ));
+            return Err(format!("result {name} is declared {ty} but the op computes dtype {}", t.dtype));
         }
         if t.rank() != ty.rank() {
-            return Err(format!(
-                "result {name} is declared {ty} but the op computes shape {:?}",
-                t.shape
-            ));
+            return Err(format!("result {name} is declared {ty} but the op computes shape {:?}", t.shape));
         }
         for (dim, &actual) in ty.shape.iter().zip(&t.shape) {
-            let actual_i =
-                i64::try_from(actual).map_err(|_| format!("result {name} has a dim too large"))?;
+            let actual_i = i64::try_from(actual).map_err(|_| format!("result {name} has a dim too large"))?;
             match dim.eval(&self.bindings) {
                 Some(expected) if expected != actual_i => {
                     let shown: Vec<String> = ty
                         .shape
                         .iter()
-                        .map(|d| {
-                            d.eval(&self.bindings)
-                                .map(|v| v.to_string())
-                                .unwrap_or_else(|| d.to_string())
-                        })
+                        .map(|d| d.eval(&self.bindings).map(|v| v.to_string()).unwrap_or_else(|| d.to_string()))
                         .collect();
                     return Err(format!(
                         "result {name} is declared {ty} (= [{}] under the bindings) but the op computes shape {:?}",
@@ -605,8 +496,7 @@ impl<'a> Run<'a> {
                     if let Some(sym) = dim.as_symbol() {
                         if !self.bindings.contains_key(sym) {
                             self.bindings.insert(sym.to_string(), actual_i);
-                            self.origins
-                                .insert(sym.to_string(), format!("result {name}"));
+                            self.origins.insert(sym.to_string(), format!("result {name}"));
                         }
                     }
                 }
@@ -629,136 +519,58 @@ fn range_text(lo: usize, hi: usize) -> String {
 /// Evaluate one op on its operands.
 fn eval_op(op: &Op, args: &[&Tensor], ctx: &OpCtx<'_>) -> OpResult<Vec<Tensor>> {
     let one = |t: Tensor| Ok(vec![t]);
-    let arg = |i: usize| {
-        args.get(i)
-            .copied()
-            .ok_or_else(|| format!("missing operand {i}"))
-    };
+    let arg = |i: usize| args.get(i).copied().ok_or_else(|| format!("missing operand {i}"));
     match op {
-        Op::Constant { value } => {
-            one(common::normalize(value.clone()).map_err(|e| format!("literal: {e}"))?)
-        }
+        Op::Constant { value } => one(common::normalize(value.clone()).map_err(|e| format!("literal: {e}"))?),
         op if op.is_unary_elementwise() => one(elementwise::unary(op, arg(0)?)?),
         op if op.is_binary_elementwise() => one(elementwise::binary(op, arg(0)?, arg(1)?)?),
         Op::Where => one(elementwise::where_(arg(0)?, arg(1)?, arg(2)?)?),
         op if op.reduction().is_some() => one(reduce::reduce(op, arg(0)?)?),
-        Op::ArgMax {
-            axis,
-            keepdims,
-            select_last_index,
-        } => one(reduce::arg_extreme(
-            arg(0)?,
-            *axis,
-            *keepdims,
-            *select_last_index,
-            true,
-        )?),
-        Op::ArgMin {
-            axis,
-            keepdims,
-            select_last_index,
-        } => one(reduce::arg_extreme(
-            arg(0)?,
-            *axis,
-            *keepdims,
-            *select_last_index,
-            false,
-        )?),
+        Op::ArgMax { axis, keepdims, select_last_index } => {
+            one(reduce::arg_extreme(arg(0)?, *axis, *keepdims, *select_last_index, true)?)
+        }
+        Op::ArgMin { axis, keepdims, select_last_index } => {
+            one(reduce::arg_extreme(arg(0)?, *axis, *keepdims, *select_last_index, false)?)
+        }
         Op::Softmax { axis } => one(reduce::softmax(arg(0)?, *axis, false)?),
         Op::LogSoftmax { axis } => one(reduce::softmax(arg(0)?, *axis, true)?),
-        Op::CumSum {
-            axis,
-            exclusive,
-            reverse,
-        } => one(reduce::cumsum(arg(0)?, *axis, *exclusive, *reverse)?),
-        Op::TopK {
-            axis,
-            k,
-            largest,
-            sorted: _,
-        } => reduce::topk(arg(0)?, *axis, *k, *largest),
+        Op::CumSum { axis, exclusive, reverse } => one(reduce::cumsum(arg(0)?, *axis, *exclusive, *reverse)?),
+        Op::TopK { axis, k, largest, sorted: _ } => reduce::topk(arg(0)?, *axis, *k, *largest),
         Op::MatMul => one(linalg::matmul(arg(0)?, arg(1)?)?),
-        Op::Gemm {
-            alpha,
-            beta,
-            trans_a,
-            trans_b,
-        } => one(linalg::gemm(
-            arg(0)?,
-            arg(1)?,
-            args.get(2).copied(),
-            *alpha,
-            *beta,
-            *trans_a,
-            *trans_b,
-        )?),
+        Op::Gemm { alpha, beta, trans_a, trans_b } => {
+            one(linalg::gemm(arg(0)?, arg(1)?, args.get(2).copied(), *alpha, *beta, *trans_a, *trans_b)?)
+        }
         Op::Linear => one(linalg::linear(arg(0)?, arg(1)?, args.get(2).copied())?),
         Op::QuantizedLinear => one(linalg::quantized_linear(args)?),
-        Op::Reshape { allowzero } => one(shape_ops::reshape(
-            arg(0)?,
-            args.get(1).copied(),
-            *allowzero,
-            ctx,
-        )?),
+        Op::Reshape { allowzero } => one(shape_ops::reshape(arg(0)?, args.get(1).copied(), *allowzero, ctx)?),
         Op::Transpose { perm } => one(shape_ops::transpose(arg(0)?, perm)?),
         Op::Concat { axis } => one(shape_ops::concat(args, *axis)?),
         Op::Split { axis } => shape_ops::split(arg(0)?, *axis, ctx),
-        Op::Slice {
-            axes,
-            starts,
-            ends,
-            steps,
-        } => one(shape_ops::slice(args, axes, starts, ends, steps)?),
+        Op::Slice { axes, starts, ends, steps } => one(shape_ops::slice(args, axes, starts, ends, steps)?),
         Op::Gather { axis } => one(gather::gather(arg(0)?, arg(1)?, *axis)?),
         Op::GatherElements { axis } => one(gather::gather_elements(arg(0)?, arg(1)?, *axis)?),
         Op::GatherNd { batch_dims } => one(gather::gather_nd(arg(0)?, arg(1)?, *batch_dims)?),
-        Op::ScatterNd { reduction } => {
-            one(gather::scatter_nd(arg(0)?, arg(1)?, arg(2)?, *reduction)?)
-        }
+        Op::ScatterNd { reduction } => one(gather::scatter_nd(arg(0)?, arg(1)?, arg(2)?, *reduction)?),
         Op::Expand => one(shape_ops::expand(arg(0)?, args.get(1).copied(), ctx)?),
         Op::Squeeze { axes } => one(shape_ops::squeeze(arg(0)?, axes)?),
         Op::Unsqueeze { axes } => one(shape_ops::unsqueeze(arg(0)?, axes)?),
         Op::Shape { start, end } => one(shape_ops::shape(arg(0)?, *start, *end)),
-        Op::ConstantOfShape { value } => one(shape_ops::constant_of_shape(
-            args.first().copied(),
-            value,
-            ctx,
-        )?),
+        Op::ConstantOfShape { value } => one(shape_ops::constant_of_shape(args.first().copied(), value, ctx)?),
         Op::Range => one(shape_ops::range(arg(0)?, arg(1)?, arg(2)?)?),
         Op::Trilu { upper, k } => one(shape_ops::trilu(arg(0)?, *upper, *k)?),
         Op::Pad { pads, mode, value } => one(shape_ops::pad(arg(0)?, pads, *mode, *value)?),
         Op::Tile { repeats } => one(shape_ops::tile(arg(0)?, repeats)?),
-        Op::LayerNorm { axis, epsilon } => one(llm::layer_norm(
-            arg(0)?,
-            arg(1)?,
-            args.get(2).copied(),
-            *axis,
-            *epsilon,
-        )?),
-        Op::RmsNorm { epsilon } => one(llm::rms_norm(arg(0)?, arg(1)?, *epsilon)?),
-        Op::RmsNormResidual { epsilon } => {
-            llm::rms_norm_residual(arg(0)?, arg(1)?, arg(2)?, *epsilon)
+        Op::LayerNorm { axis, epsilon } => {
+            one(llm::layer_norm(arg(0)?, arg(1)?, args.get(2).copied(), *axis, *epsilon)?)
         }
-        Op::RotaryEmbedding {
-            interleaved,
-            rotary_dim,
-        } => one(llm::rotary(
-            arg(0)?,
-            arg(1)?,
-            arg(2)?,
-            arg(3)?,
-            *interleaved,
-            *rotary_dim,
-        )?),
+        Op::RmsNorm { epsilon } => one(llm::rms_norm(arg(0)?, arg(1)?, *epsilon)?),
+        Op::RmsNormResidual { epsilon } => llm::rms_norm_residual(arg(0)?, arg(1)?, arg(2)?, *epsilon),
+        Op::RotaryEmbedding { interleaved, rotary_dim } => {
+            one(llm::rotary(arg(0)?, arg(1)?, arg(2)?, arg(3)?, *interleaved, *rotary_dim)?)
+        }
         Op::Attention { scale, causal } => llm::attention(args, *scale, *causal, ctx.n_results()),
         Op::SiluMul => one(llm::silu_mul(arg(0)?, arg(1)?)?),
-        Op::Sample {
-            temperature,
-            top_k,
-            top_p,
-            repetition_penalty,
-            seed,
-        } => {
+        Op::Sample { temperature, top_k, top_p, repetition_penalty, seed } => {
             let params = sample::SampleParams {
                 temperature: *temperature,
                 top_k: *top_k,
@@ -768,10 +580,7 @@ fn eval_op(op: &Op, args: &[&Tensor], ctx: &OpCtx<'_>) -> OpResult<Vec<Tensor>> 
             };
             one(sample::sample(arg(0)?, args.get(1).copied(), &params)?)
         }
-        other => Err(format!(
-            "internal error: op `{}` has no interpreter implementation",
-            other.name()
-        )),
+        other => Err(format!("internal error: op `{}` has no interpreter implementation", other.name())),
     }
 }
 
@@ -791,21 +600,13 @@ pub(crate) mod test_util {
         Tensor::from_i64(DType::I64, shape.to_vec(), v.to_vec()).unwrap()
     }
     pub(crate) fn boolt(shape: &[usize], v: &[bool]) -> Tensor {
-        Tensor::from_i64(
-            DType::Bool,
-            shape.to_vec(),
-            v.iter().map(|&b| b as i64).collect(),
-        )
-        .unwrap()
+        Tensor::from_i64(DType::Bool, shape.to_vec(), v.iter().map(|&b| b as i64).collect()).unwrap()
     }
     pub(crate) fn assert_close(actual: &[f64], expected: &[f64], tol: f64) {
         assert_eq!(actual.len(), expected.len(), "{actual:?} vs {expected:?}");
         for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
             let ok = (a.is_nan() && e.is_nan()) || a == e || (a - e).abs() <= tol * (1.0 + e.abs());
-            assert!(
-                ok,
-                "element {i}: {a} vs {e} (all: {actual:?} vs {expected:?})"
-            );
+            assert!(ok, "element {i}: {a} vs {e} (all: {actual:?} vs {expected:?})");
         }
     }
 }

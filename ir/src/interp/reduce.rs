@@ -14,8 +14,8 @@
 //! results sorted (also when `sorted` is false, which leaves the order unspecified).
 
 use super::common::{
-    class, cmp_nan_max, filled, float_tensor, int_tensor, norm_axes, norm_axis, numel,
-    require_numeric, split_at_axis, strides, vec_with_capacity, Class, Num, OffsetIter, OpResult,
+    class, cmp_nan_max, filled, float_tensor, int_tensor, norm_axes, norm_axis, numel, require_numeric, split_at_axis,
+    strides, vec_with_capacity, Class, Num, OffsetIter, OpResult,
 };
 use crate::dtype::DType;
 use crate::op::Op;
@@ -52,44 +52,21 @@ pub(crate) fn reduce(op: &Op, x: &Tensor) -> OpResult<Tensor> {
     let rank = x.rank();
     let axes = norm_axes(axes, rank)?;
     let reduced: Vec<bool> = (0..rank).map(|d| axes.contains(&d)).collect();
-    let kept_shape: Vec<usize> = x
-        .shape
-        .iter()
-        .zip(&reduced)
-        .map(|(&d, &r)| if r { 1 } else { d })
-        .collect();
+    let kept_shape: Vec<usize> = x.shape.iter().zip(&reduced).map(|(&d, &r)| if r { 1 } else { d }).collect();
     let out_shape: Vec<usize> = if keepdims {
         kept_shape.clone()
     } else {
-        x.shape
-            .iter()
-            .zip(&reduced)
-            .filter(|(_, &r)| !r)
-            .map(|(&d, _)| d)
-            .collect()
+        x.shape.iter().zip(&reduced).filter(|(_, &r)| !r).map(|(&d, _)| d).collect()
     };
     let out_n = numel(&out_shape)?;
-    let count: usize = x
-        .shape
-        .iter()
-        .zip(&reduced)
-        .filter(|(_, &r)| r)
-        .map(|(&d, _)| d)
-        .product();
+    let count: usize = x.shape.iter().zip(&reduced).filter(|(_, &r)| r).map(|(&d, _)| d).product();
     if count == 0 && out_n > 0 && matches!(kind, Kind::Max | Kind::Min) {
-        return Err(format!(
-            "`{}` over an empty extent (shape {:?}, axes {axes:?})",
-            op.name(),
-            x.shape
-        ));
+        return Err(format!("`{}` over an empty extent (shape {:?}, axes {axes:?})", op.name(), x.shape));
     }
     // For each input element (row-major), the offset of its output element.
     let kept_strides = strides(&kept_shape);
-    let map_strides: Vec<isize> = kept_strides
-        .iter()
-        .zip(&reduced)
-        .map(|(&s, &r)| if r { 0 } else { s as isize })
-        .collect();
+    let map_strides: Vec<isize> =
+        kept_strides.iter().zip(&reduced).map(|(&s, &r)| if r { 0 } else { s as isize }).collect();
     let out_offsets = || OffsetIter::new(&x.shape, &map_strides, 0);
 
     match (&x.data, c) {
@@ -137,11 +114,7 @@ pub(crate) fn reduce(op: &Op, x: &Tensor) -> OpResult<Tensor> {
                             *s += (a - m).exp();
                         }
                     }
-                    acc = maxes
-                        .iter()
-                        .zip(&sums)
-                        .map(|(&m, &s)| if m.is_finite() { m + s.ln() } else { m })
-                        .collect();
+                    acc = maxes.iter().zip(&sums).map(|(&m, &s)| if m.is_finite() { m + s.ln() } else { m }).collect();
                 }
                 _ => {}
             }
@@ -149,11 +122,7 @@ pub(crate) fn reduce(op: &Op, x: &Tensor) -> OpResult<Tensor> {
         }
         (TensorData::Int(v), _) => {
             if matches!(kind, Kind::L2 | Kind::LogSumExp) {
-                let as_float = float_tensor(
-                    DType::F64,
-                    x.shape.clone(),
-                    v.iter().map(|&a| a as f64).collect(),
-                );
+                let as_float = float_tensor(DType::F64, x.shape.clone(), v.iter().map(|&a| a as f64).collect());
                 let r = reduce(op, &as_float)?;
                 let out: Vec<i64> = r.to_f64_vec().into_iter().map(|a| a as i64).collect();
                 return Ok(int_tensor(x.dtype, r.shape, out));
@@ -182,15 +151,11 @@ pub(crate) fn reduce(op: &Op, x: &Tensor) -> OpResult<Tensor> {
                 };
             }
             if kind == Kind::Mean {
-                acc.iter_mut()
-                    .for_each(|s| *s = s.wrapping_div(count as i64));
+                acc.iter_mut().for_each(|s| *s = s.wrapping_div(count as i64));
             }
             Ok(int_tensor(x.dtype, out_shape, acc))
         }
-        _ => Err(format!(
-            "internal error: {} tensor holds mismatched data",
-            x.dtype
-        )),
+        _ => Err(format!("internal error: {} tensor holds mismatched data", x.dtype)),
     }
 }
 
@@ -204,14 +169,7 @@ fn shape_without(shape: &[usize], axis: usize, keepdims: bool) -> Vec<usize> {
     s
 }
 
-fn arg_lanes<T: Num>(
-    v: &[T],
-    outer: usize,
-    n: usize,
-    inner: usize,
-    last: bool,
-    max: bool,
-) -> Vec<i64> {
+fn arg_lanes<T: Num>(v: &[T], outer: usize, n: usize, inner: usize, last: bool, max: bool) -> Vec<i64> {
     let mut out = Vec::with_capacity(outer * inner);
     for o in 0..outer {
         for i in 0..inner {
@@ -226,11 +184,7 @@ fn arg_lanes<T: Num>(
                     continue;
                 }
                 let better = cand.is_nan()
-                    || if max {
-                        cand > cur || (last && cand == cur)
-                    } else {
-                        cand < cur || (last && cand == cur)
-                    };
+                    || if max { cand > cur || (last && cand == cur) } else { cand < cur || (last && cand == cur) };
                 if better {
                     best = k;
                 }
@@ -242,23 +196,14 @@ fn arg_lanes<T: Num>(
 }
 
 /// `argmax` (`max = true`) and `argmin`.
-pub(crate) fn arg_extreme(
-    x: &Tensor,
-    axis: i64,
-    keepdims: bool,
-    last: bool,
-    max: bool,
-) -> OpResult<Tensor> {
+pub(crate) fn arg_extreme(x: &Tensor, axis: i64, keepdims: bool, last: bool, max: bool) -> OpResult<Tensor> {
     let name = if max { "argmax" } else { "argmin" };
     require_numeric(x, &format!("the operand of `{name}`"))?;
     let axis = norm_axis(axis, x.rank())?;
     let (outer, n, inner) = split_at_axis(&x.shape, axis);
     let out_shape = shape_without(&x.shape, axis, keepdims);
     if n == 0 && outer * inner > 0 {
-        return Err(format!(
-            "`{name}` over an empty axis {axis} of shape {:?}",
-            x.shape
-        ));
+        return Err(format!("`{name}` over an empty axis {axis} of shape {:?}", x.shape));
     }
     let out = match &x.data {
         TensorData::Float(v) => arg_lanes(v, outer, n, inner, last, max),
@@ -269,35 +214,18 @@ pub(crate) fn arg_extreme(
 
 /// `softmax` / `log_softmax` along `axis`, computed stably in f64.
 pub(crate) fn softmax(x: &Tensor, axis: i64, log: bool) -> OpResult<Tensor> {
-    let v = super::common::floats(
-        x,
-        if log {
-            "the operand of `log_softmax`"
-        } else {
-            "the operand of `softmax`"
-        },
-    )?;
+    let v = super::common::floats(x, if log { "the operand of `log_softmax`" } else { "the operand of `softmax`" })?;
     let axis = norm_axis(axis, x.rank())?;
     let (outer, n, inner) = split_at_axis(&x.shape, axis);
     let mut out = filled(v.len(), 0.0f64)?;
     for o in 0..outer {
         for i in 0..inner {
             let idx = |k: usize| (o * n + k) * inner + i;
-            let m = (0..n).map(|k| v[idx(k)]).fold(f64::NEG_INFINITY, |m, a| {
-                if a.is_nan() || a > m {
-                    a
-                } else {
-                    m
-                }
-            });
+            let m = (0..n).map(|k| v[idx(k)]).fold(f64::NEG_INFINITY, |m, a| if a.is_nan() || a > m { a } else { m });
             let sum: f64 = (0..n).map(|k| (v[idx(k)] - m).exp()).sum();
             for k in 0..n {
                 let a = v[idx(k)];
-                out[idx(k)] = if log {
-                    a - m - sum.ln()
-                } else {
-                    (a - m).exp() / sum
-                };
+                out[idx(k)] = if log { a - m - sum.ln() } else { (a - m).exp() / sum };
             }
         }
     }
@@ -309,11 +237,7 @@ pub(crate) fn cumsum(x: &Tensor, axis: i64, exclusive: bool, reverse: bool) -> O
     require_numeric(x, "the operand of `cumsum`")?;
     let axis = norm_axis(axis, x.rank())?;
     let (outer, n, inner) = split_at_axis(&x.shape, axis);
-    let order: Vec<usize> = if reverse {
-        (0..n).rev().collect()
-    } else {
-        (0..n).collect()
-    };
+    let order: Vec<usize> = if reverse { (0..n).rev().collect() } else { (0..n).collect() };
     fn run<T: Copy>(
         v: &[T],
         (outer, n, inner): (usize, usize, usize),
@@ -341,23 +265,12 @@ pub(crate) fn cumsum(x: &Tensor, axis: i64, exclusive: bool, reverse: bool) -> O
         out
     }
     Ok(match &x.data {
-        TensorData::Float(v) => float_tensor(
-            x.dtype,
-            x.shape.clone(),
-            run(v, (outer, n, inner), &order, exclusive, 0.0, |a, b| a + b),
-        ),
-        TensorData::Int(v) => int_tensor(
-            x.dtype,
-            x.shape.clone(),
-            run(
-                v,
-                (outer, n, inner),
-                &order,
-                exclusive,
-                0,
-                i64::wrapping_add,
-            ),
-        ),
+        TensorData::Float(v) => {
+            float_tensor(x.dtype, x.shape.clone(), run(v, (outer, n, inner), &order, exclusive, 0.0, |a, b| a + b))
+        }
+        TensorData::Int(v) => {
+            int_tensor(x.dtype, x.shape.clone(), run(v, (outer, n, inner), &order, exclusive, 0, i64::wrapping_add))
+        }
     })
 }
 
@@ -366,12 +279,10 @@ pub(crate) fn topk(x: &Tensor, axis: i64, k: i64, largest: bool) -> OpResult<Vec
     require_numeric(x, "the operand of `topk`")?;
     let axis = norm_axis(axis, x.rank())?;
     let (outer, n, inner) = split_at_axis(&x.shape, axis);
-    let k = usize::try_from(k).ok().filter(|&k| k <= n).ok_or_else(|| {
-        format!(
-            "k = {k} is outside [0, {n}] for axis {axis} of shape {:?}",
-            x.shape
-        )
-    })?;
+    let k = usize::try_from(k)
+        .ok()
+        .filter(|&k| k <= n)
+        .ok_or_else(|| format!("k = {k} is outside [0, {n}] for axis {axis} of shape {:?}", x.shape))?;
     let mut out_shape = x.shape.clone();
     out_shape[axis] = k;
     let total = numel(&out_shape)?;
@@ -444,217 +355,55 @@ mod tests {
     #[test]
     fn reductions() {
         let x = f64t(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-        let r = red(
-            Op::ReduceSum {
-                axes: vec![1],
-                keepdims: false,
-            },
-            &x,
-        );
-        assert_eq!(
-            (r.shape.clone(), r.to_f64_vec()),
-            (vec![2], vec![6.0, 15.0])
-        );
-        let r = red(
-            Op::ReduceSum {
-                axes: vec![0],
-                keepdims: true,
-            },
-            &x,
-        );
-        assert_eq!(
-            (r.shape.clone(), r.to_f64_vec()),
-            (vec![1, 3], vec![5.0, 7.0, 9.0])
-        );
-        let r = red(
-            Op::ReduceMean {
-                axes: vec![0, 1],
-                keepdims: false,
-            },
-            &x,
-        );
+        let r = red(Op::ReduceSum { axes: vec![1], keepdims: false }, &x);
+        assert_eq!((r.shape.clone(), r.to_f64_vec()), (vec![2], vec![6.0, 15.0]));
+        let r = red(Op::ReduceSum { axes: vec![0], keepdims: true }, &x);
+        assert_eq!((r.shape.clone(), r.to_f64_vec()), (vec![1, 3], vec![5.0, 7.0, 9.0]));
+        let r = red(Op::ReduceMean { axes: vec![0, 1], keepdims: false }, &x);
         assert_eq!((r.shape.clone(), r.to_f64_vec()), (vec![], vec![3.5]));
+        assert_eq!(red(Op::ReduceMax { axes: vec![-1], keepdims: false }, &x).to_f64_vec(), vec![3.0, 6.0]);
+        assert_eq!(red(Op::ReduceMin { axes: vec![0], keepdims: false }, &x).to_f64_vec(), vec![1.0, 2.0, 3.0]);
+        assert_eq!(red(Op::ReduceProd { axes: vec![1], keepdims: false }, &x).to_f64_vec(), vec![6.0, 120.0]);
+        assert_eq!(red(Op::ReduceSumSquare { axes: vec![1], keepdims: false }, &x).to_f64_vec(), vec![14.0, 77.0]);
         assert_eq!(
-            red(
-                Op::ReduceMax {
-                    axes: vec![-1],
-                    keepdims: false
-                },
-                &x
-            )
-            .to_f64_vec(),
-            vec![3.0, 6.0]
-        );
-        assert_eq!(
-            red(
-                Op::ReduceMin {
-                    axes: vec![0],
-                    keepdims: false
-                },
-                &x
-            )
-            .to_f64_vec(),
-            vec![1.0, 2.0, 3.0]
-        );
-        assert_eq!(
-            red(
-                Op::ReduceProd {
-                    axes: vec![1],
-                    keepdims: false
-                },
-                &x
-            )
-            .to_f64_vec(),
-            vec![6.0, 120.0]
-        );
-        assert_eq!(
-            red(
-                Op::ReduceSumSquare {
-                    axes: vec![1],
-                    keepdims: false
-                },
-                &x
-            )
-            .to_f64_vec(),
-            vec![14.0, 77.0]
-        );
-        assert_eq!(
-            red(
-                Op::ReduceL1 {
-                    axes: vec![0],
-                    keepdims: false
-                },
-                &f64t(&[2], &[-1.0, 2.0])
-            )
-            .to_f64_vec(),
+            red(Op::ReduceL1 { axes: vec![0], keepdims: false }, &f64t(&[2], &[-1.0, 2.0])).to_f64_vec(),
             vec![3.0]
         );
         assert_eq!(
-            red(
-                Op::ReduceL2 {
-                    axes: vec![0],
-                    keepdims: false
-                },
-                &f64t(&[2], &[3.0, 4.0])
-            )
-            .to_f64_vec(),
+            red(Op::ReduceL2 { axes: vec![0], keepdims: false }, &f64t(&[2], &[3.0, 4.0])).to_f64_vec(),
             vec![5.0]
         );
-        let lse = red(
-            Op::ReduceLogSumExp {
-                axes: vec![0],
-                keepdims: false,
-            },
-            &f64t(&[2], &[1000.0, 1000.0]),
-        )
-        .to_f64_vec();
+        let lse =
+            red(Op::ReduceLogSumExp { axes: vec![0], keepdims: false }, &f64t(&[2], &[1000.0, 1000.0])).to_f64_vec();
         assert_close(&lse, &[1000.0 + std::f64::consts::LN_2], 1e-15);
         // Empty axes: no reduction, element-wise aggregate.
-        let r = red(
-            Op::ReduceSumSquare {
-                axes: vec![],
-                keepdims: false,
-            },
-            &f64t(&[2], &[-2.0, 3.0]),
-        );
+        let r = red(Op::ReduceSumSquare { axes: vec![], keepdims: false }, &f64t(&[2], &[-2.0, 3.0]));
         assert_eq!((r.shape.clone(), r.to_f64_vec()), (vec![2], vec![4.0, 9.0]));
         // NaN propagates through max.
-        assert!(red(
-            Op::ReduceMax {
-                axes: vec![0],
-                keepdims: false
-            },
-            &f64t(&[3], &[1.0, f64::NAN, 2.0])
-        )
-        .to_f64_vec()[0]
-            .is_nan());
+        assert!(red(Op::ReduceMax { axes: vec![0], keepdims: false }, &f64t(&[3], &[1.0, f64::NAN, 2.0])).to_f64_vec()
+            [0]
+        .is_nan());
         // Empty extents.
         let e = f64t(&[0, 2], &[]);
-        assert_eq!(
-            red(
-                Op::ReduceSum {
-                    axes: vec![0],
-                    keepdims: false
-                },
-                &e
-            )
-            .to_f64_vec(),
-            vec![0.0, 0.0]
-        );
-        assert!(reduce(
-            &Op::ReduceMax {
-                axes: vec![0],
-                keepdims: false
-            },
-            &e
-        )
-        .unwrap_err()
-        .contains("empty"));
+        assert_eq!(red(Op::ReduceSum { axes: vec![0], keepdims: false }, &e).to_f64_vec(), vec![0.0, 0.0]);
+        assert!(reduce(&Op::ReduceMax { axes: vec![0], keepdims: false }, &e).unwrap_err().contains("empty"));
         // Integers wrap / truncate.
         let i = i64t(&[3], &[7, -2, 2]);
-        assert_eq!(
-            red(
-                Op::ReduceMean {
-                    axes: vec![0],
-                    keepdims: false
-                },
-                &i
-            )
-            .to_i64_vec(),
-            vec![2]
-        );
-        assert_eq!(
-            red(
-                Op::ReduceProd {
-                    axes: vec![0],
-                    keepdims: false
-                },
-                &i
-            )
-            .to_i64_vec(),
-            vec![-28]
-        );
-        assert!(reduce(
-            &Op::ReduceSum {
-                axes: vec![0, 0],
-                keepdims: false
-            },
-            &i
-        )
-        .is_err());
-        assert!(reduce(
-            &Op::ReduceSum {
-                axes: vec![1],
-                keepdims: false
-            },
-            &i
-        )
-        .is_err());
+        assert_eq!(red(Op::ReduceMean { axes: vec![0], keepdims: false }, &i).to_i64_vec(), vec![2]);
+        assert_eq!(red(Op::ReduceProd { axes: vec![0], keepdims: false }, &i).to_i64_vec(), vec![-28]);
+        assert!(reduce(&Op::ReduceSum { axes: vec![0, 0], keepdims: false }, &i).is_err());
+        assert!(reduce(&Op::ReduceSum { axes: vec![1], keepdims: false }, &i).is_err());
     }
 
     #[test]
     fn argmax_argmin() {
         let x = f64t(&[2, 3], &[1.0, 3.0, 3.0, 2.0, 0.0, 2.0]);
+        assert_eq!(arg_extreme(&x, 1, false, false, true).unwrap().to_i64_vec(), vec![1, 0]);
+        assert_eq!(arg_extreme(&x, 1, false, true, true).unwrap().to_i64_vec(), vec![2, 2]);
+        assert_eq!(arg_extreme(&x, 0, true, false, false).unwrap().shape, vec![1, 3]);
+        assert_eq!(arg_extreme(&x, 0, true, false, false).unwrap().to_i64_vec(), vec![0, 1, 1]);
         assert_eq!(
-            arg_extreme(&x, 1, false, false, true).unwrap().to_i64_vec(),
-            vec![1, 0]
-        );
-        assert_eq!(
-            arg_extreme(&x, 1, false, true, true).unwrap().to_i64_vec(),
-            vec![2, 2]
-        );
-        assert_eq!(
-            arg_extreme(&x, 0, true, false, false).unwrap().shape,
-            vec![1, 3]
-        );
-        assert_eq!(
-            arg_extreme(&x, 0, true, false, false).unwrap().to_i64_vec(),
-            vec![0, 1, 1]
-        );
-        assert_eq!(
-            arg_extreme(&f64t(&[3], &[1.0, f64::NAN, 5.0]), 0, false, false, true)
-                .unwrap()
-                .to_i64_vec(),
+            arg_extreme(&f64t(&[3], &[1.0, f64::NAN, 5.0]), 0, false, false, true).unwrap().to_i64_vec(),
             vec![1]
         );
         assert!(arg_extreme(&f64t(&[0], &[]), 0, false, false, true).is_err());
@@ -663,24 +412,13 @@ mod tests {
     #[test]
     fn softmax_and_log_softmax() {
         let x = f64t(&[2, 2], &[1000.0, 1000.0, 0.0, f64::NEG_INFINITY]);
-        assert_close(
-            &softmax(&x, -1, false).unwrap().to_f64_vec(),
-            &[0.5, 0.5, 1.0, 0.0],
-            0.0,
-        );
+        assert_close(&softmax(&x, -1, false).unwrap().to_f64_vec(), &[0.5, 0.5, 1.0, 0.0], 0.0);
         assert_close(
             &softmax(&x, 1, true).unwrap().to_f64_vec(),
-            &[
-                -std::f64::consts::LN_2,
-                -std::f64::consts::LN_2,
-                0.0,
-                f64::NEG_INFINITY,
-            ],
+            &[-std::f64::consts::LN_2, -std::f64::consts::LN_2, 0.0, f64::NEG_INFINITY],
             1e-15,
         );
-        let col = softmax(&f64t(&[2, 1], &[0.0, 0.0]), 0, false)
-            .unwrap()
-            .to_f64_vec();
+        let col = softmax(&f64t(&[2, 1], &[0.0, 0.0]), 0, false).unwrap().to_f64_vec();
         assert_eq!(col, vec![0.5, 0.5]);
         assert!(softmax(&i64t(&[1], &[1]), 0, false).is_err());
     }
@@ -693,9 +431,7 @@ mod tests {
         assert_eq!(c(true, false), vec![0, 1, 3, 6]);
         assert_eq!(c(false, true), vec![10, 9, 7, 4]);
         assert_eq!(c(true, true), vec![9, 7, 4, 0]);
-        let m = cumsum(&f64t(&[2, 2], &[1.0, 2.0, 3.0, 4.0]), 0, false, false)
-            .unwrap()
-            .to_f64_vec();
+        let m = cumsum(&f64t(&[2, 2], &[1.0, 2.0, 3.0, 4.0]), 0, false, false).unwrap().to_f64_vec();
         assert_eq!(m, vec![1.0, 2.0, 4.0, 6.0]);
     }
 
@@ -705,21 +441,12 @@ mod tests {
         let r = topk(&x, 0, 3, true).unwrap();
         assert_eq!(r[1].to_i64_vec(), vec![3, 1, 2]);
         let r = topk(&x, 0, 2, false).unwrap();
-        assert_eq!(
-            (r[0].to_f64_vec(), r[1].to_i64_vec()),
-            (vec![0.0, 1.0], vec![4, 0])
-        );
+        assert_eq!((r[0].to_f64_vec(), r[1].to_i64_vec()), (vec![0.0, 1.0], vec![4, 0]));
         let m = f64t(&[2, 3], &[1.0, 5.0, 2.0, 4.0, 4.0, 0.0]);
         let r = topk(&m, 0, 1, true).unwrap();
-        assert_eq!(
-            (r[0].shape.clone(), r[1].to_i64_vec()),
-            (vec![1, 3], vec![1, 0, 0])
-        );
+        assert_eq!((r[0].shape.clone(), r[1].to_i64_vec()), (vec![1, 3], vec![1, 0, 0]));
         let r = topk(&m, 1, 2, true).unwrap();
-        assert_eq!(
-            (r[0].to_f64_vec(), r[1].to_i64_vec()),
-            (vec![5.0, 2.0, 4.0, 4.0], vec![1, 2, 0, 1])
-        );
+        assert_eq!((r[0].to_f64_vec(), r[1].to_i64_vec()), (vec![5.0, 2.0, 4.0, 4.0], vec![1, 2, 0, 1]));
         assert!(topk(&m, 1, 4, true).is_err());
         assert!(topk(&m, 1, -1, true).is_err());
     }

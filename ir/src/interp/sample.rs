@@ -60,16 +60,8 @@ fn sample_row(logits: &mut [f64], history: &[i64], p: &SampleParams, row: u64) -
             let l = usize::try_from(id)
                 .ok()
                 .and_then(|i| logits.get_mut(i))
-                .ok_or_else(|| {
-                    format!(
-                        "history token id {id} in row {row} is outside the vocabulary of {vocab}"
-                    )
-                })?;
-            *l = if *l > 0.0 {
-                *l / p.repetition_penalty
-            } else {
-                *l * p.repetition_penalty
-            };
+                .ok_or_else(|| format!("history token id {id} in row {row} is outside the vocabulary of {vocab}"))?;
+            *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
         }
     }
     if p.temperature == 0.0 {
@@ -83,11 +75,7 @@ fn sample_row(logits: &mut [f64], history: &[i64], p: &SampleParams, row: u64) -
     }
     let mut order: Vec<usize> = (0..vocab).collect();
     order.sort_by(|&a, &b| super::common::cmp_nan_max(logits[b], logits[a]).then(a.cmp(&b)));
-    let k = if p.top_k <= 0 {
-        vocab
-    } else {
-        usize::try_from(p.top_k).unwrap_or(vocab).min(vocab)
-    };
+    let k = if p.top_k <= 0 { vocab } else { usize::try_from(p.top_k).unwrap_or(vocab).min(vocab) };
     order.truncate(k);
     let scaled: Vec<f64> = order.iter().map(|&i| logits[i] / p.temperature).collect();
     let m = scaled.first().copied().unwrap_or(0.0);
@@ -117,11 +105,7 @@ fn sample_row(logits: &mut [f64], history: &[i64], p: &SampleParams, row: u64) -
 }
 
 /// `sample logits[, history] {…}` → i64 token ids of shape `logits.shape[:-1]`.
-pub(crate) fn sample(
-    logits: &Tensor,
-    history: Option<&Tensor>,
-    p: &SampleParams,
-) -> OpResult<Tensor> {
+pub(crate) fn sample(logits: &Tensor, history: Option<&Tensor>, p: &SampleParams) -> OpResult<Tensor> {
     let lv = floats(logits, "logits")?;
     if logits.rank() == 0 {
         return Err("logits must have rank ≥ 1 ([..., vocab])".into());
@@ -129,14 +113,8 @@ pub(crate) fn sample(
     if p.temperature < 0.0 || p.temperature.is_nan() {
         return Err(format!("temperature {} must be ≥ 0", p.temperature));
     }
-    if p.repetition_penalty.is_nan()
-        || p.repetition_penalty <= 0.0
-        || p.repetition_penalty.is_infinite()
-    {
-        return Err(format!(
-            "repetition_penalty {} must be a positive number",
-            p.repetition_penalty
-        ));
+    if p.repetition_penalty.is_nan() || p.repetition_penalty <= 0.0 || p.repetition_penalty.is_infinite() {
+        return Err(format!("repetition_penalty {} must be a positive number", p.repetition_penalty));
     }
     let vocab = logits.shape[logits.rank() - 1];
     let lead = &logits.shape[..logits.rank() - 1];
@@ -150,10 +128,7 @@ pub(crate) fn sample(
             if h.rank() != logits.rank() || &h.shape[..h.rank() - 1] != lead {
                 return Err(format!(
                     "history must be [{}, H] to match logits {:?}, found {:?}",
-                    lead.iter()
-                        .map(|d| d.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    lead.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
                     logits.shape,
                     h.shape
                 ));
@@ -166,11 +141,7 @@ pub(crate) fn sample(
     let mut row_buf = vec![0.0; vocab];
     for r in 0..rows {
         row_buf.copy_from_slice(&lv[r * vocab..(r + 1) * vocab]);
-        let hist = if hlen > 0 {
-            &hv[r * hlen..(r + 1) * hlen]
-        } else {
-            &[][..]
-        };
+        let hist = if hlen > 0 { &hv[r * hlen..(r + 1) * hlen] } else { &[][..] };
         out.push(sample_row(&mut row_buf, hist, p, r as u64)?);
     }
     Ok(int_tensor(DType::I64, lead.to_vec(), out))
@@ -181,20 +152,8 @@ mod tests {
     use super::*;
     use crate::interp::test_util::*;
 
-    fn params(
-        temperature: f64,
-        top_k: i64,
-        top_p: f64,
-        repetition_penalty: f64,
-        seed: i64,
-    ) -> SampleParams {
-        SampleParams {
-            temperature,
-            top_k,
-            top_p,
-            repetition_penalty,
-            seed,
-        }
+    fn params(temperature: f64, top_k: i64, top_p: f64, repetition_penalty: f64, seed: i64) -> SampleParams {
+        SampleParams { temperature, top_k, top_p, repetition_penalty, seed }
     }
 
     #[test]
@@ -203,10 +162,7 @@ mod tests {
         assert_eq!(splitmix64(0), 0xE220_A839_7B1D_CDAF);
         assert_eq!(splitmix64(GOLDEN_GAMMA), 0x6E78_9E6A_A1B9_65F4);
         let u = uniform_for_row(0, 0);
-        assert_eq!(
-            u,
-            (0xE220_A839_7B1D_CDAFu64 >> 11) as f64 / 9007199254740992.0
-        );
+        assert_eq!(u, (0xE220_A839_7B1D_CDAFu64 >> 11) as f64 / 9007199254740992.0);
         assert!((0.0..1.0).contains(&u));
     }
 
@@ -224,13 +180,9 @@ mod tests {
             let s = sample(&logits, None, &params(0.7, 1, 1.0, 1.0, seed)).unwrap();
             assert_eq!(s.to_i64_vec(), vec![1, 2]);
         }
-        assert!(sample(
-            &logits,
-            Some(&i64t(&[2, 1], &[4, 0])),
-            &params(0.0, 0, 1.0, 2.0, 0)
-        )
-        .unwrap_err()
-        .contains("token id 4"));
+        assert!(sample(&logits, Some(&i64t(&[2, 1], &[4, 0])), &params(0.0, 0, 1.0, 2.0, 0))
+            .unwrap_err()
+            .contains("token id 4"));
     }
 
     #[test]
@@ -239,9 +191,7 @@ mod tests {
         let logits = f64t(&[1, 3], &[0.0, 2f64.ln(), 0.0]);
         for seed in 0..50i64 {
             let u = uniform_for_row(seed, 0);
-            let full = sample(&logits, None, &params(1.0, 0, 1.0, 1.0, seed))
-                .unwrap()
-                .to_i64_vec()[0];
+            let full = sample(&logits, None, &params(1.0, 0, 1.0, 1.0, seed)).unwrap().to_i64_vec()[0];
             let want = if u * 1.0 < 0.5 {
                 1
             } else if u < 0.75 {
@@ -251,18 +201,11 @@ mod tests {
             };
             assert_eq!(full, want, "seed {seed}, u {u}");
             // top_p = 0.4 keeps only the most likely token.
-            assert_eq!(
-                sample(&logits, None, &params(1.0, 0, 0.4, 1.0, seed))
-                    .unwrap()
-                    .to_i64_vec(),
-                vec![1]
-            );
+            assert_eq!(sample(&logits, None, &params(1.0, 0, 0.4, 1.0, seed)).unwrap().to_i64_vec(), vec![1]);
         }
         // Rows draw different uniforms.
         let rows = f64t(&[64, 2], &[0.0; 128]);
-        let s = sample(&rows, None, &params(1.0, 0, 1.0, 1.0, 3))
-            .unwrap()
-            .to_i64_vec();
+        let s = sample(&rows, None, &params(1.0, 0, 1.0, 1.0, 3)).unwrap().to_i64_vec();
         assert!(s.contains(&0) && s.contains(&1));
         assert!(sample(&rows, None, &params(-1.0, 0, 1.0, 1.0, 3)).is_err());
     }

@@ -20,23 +20,11 @@ pub fn to_document(m: &Module) -> Result<ModelDocument, JsonError> {
     for f in &m.functions {
         functions.push(export_function(f, &mut layers, &mut graph)?);
     }
-    Ok(ModelDocument {
-        metadata,
-        architecture,
-        parameters,
-        layers,
-        graph,
-        functions: Some(functions),
-    })
+    Ok(ModelDocument { metadata, architecture, parameters, layers, graph, functions: Some(functions) })
 }
 
 fn tensor_spec(name: String, ty: &TensorType) -> TensorSpec {
-    TensorSpec {
-        name,
-        shape: seed_shape(ty),
-        dtype: ty.dtype.to_string(),
-        dims: Some(dim_strings(ty)),
-    }
+    TensorSpec { name, shape: seed_shape(ty), dtype: ty.dtype.to_string(), dims: Some(dim_strings(ty)) }
 }
 
 fn export_metadata(m: &Module) -> (ModelMetadata, ArchitectureDefinition) {
@@ -51,16 +39,9 @@ fn export_metadata(m: &Module) -> (ModelMetadata, ArchitectureDefinition) {
         additional: BTreeMap::new(),
         promoted_attrs: Some(Vec::new()),
     };
-    let mut architecture = ArchitectureDefinition {
-        name: m.name.clone(),
-        ..Default::default()
-    };
-    let has_attention = m.functions.iter().any(|f| {
-        f.op_ids().any(|o| {
-            f.op(o)
-                .is_some_and(|d| matches!(d.op, Op::Attention { .. }))
-        })
-    });
+    let mut architecture = ArchitectureDefinition { name: m.name.clone(), ..Default::default() };
+    let has_attention =
+        m.functions.iter().any(|f| f.op_ids().any(|o| f.op(o).is_some_and(|d| matches!(d.op, Op::Attention { .. }))));
     if has_attention {
         metadata.architecture_family = ModelArchitectureFamily::Transformer;
     }
@@ -164,10 +145,7 @@ fn export_function(
     layers: &mut Vec<LayerDefinition>,
     graph: &mut GraphDefinition,
 ) -> Result<FunctionSpec, JsonError> {
-    let order = f.op_order().map_err(|source| JsonError::CyclicFunction {
-        function: f.name.clone(),
-        source,
-    })?;
+    let order = f.op_order().map_err(|source| JsonError::CyclicFunction { function: f.name.clone(), source })?;
     let names = f.value_names();
     let tensor_name = |v: ValueId| -> String {
         match names.get(&v) {
@@ -181,18 +159,11 @@ fn export_function(
     let layer_name = |i: usize| format!("{}/{i}", f.name);
     let position: HashMap<OpId, usize> = order.iter().enumerate().map(|(i, o)| (*o, i)).collect();
 
-    let mut spec = FunctionSpec {
-        name: f.name.clone(),
-        inputs: Vec::new(),
-        outputs: Vec::new(),
-    };
+    let mut spec = FunctionSpec { name: f.name.clone(), inputs: Vec::new(), outputs: Vec::new() };
     for (name, v) in f.params() {
         let tensor = tensor_spec(tensor_name(*v), f.ty(*v));
         graph.inputs.push(tensor.name.clone());
-        spec.inputs.push(PortSpec {
-            name: name.clone(),
-            tensor,
-        });
+        spec.inputs.push(PortSpec { name: name.clone(), tensor });
     }
     for (i, id) in order.iter().enumerate() {
         let Some(data) = f.op(*id) else { continue };
@@ -211,9 +182,7 @@ fn export_function(
             };
             inputs.push(tensor_spec(tensor_name(v), &vd.ty));
             match &vd.def {
-                ValueDef::Weight { name } if !parameters.contains(name) => {
-                    parameters.push(name.clone())
-                }
+                ValueDef::Weight { name } if !parameters.contains(name) => parameters.push(name.clone()),
                 ValueDef::Result { op, index } => {
                     if let Some(&p) = position.get(op) {
                         graph.edges.push(GraphEdge {
@@ -227,17 +196,8 @@ fn export_function(
                 _ => {}
             }
         }
-        let outputs = data
-            .results
-            .iter()
-            .map(|&r| tensor_spec(tensor_name(r), f.ty(r)))
-            .collect();
-        let config = data
-            .op
-            .attr_map()
-            .iter()
-            .map(|(k, a)| (k.clone(), attr_to_value(a)))
-            .collect();
+        let outputs = data.results.iter().map(|&r| tensor_spec(tensor_name(r), f.ty(r))).collect();
+        let config = data.op.attr_map().iter().map(|(k, a)| (k.clone(), attr_to_value(a))).collect();
         graph.nodes.push(GraphNode {
             id: name.clone(),
             layer_name: name.clone(),
@@ -263,10 +223,7 @@ fn export_function(
             },
         };
         graph.outputs.push(tensor.name.clone());
-        spec.outputs.push(PortSpec {
-            name: name.clone(),
-            tensor,
-        });
+        spec.outputs.push(PortSpec { name: name.clone(), tensor });
     }
     Ok(spec)
 }

@@ -27,18 +27,11 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 
 fn invalid(path: impl Into<String>, message: impl Into<String>) -> JsonError {
-    JsonError::Invalid {
-        path: path.into(),
-        message: message.into(),
-    }
+    JsonError::Invalid { path: path.into(), message: message.into() }
 }
 
 fn duplicate(path: impl Into<String>, what: &'static str, name: &str) -> JsonError {
-    JsonError::Duplicate {
-        path: path.into(),
-        what,
-        name: clip(name),
-    }
+    JsonError::Duplicate { path: path.into(), what, name: clip(name) }
 }
 
 /// What a tensor name refers to.
@@ -93,26 +86,14 @@ pub fn from_document(doc: &ModelDocument) -> Result<Module, JsonError> {
     st.outputs_and_graph_lists()?;
     st.check_edges()?;
     let functions = st.build()?;
-    let module = Module {
-        name: doc.metadata.name.clone(),
-        attrs,
-        weights: st.weights,
-        functions,
-    };
-    module
-        .canonical()
-        .map_err(|source| JsonError::CyclicFunction {
-            function: String::new(),
-            source,
-        })
+    let module = Module { name: doc.metadata.name.clone(), attrs, weights: st.weights, functions };
+    module.canonical().map_err(|source| JsonError::CyclicFunction { function: String::new(), source })
 }
 
 // ---------------------------------------------------------------------- attributes
 
 fn dimension_attr(n: u64, path: String) -> Result<Attr, JsonError> {
-    i64::try_from(n)
-        .map(Attr::Int)
-        .map_err(|_| invalid(path, format!("{n} does not fit in a signed 64-bit integer")))
+    i64::try_from(n).map(Attr::Int).map_err(|_| invalid(path, format!("{n} does not fit in a signed 64-bit integer")))
 }
 
 fn import_attrs(doc: &ModelDocument) -> Result<BTreeMap<String, Attr>, JsonError> {
@@ -138,10 +119,7 @@ fn import_attrs(doc: &ModelDocument) -> Result<BTreeMap<String, Attr>, JsonError
                 let path = format!("metadata.promoted_attrs[{i}]");
                 let text = |field: &Option<String>, field_name: &str| {
                     field.clone().map(Attr::Str).ok_or_else(|| {
-                        invalid(
-                            path.clone(),
-                            format!("`{field_name}` is listed but metadata.{field_name} is null"),
-                        )
+                        invalid(path.clone(), format!("`{field_name}` is listed but metadata.{field_name} is null"))
                     })
                 };
                 let attr = match name.as_str() {
@@ -163,10 +141,7 @@ fn import_attrs(doc: &ModelDocument) -> Result<BTreeMap<String, Attr>, JsonError
                     other => {
                         return Err(invalid(
                             path,
-                            format!(
-                                "`{}` is not an attribute held by a dedicated field",
-                                clip(other)
-                            ),
+                            format!("`{}` is not an attribute held by a dedicated field", clip(other)),
                         ))
                     }
                 };
@@ -183,29 +158,19 @@ fn import_attrs(doc: &ModelDocument) -> Result<BTreeMap<String, Attr>, JsonError
             if !arch.name.is_empty() && arch.name != md.name {
                 attrs.insert("architecture".to_string(), Attr::Str(arch.name.clone()));
             }
-            for (key, field) in [
-                ("description", &md.description),
-                ("author", &md.author),
-                ("license", &md.license),
-            ] {
+            for (key, field) in [("description", &md.description), ("author", &md.author), ("license", &md.license)] {
                 if let Some(s) = field {
                     attrs.insert(key.to_string(), Attr::Str(s.clone()));
                 }
             }
             for d in DIMENSION_ATTRS {
                 if let Some(n) = dim_value(d).filter(|n| *n != 0) {
-                    attrs.insert(
-                        d.to_string(),
-                        dimension_attr(n, format!("architecture.dimensions.{d}"))?,
-                    );
+                    attrs.insert(d.to_string(), dimension_attr(n, format!("architecture.dimensions.{d}"))?);
                 }
             }
         }
     }
-    for (prefix, map) in [
-        ("metadata.additional", &md.additional),
-        ("architecture.config", &arch.config),
-    ] {
+    for (prefix, map) in [("metadata.additional", &md.additional), ("architecture.config", &arch.config)] {
         for (key, value) in map {
             let path = format!("{prefix}.{key}");
             let attr = value_to_attr(value, &path)?;
@@ -229,27 +194,17 @@ fn import_weights(params: &[ParameterSpec]) -> Result<Vec<WeightDecl>, JsonError
         }
         let ty = parse_type(&p.shape, &p.dtype, p.dims.as_deref(), &path)?;
         let source = import_source(p.metadata.get("source"), &format!("{path}.metadata.source"))?;
-        out.push(WeightDecl {
-            name: p.name.clone(),
-            ty,
-            source,
-        });
+        out.push(WeightDecl { name: p.name.clone(), ty, source });
     }
     Ok(out)
 }
 
 fn import_source(v: Option<&Value>, path: &str) -> Result<WeightSource, JsonError> {
     let Some(v) = v else {
-        return Err(invalid(
-            path,
-            "missing: every parameter needs a data source (safetensors, raw or inline)",
-        ));
+        return Err(invalid(path, "missing: every parameter needs a data source (safetensors, raw or inline)"));
     };
     let Value::Object(map) = v else {
-        return Err(invalid(
-            path,
-            "expected an object {\"kind\": \"safetensors\" | \"raw\" | \"inline\", …}",
-        ));
+        return Err(invalid(path, "expected an object {\"kind\": \"safetensors\" | \"raw\" | \"inline\", …}"));
     };
     let string = |key: &str| match map.get(key) {
         Some(Value::String(s)) => Ok(s.clone()),
@@ -264,48 +219,26 @@ fn import_source(v: Option<&Value>, path: &str) -> Result<WeightSource, JsonErro
         other => {
             return Err(invalid(
                 format!("{path}.kind"),
-                format!(
-                    "unknown source kind `{}` (expected safetensors, raw or inline)",
-                    clip(other)
-                ),
+                format!("unknown source kind `{}` (expected safetensors, raw or inline)", clip(other)),
             ))
         }
     };
     if let Some(extra) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(invalid(
-            format!("{path}.{extra}"),
-            format!("unexpected key for a `{kind}` source"),
-        ));
+        return Err(invalid(format!("{path}.{extra}"), format!("unexpected key for a `{kind}` source")));
     }
     match kind.as_str() {
-        "safetensors" => Ok(WeightSource::Safetensors {
-            file: string("file")?,
-            tensor: string("tensor")?,
-        }),
+        "safetensors" => Ok(WeightSource::Safetensors { file: string("file")?, tensor: string("tensor")? }),
         "raw" => {
             let offset = match map.get("offset") {
                 Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64().unwrap_or(0),
-                Some(_) => {
-                    return Err(invalid(
-                        format!("{path}.offset"),
-                        "expected a non-negative integer",
-                    ))
-                }
+                Some(_) => return Err(invalid(format!("{path}.offset"), "expected a non-negative integer")),
                 None => return Err(invalid(format!("{path}.offset"), "missing")),
             };
-            Ok(WeightSource::Raw {
-                file: string("file")?,
-                offset,
-            })
+            Ok(WeightSource::Raw { file: string("file")?, offset })
         }
         _ => {
-            let data = map
-                .get("data")
-                .ok_or_else(|| invalid(format!("{path}.data"), "missing"))?;
-            Ok(WeightSource::Inline(value_to_tensor_literal(
-                data,
-                &format!("{path}.data"),
-            )?))
+            let data = map.get("data").ok_or_else(|| invalid(format!("{path}.data"), "missing"))?;
+            Ok(WeightSource::Inline(value_to_tensor_literal(data, &format!("{path}.data"))?))
         }
     }
 }
@@ -361,25 +294,14 @@ impl<'d> State<'d> {
         self.doc.functions.is_some()
     }
 
-    fn register(
-        &mut self,
-        name: &'d str,
-        func: usize,
-        def: TensorDef,
-        path: &str,
-    ) -> Result<(), JsonError> {
+    fn register(&mut self, name: &'d str, func: usize, def: TensorDef, path: &str) -> Result<(), JsonError> {
         if name.starts_with('@') {
             return Err(invalid(
                 path,
-                format!(
-                    "tensor name `{}` starts with `@`, which is reserved for parameters",
-                    clip(name)
-                ),
+                format!("tensor name `{}` starts with `@`, which is reserved for parameters", clip(name)),
             ));
         }
-        if self.tensors.insert(name, (func, def)).is_some()
-            || self.pending_inputs.contains_key(name)
-        {
+        if self.tensors.insert(name, (func, def)).is_some() || self.pending_inputs.contains_key(name) {
             return Err(duplicate(path, "tensor", name));
         }
         Ok(())
@@ -409,22 +331,14 @@ impl<'d> State<'d> {
             if self.func_index.insert(fs.name.clone(), fi).is_some() {
                 return Err(duplicate(format!("{path}.name"), "function", &fs.name));
             }
-            self.funcs.push(FuncInfo {
-                name: fs.name.clone(),
-                outputs: Vec::new(),
-            });
+            self.funcs.push(FuncInfo { name: fs.name.clone(), outputs: Vec::new() });
             for (k, port) in fs.inputs.iter().enumerate() {
                 let p = format!("{path}.inputs[{k}].tensor");
                 let t = &port.tensor;
                 let ty = parse_type(&t.shape, &t.dtype, t.dims.as_deref(), &p)?;
                 let g = self.inputs.len();
                 self.register(&t.name, fi, TensorDef::Input(g), &format!("{p}.name"))?;
-                self.inputs.push(InputInfo {
-                    name: port.name.clone(),
-                    func: fi,
-                    ty,
-                    order: g,
-                });
+                self.inputs.push(InputInfo { name: port.name.clone(), func: fi, ty, order: g });
             }
         }
         Ok(())
@@ -438,10 +352,7 @@ impl<'d> State<'d> {
             return Err(invalid(path, format!("unknown function `{}`", clip(name))));
         }
         let fi = self.funcs.len();
-        self.funcs.push(FuncInfo {
-            name: name.to_string(),
-            outputs: Vec::new(),
-        });
+        self.funcs.push(FuncInfo { name: name.to_string(), outputs: Vec::new() });
         self.func_index.insert(name.to_string(), fi);
         Ok(fi)
     }
@@ -451,11 +362,7 @@ impl<'d> State<'d> {
         let doc = self.doc;
         for (li, layer) in doc.layers.iter().enumerate() {
             if self.layer_index.insert(&layer.name, li).is_some() {
-                return Err(duplicate(
-                    format!("layers[{li}].name"),
-                    "layer",
-                    &layer.name,
-                ));
+                return Err(duplicate(format!("layers[{li}].name"), "layer", &layer.name));
             }
         }
         // Which function each layer belongs to, as its graph node says.
@@ -472,36 +379,22 @@ impl<'d> State<'d> {
                 return Err(duplicate(format!("{path}.id"), "graph node", &node.id));
             }
             if node_function[li].is_some() {
-                return Err(duplicate(
-                    format!("{path}.layer_name"),
-                    "graph node for layer",
-                    &node.layer_name,
-                ));
+                return Err(duplicate(format!("{path}.layer_name"), "graph node for layer", &node.layer_name));
             }
             let func = match node.metadata.get("function") {
                 None => None,
                 Some(Value::String(s)) => Some(s.as_str()),
-                Some(_) => {
-                    return Err(invalid(
-                        format!("{path}.metadata.function"),
-                        "expected a string",
-                    ))
-                }
+                Some(_) => return Err(invalid(format!("{path}.metadata.function"), "expected a string")),
             };
             node_function[li] = Some((ni, func));
         }
         for (li, layer) in doc.layers.iter().enumerate() {
             let path = format!("layers[{li}]");
             if !doc.graph.nodes.is_empty() && node_function[li].is_none() {
-                return Err(invalid(
-                    path,
-                    format!("no graph node stands for layer `{}`", clip(&layer.name)),
-                ));
+                return Err(invalid(path, format!("no graph node stands for layer `{}`", clip(&layer.name))));
             }
             let func = match node_function[li] {
-                Some((ni, Some(name))) => {
-                    self.function_named(name, &format!("graph.nodes[{ni}].metadata.function"))?
-                }
+                Some((ni, Some(name))) => self.function_named(name, &format!("graph.nodes[{ni}].metadata.function"))?,
                 _ if !self.extended() => self.function_named("forward", &path)?,
                 _ => {
                     let prefix = layer.name.rsplit_once('/').map(|(p, _)| p);
@@ -525,51 +418,24 @@ impl<'d> State<'d> {
             for (k, t) in layer.outputs.iter().enumerate() {
                 let p = format!("{path}.outputs[{k}]");
                 results.push(parse_type(&t.shape, &t.dtype, t.dims.as_deref(), &p)?);
-                self.register(
-                    &t.name,
-                    func,
-                    TensorDef::Result {
-                        layer: li,
-                        index: k,
-                    },
-                    &format!("{p}.name"),
-                )?;
+                self.register(&t.name, func, TensorDef::Result { layer: li, index: k }, &format!("{p}.name"))?;
             }
-            self.layers.push(LayerInfo {
-                func,
-                op,
-                results,
-                operands: Vec::new(),
-            });
+            self.layers.push(LayerInfo { func, op, results, operands: Vec::new() });
         }
         Ok(())
     }
 
     /// Resolve a tensor reference made from function `func`, checking the declared type
     /// against the definition (see `check_same`).
-    fn resolve(
-        &mut self,
-        spec: &'d TensorSpec,
-        func: usize,
-        path: &str,
-    ) -> Result<Operand, JsonError> {
+    fn resolve(&mut self, spec: &'d TensorSpec, func: usize, path: &str) -> Result<Operand, JsonError> {
         let declared = parse_type(&spec.shape, &spec.dtype, spec.dims.as_deref(), path)?;
         let name = spec.name.as_str();
         if name.starts_with('@') {
             let Some(&w) = self.weight_refs.get(name) else {
-                return Err(JsonError::UnknownTensor {
-                    path: path.to_string(),
-                    name: clip(name),
-                });
+                return Err(JsonError::UnknownTensor { path: path.to_string(), name: clip(name) });
             };
             match self.weight_types.get(&(func, w)) {
-                Some(ty) => check_same(
-                    spec,
-                    &declared,
-                    ty,
-                    path,
-                    "its earlier use in this function",
-                )?,
+                Some(ty) => check_same(spec, &declared, ty, path, "its earlier use in this function")?,
                 None => {
                     self.weight_types.insert((func, w), declared);
                 }
@@ -601,19 +467,11 @@ impl<'d> State<'d> {
             // A plain document: a graph input is typed and owned by its first use.
             let g = self.inputs.len();
             let short = short_name(name, &self.funcs[func].name);
-            self.inputs.push(InputInfo {
-                name: short,
-                func,
-                ty: declared,
-                order,
-            });
+            self.inputs.push(InputInfo { name: short, func, ty: declared, order });
             self.tensors.insert(name, (func, TensorDef::Input(g)));
             return Ok(Operand::Def(TensorDef::Input(g)));
         }
-        Err(JsonError::UnknownTensor {
-            path: path.to_string(),
-            name: clip(name),
-        })
+        Err(JsonError::UnknownTensor { path: path.to_string(), name: clip(name) })
     }
 
     /// Pass 5: every layer's operands.
@@ -626,9 +484,7 @@ impl<'d> State<'d> {
                 operands.push(self.resolve(spec, func, &format!("layers[{li}].inputs[{j}]"))?);
             }
             for (k, p) in layer.parameters.iter().enumerate() {
-                let reads = operands
-                    .iter()
-                    .any(|o| matches!(o, Operand::Weight(w) if self.weights[*w].name == *p));
+                let reads = operands.iter().any(|o| matches!(o, Operand::Weight(w) if self.weights[*w].name == *p));
                 if !reads {
                     return Err(invalid(
                         format!("layers[{li}].parameters[{k}]"),
@@ -655,26 +511,13 @@ impl<'d> State<'d> {
                     listed_outputs.push(&port.tensor.name);
                 }
             }
-            let listed_inputs: Vec<&str> = functions
-                .iter()
-                .flat_map(|f| f.inputs.iter().map(|p| p.tensor.name.as_str()))
-                .collect();
-            check_list(
-                "graph.inputs",
-                &graph.inputs,
-                &listed_inputs,
-                "function inputs",
-            )?;
-            check_list(
-                "graph.outputs",
-                &graph.outputs,
-                &listed_outputs,
-                "function outputs",
-            )?;
+            let listed_inputs: Vec<&str> =
+                functions.iter().flat_map(|f| f.inputs.iter().map(|p| p.tensor.name.as_str())).collect();
+            check_list("graph.inputs", &graph.inputs, &listed_inputs, "function inputs")?;
+            check_list("graph.outputs", &graph.outputs, &listed_outputs, "function outputs")?;
             return Ok(());
         }
-        let mut pending: Vec<(&str, usize)> =
-            self.pending_inputs.iter().map(|(n, o)| (*n, *o)).collect();
+        let mut pending: Vec<(&str, usize)> = self.pending_inputs.iter().map(|(n, o)| (*n, *o)).collect();
         pending.sort_by_key(|(_, o)| *o);
         if let Some((name, order)) = pending.first() {
             return Err(invalid(
@@ -689,10 +532,7 @@ impl<'d> State<'d> {
             let path = format!("graph.outputs[{k}]");
             let (func, operand) = if let Some(&w) = self.weight_refs.get(name.as_str()) {
                 if self.funcs.is_empty() {
-                    return Err(invalid(
-                        path,
-                        "a parameter cannot be an output of a document without layers",
-                    ));
+                    return Err(invalid(path, "a parameter cannot be an output of a document without layers"));
                 }
                 if !self.weight_types.contains_key(&(0, w)) {
                     self.weight_types.insert((0, w), self.weights[w].ty.clone());
@@ -701,10 +541,7 @@ impl<'d> State<'d> {
             } else if let Some(&(func, def)) = self.tensors.get(name.as_str()) {
                 (func, Operand::Def(def))
             } else {
-                return Err(JsonError::UnknownTensor {
-                    path,
-                    name: clip(name),
-                });
+                return Err(JsonError::UnknownTensor { path, name: clip(name) });
             };
             let short = short_name(name, &self.funcs[func].name);
             self.funcs[func].outputs.push((short, operand));
@@ -720,21 +557,15 @@ impl<'d> State<'d> {
         if edges.is_empty() {
             return Ok(());
         }
-        let endpoints = if doc.graph.nodes.is_empty() {
-            &self.layer_index
-        } else {
-            &self.node_ids
-        };
+        let endpoints = if doc.graph.nodes.is_empty() { &self.layer_index } else { &self.node_ids };
         let mut by_pair: HashMap<(usize, usize), Vec<EdgeSlots>> = HashMap::new();
         for (ei, e) in edges.iter().enumerate() {
             let path = format!("graph.edges[{ei}]");
             let lookup = |id: &str, field: &str| {
-                endpoints.get(id).copied().ok_or_else(|| {
-                    invalid(
-                        format!("{path}.{field}"),
-                        format!("unknown node `{}`", clip(id)),
-                    )
-                })
+                endpoints
+                    .get(id)
+                    .copied()
+                    .ok_or_else(|| invalid(format!("{path}.{field}"), format!("unknown node `{}`", clip(id))))
             };
             let source = lookup(&e.source, "source")?;
             let target = lookup(&e.target, "target")?;
@@ -747,11 +578,7 @@ impl<'d> State<'d> {
                 Some(j) if j >= operands.len() => {
                     return Err(invalid(
                         format!("{path}.target_input"),
-                        format!(
-                            "layer `{}` has {} input(s)",
-                            clip(&e.target),
-                            operands.len()
-                        ),
+                        format!("layer `{}` has {} input(s)", clip(&e.target), operands.len()),
                     ))
                 }
                 Some(j) => feeds(j),
@@ -770,17 +597,13 @@ impl<'d> State<'d> {
                     ),
                 ));
             }
-            by_pair
-                .entry((source, target))
-                .or_default()
-                .push((e.source_output, e.target_input));
+            by_pair.entry((source, target)).or_default().push((e.source_output, e.target_input));
         }
         for (li, layer) in self.layers.iter().enumerate() {
             for (j, operand) in layer.operands.iter().enumerate() {
                 if let Operand::Def(TensorDef::Result { layer: src, index }) = operand {
                     let covered = by_pair.get(&(*src, li)).is_some_and(|list| {
-                        list.iter()
-                            .any(|(i, t)| i.is_none_or(|i| i == *index) && t.is_none_or(|t| t == j))
+                        list.iter().any(|(i, t)| i.is_none_or(|i| i == *index) && t.is_none_or(|t| t == j))
                     });
                     if !covered {
                         return Err(invalid(
@@ -800,11 +623,8 @@ impl<'d> State<'d> {
 
     /// Pass 7: layers of function `fi` in topological order, ties in file order.
     fn order(&self, fi: usize) -> Result<Vec<usize>, JsonError> {
-        let members: Vec<usize> = (0..self.layers.len())
-            .filter(|&l| self.layers[l].func == fi)
-            .collect();
-        let local: HashMap<usize, usize> =
-            members.iter().enumerate().map(|(k, &l)| (l, k)).collect();
+        let members: Vec<usize> = (0..self.layers.len()).filter(|&l| self.layers[l].func == fi).collect();
+        let local: HashMap<usize, usize> = members.iter().enumerate().map(|(k, &l)| (l, k)).collect();
         let mut pending = vec![0usize; members.len()];
         let mut succs: Vec<Vec<usize>> = vec![Vec::new(); members.len()];
         let mut ready = BinaryHeap::new();
@@ -839,18 +659,11 @@ impl<'d> State<'d> {
         }
         if order.len() != members.len() {
             let placed: HashSet<usize> = order.iter().copied().collect();
-            let left: Vec<usize> = members
-                .iter()
-                .copied()
-                .filter(|l| !placed.contains(l))
-                .collect();
+            let left: Vec<usize> = members.iter().copied().filter(|l| !placed.contains(l)).collect();
             return Err(JsonError::Cycle {
                 path: format!("layers[{}]", left[0]),
                 function: clip(&self.funcs[fi].name),
-                layers: left
-                    .iter()
-                    .map(|&l| clip(&self.doc.layers[l].name))
-                    .collect(),
+                layers: left.iter().map(|&l| clip(&self.doc.layers[l].name)).collect(),
             });
         }
         Ok(order)
@@ -862,9 +675,7 @@ impl<'d> State<'d> {
         for (fi, info) in self.funcs.iter().enumerate() {
             let order = self.order(fi)?;
             let mut f = Function::new(info.name.clone());
-            let mut params: Vec<usize> = (0..self.inputs.len())
-                .filter(|&g| self.inputs[g].func == fi)
-                .collect();
+            let mut params: Vec<usize> = (0..self.inputs.len()).filter(|&g| self.inputs[g].func == fi).collect();
             params.sort_by_key(|&g| self.inputs[g].order);
             let mut input_values: HashMap<usize, ValueId> = HashMap::new();
             for g in params {
@@ -872,21 +683,12 @@ impl<'d> State<'d> {
                 input_values.insert(g, f.add_param(input.name.clone(), input.ty.clone()));
             }
             let mut results: HashMap<usize, Vec<ValueId>> = HashMap::new();
-            let value_of = |f: &mut Function,
-                            results: &HashMap<usize, Vec<ValueId>>,
-                            o: Operand|
-             -> Option<ValueId> {
+            let value_of = |f: &mut Function, results: &HashMap<usize, Vec<ValueId>>, o: Operand| -> Option<ValueId> {
                 match o {
                     Operand::Def(TensorDef::Input(g)) => input_values.get(&g).copied(),
-                    Operand::Def(TensorDef::Result { layer, index }) => {
-                        results.get(&layer)?.get(index).copied()
-                    }
+                    Operand::Def(TensorDef::Result { layer, index }) => results.get(&layer)?.get(index).copied(),
                     Operand::Weight(w) => {
-                        let ty = self
-                            .weight_types
-                            .get(&(fi, w))
-                            .unwrap_or(&self.weights[w].ty)
-                            .clone();
+                        let ty = self.weight_types.get(&(fi, w)).unwrap_or(&self.weights[w].ty).clone();
                         Some(f.weight(&self.weights[w].name, ty))
                     }
                 }
@@ -896,10 +698,7 @@ impl<'d> State<'d> {
                 let mut operands = Vec::with_capacity(layer.operands.len());
                 for (j, o) in layer.operands.iter().enumerate() {
                     let v = value_of(&mut f, &results, *o).ok_or_else(|| {
-                        invalid(
-                            format!("layers[{l}].inputs[{j}]"),
-                            "internal error: operand not yet built",
-                        )
+                        invalid(format!("layers[{l}].inputs[{j}]"), "internal error: operand not yet built")
                     })?;
                     operands.push(v);
                 }
@@ -909,10 +708,7 @@ impl<'d> State<'d> {
             }
             for (k, (name, o)) in info.outputs.iter().enumerate() {
                 let v = value_of(&mut f, &results, *o).ok_or_else(|| {
-                    invalid(
-                        format!("functions[{fi}].outputs[{k}]"),
-                        "internal error: output not built",
-                    )
+                    invalid(format!("functions[{fi}].outputs[{k}]"), "internal error: output not built")
                 })?;
                 f.add_output(name.clone(), v);
             }
@@ -926,10 +722,7 @@ impl<'d> State<'d> {
 fn import_op(layer: &LayerDefinition, path: &str) -> Result<Op, JsonError> {
     let mut attrs = BTreeMap::new();
     for (key, value) in &layer.config {
-        attrs.insert(
-            key.clone(),
-            value_to_attr(value, &format!("{path}.config.{key}"))?,
-        );
+        attrs.insert(key.clone(), value_to_attr(value, &format!("{path}.config.{key}"))?);
     }
     Op::from_parts(&layer.layer_type, &attrs).map_err(|e| match e {
         OpBuildError::UnknownOp(name) => JsonError::UnknownLayerType {
@@ -954,11 +747,7 @@ fn close_names(name: &str) -> Vec<String> {
         .filter(|(d, n)| *d <= 2 || (name.len() >= 3 && n.contains(name)))
         .collect();
     scored.sort();
-    scored
-        .into_iter()
-        .take(3)
-        .map(|(_, n)| n.to_string())
-        .collect()
+    scored.into_iter().take(3).map(|(_, n)| n.to_string()).collect()
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -995,44 +784,25 @@ fn check_same(
     } else {
         Err(invalid(
             path,
-            format!(
-                "type {declared} of `{}` disagrees with {what}, which has type {defined}",
-                clip(&spec.name)
-            ),
+            format!("type {declared} of `{}` disagrees with {what}, which has type {defined}", clip(&spec.name)),
         ))
     }
 }
 
 /// `graph.inputs` / `graph.outputs` must list exactly what the `functions` extension
 /// says, when they are given at all.
-fn check_list(
-    path: &str,
-    given: &[String],
-    expected: &[&str],
-    what: &str,
-) -> Result<(), JsonError> {
+fn check_list(path: &str, given: &[String], expected: &[&str], what: &str) -> Result<(), JsonError> {
     if given.is_empty() {
         return Ok(());
     }
     if given.len() != expected.len() {
-        return Err(invalid(
-            path,
-            format!(
-                "lists {} tensors but the {what} are {}",
-                given.len(),
-                expected.len()
-            ),
-        ));
+        return Err(invalid(path, format!("lists {} tensors but the {what} are {}", given.len(), expected.len())));
     }
     for (i, (g, e)) in given.iter().zip(expected).enumerate() {
         if g != e {
             return Err(invalid(
                 format!("{path}[{i}]"),
-                format!(
-                    "expected `{}` (from `functions`), found `{}`",
-                    clip(e),
-                    clip(g)
-                ),
+                format!("expected `{}` (from `functions`), found `{}`", clip(e), clip(g)),
             ));
         }
     }
@@ -1042,10 +812,7 @@ fn check_list(
 /// A tensor name without its `<function>/` prefix and `%` sigil, for naming inputs and
 /// outputs of plain documents.
 fn short_name(tensor: &str, function: &str) -> String {
-    let rest = tensor
-        .strip_prefix(function)
-        .and_then(|r| r.strip_prefix('/'))
-        .unwrap_or(tensor);
+    let rest = tensor.strip_prefix(function).and_then(|r| r.strip_prefix('/')).unwrap_or(tensor);
     let rest = rest.strip_prefix('%').unwrap_or(rest);
     if rest.is_empty() {
         tensor.to_string()

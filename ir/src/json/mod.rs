@@ -198,9 +198,7 @@ mod values;
 pub use document::*;
 pub use export::to_document;
 pub use import::from_document;
-pub use values::{
-    attr_to_value, parse_dim, tensor_to_value, value_to_attr, MAX_DIM_TEXT, MAX_ELEMENTS,
-};
+pub use values::{attr_to_value, parse_dim, tensor_to_value, value_to_attr, MAX_DIM_TEXT, MAX_ELEMENTS};
 
 use crate::graph::{CycleError, Module};
 
@@ -233,58 +231,29 @@ pub enum JsonError {
     UnknownTensor { path: String, name: String },
     /// A `layer_type` that is no op name.
     #[error("{path}: unknown layer type `{name}`{}", suggest(suggestions))]
-    UnknownLayerType {
-        path: String,
-        name: String,
-        suggestions: Vec<String>,
-    },
+    UnknownLayerType { path: String, name: String, suggestions: Vec<String> },
     /// A name defined twice.
     #[error("{path}: duplicate {what} `{name}`")]
-    Duplicate {
-        path: String,
-        what: &'static str,
-        name: String,
-    },
+    Duplicate { path: String, what: &'static str, name: String },
     /// Layers that depend on each other in a circle.
-    #[error(
-        "{path}: the layers of function `{function}` form a cycle through {}",
-        list_layers(layers)
-    )]
-    Cycle {
-        path: String,
-        function: String,
-        layers: Vec<String>,
-    },
+    #[error("{path}: the layers of function `{function}` form a cycle through {}", list_layers(layers))]
+    Cycle { path: String, function: String, layers: Vec<String> },
     /// Export of a function whose ops form a cycle.
     #[error("function `{function}` cannot be exported: {source}")]
-    CyclicFunction {
-        function: String,
-        source: CycleError,
-    },
+    CyclicFunction { function: String, source: CycleError },
 }
 
 fn suggest(names: &[String]) -> String {
     if names.is_empty() {
         String::new()
     } else {
-        format!(
-            " (did you mean {}?)",
-            names
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+        format!(" (did you mean {}?)", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "))
     }
 }
 
 fn list_layers(layers: &[String]) -> String {
     let shown: Vec<String> = layers.iter().take(8).map(|l| format!("`{l}`")).collect();
-    let more = if layers.len() > 8 {
-        format!(" and {} more", layers.len() - 8)
-    } else {
-        String::new()
-    };
+    let more = if layers.len() > 8 { format!(" and {} more", layers.len() - 8) } else { String::new() };
     format!("{}{more}", shown.join(", "))
 }
 

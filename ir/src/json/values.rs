@@ -18,10 +18,7 @@ pub const MAX_ELEMENTS: u64 = 1 << 40;
 pub const MAX_DIM_TEXT: usize = 4096;
 
 fn invalid(path: &str, message: impl Into<String>) -> JsonError {
-    JsonError::Invalid {
-        path: path.to_string(),
-        message: message.into(),
-    }
+    JsonError::Invalid { path: path.to_string(), message: message.into() }
 }
 
 // ---------------------------------------------------------------------- floats
@@ -39,37 +36,25 @@ pub(crate) fn float_to_value(x: f64) -> Value {
 /// Read a float written by [`float_to_value`]; integers are accepted too.
 pub(crate) fn value_to_float(v: &Value, path: &str) -> Result<f64, JsonError> {
     match v {
-        Value::Number(n) => n
-            .as_f64()
-            .ok_or_else(|| invalid(path, format!("number {n} is not representable as a float"))),
+        Value::Number(n) => {
+            n.as_f64().ok_or_else(|| invalid(path, format!("number {n} is not representable as a float")))
+        }
         Value::String(s) => match s.as_str() {
             "nan" => Ok(f64::NAN),
             "inf" => Ok(f64::INFINITY),
             "-inf" => Ok(f64::NEG_INFINITY),
-            _ => Err(invalid(
-                path,
-                format!("expected a number, \"nan\", \"inf\" or \"-inf\", found string {s:?}"),
-            )),
+            _ => Err(invalid(path, format!("expected a number, \"nan\", \"inf\" or \"-inf\", found string {s:?}"))),
         },
-        other => Err(invalid(
-            path,
-            format!("expected a number, found {}", kind_of(other)),
-        )),
+        other => Err(invalid(path, format!("expected a number, found {}", kind_of(other)))),
     }
 }
 
 fn value_to_i64(v: &Value, path: &str) -> Result<i64, JsonError> {
     match v {
-        Value::Number(n) if !n.is_f64() => n.as_i64().ok_or_else(|| {
-            invalid(
-                path,
-                format!("integer {n} does not fit in a signed 64-bit integer"),
-            )
-        }),
-        other => Err(invalid(
-            path,
-            format!("expected an integer, found {}", kind_of(other)),
-        )),
+        Value::Number(n) if !n.is_f64() => {
+            n.as_i64().ok_or_else(|| invalid(path, format!("integer {n} does not fit in a signed 64-bit integer")))
+        }
+        other => Err(invalid(path, format!("expected an integer, found {}", kind_of(other)))),
     }
 }
 
@@ -127,10 +112,7 @@ pub fn value_to_attr(v: &Value, path: &str) -> Result<Attr, JsonError> {
         Value::Number(_) => Ok(Attr::Int(value_to_i64(v, path)?)),
         Value::String(s) => Ok(Attr::Str(s.clone())),
         Value::Array(items) => {
-            if items
-                .iter()
-                .all(|x| matches!(x, Value::Number(n) if !n.is_f64()))
-            {
+            if items.iter().all(|x| matches!(x, Value::Number(n) if !n.is_f64())) {
                 let ints = items
                     .iter()
                     .enumerate()
@@ -145,14 +127,13 @@ pub fn value_to_attr(v: &Value, path: &str) -> Result<Attr, JsonError> {
                     .collect::<Result<_, _>>()?;
                 Ok(Attr::Floats(floats))
             } else {
-                let (i, bad) = items
-                    .iter()
-                    .enumerate()
-                    .find(|(_, x)| !x.is_number())
-                    .unwrap_or((0, &Value::Null));
+                let (i, bad) = items.iter().enumerate().find(|(_, x)| !x.is_number()).unwrap_or((0, &Value::Null));
                 Err(invalid(
                     &format!("{path}[{i}]"),
-                    format!("a list attribute holds only numbers, found {} (write {{\"floats\": [...]}} for nan/inf)", kind_of(bad)),
+                    format!(
+                        "a list attribute holds only numbers, found {} (write {{\"floats\": [...]}} for nan/inf)",
+                        kind_of(bad)
+                    ),
                 ))
             }
         }
@@ -175,17 +156,11 @@ fn object_to_attr(map: &Map<String, Value>, path: &str) -> Result<Attr, JsonErro
         "float" => Ok(Attr::Float(value_to_float(inner, &inner_path)?)),
         "bool" => match inner {
             Value::Bool(b) => Ok(Attr::Bool(*b)),
-            other => Err(invalid(
-                &inner_path,
-                format!("expected true or false, found {}", kind_of(other)),
-            )),
+            other => Err(invalid(&inner_path, format!("expected true or false, found {}", kind_of(other)))),
         },
         "str" => match inner {
             Value::String(s) => Ok(Attr::Str(s.clone())),
-            other => Err(invalid(
-                &inner_path,
-                format!("expected a string, found {}", kind_of(other)),
-            )),
+            other => Err(invalid(&inner_path, format!("expected a string, found {}", kind_of(other)))),
         },
         "ints" => {
             let items = expect_array(inner, &inner_path)?;
@@ -206,14 +181,8 @@ fn object_to_attr(map: &Map<String, Value>, path: &str) -> Result<Attr, JsonErro
             Ok(Attr::Floats(floats))
         }
         "dtype" => match inner {
-            Value::String(s) => s
-                .parse::<DType>()
-                .map(Attr::DType)
-                .map_err(|e| invalid(&inner_path, e.to_string())),
-            other => Err(invalid(
-                &inner_path,
-                format!("expected a dtype string, found {}", kind_of(other)),
-            )),
+            Value::String(s) => s.parse::<DType>().map(Attr::DType).map_err(|e| invalid(&inner_path, e.to_string())),
+            other => Err(invalid(&inner_path, format!("expected a dtype string, found {}", kind_of(other)))),
         },
         _ => Err(bad_object(map, path)),
     }
@@ -233,20 +202,14 @@ fn bad_object(map: &Map<String, Value>, path: &str) -> JsonError {
 fn expect_array<'a>(v: &'a Value, path: &str) -> Result<&'a Vec<Value>, JsonError> {
     match v {
         Value::Array(items) => Ok(items),
-        other => Err(invalid(
-            path,
-            format!("expected an array, found {}", kind_of(other)),
-        )),
+        other => Err(invalid(path, format!("expected an array, found {}", kind_of(other)))),
     }
 }
 
 fn expect_str<'a>(v: Option<&'a Value>, path: &str) -> Result<&'a str, JsonError> {
     match v {
         Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(invalid(
-            path,
-            format!("expected a string, found {}", kind_of(other)),
-        )),
+        Some(other) => Err(invalid(path, format!("expected a string, found {}", kind_of(other)))),
         None => Err(invalid(path, "missing")),
     }
 }
@@ -259,17 +222,12 @@ fn expect_str<'a>(v: Option<&'a Value>, path: &str) -> Result<&'a str, JsonError
 pub fn tensor_to_value(t: &Tensor) -> Value {
     let values: Vec<Value> = match &t.data {
         TensorData::Float(v) => v.iter().map(|x| float_to_value(*x)).collect(),
-        TensorData::Int(v) if t.dtype == DType::Bool => {
-            v.iter().map(|x| Value::Bool(*x != 0)).collect()
-        }
+        TensorData::Int(v) if t.dtype == DType::Bool => v.iter().map(|x| Value::Bool(*x != 0)).collect(),
         TensorData::Int(v) => v.iter().map(|x| Value::from(*x)).collect(),
     };
     let mut map = Map::new();
     map.insert("dtype".to_string(), Value::String(t.dtype.to_string()));
-    map.insert(
-        "shape".to_string(),
-        Value::Array(t.shape.iter().map(|d| Value::from(*d as u64)).collect()),
-    );
+    map.insert("shape".to_string(), Value::Array(t.shape.iter().map(|d| Value::from(*d as u64)).collect()));
     map.insert("values".to_string(), Value::Array(values));
     Value::Object(map)
 }
@@ -279,18 +237,9 @@ pub fn tensor_to_value(t: &Tensor) -> Value {
 /// before any tensor storage is built.
 pub fn value_to_tensor(v: &Value, path: &str) -> Result<Attr, JsonError> {
     let Value::Object(map) = v else {
-        return Err(invalid(
-            path,
-            format!(
-                "expected a tensor object {{dtype, shape, values}}, found {}",
-                kind_of(v)
-            ),
-        ));
+        return Err(invalid(path, format!("expected a tensor object {{dtype, shape, values}}, found {}", kind_of(v))));
     };
-    if let Some(extra) = map
-        .keys()
-        .find(|k| !matches!(k.as_str(), "dtype" | "shape" | "values"))
-    {
+    if let Some(extra) = map.keys().find(|k| !matches!(k.as_str(), "dtype" | "shape" | "values")) {
         return Err(invalid(
             &format!("{path}.{extra}"),
             "unexpected key in a tensor literal (keys: dtype, shape, values)",
@@ -303,10 +252,7 @@ pub fn value_to_tensor(v: &Value, path: &str) -> Result<Attr, JsonError> {
     let shape_path = format!("{path}.shape");
     let shape_items = expect_array(map.get("shape").unwrap_or(&Value::Null), &shape_path)?;
     if shape_items.len() > MAX_RANK {
-        return Err(invalid(
-            &shape_path,
-            format!("rank {} exceeds the maximum {MAX_RANK}", shape_items.len()),
-        ));
+        return Err(invalid(&shape_path, format!("rank {} exceeds the maximum {MAX_RANK}", shape_items.len())));
     }
     let mut shape = Vec::with_capacity(shape_items.len());
     let mut numel: u64 = 1;
@@ -319,24 +265,15 @@ pub fn value_to_tensor(v: &Value, path: &str) -> Result<Attr, JsonError> {
         numel = numel
             .checked_mul(n as u64)
             .filter(|&c| c <= MAX_ELEMENTS)
-            .ok_or_else(|| {
-                invalid(
-                    &shape_path,
-                    format!("element count exceeds the maximum 2^40 at dimension {i}"),
-                )
-            })?;
-        shape
-            .push(usize::try_from(n).map_err(|_| invalid(&p, "dimension does not fit in memory"))?);
+            .ok_or_else(|| invalid(&shape_path, format!("element count exceeds the maximum 2^40 at dimension {i}")))?;
+        shape.push(usize::try_from(n).map_err(|_| invalid(&p, "dimension does not fit in memory"))?);
     }
     let values_path = format!("{path}.values");
     let values = expect_array(map.get("values").unwrap_or(&Value::Null), &values_path)?;
     if values.len() as u64 != numel {
         return Err(invalid(
             &values_path,
-            format!(
-                "shape {shape:?} has {numel} elements but {} values were given",
-                values.len()
-            ),
+            format!("shape {shape:?} has {numel} elements but {} values were given", values.len()),
         ));
     }
     let built = if dtype.is_float() || dtype.is_quantized() {
@@ -352,9 +289,7 @@ pub fn value_to_tensor(v: &Value, path: &str) -> Result<Attr, JsonError> {
             .enumerate()
             .map(|(i, x)| match x {
                 Value::Bool(b) => Ok(i64::from(*b)),
-                Value::Number(n) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => {
-                    Ok(n.as_i64().unwrap_or(0))
-                }
+                Value::Number(n) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => Ok(n.as_i64().unwrap_or(0)),
                 other => Err(invalid(
                     &format!("{values_path}[{i}]"),
                     format!("expected true or false, found {}", kind_of(other)),
@@ -370,19 +305,14 @@ pub fn value_to_tensor(v: &Value, path: &str) -> Result<Attr, JsonError> {
             .collect::<Result<Vec<_>, _>>()?;
         Tensor::from_i64(dtype, shape, ints)
     };
-    built
-        .map(Attr::Tensor)
-        .map_err(|e| invalid(path, e.to_string()))
+    built.map(Attr::Tensor).map_err(|e| invalid(path, e.to_string()))
 }
 
 /// [`value_to_tensor`], unwrapped.
 pub(crate) fn value_to_tensor_literal(v: &Value, path: &str) -> Result<Tensor, JsonError> {
     match value_to_tensor(v, path)? {
         Attr::Tensor(t) => Ok(t),
-        other => Err(invalid(
-            path,
-            format!("expected a tensor literal, found {}", other.kind()),
-        )),
+        other => Err(invalid(path, format!("expected a tensor literal, found {}", other.kind()))),
     }
 }
 
@@ -390,10 +320,7 @@ pub(crate) fn value_to_tensor_literal(v: &Value, path: &str) -> Result<Tensor, J
 
 /// The contract's shape: static dims as they are, every other dim as `-1`.
 pub fn seed_shape(ty: &TensorType) -> Vec<i64> {
-    ty.shape
-        .iter()
-        .map(|d| d.as_fixed().unwrap_or(-1))
-        .collect()
+    ty.shape.iter().map(|d| d.as_fixed().unwrap_or(-1)).collect()
 }
 
 /// The exact dims, as [`Dim`]'s display form.
@@ -407,10 +334,7 @@ pub fn dim_strings(ty: &TensorType) -> Vec<String> {
 /// (no recursion); coefficients are checked for `i64` overflow.
 pub fn parse_dim(text: &str) -> Result<Dim, String> {
     if text.len() > MAX_DIM_TEXT {
-        return Err(format!(
-            "dim expression is {} bytes long; the maximum is {MAX_DIM_TEXT}",
-            text.len()
-        ));
+        return Err(format!("dim expression is {} bytes long; the maximum is {MAX_DIM_TEXT}", text.len()));
     }
     let bytes = text.as_bytes();
     let skip_ws = |mut pos: usize| {
@@ -454,15 +378,14 @@ pub fn parse_dim(text: &str) -> Result<Dim, String> {
                 Some(b'?') => {
                     let start = pos;
                     pos += 1;
-                    while bytes
-                        .get(pos)
-                        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'.')
-                    {
+                    while bytes.get(pos).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'.') {
                         pos += 1;
                     }
                     let name = &text[start + 1..pos];
                     if name.is_empty() {
-                        return Err(format!("`?` at offset {start} is only allowed as a whole dim, not inside an expression"));
+                        return Err(format!(
+                            "`?` at offset {start} is only allowed as a whole dim, not inside an expression"
+                        ));
                     }
                     if !dim::is_valid_symbol(name) {
                         return Err(format!("invalid symbol name `{name}` at offset {start}"));
@@ -471,15 +394,9 @@ pub fn parse_dim(text: &str) -> Result<Dim, String> {
                 }
                 Some(_) => {
                     let found = text[pos..].chars().next().unwrap_or(' ');
-                    return Err(format!(
-                        "expected a number or `?symbol` at offset {pos}, found `{found}`"
-                    ));
+                    return Err(format!("expected a number or `?symbol` at offset {pos}, found `{found}`"));
                 }
-                None => {
-                    return Err(format!(
-                        "expected a number or `?symbol` at offset {pos}, found the end"
-                    ))
-                }
+                None => return Err(format!("expected a number or `?symbol` at offset {pos}, found the end")),
             }
             pos = skip_ws(pos);
             if bytes.get(pos) == Some(&b'*') {
@@ -489,12 +406,9 @@ pub fn parse_dim(text: &str) -> Result<Dim, String> {
             }
         }
         mono.sort();
-        let value =
-            i64::try_from(sign * coef).map_err(|_| "coefficient out of range".to_string())?;
+        let value = i64::try_from(sign * coef).map_err(|_| "coefficient out of range".to_string())?;
         let entry = terms.entry(mono.clone()).or_insert(0);
-        *entry = entry
-            .checked_add(value)
-            .ok_or_else(|| "coefficient out of range".to_string())?;
+        *entry = entry.checked_add(value).ok_or_else(|| "coefficient out of range".to_string())?;
         if *entry == 0 {
             terms.remove(&mono);
         }
@@ -504,9 +418,7 @@ pub fn parse_dim(text: &str) -> Result<Dim, String> {
             Some(b'-') => sign = -1,
             Some(_) => {
                 let found = text[pos..].chars().next().unwrap_or(' ');
-                return Err(format!(
-                    "expected `+`, `-`, `*` or the end at offset {pos}, found `{found}`"
-                ));
+                return Err(format!("expected `+`, `-`, `*` or the end at offset {pos}, found `{found}`"));
             }
         }
         pos += 1;
@@ -517,23 +429,14 @@ pub fn parse_dim(text: &str) -> Result<Dim, String> {
 /// Build a tensor type from a document's `shape`, `dtype` and optional `dims`, checking
 /// the rank (at most [`MAX_RANK`]), that `shape` and `dims` agree, that no static dim is
 /// negative, and that the static dims' product stays within [`MAX_ELEMENTS`].
-pub fn parse_type(
-    shape: &[i64],
-    dtype: &str,
-    dims: Option<&[String]>,
-    path: &str,
-) -> Result<TensorType, JsonError> {
-    let dtype: DType = dtype.parse().map_err(|e: crate::dtype::UnknownDType| {
-        invalid(&format!("{path}.dtype"), e.to_string())
-    })?;
+pub fn parse_type(shape: &[i64], dtype: &str, dims: Option<&[String]>, path: &str) -> Result<TensorType, JsonError> {
+    let dtype: DType =
+        dtype.parse().map_err(|e: crate::dtype::UnknownDType| invalid(&format!("{path}.dtype"), e.to_string()))?;
     let rank = dims.map_or(shape.len(), <[String]>::len);
     if rank > MAX_RANK || shape.len() > MAX_RANK {
         return Err(invalid(
             &format!("{path}.shape"),
-            format!(
-                "rank {} exceeds the maximum {MAX_RANK}",
-                rank.max(shape.len())
-            ),
+            format!("rank {} exceeds the maximum {MAX_RANK}", rank.max(shape.len())),
         ));
     }
     let parsed: Vec<Dim> = match dims {
@@ -541,18 +444,13 @@ pub fn parse_type(
             if dims.len() != shape.len() {
                 return Err(invalid(
                     &format!("{path}.dims"),
-                    format!(
-                        "{} dims given for a shape of rank {}",
-                        dims.len(),
-                        shape.len()
-                    ),
+                    format!("{} dims given for a shape of rank {}", dims.len(), shape.len()),
                 ));
             }
             let mut out = Vec::with_capacity(dims.len());
             for (i, (text, &seed)) in dims.iter().zip(shape).enumerate() {
                 let p = format!("{path}.dims[{i}]");
-                let d = parse_dim(text)
-                    .map_err(|m| invalid(&p, format!("cannot parse dim `{}`: {m}", clip(text))))?;
+                let d = parse_dim(text).map_err(|m| invalid(&p, format!("cannot parse dim `{}`: {m}", clip(text))))?;
                 let expected = d.as_fixed().unwrap_or(-1);
                 if let Some(n) = d.as_fixed().filter(|n| *n < 0) {
                     return Err(invalid(&p, format!("negative dimension {n}")));
@@ -560,10 +458,7 @@ pub fn parse_type(
                 if seed != expected {
                     return Err(invalid(
                         &format!("{path}.shape[{i}]"),
-                        format!(
-                            "{seed} disagrees with dims[{i}] = `{}` (expected {expected})",
-                            clip(text)
-                        ),
+                        format!("{seed} disagrees with dims[{i}] = `{}` (expected {expected})", clip(text)),
                     ));
                 }
                 out.push(d);
@@ -576,10 +471,7 @@ pub fn parse_type(
                 match n {
                     -1 => out.push(Dim::Unknown),
                     n if n < 0 => {
-                        return Err(invalid(
-                            &format!("{path}.shape[{i}]"),
-                            format!("negative dimension {n}"),
-                        ))
+                        return Err(invalid(&format!("{path}.shape[{i}]"), format!("negative dimension {n}")))
                     }
                     n => out.push(Dim::fixed(n)),
                 }
@@ -593,12 +485,7 @@ pub fn parse_type(
             numel = numel
                 .checked_mul(n as u64)
                 .filter(|&c| c <= MAX_ELEMENTS)
-                .ok_or_else(|| {
-                    invalid(
-                        &format!("{path}.shape"),
-                        "element count exceeds the maximum 2^40",
-                    )
-                })?;
+                .ok_or_else(|| invalid(&format!("{path}.shape"), "element count exceeds the maximum 2^40"))?;
         }
     }
     Ok(TensorType::new(dtype, parsed))

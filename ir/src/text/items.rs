@@ -61,20 +61,16 @@ pub(crate) fn module(p: &mut Parser<'_>) -> Result<Module> {
         if p.at_keyword("weight") {
             let (decl, pos) = weight(p)?;
             if let Some(first) = weight_positions.get(&decl.name) {
-                return Err(pos.error(format!(
-                    "weight `@{}` is already declared at {first}",
-                    quote_name(&decl.name)
-                )));
+                return Err(pos.error(format!("weight `@{}` is already declared at {first}", quote_name(&decl.name))));
             }
             weight_positions.insert(decl.name.clone(), pos);
             module.weights.push(decl);
         } else if p.at_keyword("func") {
             let (body, pos) = function(p)?;
             if let Some(first) = function_positions.get(&body.f.name) {
-                return Err(pos.error(format!(
-                    "function `@{}` is already defined at {first}",
-                    quote_name(&body.f.name)
-                )));
+                return Err(
+                    pos.error(format!("function `@{}` is already defined at {first}", quote_name(&body.f.name)))
+                );
             }
             function_positions.insert(body.f.name.clone(), pos);
             fixups.push(body.fixups);
@@ -91,11 +87,7 @@ pub(crate) fn module(p: &mut Parser<'_>) -> Result<Module> {
 /// Give every weight value its declared type, reporting undeclared weights and
 /// returned weights whose type differs from the output's.
 fn resolve_weights(module: &mut Module, fixups: Vec<WeightFixups>) -> Result<()> {
-    let types: HashMap<&str, &TensorType> = module
-        .weights
-        .iter()
-        .map(|w| (w.name.as_str(), &w.ty))
-        .collect();
+    let types: HashMap<&str, &TensorType> = module.weights.iter().map(|w| (w.name.as_str(), &w.ty)).collect();
     for (f, fixups) in module.functions.iter_mut().zip(fixups) {
         for (name, pos) in fixups.first_uses {
             let ty = types
@@ -107,33 +99,18 @@ fn resolve_weights(module: &mut Module, fixups: Vec<WeightFixups>) -> Result<()>
         }
         for r in fixups.returns {
             if let Some(ty) = types.get(r.weight.as_str()) {
-                check_output_type(
-                    &format!("@{}", quote_name(&r.weight)),
-                    ty,
-                    &r.output,
-                    &r.declared,
-                    r.pos,
-                )?;
+                check_output_type(&format!("@{}", quote_name(&r.weight)), ty, &r.output, &r.declared, r.pos)?;
             }
         }
     }
     Ok(())
 }
 
-fn check_output_type(
-    value: &str,
-    actual: &TensorType,
-    output: &str,
-    declared: &TensorType,
-    pos: Pos,
-) -> Result<()> {
+fn check_output_type(value: &str, actual: &TensorType, output: &str, declared: &TensorType, pos: Pos) -> Result<()> {
     if actual == declared {
         return Ok(());
     }
-    Err(pos.error(format!(
-        "`{value}` has type {actual} but output `{}` is declared as {declared}",
-        quote_name(output)
-    )))
+    Err(pos.error(format!("`{value}` has type {actual} but output `{}` is declared as {declared}", quote_name(output))))
 }
 
 // ---------------------------------------------------------------------- weights
@@ -172,14 +149,9 @@ fn weight_source(p: &mut Parser<'_>, ty: &TensorType) -> Result<WeightSource> {
     } else if p.at_keyword("dense") {
         let pos = p.pos();
         let tensor = p.dense()?;
-        let literal_ty = TensorType::fixed(
-            tensor.dtype,
-            &tensor.shape.iter().map(|&d| d as i64).collect::<Vec<_>>(),
-        );
+        let literal_ty = TensorType::fixed(tensor.dtype, &tensor.shape.iter().map(|&d| d as i64).collect::<Vec<_>>());
         if literal_ty != *ty {
-            return Err(pos.error(format!(
-                "the literal has type {literal_ty} but the weight is declared as {ty}"
-            )));
+            return Err(pos.error(format!("the literal has type {literal_ty} but the weight is declared as {ty}")));
         }
         Ok(WeightSource::Inline(tensor))
     } else {
@@ -204,11 +176,7 @@ fn string(p: &mut Parser<'_>, what: &str) -> Result<String> {
 fn function(p: &mut Parser<'_>) -> Result<(Body, Pos)> {
     p.expect_keyword("func", "`func`")?;
     let (name, pos) = p.at_name("a function name after `func` (like `@forward`)")?;
-    let mut body = Body {
-        f: Function::new(name),
-        scope: HashMap::new(),
-        fixups: WeightFixups::default(),
-    };
+    let mut body = Body { f: Function::new(name), scope: HashMap::new(), fixups: WeightFixups::default() };
     p.expect(&Tok::LParen, "`(` to start the parameters")?;
     p.comma_list(&Tok::RParen, "the parameters", |p| param(p, &mut body))?;
     p.bump()?;
@@ -219,16 +187,10 @@ fn function(p: &mut Parser<'_>) -> Result<(Body, Pos)> {
     p.comma_list(&Tok::RParen, "the outputs", |p| {
         let (name, pos) = p.name("an output name (identifier or string)")?;
         if !output_names.insert(name.clone()) {
-            return Err(pos.error(format!(
-                "output `{}` is already declared",
-                quote_name(&name)
-            )));
+            return Err(pos.error(format!("output `{}` is already declared", quote_name(&name))));
         }
         p.expect(&Tok::Colon, "`:` after the output name")?;
-        outputs.push(OutputDecl {
-            name,
-            ty: p.tensor_type()?,
-        });
+        outputs.push(OutputDecl { name, ty: p.tensor_type()? });
         Ok(())
     })?;
     p.bump()?;
@@ -278,11 +240,7 @@ fn statement(p: &mut Parser<'_>, body: &mut Body) -> Result<()> {
     };
     p.bump()?;
     let operands = operand_list(p, body)?.into_iter().map(|(v, _)| v).collect();
-    let attrs = if p.at(&Tok::LBrace) {
-        p.attr_dict()?
-    } else {
-        AttrDict::default()
-    };
+    let attrs = if p.at(&Tok::LBrace) { p.attr_dict()? } else { AttrDict::default() };
     p.expect(&Tok::Colon, "`:` before the result types")?;
     let types_pos = p.pos();
     let types = type_list(p)?;
@@ -295,11 +253,7 @@ fn statement(p: &mut Parser<'_>, body: &mut Body) -> Result<()> {
     }
     let op = build_op(op_name, op_pos, &attrs)?;
     let id = body.f.add_op(op, operands, types);
-    let result_ids = body
-        .f
-        .op(id)
-        .map(|data| data.results.clone())
-        .unwrap_or_default();
+    let result_ids = body.f.op(id).map(|data| data.results.clone()).unwrap_or_default();
     for (name, v) in results.into_iter().zip(result_ids) {
         body.scope.insert(name, v);
     }
@@ -412,18 +366,8 @@ fn ret(p: &mut Parser<'_>, body: &mut Body, outputs: &[OutputDecl]) -> Result<()
             }),
             None => {
                 if let Some(data) = body.f.try_value(v).filter(|data| data.ty != output.ty) {
-                    let name = body
-                        .scope
-                        .iter()
-                        .find(|(_, id)| **id == v)
-                        .map(|(n, _)| n.to_string());
-                    check_output_type(
-                        &name.unwrap_or_default(),
-                        &data.ty,
-                        &output.name,
-                        &output.ty,
-                        pos,
-                    )?;
+                    let name = body.scope.iter().find(|(_, id)| **id == v).map(|(n, _)| n.to_string());
+                    check_output_type(&name.unwrap_or_default(), &data.ty, &output.name, &output.ty, pos)?;
                 }
             }
         }

@@ -16,11 +16,7 @@ pub(crate) struct Pos {
 impl Pos {
     /// An error at this position.
     pub fn error(self, message: impl Into<String>) -> ParseError {
-        ParseError {
-            line: self.line,
-            column: self.column,
-            message: message.into(),
-        }
+        ParseError { line: self.line, column: self.column, message: message.into() }
     }
 }
 
@@ -179,19 +175,11 @@ const MAX_HEX_DIGITS: usize = 6;
 
 impl<'a> Lexer<'a> {
     pub fn new(src: &'a str) -> Lexer<'a> {
-        Lexer {
-            src,
-            offset: 0,
-            line: 1,
-            column: 1,
-        }
+        Lexer { src, offset: 0, line: 1, column: 1 }
     }
 
     fn pos(&self) -> Pos {
-        Pos {
-            line: self.line,
-            column: self.column,
-        }
+        Pos { line: self.line, column: self.column }
     }
 
     fn rest(&self) -> &'a str {
@@ -237,12 +225,7 @@ impl<'a> Lexer<'a> {
             None => Tok::Eof,
             Some(c) => self.token_from(c, pos)?,
         };
-        Ok(Token {
-            tok,
-            pos,
-            start,
-            end: self.offset,
-        })
+        Ok(Token { tok, pos, start, end: self.offset })
     }
 
     fn token_from(&mut self, c: char, pos: Pos) -> Result<Tok<'a>, ParseError> {
@@ -282,9 +265,7 @@ impl<'a> Lexer<'a> {
             '>' => Tok::Greater,
             '+' => Tok::Plus,
             '*' => Tok::Star,
-            other => {
-                return Err(pos.error(format!("unexpected character {}", describe_char(other))))
-            }
+            other => return Err(pos.error(format!("unexpected character {}", describe_char(other)))),
         };
         Ok(tok)
     }
@@ -308,10 +289,7 @@ impl<'a> Lexer<'a> {
                 return Ok(());
             }
             if is_forbidden(c) {
-                return Err(self.pos().error(format!(
-                    "unexpected character {} in a comment",
-                    describe_char(c)
-                )));
+                return Err(self.pos().error(format!("unexpected character {} in a comment", describe_char(c))));
             }
             self.bump();
         }
@@ -344,9 +322,9 @@ impl<'a> Lexer<'a> {
             Some('"') => self.string(),
             other => {
                 let found = other.map_or("end of input".to_string(), describe_char);
-                Err(self.pos().error(format!(
-                    "expected a name (identifier or string) right after {sigil}, found {found}"
-                )))
+                Err(self
+                    .pos()
+                    .error(format!("expected a name (identifier or string) right after {sigil}, found {found}")))
             }
         }
     }
@@ -354,10 +332,9 @@ impl<'a> Lexer<'a> {
     /// Error if an identifier char is glued to the token just read (`12ab`, `1.5.3`).
     fn reject_glued(&self, what: &str) -> Result<(), ParseError> {
         match self.peek() {
-            Some(c) if is_ident_continue(c) => Err(self.pos().error(format!(
-                "unexpected {} right after the {what}",
-                describe_char(c)
-            ))),
+            Some(c) if is_ident_continue(c) => {
+                Err(self.pos().error(format!("unexpected {} right after the {what}", describe_char(c))))
+            }
             _ => Ok(()),
         }
     }
@@ -382,18 +359,13 @@ impl<'a> Lexer<'a> {
         }
         self.reject_glued("number")?;
         let text = self.since(start);
-        Ok(if is_float {
-            Tok::Float(text)
-        } else {
-            Tok::Int(text)
-        })
+        Ok(if is_float { Tok::Float(text) } else { Tok::Int(text) })
     }
 
     fn at_exponent(&self) -> bool {
         let digit = |c: Option<char>| c.is_some_and(|c| c.is_ascii_digit());
         matches!(self.peek(), Some('e' | 'E'))
-            && (digit(self.peek_nth(1))
-                || (matches!(self.peek_nth(1), Some('+' | '-')) && digit(self.peek_nth(2))))
+            && (digit(self.peek_nth(1)) || (matches!(self.peek_nth(1), Some('+' | '-')) && digit(self.peek_nth(2))))
     }
 
     /// A `"…"` literal, decoded.
@@ -405,9 +377,9 @@ impl<'a> Lexer<'a> {
             let pos = self.pos();
             match self.bump() {
                 None => {
-                    return Err(pos.error(format!(
-                        "expected `\"` to close the string opened at {open}, found end of input"
-                    )))
+                    return Err(
+                        pos.error(format!("expected `\"` to close the string opened at {open}, found end of input"))
+                    )
                 }
                 Some('"') => return Ok(out),
                 Some('\\') => out.push(self.escape(pos)?),
@@ -443,9 +415,7 @@ impl<'a> Lexer<'a> {
     /// `{hex+}` after `\u`.
     fn unicode_escape(&mut self, pos: Pos) -> Result<char, ParseError> {
         let malformed = |lexer: &Lexer<'_>| {
-            lexer
-                .pos()
-                .error("expected `{`, 1 to 6 hex digits and `}` in a `\\u{…}` escape".to_string())
+            lexer.pos().error("expected `{`, 1 to 6 hex digits and `}` in a `\\u{…}` escape".to_string())
         };
         if self.bump() != Some('{') {
             return Err(malformed(self));

@@ -42,10 +42,7 @@ pub fn print_function(m: &Module, f: &Function) -> String {
 /// Like [`print_module`], but after each op line prints `  ; <note>` lines given by
 /// `notes(function_name, Some(op))`, and after each `func` header line the notes for
 /// `(function_name, None)`. Used to show verifier errors inline.
-pub fn print_module_annotated(
-    m: &Module,
-    notes: &dyn Fn(&str, Option<OpId>) -> Vec<String>,
-) -> String {
+pub fn print_module_annotated(m: &Module, notes: &dyn Fn(&str, Option<OpId>) -> Vec<String>) -> String {
     printer::module_text(m, notes)
 }
 

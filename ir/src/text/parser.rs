@@ -45,16 +45,9 @@ impl Literal<'_> {
     /// The value of an integer literal; overflow is an error.
     pub fn to_i64(self) -> Result<i64> {
         let LiteralKind::Int(digits) = self.kind else {
-            return Err(self
-                .pos
-                .error(format!("expected an integer, found `{}`", self.spelling())));
+            return Err(self.pos.error(format!("expected an integer, found `{}`", self.spelling())));
         };
-        let out_of_range = || {
-            self.pos.error(format!(
-                "integer `{}` does not fit in 64 bits",
-                self.spelling()
-            ))
-        };
+        let out_of_range = || self.pos.error(format!("integer `{}` does not fit in 64 bits", self.spelling()));
         let magnitude = i128::from(digits.parse::<u64>().map_err(|_| out_of_range())?);
         let value = if self.negative { -magnitude } else { magnitude };
         i64::try_from(value).map_err(|_| out_of_range())
@@ -78,11 +71,7 @@ impl Literal<'_> {
             LiteralKind::Float(text) => {
                 self.finite(text.parse::<f64>().ok(), text)?;
                 let magnitude = text.parse::<f32>().map_err(|_| self.malformed(text))?;
-                Ok(f64::from(if self.negative {
-                    -magnitude
-                } else {
-                    magnitude
-                }))
+                Ok(f64::from(if self.negative { -magnitude } else { magnitude }))
             }
             _ => self.to_f64(),
         }
@@ -91,17 +80,13 @@ impl Literal<'_> {
     fn finite(&self, value: Option<f64>, text: &str) -> Result<f64> {
         match value {
             Some(v) if v.is_finite() => Ok(v),
-            Some(_) => Err(self.pos.error(format!(
-                "float `{}` is out of range",
-                self.spelling_of(text)
-            ))),
+            Some(_) => Err(self.pos.error(format!("float `{}` is out of range", self.spelling_of(text)))),
             None => Err(self.malformed(text)),
         }
     }
 
     fn malformed(&self, text: &str) -> ParseError {
-        self.pos
-            .error(format!("malformed number `{}`", self.spelling_of(text)))
+        self.pos.error(format!("malformed number `{}`", self.spelling_of(text)))
     }
 
     fn spelling_of(&self, text: &str) -> String {
@@ -196,10 +181,7 @@ impl<'a> Parser<'a> {
 
     /// The error "expected {what}, found {current token}" at the current token.
     pub fn unexpected(&self, what: &str) -> ParseError {
-        self.pos().error(format!(
-            "expected {what}, found {}",
-            self.tok.tok.describe()
-        ))
+        self.pos().error(format!("expected {what}, found {}", self.tok.tok.describe()))
     }
 
     pub fn expect(&mut self, tok: &Tok<'_>, what: &str) -> Result<Token<'a>> {
@@ -281,10 +263,7 @@ impl<'a> Parser<'a> {
     // ------------------------------------------------------------------ numbers
 
     pub fn at_number(&self) -> bool {
-        matches!(
-            self.peek(),
-            Tok::Minus | Tok::Int(_) | Tok::Float(_) | Tok::Ident("nan" | "inf")
-        )
+        matches!(self.peek(), Tok::Minus | Tok::Int(_) | Tok::Float(_) | Tok::Ident("nan" | "inf"))
     }
 
     /// `'-'? (int | float | inf)` or `nan`; the `-` must touch the number.
@@ -307,11 +286,7 @@ impl<'a> Parser<'a> {
             _ => return Err(self.unexpected(what)),
         };
         self.bump()?;
-        Ok(Literal {
-            negative,
-            kind,
-            pos,
-        })
+        Ok(Literal { negative, kind, pos })
     }
 
     fn unsigned(&mut self, what: &str) -> Result<u64> {
@@ -319,8 +294,7 @@ impl<'a> Parser<'a> {
         match *self.peek() {
             Tok::Int(text) => {
                 self.bump()?;
-                text.parse::<u64>()
-                    .map_err(|_| pos.error(format!("integer `{text}` does not fit in 64 bits")))
+                text.parse::<u64>().map_err(|_| pos.error(format!("integer `{text}` does not fit in 64 bits")))
             }
             _ => Err(self.unexpected(what)),
         }
@@ -340,9 +314,7 @@ impl<'a> Parser<'a> {
         let mut shape = Vec::new();
         self.comma_list(&Tok::RBracket, "the shape", |p| {
             if shape.len() == MAX_RANK {
-                return Err(p.pos().error(format!(
-                    "too many dimensions: a type has at most {MAX_RANK}"
-                )));
+                return Err(p.pos().error(format!("too many dimensions: a type has at most {MAX_RANK}")));
             }
             shape.push(p.dim()?);
             Ok(())
@@ -377,9 +349,7 @@ impl<'a> Parser<'a> {
                     ))
                 });
         }
-        let dtype = word
-            .parse::<DType>()
-            .map_err(|e| pos.error(e.to_string()))?;
+        let dtype = word.parse::<DType>().map_err(|e| pos.error(e.to_string()))?;
         self.bump()?;
         Ok(dtype)
     }
@@ -418,10 +388,7 @@ impl<'a> Parser<'a> {
         let mut normal = BTreeMap::new();
         for (monomial, coefficient) in terms {
             if coefficient != 0 {
-                normal.insert(
-                    monomial,
-                    i64::try_from(coefficient).map_err(|_| overflow())?,
-                );
+                normal.insert(monomial, i64::try_from(coefficient).map_err(|_| overflow())?);
             }
         }
         Ok(Dim::Expr(normal))
@@ -439,9 +406,7 @@ impl<'a> Parser<'a> {
                     coefficient = coefficient
                         .checked_mul(i128::from(factor))
                         .filter(|c| i64::try_from(*c).is_ok() || i64::try_from(-*c).is_ok())
-                        .ok_or_else(|| {
-                            pos.error("dimension expression overflows 64-bit integers")
-                        })?;
+                        .ok_or_else(|| pos.error("dimension expression overflows 64-bit integers"))?;
                 }
                 Tok::Symbol(name) => {
                     if !is_valid_symbol(name) {
@@ -472,9 +437,7 @@ impl<'a> Parser<'a> {
         self.comma_list(&Tok::RBrace, "the attributes", |p| {
             let (key, pos) = p.name("an attribute name")?;
             if let Some(first) = dict.positions.get(&key) {
-                return Err(pos.error(format!(
-                    "attribute `{key}` is given twice (first at {first})"
-                )));
+                return Err(pos.error(format!("attribute `{key}` is given twice (first at {first})")));
             }
             p.expect(&Tok::Equals, &format!("`=` after attribute name `{key}`"))?;
             let value = p.attr_value()?;
@@ -490,11 +453,7 @@ impl<'a> Parser<'a> {
         const WHAT: &str = "an attribute value";
         if self.at_number() {
             let literal = self.literal(WHAT)?;
-            return if literal.is_int() {
-                literal.to_i64().map(Attr::Int)
-            } else {
-                literal.to_f64().map(Attr::Float)
-            };
+            return if literal.is_int() { literal.to_i64().map(Attr::Int) } else { literal.to_f64().map(Attr::Float) };
         }
         match self.peek() {
             Tok::Ident("true") => self.bump().map(|_| Attr::Bool(true)),
@@ -521,17 +480,9 @@ impl<'a> Parser<'a> {
         })?;
         self.bump()?;
         if literals.iter().all(Literal::is_int) {
-            literals
-                .into_iter()
-                .map(Literal::to_i64)
-                .collect::<Result<_>>()
-                .map(Attr::Ints)
+            literals.into_iter().map(Literal::to_i64).collect::<Result<_>>().map(Attr::Ints)
         } else {
-            literals
-                .into_iter()
-                .map(Literal::to_f64)
-                .collect::<Result<_>>()
-                .map(Attr::Floats)
+            literals.into_iter().map(Literal::to_f64).collect::<Result<_>>().map(Attr::Floats)
         }
     }
 
@@ -544,8 +495,8 @@ impl<'a> Parser<'a> {
         let type_pos = self.pos();
         let ty = self.tensor_type()?;
         let shape = static_shape(&ty, type_pos)?;
-        let numel = checked_numel(&shape)
-            .ok_or_else(|| type_pos.error(format!("the element count of {ty} overflows")))?;
+        let numel =
+            checked_numel(&shape).ok_or_else(|| type_pos.error(format!("the element count of {ty} overflows")))?;
         self.expect(&Tok::Colon, "`:` after the literal's type")?;
         self.expect(&Tok::LBracket, "`[` to start the elements")?;
         let elements = self.elements(&ty, numel)?;
@@ -567,18 +518,14 @@ impl<'a> Parser<'a> {
         let mut count = 0usize;
         self.comma_list(&Tok::RBracket, "the elements", |p| {
             if count == numel {
-                return Err(p
-                    .pos()
-                    .error(format!("too many elements: {ty} has {numel}")));
+                return Err(p.pos().error(format!("too many elements: {ty} has {numel}")));
             }
             p.element(kind, ty.dtype, &mut elements)?;
             count += 1;
             Ok(())
         })?;
         if count != numel {
-            return Err(self
-                .pos()
-                .error(format!("expected {numel} elements for {ty}, found {count}")));
+            return Err(self.pos().error(format!("expected {numel} elements for {ty}, found {count}")));
         }
         self.bump()?;
         Ok(elements)
@@ -600,23 +547,15 @@ impl<'a> Parser<'a> {
                 let pos = self.pos();
                 let literal = self.literal(&what)?;
                 if !literal.is_int() {
-                    return Err(
-                        pos.error(format!("expected {what}, found `{}`", literal.spelling()))
-                    );
+                    return Err(pos.error(format!("expected {what}, found `{}`", literal.spelling())));
                 }
                 values.push(literal.to_i64()?);
             }
             (ElementKind::F32, Elements::Floats(values)) => {
-                values.push(
-                    self.literal(&format!("a number (a {dtype} element)"))?
-                        .to_f32_as_f64()?,
-                );
+                values.push(self.literal(&format!("a number (a {dtype} element)"))?.to_f32_as_f64()?);
             }
             (_, Elements::Floats(values)) => {
-                values.push(
-                    self.literal(&format!("a number (a {dtype} element)"))?
-                        .to_f64()?,
-                );
+                values.push(self.literal(&format!("a number (a {dtype} element)"))?.to_f64()?);
             }
             (_, Elements::Ints(_)) => return Err(self.unexpected("an element")),
         }
