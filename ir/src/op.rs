@@ -376,7 +376,11 @@ define_ops! {
     /// temperature, only the `top_k` largest are kept (0 = all), softmax is taken, the
     /// smallest prefix of the descending probabilities (ties by lower id) whose sum
     /// reaches `top_p` is kept, and the token is the first whose running sum exceeds
-    /// `u · total`, where `u = (splitmix64(seed + r·0x9E3779B97F4A7C15) >> 11) · 2⁻⁵³`.
+    /// `u · total`, where `u = (splitmix64(seed + r·γ) >> 11) · 2⁻⁵³` with `γ =
+    /// 0x9E3779B97F4A7C15` and Vigna's `splitmix64(x)`: `z = x + γ; z = (z ^ (z >> 30)) ·
+    /// 0xBF58476D1CE4E5B9; z = (z ^ (z >> 27)) · 0x94D049BB133111EB; z ^ (z >> 31)`
+    /// (wrapping u64 arithmetic) — so row `r` gets output `r + 1` of a generator seeded with
+    /// `seed`. The repetition penalty applies once per distinct id in `history`.
     Sample "sample" [1, 2] -> [1, 1] { temperature: f64, top_k: i64, top_p: f64, repetition_penalty: f64, seed: i64 };
 }
 
