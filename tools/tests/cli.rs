@@ -147,6 +147,21 @@ fn hostile_json_inputs_are_rejected_cleanly() {
 }
 
 #[test]
+fn json_document_with_a_cycle_is_rejected() {
+    let dir = scratch("json_cycle");
+    let json = dir.join("mlp.json");
+    let out = ferrumc(&["import", "examples/mlp/model.fir", "-o", &json.to_string_lossy()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    // Make the second layer consume its own output, and drop the edges that would disagree.
+    let own_output = doc["layers"][1]["outputs"][0].clone();
+    doc["layers"][1]["inputs"][0] = own_output;
+    doc["graph"]["edges"] = serde_json::json!([]);
+    let bytes = serde_json::to_vec_pretty(&doc).unwrap();
+    assert_rejected("json_cycle", "cycle.json", &bytes, "cycle");
+}
+
+#[test]
 fn run_reports_missing_and_mismatched_inputs() {
     let out = ferrumc(&["run", "examples/mlp/model.fir", "--interp"]);
     assert_eq!(out.status.code(), Some(1));
