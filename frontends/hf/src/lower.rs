@@ -109,7 +109,8 @@ pub fn rope_inv_freq(cfg: &DecoderConfig) -> Vec<f64> {
             let inv_llama = if wavelen > low_freq_wavelen { inv / s.factor } else { inv };
             let smooth = (old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
             let smoothed = (1.0 - smooth) * inv_llama / s.factor + smooth * inv_llama;
-            let medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+            // `~(wavelen < high) * ~(wavelen > low)`; wavelen is never NaN here.
+            let medium = wavelen >= high_freq_wavelen && wavelen <= low_freq_wavelen;
             if medium {
                 smoothed
             } else {
