@@ -119,6 +119,22 @@ pub enum HfError {
     Verify { errors: Vec<String> },
 }
 
+/// The largest `config.json` / index file read (real ones are a few KiB / a few MiB).
+pub const MAX_JSON_BYTES: u64 = 64 << 20;
+
+/// Read a JSON text file, refusing anything larger than [`MAX_JSON_BYTES`].
+pub(crate) fn read_text(file: &Path) -> Result<String, HfError> {
+    use std::io::Read;
+    let io = |source| HfError::Io { file: file.to_path_buf(), source };
+    let f = std::fs::File::open(file).map_err(io)?;
+    let mut text = String::new();
+    f.take(MAX_JSON_BYTES + 1).read_to_string(&mut text).map_err(io)?;
+    if text.len() as u64 > MAX_JSON_BYTES {
+        return Err(HfError::Json { file: file.to_path_buf(), message: format!("larger than {MAX_JSON_BYTES} bytes") });
+    }
+    Ok(text)
+}
+
 /// Import a Hugging Face decoder checkpoint.
 ///
 /// `path` is the model folder or its `config.json`. Returns the verified module and the
@@ -130,8 +146,7 @@ pub fn import_hf(path: &Path) -> Result<(Module, Vec<ValidationIssue>), HfError>
         (path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")), path.to_path_buf())
     };
     let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-    let text =
-        std::fs::read_to_string(&config_file).map_err(|source| HfError::Io { file: config_file.clone(), source })?;
+    let text = read_text(&config_file)?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| HfError::Json { file: config_file.clone(), message: e.to_string() })?;
     let (cfg, mut issues) =

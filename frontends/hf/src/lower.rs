@@ -134,8 +134,9 @@ pub fn rope_tables(cfg: &DecoderConfig) -> Result<(Tensor, Tensor), HfError> {
     for pos in 0..p {
         for &f in &inv {
             let a = pos as f64 * f;
-            cos.push(a.cos());
-            sin.push(a.sin());
+            // Computed in f64, stored as f32 (the weight's dtype).
+            cos.push(f64::from(a.cos() as f32));
+            sin.push(f64::from(a.sin() as f32));
         }
     }
     let shape = vec![p, inv.len()];
@@ -313,6 +314,20 @@ pub fn lower_decoder(cfg: &DecoderConfig, plan: &WeightPlan) -> Result<Module, H
     m.attrs.insert("producer".into(), Attr::Str("ferrumc-hf".into()));
     m.attrs.insert("model_type".into(), Attr::Str(cfg.model_type.clone()));
     m.attrs.insert("rope_max_positions".into(), Attr::Int(rope_positions(cfg) as i64));
+    m.attrs.insert("architecture".into(), Attr::Str(cfg.model_type.clone()));
+    // The ModelIR JSON document's `architecture.dimensions` (ir/src/json/mod.rs).
+    for (k, v) in [
+        ("vocab_size", cfg.vocab_size),
+        ("hidden_size", cfg.hidden_size),
+        ("num_layers", cfg.num_hidden_layers),
+        ("num_heads", cfg.num_attention_heads),
+        ("num_kv_heads", cfg.num_key_value_heads),
+        ("intermediate_size", cfg.intermediate_size),
+        ("max_sequence_length", cfg.max_position_embeddings),
+        ("head_dim", cfg.head_dim),
+    ] {
+        m.attrs.insert(k.into(), Attr::Int(v as i64));
+    }
     for w in plan.values() {
         let dims: Vec<i64> = w.shape.iter().map(|&d| d as i64).collect();
         m.weights.push(WeightDecl {

@@ -121,8 +121,7 @@ pub fn open_checkpoint(dir: &Path) -> Result<Checkpoint, HfError> {
     let index_path = dir.join(INDEX_FILE);
     let mut tensors = BTreeMap::new();
     if index_path.exists() {
-        let text =
-            std::fs::read_to_string(&index_path).map_err(|source| HfError::Io { file: index_path.clone(), source })?;
+        let text = crate::read_text(&index_path)?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| HfError::Json { file: index_path.clone(), message: e.to_string() })?;
         let map = value.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| HfError::Index {
