@@ -13,8 +13,12 @@ use ferrumc_ir::weights::FileWeights;
 use ferrumc_ir::{DType, Module, Tensor};
 use std::path::{Path, PathBuf};
 
+/// `FERRUMC_HF_FIXTURES` overrides the default `tests/fixtures/hf`.
 fn fixtures_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf")
+    match std::env::var_os("FERRUMC_HF_FIXTURES") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf"),
+    }
 }
 
 fn as_i64(t: Tensor) -> Tensor {
@@ -26,12 +30,13 @@ fn as_i64(t: Tensor) -> Tensor {
     }
 }
 
-fn compare(what: &str, got: &Tensor, want: &Tensor) {
+fn compare(what: &str, got: &Tensor, want: &Tensor) -> f64 {
     assert_eq!(got.shape, want.shape, "{what}: shape");
     let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
     let scale = w.iter().map(|v| v.abs()).fold(0.0, f64::max).max(1.0);
     let diff = g.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     assert!(diff <= 1e-4 * scale, "{what}: max abs diff {diff} (scale {scale})");
+    diff
 }
 
 /// Run `func` with inputs from `dir`; compare every output that has an `.npy` there.
@@ -62,7 +67,8 @@ fn run_dir(m: &Module, model_dir: &Path, dir: &Path, func: &str) -> usize {
         let p = dir.join(format!("{name}.npy"));
         if p.exists() {
             let want = read_npy_file(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            compare(&format!("{} {func} {name}", dir.display()), t, &want);
+            let diff = compare(&format!("{} {func} {name}", dir.display()), t, &want);
+            eprintln!("{}: {func} {name} matches (max abs diff {diff:.2e})", dir.display());
             compared += 1;
         }
     }
