@@ -173,3 +173,19 @@ fn llama3_inv_freq_matches_transformers() {
     assert_eq!(inv[0], base[0]);
     assert!((inv[7] - base[7] / 8.0).abs() < 1e-18);
 }
+
+#[test]
+fn imported_module_round_trips_through_text_and_json() {
+    let dir = TempDir::new("rt");
+    let mut c = tiny_config("qwen2");
+    c["max_position_embeddings"] = json!(8);
+    write_model(dir.path(), &c, &random_checkpoint(&c, Dtype::BF16, 2));
+    let (m, _) = ferrumc_hf::import_hf(dir.path()).unwrap();
+    let text = ferrumc_ir::text::print_module(&m);
+    assert!(text.contains("safetensors(\"model.safetensors\", \"model.layers.0.self_attn.q_proj.bias\")"));
+    let back = ferrumc_ir::text::parse_module(&text).unwrap();
+    assert_eq!(back, m.canonical().unwrap());
+    let doc = ferrumc_ir::json::to_document(&m).unwrap();
+    let again = ferrumc_ir::json::from_document(&doc).unwrap();
+    assert_eq!(ferrumc_ir::text::print_module(&again), text);
+}
