@@ -132,3 +132,31 @@ fn architectures_not_lowered_yet_are_refused_clearly() {
         assert!(err.contains("model_type") && err.contains(arch), "{arch}: unclear error: {err}");
     }
 }
+
+/// The fixtures are sensitive: dropping a single bias from the lowered qwen2 graph must
+/// move the logits far past the parity tolerance.
+#[test]
+fn a_deliberately_broken_lowering_fails_parity() {
+    let dir = fixture("qwen2");
+    let (mut m, _) = ferrumc_hf::import_hf(&dir).unwrap();
+    let f = m.function_mut("forward").unwrap();
+    let biased = f
+        .op_ids()
+        .find(|&id| f.op(id).is_some_and(|d| d.op == ferrumc_ir::Op::Linear && d.operands.len() == 3))
+        .expect("qwen2 has biased q/k/v projections");
+    let data = f.op(biased).unwrap().clone();
+    let ty = f.ty(data.results[0]).clone();
+    let unbiased = f.add_op1(ferrumc_ir::Op::Linear, data.operands[..2].to_vec(), ty);
+    f.replace_all_uses(data.results[0], unbiased);
+    f.erase_op(biased);
+    ferrumc_ir::verify::verify_module(&m).unwrap();
+
+    let ids = npy(&dir.join("input_ids.npy"));
+    let (batch, seq) = (ids.shape[0], ids.shape[1]);
+    let inputs = vec![("input_ids".to_string(), ids), ("position_ids".to_string(), positions(batch, 0, seq))];
+    let out = run_function(&m, "forward", &inputs, &FileWeights::new(&dir)).unwrap();
+    let (got, want) = (output(&out, "logits").to_f64_vec(), npy(&dir.join("logits.npy")).to_f64_vec());
+    let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    eprintln!("qwen2 without one q/k/v bias: max |diff| {diff:.3}");
+    assert!(diff > 100.0 * MAX_ABS_DIFF, "a missing bias moved logits by only {diff:e}");
+}
