@@ -60,8 +60,12 @@ impl LoadedModule {
     }
 }
 
-/// Read a `.fir` or `.json` model. The format is chosen by extension; anything else is refused.
+/// Read a model: a Hugging Face model folder or its `config.json`, a `.fir` file, or a
+/// ModelIR `.json` document. Anything else is refused.
 pub fn load_module(path: &Path) -> Result<LoadedModule, CliError> {
+    if is_hf_checkpoint(path) {
+        return load_hf(path);
+    }
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| CliError(format!("error: {shown}: cannot read: {e}")))?;
     if !meta.is_file() {
@@ -93,6 +97,28 @@ pub fn load_module(path: &Path) -> Result<LoadedModule, CliError> {
         .map(Path::to_path_buf)
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
+    Ok(LoadedModule { module, path: path.to_path_buf(), base_dir })
+}
+
+/// A Hugging Face checkpoint is a folder with a `config.json`, or a file named `config.json`.
+fn is_hf_checkpoint(path: &Path) -> bool {
+    if path.is_dir() {
+        return path.join("config.json").is_file();
+    }
+    path.file_name().is_some_and(|n| n == "config.json")
+}
+
+/// Lower a Hugging Face checkpoint; validation warnings go to stderr, errors fail.
+fn load_hf(path: &Path) -> Result<LoadedModule, CliError> {
+    let (module, warnings) = ferrumc_hf::import_hf(path).map_err(|e| CliError(format!("error: {e}")))?;
+    for w in &warnings {
+        eprintln!("{w}");
+    }
+    let base_dir = if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."))
+    };
     Ok(LoadedModule { module, path: path.to_path_buf(), base_dir })
 }
 

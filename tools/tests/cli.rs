@@ -174,3 +174,21 @@ fn run_reports_missing_and_mismatched_inputs() {
     assert_eq!(out.status.code(), Some(1), "run without --interp must say so");
     assert!(text(&out.stderr).contains("--interp"));
 }
+
+#[test]
+fn hugging_face_checkpoint_imports_and_bad_configs_list_every_problem() {
+    let out = ferrumc(&["verify", "tests/fixtures/hf/qwen2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("2 function(s)"), "{}", text(&out.stdout));
+
+    let dir = scratch("bad_config");
+    std::fs::write(dir.join("config.json"), br#"{"model_type": "llama", "hidden_size": 0, "num_attention_heads": 3}"#)
+        .unwrap();
+    let out = ferrumc(&["import", &dir.to_string_lossy()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for field in ["hidden_size", "num_hidden_layers", "vocab_size", "config.json"] {
+        assert!(stderr.contains(field), "error does not mention {field}: {stderr}");
+    }
+}
