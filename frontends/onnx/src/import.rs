@@ -576,6 +576,9 @@ impl Importer {
         let unary = |s: &mut Self, op: Op| -> Result<Vec<ValueId>, String> { s.emit(op, vec![input(0)?]) };
         let binary = |s: &mut Self, op: Op| -> Result<Vec<ValueId>, String> { s.emit(op, vec![input(0)?, input(1)?]) };
         let op_type = n.op_type.as_str();
+        if self.opset < 7 && a.i("broadcast", 0)? != 0 {
+            return Err("legacy broadcasting (`broadcast` attribute, opset < 7) is not supported".into());
+        }
         match op_type {
             "Abs" => unary(self, Op::Abs),
             "Neg" => unary(self, Op::Neg),

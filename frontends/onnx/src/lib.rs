@@ -41,10 +41,14 @@ use ferrumc_ir::Tensor;
 use prost::Message;
 use std::path::PathBuf;
 
-/// Oldest default-domain opset accepted (older opsets use legacy broadcasting attributes).
-pub const MIN_OPSET: i64 = 7;
-/// Newest default-domain opset implemented.
-pub const MAX_OPSET: i64 = 21;
+/// Oldest default-domain opset accepted. Before opset 7 binary ops broadcast only with the
+/// legacy `broadcast`/`axis` attributes; nodes that set them are refused.
+pub const MIN_OPSET: i64 = 1;
+/// Newest default-domain opset implemented. Checked against the onnx 1.23 schemas: from
+/// opset 21 to 28 the mapped ops only gained element types, except Mod-28 (float `fmod=0`
+/// spelled out as `a - floor(a/b)·b`, which is the IR's `mod`), Range-27 (`stash_type`:
+/// the IR computes ranges exactly, as with a float stash) and Cast-28 (new element types).
+pub const MAX_OPSET: i64 = 28;
 /// Largest `.onnx` file accepted (protobuf itself cannot exceed 2 GiB).
 pub const MAX_MODEL_BYTES: u64 = 2 << 30;
 /// Float initializers up to this many elements become `constant` ops.

@@ -93,7 +93,8 @@ fn run_case(dir: &Path) -> Outcome {
         Ok(m) => m,
         Err(e) => {
             let msg = e.to_string().replace('\n', " ");
-            let unsupported = msg.contains("unsupported") || msg.contains("not supported");
+            let unsupported =
+                msg.contains("unsupported") || msg.contains("not supported") || msg.contains("must be a constant");
             return if unsupported { Outcome::Unsupported(msg) } else { Outcome::Fail(format!("import: {msg}")) };
         }
     };
