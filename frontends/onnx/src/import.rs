@@ -103,8 +103,22 @@ pub const SUPPORTED_OPS: &[&str] = &[
 /// Folded results may have at most this many elements.
 const FOLD_MAX_ELEMENTS: usize = 4096;
 
+/// Options of [`import_onnx_with`].
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Graph inputs to freeze: each named input becomes a `constant` with the given value
+    /// (dtype and rank must match its declaration) and is no longer a function input. Lets
+    /// graphs that feed attribute-like inputs (axes, pads, k, …) from graph inputs import.
+    pub frozen_inputs: Vec<(String, Tensor)>,
+}
+
 /// Import the ONNX model at `path`. Weight sources are relative to the model's folder.
 pub fn import_onnx(path: &Path) -> Result<Module, OnnxError> {
+    import_onnx_with(path, &ImportOptions::default())
+}
+
+/// [`import_onnx`] with options.
+pub fn import_onnx_with(path: &Path, options: &ImportOptions) -> Result<Module, OnnxError> {
     let io = |source| OnnxError::Io { path: path.to_path_buf(), source };
     let meta = std::fs::metadata(path).map_err(io)?;
     if meta.len() > MAX_MODEL_BYTES {
@@ -113,7 +127,7 @@ pub fn import_onnx(path: &Path) -> Result<Module, OnnxError> {
     let bytes = std::fs::read(path).map_err(io)?;
     let dir = path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or(PathBuf::from("."));
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    import_inner(Bytes::from(bytes), &path.display().to_string(), Some((dir, file_name)))
+    import_inner(Bytes::from(bytes), &path.display().to_string(), Some((dir, file_name)), options)
 }
 
 /// Import a model from memory. Without a folder, external data is refused and every
@@ -122,10 +136,15 @@ pub fn import_onnx_bytes(bytes: &[u8]) -> Result<Module, OnnxError> {
     if bytes.len() as u64 > MAX_MODEL_BYTES {
         return Err(OnnxError::Model(format!("model of {} bytes is too large", bytes.len())));
     }
-    import_inner(Bytes::copy_from_slice(bytes), "<memory>", None)
+    import_inner(Bytes::copy_from_slice(bytes), "<memory>", None, &ImportOptions::default())
 }
 
-fn import_inner(buf: Bytes, what: &str, location: Option<(PathBuf, String)>) -> Result<Module, OnnxError> {
+fn import_inner(
+    buf: Bytes,
+    what: &str,
+    location: Option<(PathBuf, String)>,
+    options: &ImportOptions,
+) -> Result<Module, OnnxError> {
     let model = ModelProto::decode(buf.clone()).map_err(|e| OnnxError::Decode {
         what: what.to_string(),
         message_type: "ModelProto",
@@ -150,7 +169,7 @@ fn import_inner(buf: Bytes, what: &str, location: Option<(PathBuf, String)>) -> 
         imp.module.attrs.insert("onnx.producer".into(), ferrumc_ir::Attr::Str(model.producer_name.clone()));
     }
     imp.module.attrs.insert("onnx.opset".into(), ferrumc_ir::Attr::Int(opset));
-    imp.graph(graph)?;
+    imp.graph(graph, options)?;
     let Importer { mut module, f, .. } = imp;
     module.functions.push(f);
     ferrumc_ir::verify::verify_module(&module).map_err(|errs| {
@@ -223,7 +242,7 @@ impl Importer {
         Ok(())
     }
 
-    fn graph(&mut self, g: &GraphProto) -> Result<(), OnnxError> {
+    fn graph(&mut self, g: &GraphProto, options: &ImportOptions) -> Result<(), OnnxError> {
         // Unsupported ops first, all of them at once.
         let mut bad = Vec::new();
         for (i, n) in g.node.iter().enumerate() {
@@ -250,6 +269,17 @@ impl Importer {
                 continue;
             }
             let ty = self.value_info_type(vi).map_err(|m| model_err(format!("graph input `{}`: {m}", vi.name)))?;
+            if let Some((_, t)) = options.frozen_inputs.iter().find(|(n, _)| *n == vi.name) {
+                if t.dtype != ty.dtype || t.rank() != ty.rank() {
+                    return Err(model_err(format!(
+                        "frozen input `{}`: value {} {:?} does not match its type {ty}",
+                        vi.name, t.dtype, t.shape
+                    )));
+                }
+                let v = self.konst(t.clone()).map_err(model_err)?;
+                self.define(&vi.name, v, "graph input").map_err(model_err)?;
+                continue;
+            }
             let v = self.f.add_param(vi.name.clone(), ty);
             self.define(&vi.name, v, "graph input").map_err(model_err)?;
         }
@@ -756,6 +786,11 @@ impl Importer {
                     (self.const_scalar(ins, 1, "min")?, self.const_scalar(ins, 2, "max")?)
                 } else {
                     (a.f_opt("min")?, a.f_opt("max")?)
+                };
+                // ONNX: with min > max every element becomes max.
+                let min = match (min, max) {
+                    (Some(lo), Some(hi)) if lo > hi => Some(hi),
+                    _ => min,
                 };
                 self.emit(Op::Clip { min, max }, vec![x()?])
             }

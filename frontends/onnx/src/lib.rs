@@ -34,7 +34,7 @@ pub mod tensors;
 
 mod import;
 
-pub use import::{import_onnx, import_onnx_bytes, SUPPORTED_OPS};
+pub use import::{import_onnx, import_onnx_bytes, import_onnx_with, ImportOptions, SUPPORTED_OPS};
 pub use tensors::{onnx_dtype, tensor_from_proto, tensor_to_proto};
 
 use ferrumc_ir::Tensor;
