@@ -3,9 +3,11 @@
 
 Usage: gen_cases.py OUT_DIR
 
-Uses the test data shipped with the `onnx` PyPI package (see requirements.txt):
-onnx/backend/test/data/node/<case>/model.onnx + test_data_set_*/{input,output}_*.pb.
-A case is copied when every node of its graph has an op type from OP_TYPES (the op types
+Uses the backend node test cases of the `onnx` PyPI package (see requirements.txt): the data
+shipped as onnx/backend/test/data/node/<case>/model.onnx + test_data_set_*/{input,output}_*.pb
+when the wheel has it, otherwise (onnx 1.23 wheels do not) the same cases built with
+onnx.backend.test.case.node.collect_testcases() and written in that layout.
+A case is kept when every node of its graph has an op type from OP_TYPES (the op types
 ferrumc-onnx maps; keep in sync with `SUPPORTED_OPS` in frontends/onnx/src/import.rs)
 and at least one node's op type is in the target list TARGET_OPS. The generated
 directory is not committed: CI regenerates it.

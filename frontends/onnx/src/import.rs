@@ -161,6 +161,7 @@ fn import_inner(
         module: Module::new(name),
         f: Function::new("forward"),
         values: HashMap::new(),
+        sym: HashMap::new(),
         opset,
         buf,
         location,
@@ -220,6 +221,9 @@ struct Importer {
     module: Module,
     f: Function,
     values: HashMap<String, ValueId>,
+    /// Integer tensors (rank ≤ 1) whose element values are known as dims, possibly symbolic:
+    /// the shape arithmetic of exported graphs (`Shape` → `Gather` → `Concat` → `Reshape`).
+    sym: HashMap<ValueId, Vec<Dim>>,
     opset: i64,
     buf: Bytes,
     /// Model folder and file name when imported from a file.
@@ -314,6 +318,7 @@ impl Importer {
                 }
             }
             let outs = self.node(n, &ins).map_err(node_err)?;
+            self.track_shape_values(n, &ins, &outs);
             for (k, name) in n.output.iter().enumerate() {
                 if name.is_empty() {
                     continue;
@@ -591,6 +596,140 @@ impl Importer {
         self.emit1(Op::Cast { to }, vec![v])
     }
 
+    // ------------------------------------------------------------------ symbolic shape values
+
+    /// The element values of a rank ≤ 1 integer tensor as dims, if known.
+    fn sym_of(&self, v: ValueId) -> Option<Vec<Dim>> {
+        if let Some(t) = constant_value(&self.f, v) {
+            if t.rank() <= 1 && !t.dtype.is_float() {
+                return Some(t.to_i64_vec().into_iter().map(Dim::fixed).collect());
+            }
+            return None;
+        }
+        self.sym.get(&v).cloned()
+    }
+
+    /// Record the dim values a node computes, for the ops exporters use on shapes.
+    fn track_shape_values(&mut self, n: &NodeProto, ins: &[Option<ValueId>], outs: &[ValueId]) {
+        let Some(&out) = outs.first() else { return };
+        if constant_value(&self.f, out).is_some() || self.f.ty(out).dtype.is_float() || self.f.ty(out).rank() > 1 {
+            return;
+        }
+        let a = Attrs(n);
+        let arg = |k: usize| ins.get(k).copied().flatten();
+        let vals = |k: usize| arg(k).and_then(|v| self.sym_of(v));
+        let r: Option<Vec<Dim>> = (|| match n.op_type.as_str() {
+            "Shape" => {
+                let x = arg(0)?;
+                let shape = self.f.ty(x).shape.clone();
+                let r = shape.len() as i64;
+                let clamp = |v: i64| if v < 0 { (v + r).max(0) } else { v.min(r) };
+                let (s, e) = (clamp(a.i("start", 0).ok()?), clamp(a.i("end", r).ok()?));
+                Some(if e > s { shape[s as usize..e as usize].to_vec() } else { vec![] })
+            }
+            "Identity" | "Cast" | "Squeeze" | "Unsqueeze" => vals(0),
+            "Gather" => {
+                let data = vals(0)?;
+                let idx = self.const_of(arg(1)?)?;
+                let len = data.len() as i64;
+                idx.to_i64_vec()
+                    .into_iter()
+                    .map(|i| data.get(usize::try_from(if i < 0 { i + len } else { i }).ok()?).cloned())
+                    .collect()
+            }
+            "Concat" => {
+                let mut all = Vec::new();
+                for k in 0..ins.len() {
+                    all.extend(vals(k)?);
+                }
+                Some(all)
+            }
+            "Slice" => {
+                let data = vals(0)?;
+                let (s, e) = (self.const_of(arg(1)?)?.to_i64_vec(), self.const_of(arg(2)?)?.to_i64_vec());
+                let steps = arg(4).map(|v| self.const_of(v).map(|t| t.to_i64_vec())).unwrap_or(Some(vec![1]))?;
+                if s.len() != 1 || e.len() != 1 || steps != [1] {
+                    return None;
+                }
+                let len = data.len() as i64;
+                let norm = |x: i64| (if x < 0 { x + len } else { x }).clamp(0, len) as usize;
+                let (s, e) = (norm(s[0]), norm(e[0]));
+                Some(if e > s { data[s..e].to_vec() } else { vec![] })
+            }
+            "Add" | "Sub" | "Mul" | "Div" => {
+                let (x, y) = (vals(0)?, vals(1)?);
+                let n_out = x.len().max(y.len());
+                let pick = |v: &Vec<Dim>, i: usize| if v.len() == 1 { v[0].clone() } else { v[i].clone() };
+                if (x.len() != n_out && x.len() != 1) || (y.len() != n_out && y.len() != 1) {
+                    return None;
+                }
+                (0..n_out)
+                    .map(|i| {
+                        let (p, q) = (pick(&x, i), pick(&y, i));
+                        if p.is_unknown() || q.is_unknown() {
+                            return Some(Dim::Unknown);
+                        }
+                        Some(match n.op_type.as_str() {
+                            "Add" => p.add(&q),
+                            "Sub" => p.sub(&q),
+                            "Mul" => p.mul(&q),
+                            _ => p.div_exact(&q).unwrap_or(Dim::Unknown),
+                        })
+                    })
+                    .collect()
+            }
+            _ => None,
+        })();
+        if let Some(r) = r {
+            if r.iter().any(|d| !d.is_unknown()) {
+                self.sym.insert(out, r);
+            }
+        }
+    }
+
+    /// Refine `?` dims of a result whose shape comes from a shape operand with known values.
+    fn refine(&mut self, result: ValueId, dims: Vec<Dim>) {
+        let ty = self.f.ty(result).clone();
+        let negative = dims.iter().any(|d| d.as_fixed().is_some_and(|v| v < 0));
+        if negative || ty.rank() != dims.len() || constant_value(&self.f, result).is_some() {
+            return;
+        }
+        let shape = ty.shape.iter().zip(dims).map(|(cur, d)| if cur.is_unknown() { d } else { cur.clone() }).collect();
+        self.f.set_type(result, TensorType::new(ty.dtype, shape));
+    }
+
+    /// Reshape target dims from known shape values (ONNX 0 / -1 rules).
+    fn reshape_dims(&self, x: ValueId, target: &[Dim], allowzero: bool) -> Vec<Dim> {
+        let xs = self.f.ty(x).shape.clone();
+        let mut out: Vec<Dim> = target
+            .iter()
+            .enumerate()
+            .map(|(k, d)| match d.as_fixed() {
+                Some(0) if !allowzero => xs.get(k).cloned().unwrap_or(Dim::Unknown),
+                Some(v) if v < 0 => Dim::Unknown,
+                _ => d.clone(),
+            })
+            .collect();
+        let infer: Vec<usize> =
+            target.iter().enumerate().filter(|(_, d)| d.as_fixed() == Some(-1)).map(|(k, _)| k).collect();
+        if let [k] = infer.as_slice() {
+            let known = out
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| j != k)
+                .try_fold(Dim::fixed(1), |acc, (_, d)| (!d.is_unknown()).then(|| acc.mul(d)));
+            let numel = self.f.ty(x).numel();
+            if let Some(known) = known {
+                if numel.is_known() {
+                    if let Some(q) = numel.div_exact(&known) {
+                        out[*k] = q;
+                    }
+                }
+            }
+        }
+        out
+    }
+
     // ------------------------------------------------------------------ nodes
 
     fn node(&mut self, n: &NodeProto, ins: &[Option<ValueId>]) -> Result<Vec<ValueId>, String> {
@@ -705,8 +844,13 @@ impl Importer {
             }
             "Reshape" => {
                 let allowzero = a.i("allowzero", 0)? != 0;
-                let shape = input(1)?;
-                self.emit(Op::Reshape { allowzero }, vec![x()?, shape])
+                let (xv, shape) = (x()?, input(1)?);
+                let out = self.emit(Op::Reshape { allowzero }, vec![xv, shape])?;
+                if let Some(target) = self.sym_of(shape) {
+                    let dims = self.reshape_dims(xv, &target, allowzero);
+                    self.refine(out[0], dims);
+                }
+                Ok(out)
             }
             "Flatten" => self.flatten(x()?, a.i("axis", 1)?),
             "Transpose" => {
@@ -741,7 +885,32 @@ impl Importer {
                     self.emit(Op::Squeeze { axes: axes.unwrap_or_default() }, vec![x()?])
                 }
             }
-            "Expand" => self.emit(Op::Expand, vec![x()?, input(1)?]),
+            "Expand" => {
+                let (xv, shape) = (x()?, input(1)?);
+                let out = self.emit(Op::Expand, vec![xv, shape])?;
+                if let Some(target) = self.sym_of(shape) {
+                    // Broadcast of the input shape and the target (right-aligned).
+                    let xs = self.f.ty(xv).shape.clone();
+                    let rank = xs.len().max(target.len());
+                    let get = |s: &[Dim], p: usize| {
+                        (p + s.len()).checked_sub(rank).and_then(|k| s.get(k)).cloned().unwrap_or(Dim::fixed(1))
+                    };
+                    let dims = (0..rank)
+                        .map(|p| {
+                            let (a, b) = (get(&xs, p), get(&target, p));
+                            if a.as_fixed() == Some(1) {
+                                b
+                            } else if b.as_fixed() == Some(1) || a == b {
+                                a
+                            } else {
+                                Dim::Unknown
+                            }
+                        })
+                        .collect();
+                    self.refine(out[0], dims);
+                }
+                Ok(out)
+            }
             "Shape" => {
                 let xv = x()?;
                 let (start, end) = (a.i("start", 0)?, a.ints_opt("end")?.map(|_| a.i_req("end")).transpose()?);
@@ -773,7 +942,12 @@ impl Importer {
                     Some(t) => t,
                     None => Tensor::scalar_f64(DType::F32, 0.0),
                 };
-                self.emit(Op::ConstantOfShape { value }, vec![input(0)?])
+                let shape = input(0)?;
+                let out = self.emit(Op::ConstantOfShape { value }, vec![shape])?;
+                if let Some(dims) = self.sym_of(shape) {
+                    self.refine(out[0], dims);
+                }
+                Ok(out)
             }
             "Range" => self.emit(Op::Range, vec![input(0)?, input(1)?, input(2)?]),
             "Constant" => {

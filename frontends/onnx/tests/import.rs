@@ -453,3 +453,55 @@ fn opset_specific_forms() {
     assert_eq!(out[0].1.to_f64_vec(), vec![5.0, 7.0, 9.0]);
     assert_eq!(out[0].1.shape, vec![1, 3]);
 }
+
+#[test]
+fn dynamic_shape_chain_with_symbolic_batch() {
+    // y = reshape(x, concat(unsqueeze(gather(shape(x), 0)), [-1])) : [batch, 2, 3] -> [batch, 6]
+    let axes0 = tensor_to_proto("axes0", &Tensor::from_i64(DType::I64, vec![1], vec![0]).unwrap()).unwrap();
+    let idx = tensor_to_proto("idx", &Tensor::scalar_i64(DType::I64, 0)).unwrap();
+    let minus1 = tensor_to_proto("minus1", &Tensor::from_i64(DType::I64, vec![1], vec![-1]).unwrap()).unwrap();
+    let g = GraphProto {
+        node: vec![
+            node("Shape", &["x"], &["s"], vec![]),
+            node("Gather", &["s", "idx"], &["b"], vec![attr_i("axis", 0)]),
+            node("Unsqueeze", &["b", "axes0"], &["b1"], vec![]),
+            node("Concat", &["b1", "minus1"], &["target"], vec![attr_i("axis", 0)]),
+            node("Reshape", &["x", "target"], &["y"], vec![]),
+            node("Split", &["y"], &["p", "q"], vec![attr_i("axis", 1)]),
+        ],
+        initializer: vec![axes0, idx, minus1],
+        input: vec![vi("x", data_type::FLOAT, &[DimValue::DimParam("batch".into()), dv(2), dv(3)])],
+        output: vec![vi("y", 0, &[]), vi("q", 0, &[])],
+        ..Default::default()
+    };
+    let m = import_onnx_bytes(&model(17, g).encode_to_vec()).unwrap();
+    let x = Tensor::from_f64(DType::F32, vec![3, 2, 3], (0..18).map(f64::from).collect()).unwrap();
+    let out = run_function(&m, "forward", &[("x".into(), x)], &InlineWeights).unwrap();
+    assert_eq!(out[0].1.shape, vec![3, 6]);
+    assert_eq!(out[1].1.shape, vec![3, 3]);
+    assert_eq!(out[1].1.to_f64_vec()[..3], [3.0, 4.0, 5.0]);
+}
+
+#[test]
+fn frozen_inputs_become_constants() {
+    let dir = tmpdir("frozen");
+    let g = single(
+        node("ReduceSum", &["x", "axes"], &["y"], vec![attr_i("keepdims", 0)]),
+        vec![vi("x", data_type::FLOAT, &[dv(2), dv(2)]), vi("axes", data_type::INT64, &[dv(1)])],
+        &["y"],
+    );
+    let path = dir.join("m.onnx");
+    std::fs::write(&path, model(13, g).encode_to_vec()).unwrap();
+    assert!(import_onnx(&path).is_err());
+    let axes = Tensor::from_i64(DType::I64, vec![1], vec![1]).unwrap();
+    let opts = ferrumc_onnx::ImportOptions { frozen_inputs: vec![("axes".into(), axes)] };
+    let m = ferrumc_onnx::import_onnx_with(&path, &opts).unwrap();
+    assert_eq!(m.function("forward").unwrap().params().len(), 1);
+    let x = Tensor::from_f64(DType::F32, vec![2, 2], vec![1., 2., 3., 4.]).unwrap();
+    let out = run_function(&m, "forward", &[("x".into(), x)], &InlineWeights).unwrap();
+    assert_eq!(out[0].1.to_f64_vec(), vec![3.0, 7.0]);
+    // A frozen value of the wrong dtype is refused.
+    let bad = ferrumc_onnx::ImportOptions { frozen_inputs: vec![("axes".into(), Tensor::scalar_f64(DType::F32, 1.0))] };
+    assert!(ferrumc_onnx::import_onnx_with(&path, &bad).unwrap_err().to_string().contains("frozen input `axes`"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
