@@ -1093,6 +1093,12 @@ impl Importer {
             "ReduceL2" => Op::ReduceL2 { axes, keepdims },
             _ => Op::ReduceLogSumExp { axes, keepdims },
         };
+        if self.f.ty(x).dtype == DType::Bool && matches!(op, Op::ReduceMax { .. } | Op::ReduceMin { .. }) {
+            // Bool max/min (opset 20) are any/all: reduce 0/1 as i8 and cast back.
+            let xi = self.cast_to(x, DType::I8)?;
+            let r = self.emit1(op, vec![xi])?;
+            return self.emit(Op::Cast { to: DType::Bool }, vec![r]);
+        }
         self.emit(op, vec![x])
     }
 
