@@ -27,7 +27,18 @@
 //!   Trilu k, CumSum axis, Tile repeats) must be constants. Ops whose operands are all
 //!   constants and whose results are small are folded by running the reference interpreter.
 //!   Every node error names the node (`name` or `#index`) and its op type.
+//! * **Shape arithmetic**: rank ≤ 1 integer values computed from `Shape` through `Gather`,
+//!   `Slice`, `Concat`, `(Un)Squeeze`, `Cast` and `Add/Sub/Mul/Div` are tracked as (symbolic)
+//!   dims, so a dynamic `Reshape`/`Expand`/`ConstantOfShape` gets a typed result
+//!   (`[?batch, 6]` rather than `[?, ?]`).
+//! * [`ImportOptions::frozen_inputs`] turns chosen graph inputs into constants (for graphs
+//!   that feed axes, pads or k from graph inputs).
 //! * The result passes `verify_module`.
+//!
+//! Not supported: element types other than f32/f16/bf16/f64/i64/i32/i8/u8/bool (u16, u32,
+//! u64, i16, strings, float8, int4), sequence/map/optional values, subgraphs (If, Loop,
+//! Scan), sparse initializers, function protos, non-default domains, Pad `wrap` mode, and
+//! LayerNormalization `stash_type` (Mean/InvStdDev are computed in the input dtype).
 
 pub mod proto;
 pub mod tensors;

@@ -4,6 +4,12 @@
 //! left out on purpose: prost skips them as unknown fields, so no message here is
 //! recursive and a hostile file cannot drive the decoder into deep recursion.
 //!
+//! Why not the `onnx-protobuf` crate: it resolves here (0.2.3), but it is generated for the
+//! `protobuf` (rust-protobuf 3) runtime, not `prost`, so it would pull in a second protobuf
+//! runtime, its messages could not be built with prost in tests, and its `Vec<u8>` bytes
+//! fields copy `raw_data` instead of slicing the file buffer. Nothing here is generated: the
+//! messages are written by hand from `onnx.proto` and cover only what the importer reads.
+//!
 //! `bytes` fields use [`bytes::Bytes`]: decoding from a `Bytes` buffer slices it instead of
 //! copying, which is how the importer learns the byte offset of an initializer's
 //! `raw_data` inside the `.onnx` file (and can reference it as a `Raw` weight).
