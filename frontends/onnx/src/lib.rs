@@ -1,5 +1,5 @@
 //! ONNX frontend: imports an ONNX model (`.onnx`, optionally with external data) into a
-//! ModelIR [`Module`] with one function, `forward`, whose inputs and outputs are the graph's
+//! ModelIR [`Module`](ferrumc_ir::Module) with one function, `forward`, whose inputs and outputs are the graph's
 //! (names preserved).
 //!
 //! * **Decoding** uses hand-written `prost` messages for the subset of `onnx.proto` we read
