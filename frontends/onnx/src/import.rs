@@ -264,7 +264,22 @@ impl Importer {
         let model_err = OnnxError::Model;
         // Initializers.
         let init_names: std::collections::HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+        // Initializers nothing reads are dropped (exporters leave stale ones behind).
+        let used: std::collections::HashSet<&str> = g
+            .node
+            .iter()
+            .flat_map(|n| n.input.iter())
+            .chain(g.output.iter().map(|o| &o.name))
+            .map(String::as_str)
+            .collect();
+        let mut init_seen = std::collections::HashSet::new();
         for t in &g.initializer {
+            if !init_seen.insert(t.name.as_str()) {
+                return Err(model_err(format!("initializer `{}` is defined twice", t.name)));
+            }
+            if !used.contains(t.name.as_str()) {
+                continue;
+            }
             self.initializer(t).map_err(|m| model_err(format!("initializer `{}`: {m}", t.name)))?;
         }
         // Inputs.

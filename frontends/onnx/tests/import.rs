@@ -281,6 +281,16 @@ fn graph_errors_name_the_node() {
         ..Default::default()
     };
     expect_err(&model(17, g), &["`w`", "defined twice"]);
+    // Unused initializers are dropped; a used one keeps its value.
+    let g = GraphProto {
+        node: vec![node("Add", &["x", "w"], &["y"], vec![])],
+        initializer: vec![f32_tensor("w", &[1], vec![1.0]), f32_tensor("stale", &[100], vec![0.0; 100])],
+        input: vec![x()],
+        output: vec![vi("y", 0, &[])],
+        ..Default::default()
+    };
+    let m = import_onnx_bytes(&model(17, g).encode_to_vec()).unwrap();
+    assert!(m.weights.is_empty());
     // A cycle (or unsorted graph).
     let g = GraphProto {
         node: vec![node("Add", &["x", "b"], &["a"], vec![]), node("Neg", &["a"], &["b"], vec![])],
