@@ -233,6 +233,30 @@ fn hostile_bytes_are_refused_without_panicking() {
         let _ = import_onnx_bytes(&bytes);
         let _ = read_tensor_proto(&bytes);
     }
+    // Deeply nested unknown groups and messages must not overflow the stack.
+    let deep_groups: Vec<u8> = std::iter::repeat_n(0xFBu8, 200_000).collect(); // field 31, start group
+    assert!(import_onnx_bytes(&deep_groups).is_err());
+    let mut nested = Vec::new();
+    for _ in 0..100_000 {
+        // field 7 (graph), length-delimited, claiming the rest of the buffer
+        let mut next = vec![0x3A];
+        let mut len = nested.len();
+        loop {
+            let b = (len & 0x7f) as u8;
+            len >>= 7;
+            if len == 0 {
+                next.push(b);
+                break;
+            }
+            next.push(b | 0x80);
+        }
+        next.extend(&nested);
+        nested = next;
+        if nested.len() > 300_000 {
+            break;
+        }
+    }
+    let _ = import_onnx_bytes(&nested);
     let good = mlp().encode_to_vec();
     for cut in [1, 10, good.len() / 2, good.len() - 1] {
         let r = import_onnx_bytes(&good[..cut]);
