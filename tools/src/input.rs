@@ -66,6 +66,10 @@ pub fn load_module(path: &Path) -> Result<LoadedModule, CliError> {
     if is_hf_checkpoint(path) {
         return load_hf(path);
     }
+    if path.extension().is_some_and(|e| e == "onnx") {
+        let module = ferrumc_onnx::import_onnx(path).map_err(|e| CliError(format!("error: {e}")))?;
+        return Ok(LoadedModule { module, path: path.to_path_buf(), base_dir: parent_dir(path) });
+    }
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| CliError(format!("error: {shown}: cannot read: {e}")))?;
     if !meta.is_file() {
@@ -88,16 +92,11 @@ pub fn load_module(path: &Path) -> Result<LoadedModule, CliError> {
         Some("json") => json::from_json_str(src).map_err(|e| CliError(format!("error: {shown}: {e}")))?,
         _ => {
             return Err(CliError(format!(
-                "error: {shown}: unrecognised model format (expected a .fir or ModelIR .json file)"
+                "error: {shown}: unrecognised model format (expected a Hugging Face folder or config.json, a .onnx, .fir or ModelIR .json file)"
             )))
         }
     };
-    let base_dir = path
-        .parent()
-        .map(Path::to_path_buf)
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| PathBuf::from("."));
-    Ok(LoadedModule { module, path: path.to_path_buf(), base_dir })
+    Ok(LoadedModule { module, path: path.to_path_buf(), base_dir: parent_dir(path) })
 }
 
 /// A Hugging Face checkpoint is a folder with a `config.json`, or a file named `config.json`.
@@ -114,12 +113,13 @@ fn load_hf(path: &Path) -> Result<LoadedModule, CliError> {
     for w in &warnings {
         eprintln!("{w}");
     }
-    let base_dir = if path.is_dir() {
-        path.to_path_buf()
-    } else {
-        path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."))
-    };
+    let base_dir = if path.is_dir() { path.to_path_buf() } else { parent_dir(path) };
     Ok(LoadedModule { module, path: path.to_path_buf(), base_dir })
+}
+
+/// The folder a model file lives in (where its weights are read from).
+fn parent_dir(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// 1-based line and column (in characters) of a byte offset into possibly-invalid UTF-8.

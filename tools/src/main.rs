@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Read a model and write it as ModelIR text (.fir) or a ModelIR JSON document (.json).
     Import {
-        /// The model: a `.fir` file or a ModelIR `.json` document.
+        /// The model: a Hugging Face folder or config.json, a `.onnx`, `.fir` or ModelIR `.json` file.
         input: PathBuf,
         /// Where to write; the extension picks the format (`.fir` or `.json`). Default: `.fir` text on stdout.
         #[arg(short, long)]
@@ -34,17 +34,17 @@ enum Command {
     },
     /// Check a model against every IR invariant and print all errors found.
     Verify {
-        /// The model: a `.fir` file or a ModelIR `.json` document.
+        /// The model: a Hugging Face folder or config.json, a `.onnx`, `.fir` or ModelIR `.json` file.
         input: PathBuf,
     },
     /// Run a function of a model on `.npy` inputs and write each output as `NAME.npy`.
     Run {
-        /// The model: a `.fir` file or a ModelIR `.json` document.
+        /// The model: a Hugging Face folder or config.json, a `.onnx`, `.fir` or ModelIR `.json` file.
         input: PathBuf,
         /// Execute with the reference interpreter (the only engine until codegen lands).
         #[arg(long)]
         interp: bool,
-        /// Inputs as `NAME=FILE.npy`, one per function parameter.
+        /// Inputs as `NAME=FILE` (`.npy`, or ONNX TensorProto `.pb`), one per function parameter.
         #[arg(long = "input", value_name = "NAME=FILE")]
         inputs: Vec<String>,
         /// The function to run (default: `forward` if present, else the first function).
@@ -56,7 +56,7 @@ enum Command {
     },
     /// Write a Graphviz DOT rendering of a model.
     Dot {
-        /// The model: a `.fir` file or a ModelIR `.json` document.
+        /// The model: a Hugging Face folder or config.json, a `.onnx`, `.fir` or ModelIR `.json` file.
         input: PathBuf,
         /// Where to write the `.dot` text. Default: stdout.
         #[arg(short, long)]

@@ -41,7 +41,7 @@ pub fn run_interpreter(
         if !seen.insert(name.to_string()) {
             return Err(CliError::new(format!("error: --input `{name}` is given twice")));
         }
-        let tensor = read_npy_file(Path::new(file)).map_err(|e| CliError::new(format!("error: {file}: {e}")))?;
+        let tensor = read_input_tensor(Path::new(file))?;
         inputs.push((name.to_string(), tensor));
     }
 
@@ -70,6 +70,16 @@ pub fn run_interpreter(
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Read an input tensor: ONNX `TensorProto` for `.pb` files, `.npy` otherwise.
+fn read_input_tensor(path: &Path) -> Result<Tensor, CliError> {
+    let shown = path.display();
+    if path.extension().is_some_and(|e| e == "pb") {
+        let bytes = std::fs::read(path).map_err(|e| CliError::new(format!("error: {shown}: cannot read: {e}")))?;
+        return ferrumc_onnx::read_tensor_proto(&bytes).map_err(|e| CliError::new(format!("error: {shown}: {e}")));
+    }
+    read_npy_file(path).map_err(|e| CliError::new(format!("error: {shown}: {e}")))
 }
 
 /// The file name for an output: `NAME.npy`, refusing names that are not plain file names.
