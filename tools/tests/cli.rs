@@ -192,3 +192,40 @@ fn hugging_face_checkpoint_imports_and_bad_configs_list_every_problem() {
         assert!(stderr.contains(field), "error does not mention {field}: {stderr}");
     }
 }
+
+#[test]
+fn exported_onnx_llama_runs_on_a_tensor_proto_input() {
+    use prost::Message;
+    let dir = scratch("onnx_pb");
+    let ids = read_npy_file(&repo().join("tests/fixtures/onnx_llama/input_ids.npy")).expect("input ids");
+    let proto = ferrumc_onnx::tensor_to_proto("input_ids", &ids).expect("encode TensorProto");
+    let pb = dir.join("input_0.pb");
+    std::fs::write(&pb, proto.encode_to_vec()).expect("write .pb");
+    let out_dir = dir.join("out");
+    let out = ferrumc(&[
+        "run",
+        "tests/fixtures/onnx_llama/model.onnx",
+        "--interp",
+        "--input",
+        &format!("input_ids={}", pb.display()),
+        "--output-dir",
+        &out_dir.to_string_lossy(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (max_diff, same_argmax) =
+        compare(&out_dir.join("logits.npy"), &repo().join("tests/fixtures/onnx_llama/logits.npy"));
+    assert!(max_diff <= 1e-4, "max |diff| {max_diff:e} vs transformers");
+    assert!(same_argmax);
+
+    std::fs::write(dir.join("bad.pb"), b"\x0a\xff\xff\xff\xff\x0f").unwrap();
+    let out = ferrumc(&[
+        "run",
+        "tests/fixtures/onnx_llama/model.onnx",
+        "--interp",
+        "--input",
+        &format!("input_ids={}", dir.join("bad.pb").display()),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("bad.pb"), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("panicked"));
+}
