@@ -12,7 +12,7 @@ use crate::{ValidationIssue, ValidationSeverity};
 use serde_json::{Map, Value};
 
 /// The `model_type`s the decoder lowering supports.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma", "phi3"];
 
 /// The `hidden_act` values the MLP lowering supports.
 pub const SUPPORTED_ACTS: &[&str] = &["silu", "swish", "gelu", "gelu_pytorch_tanh", "gelu_new"];
@@ -83,6 +83,16 @@ impl DecoderConfig {
     /// Per-head RMSNorm on q and k before RoPE (qwen3).
     pub fn qk_norm(&self) -> bool {
         self.model_type == "qwen3"
+    }
+
+    /// Gemma: RMSNorm scales by `1 + w`, embeddings are multiplied by `sqrt(hidden_size)`.
+    pub fn gemma_style(&self) -> bool {
+        self.model_type == "gemma"
+    }
+
+    /// Phi-3: fused `qkv_proj` (`[q; k; v]` rows) and `gate_up_proj` (`[gate; up]` rows).
+    pub fn fused_projections(&self) -> bool {
+        self.model_type == "phi3"
     }
 }
 
@@ -305,7 +315,8 @@ pub fn parse_config(config: &Value) -> Result<(DecoderConfig, Vec<ValidationIssu
     }
     let eps = r.positive_float("rms_norm_eps", 1e-6);
     let rope_theta = r.positive_float("rope_theta", 10000.0);
-    let tie = r.boolean("tie_word_embeddings", false);
+    // Gemma ties lm_head to the embeddings by default (its checkpoints have no lm_head).
+    let tie = r.boolean("tie_word_embeddings", model_type.as_deref() == Some("gemma"));
     let attention_bias = r.boolean("attention_bias", false);
     let mlp_bias = r.boolean("mlp_bias", false);
 
@@ -340,9 +351,21 @@ pub fn parse_config(config: &Value) -> Result<(DecoderConfig, Vec<ValidationIssu
 
     let rope_scaling = parse_rope_scaling(&mut r);
 
+    // Partial rotary embeddings (phi3 `partial_rotary_factor`) are not lowered: only 1.
+    if let Some(v) = r.get("partial_rotary_factor") {
+        if v.as_f64() != Some(1.0) {
+            r.issues.push(err(
+                "unsupported",
+                "partial_rotary_factor",
+                format!("`partial_rotary_factor` = {v} is not supported (only 1.0: RoPE over the whole head_dim)"),
+                Some("remove `partial_rotary_factor` or set it to 1.0".into()),
+            ));
+        }
+    }
+
     // Sliding window attention is not lowered: exact only below the window.
     let sliding_active = match model_type.as_deref() {
-        Some("mistral") => true,
+        Some("mistral") | Some("phi3") => true,
         Some("qwen2") | Some("qwen3") => r.get("use_sliding_window").and_then(Value::as_bool).unwrap_or(false),
         _ => false,
     };

@@ -1,4 +1,4 @@
-//! The config-driven decoder lowering (llama / mistral / qwen2 / qwen3).
+//! The config-driven decoder lowering (llama / mistral / qwen2 / qwen3 / gemma / phi3).
 //!
 //! # Entry points
 //!
@@ -29,13 +29,19 @@
 //! # Adding architectures (the switches live in [`Variant`])
 //!
 //! Everything architecture-specific is decided once in [`Variant::from_config`]; the
-//! builder below only reads the switches. To add:
-//! * **gemma**: `embed_scale = Some(sqrt(hidden))` (multiply after the gather), a
-//!   `NormKind::RmsPlusOne` (weight `1 + w`: add a constant to the norm weight), gelu-tanh
-//!   MLP (already supported via `hidden_act`), tied lm_head.
-//! * **phi3**: `fused_qkv` / `fused_gate_up` switches: one `linear` then `split` on the
-//!   last axis (tensor names `qkv_proj`, `gate_up_proj` in `weights::expected_tensors`),
-//!   and `rotary_dim` from `partial_rotary_factor`.
+//! builder below only reads the switches. Supported beyond the llama family:
+//! * **gemma**: `embed_scale = Some(sqrt(hidden))` (a constant `mul` after the gather and
+//!   cast; the constant is rounded to the embedding dtype as transformers does, the product
+//!   is f32), `NormKind::RmsPlusOne` (the stored weight `w` stays in its file; the graph
+//!   adds a constant 1 to it once per function), gelu-tanh MLP (`hidden_act` /
+//!   `hidden_activation` = `gelu_pytorch_tanh`: `gelu(gate) * up`), head_dim from the
+//!   config, lm_head tied by default.
+//! * **phi3**: `fused_projections`: one `linear` with `qkv_proj` (rows `[q; k; v]`) and
+//!   one with `gate_up_proj` (rows `[gate; up]`), split by `slice` on the last axis
+//!   (tensor names in `weights::expected_tensors`). `partial_rotary_factor` other than 1
+//!   and the `longrope`/`su` rope scalings are refused at config validation.
+//!
+//! Still to add:
 //! * **gpt2**: `NormKind::LayerNorm` (`layer_norm` with bias), learned position embeddings
 //!   (`gather` of `wpe` by `position_ids`, added to the token embedding) instead of RoPE,
 //!   Conv1D weights stored `[in, out]` (transpose once, or `matmul`), fused `c_attn`, and
@@ -57,6 +63,9 @@ pub const MAX_ROPE_POSITIONS: usize = 4096;
 pub enum NormKind {
     /// `rms_norm x, w` (llama family).
     Rms,
+    /// `rms_norm x, (w + 1)` (gemma: `x * (1 + w)`); the `+ 1` is a constant `add` on the
+    /// stored weight, made once per function.
+    RmsPlusOne,
 }
 
 /// MLP flavour.
@@ -78,20 +87,36 @@ pub struct Variant {
     pub qk_norm: bool,
     /// lm_head reads `model.embed_tokens.weight`.
     pub tied_lm_head: bool,
+    /// Multiply the embeddings by this constant after the gather (gemma: `sqrt(hidden)`
+    /// rounded to the embedding dtype, as transformers' `torch.tensor(hidden**0.5, dtype)`).
+    pub embed_scale: Option<f64>,
+    /// One `qkv_proj` (rows `[q; k; v]`) and one `gate_up_proj` (rows `[gate; up]`),
+    /// split with `slice` on the last axis after the `linear` (phi3).
+    pub fused_projections: bool,
 }
 
 impl Variant {
     pub fn from_config(cfg: &DecoderConfig) -> Variant {
         Variant {
-            norm: NormKind::Rms,
+            norm: if cfg.gemma_style() { NormKind::RmsPlusOne } else { NormKind::Rms },
             mlp: MlpKind::Gated(cfg.hidden_act),
             qkv_bias: cfg.qkv_bias(),
             o_bias: cfg.o_bias(),
             mlp_bias: cfg.mlp_bias,
             qk_norm: cfg.qk_norm(),
             tied_lm_head: cfg.tie_word_embeddings,
+            embed_scale: cfg.gemma_style().then(|| embed_scale(cfg)),
+            fused_projections: cfg.fused_projections(),
         }
     }
+}
+
+/// Gemma's embedding multiplier: `sqrt(hidden_size)` rounded to the embedding dtype
+/// (transformers: `torch.tensor(hidden_size**0.5, dtype=embeddings.dtype)`). The embedding
+/// dtype is not known here, so this is the f32 rounding; [`Builder::build`] re-rounds it
+/// for f16/bf16 embeddings.
+pub fn embed_scale(cfg: &DecoderConfig) -> f64 {
+    f64::from((cfg.hidden_size as f64).sqrt() as f32)
 }
 
 /// RoPE inverse frequencies (length head_dim/2), with llama3 scaling applied.
@@ -197,11 +222,36 @@ impl Builder<'_> {
         self.op(Op::Linear, operands)
     }
 
+    /// A scalar f32 constant.
+    fn scalar(&mut self, value: f64) -> Result<ValueId, HfError> {
+        let t = Tensor::from_f64(DType::F32, vec![], vec![value]).map_err(|e| HfError::Lower(e.to_string()))?;
+        self.op(Op::Constant { value: t }, vec![])
+    }
+
     fn norm(&mut self, x: ValueId, weight: &str) -> Result<ValueId, HfError> {
-        let w = self.w(weight)?;
-        match self.v.norm {
-            NormKind::Rms => self.op(Op::RmsNorm { epsilon: self.cfg.rms_norm_eps }, vec![x, w]),
-        }
+        let w = match self.v.norm {
+            NormKind::Rms => self.w(weight)?,
+            NormKind::RmsPlusOne => {
+                let key = format!("{weight} + 1");
+                match self.f32_cache.get(&key) {
+                    Some(&w1) => w1,
+                    None => {
+                        let w = self.w(weight)?;
+                        let one = self.scalar(1.0)?;
+                        let w1 = self.op(Op::Add, vec![w, one])?;
+                        self.f32_cache.insert(key, w1);
+                        w1
+                    }
+                }
+            }
+        };
+        self.op(Op::RmsNorm { epsilon: self.cfg.rms_norm_eps }, vec![x, w])
+    }
+
+    /// `x[..., start..end]` on the last axis (`axis`) of a fused projection.
+    fn slice_last(&mut self, x: ValueId, axis: i64, start: usize, end: usize) -> Result<ValueId, HfError> {
+        let op = Op::Slice { axes: vec![axis], starts: vec![start as i64], ends: vec![end as i64], steps: vec![] };
+        self.op(op, vec![x])
     }
 
     fn reshape(&mut self, x: ValueId, shape: Vec<Dim>) -> ValueId {
@@ -246,14 +296,32 @@ impl Builder<'_> {
         if embed_dtype != DType::F32 {
             x = self.op(Op::Cast { to: DType::F32 }, vec![x])?;
         }
+        if let Some(scale) = self.v.embed_scale {
+            // Rounded to the embedding dtype like transformers; the product is taken in f32.
+            let rounded = Tensor::from_f64(embed_dtype, vec![], vec![scale])
+                .map_err(|e| HfError::Lower(e.to_string()))?
+                .to_f64_vec()[0];
+            let c = self.scalar(rounded)?;
+            x = self.op(Op::Mul, vec![x, c])?;
+        }
         let mut presents = Vec::new();
         let v = self.v.clone();
         for l in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{l}");
             let h = self.norm(x, &format!("{p}.input_layernorm.weight"))?;
-            let q = self.linear(h, &format!("{p}.self_attn.q_proj"), v.qkv_bias)?;
-            let k = self.linear(h, &format!("{p}.self_attn.k_proj"), v.qkv_bias)?;
-            let vv = self.linear(h, &format!("{p}.self_attn.v_proj"), v.qkv_bias)?;
+            let (q, k, vv) = if v.fused_projections {
+                let qkv = self.linear(h, &format!("{p}.self_attn.qkv_proj"), v.qkv_bias)?;
+                let (qn, kvn) = (nh * hd, nkv * hd);
+                let q = self.slice_last(qkv, 2, 0, qn)?;
+                let k = self.slice_last(qkv, 2, qn, qn + kvn)?;
+                let vv = self.slice_last(qkv, 2, qn + kvn, qn + 2 * kvn)?;
+                (q, k, vv)
+            } else {
+                let q = self.linear(h, &format!("{p}.self_attn.q_proj"), v.qkv_bias)?;
+                let k = self.linear(h, &format!("{p}.self_attn.k_proj"), v.qkv_bias)?;
+                let vv = self.linear(h, &format!("{p}.self_attn.v_proj"), v.qkv_bias)?;
+                (q, k, vv)
+            };
             let qn = format!("{p}.self_attn.q_norm.weight");
             let kn = format!("{p}.self_attn.k_norm.weight");
             let q = self.split_heads(q, nh, v.qk_norm.then_some(qn.as_str()))?;
@@ -279,8 +347,15 @@ impl Builder<'_> {
             let o = self.linear(a, &format!("{p}.self_attn.o_proj"), v.o_bias)?;
             x = self.op(Op::Add, vec![x, o])?;
             let h = self.norm(x, &format!("{p}.post_attention_layernorm.weight"))?;
-            let g = self.linear(h, &format!("{p}.mlp.gate_proj"), v.mlp_bias)?;
-            let u = self.linear(h, &format!("{p}.mlp.up_proj"), v.mlp_bias)?;
+            let (g, u) = if v.fused_projections {
+                let gu = self.linear(h, &format!("{p}.mlp.gate_up_proj"), v.mlp_bias)?;
+                let i = cfg.intermediate_size;
+                (self.slice_last(gu, 2, 0, i)?, self.slice_last(gu, 2, i, 2 * i)?)
+            } else {
+                let g = self.linear(h, &format!("{p}.mlp.gate_proj"), v.mlp_bias)?;
+                let u = self.linear(h, &format!("{p}.mlp.up_proj"), v.mlp_bias)?;
+                (g, u)
+            };
             let act = match v.mlp {
                 MlpKind::Gated(HiddenAct::Silu) => self.op(Op::SiluMul, vec![g, u])?,
                 MlpKind::Gated(HiddenAct::Gelu) => {

@@ -190,7 +190,11 @@ pub fn expected_tensors(cfg: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
         let p = format!("model.layers.{l}");
         let mut push = |name: String, shape: Vec<usize>| out.push((name, shape));
         push(format!("{p}.input_layernorm.weight"), vec![h]);
-        for (proj, rows) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
+        // phi3 fuses q/k/v into `qkv_proj` (rows `[q; k; v]`) and gate/up into `gate_up_proj`.
+        let fused = cfg.fused_projections();
+        let attn_projs: &[(&str, usize)] =
+            if fused { &[("qkv_proj", q + 2 * kv)] } else { &[("q_proj", q), ("k_proj", kv), ("v_proj", kv)] };
+        for &(proj, rows) in attn_projs {
             push(format!("{p}.self_attn.{proj}.weight"), vec![rows, h]);
             if cfg.qkv_bias() {
                 push(format!("{p}.self_attn.{proj}.bias"), vec![rows]);
@@ -205,7 +209,12 @@ pub fn expected_tensors(cfg: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
             push(format!("{p}.self_attn.k_norm.weight"), vec![d]);
         }
         push(format!("{p}.post_attention_layernorm.weight"), vec![h]);
-        for (proj, shape) in [("gate_proj", vec![i, h]), ("up_proj", vec![i, h]), ("down_proj", vec![h, i])] {
+        let mlp_projs = if fused {
+            vec![("gate_up_proj", vec![2 * i, h]), ("down_proj", vec![h, i])]
+        } else {
+            vec![("gate_proj", vec![i, h]), ("up_proj", vec![i, h]), ("down_proj", vec![h, i])]
+        };
+        for (proj, shape) in mlp_projs {
             let rows = shape[0];
             push(format!("{p}.mlp.{proj}.weight"), shape);
             if cfg.mlp_bias {

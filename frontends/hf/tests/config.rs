@@ -143,3 +143,25 @@ fn non_objects_are_critical() {
     assert_eq!(issues.len(), 1);
     assert_eq!(issues[0].severity, ValidationSeverity::Critical);
 }
+
+#[test]
+fn gemma_and_phi3_specifics() {
+    // Gemma ties lm_head to the embeddings unless told otherwise; the others do not.
+    let (cfg, _) = parse_config(&without(tiny_config("gemma"), "tie_word_embeddings")).unwrap();
+    assert!(cfg.tie_word_embeddings && cfg.gemma_style() && !cfg.fused_projections());
+    let (cfg, _) = parse_config(&without(tiny_config("phi3"), "tie_word_embeddings")).unwrap();
+    assert!(!cfg.tie_word_embeddings && cfg.fused_projections() && !cfg.gemma_style());
+    // gelu tanh under either key.
+    let v = with(without(tiny_config("gemma"), "hidden_act"), "hidden_activation", json!("gelu_pytorch_tanh"));
+    assert_eq!(parse_config(&v).unwrap().0.hidden_act, HiddenAct::GeluTanh);
+    // Partial rotary embeddings are refused; a factor of 1 is fine.
+    assert!(parse_config(&with(tiny_config("phi3"), "partial_rotary_factor", json!(1.0))).is_ok());
+    let issues = validate_config(&with(tiny_config("phi3"), "partial_rotary_factor", json!(0.75)));
+    assert!(has(&issues, "partial_rotary_factor", "unsupported"), "{issues:#?}");
+    // phi3 longrope scaling is refused.
+    let issues = validate_config(&with(tiny_config("phi3"), "rope_scaling", json!({"type": "longrope"})));
+    assert!(has(&issues, "rope_scaling.type", "unsupported"), "{issues:#?}");
+    // phi3 sliding windows are not lowered: a warning below max_position_embeddings.
+    let (_, issues) = parse_config(&with(tiny_config("phi3"), "sliding_window", json!(16))).unwrap();
+    assert!(issues.iter().any(|i| i.config_path == "sliding_window" && !i.severity.is_blocking()));
+}
