@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod lower;
+pub mod lower_gpt2_bert;
 pub mod weights;
 
 pub use config::{parse_config, validate_config, DecoderConfig, HiddenAct, RopeScaling, SUPPORTED_MODEL_TYPES};
@@ -149,6 +150,9 @@ pub fn import_hf(path: &Path) -> Result<(Module, Vec<ValidationIssue>), HfError>
     let text = read_text(&config_file)?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| HfError::Json { file: config_file.clone(), message: e.to_string() })?;
+    if lower_gpt2_bert::handles(&value) {
+        return lower_gpt2_bert::import(&value, &config_file, &dir);
+    }
     let (cfg, mut issues) =
         parse_config(&value).map_err(|issues| HfError::InvalidConfig { file: config_file.clone(), issues })?;
     let ckpt = open_checkpoint(&dir)?;
