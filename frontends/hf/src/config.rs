@@ -14,6 +14,10 @@ use serde_json::{Map, Value};
 /// The `model_type`s the decoder lowering supports.
 pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma", "phi3"];
 
+/// Every `model_type` `import_hf` accepts: the decoders above plus gpt2 and bert, which have
+/// their own config reading in `lower_gpt2_bert`. Used in messages.
+pub const ALL_MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "gpt2", "bert"];
+
 /// The `hidden_act` values the MLP lowering supports.
 pub const SUPPORTED_ACTS: &[&str] = &["silu", "swish", "gelu", "gelu_pytorch_tanh", "gelu_new"];
 
@@ -269,7 +273,7 @@ pub fn parse_config(config: &Value) -> Result<(DecoderConfig, Vec<ValidationIssu
                 "missing_field",
                 "model_type",
                 "required field `model_type` is missing".into(),
-                Some(format!("add `\"model_type\"`, one of: {}", SUPPORTED_MODEL_TYPES.join(", "))),
+                Some(format!("add `\"model_type\"`, one of: {}", ALL_MODEL_TYPES.join(", "))),
             ));
             None
         }
@@ -278,7 +282,7 @@ pub fn parse_config(config: &Value) -> Result<(DecoderConfig, Vec<ValidationIssu
             r.issues.push(err(
                 "unsupported",
                 "model_type",
-                format!("model_type `{s}` is not supported (supported: {})", SUPPORTED_MODEL_TYPES.join(", ")),
+                format!("model_type `{s}` is not supported (supported: {})", ALL_MODEL_TYPES.join(", ")),
                 Some("import a supported architecture, or add it to the lowering (frontends/hf/src/lower.rs)".into()),
             ));
             None
@@ -288,7 +292,7 @@ pub fn parse_config(config: &Value) -> Result<(DecoderConfig, Vec<ValidationIssu
                 "invalid_type",
                 "model_type",
                 format!("`model_type` must be a string, found {}", kind(other)),
-                Some(format!("one of: {}", SUPPORTED_MODEL_TYPES.join(", "))),
+                Some(format!("one of: {}", ALL_MODEL_TYPES.join(", "))),
             ));
             None
         }

@@ -8,13 +8,16 @@
 //! 2. [`weights`]: the safetensors checkpoint (single file or sharded with
 //!    `model.safetensors.index.json`) is opened, only the headers are read, and every
 //!    tensor is checked against what the config implies before anything is built.
-//! 3. [`lower`]: one config-driven decoder lowering for llama / mistral / qwen2 / qwen3.
+//! 3. [`lower`]: one config-driven decoder lowering for llama / mistral / qwen2 / qwen3 /
+//!    gemma / phi3; [`lower_gpt2_bert`]: gpt2 (Conv1D weights, learned positions) and the
+//!    bert encoder, whose configs use their own keys.
 //!
 //! Weights stay in their files (`WeightSource::Safetensors`); only the RoPE cos/sin
 //! tables, computed at import, are inline.
 
 pub mod config;
 pub mod lower;
+pub mod lower_gpt2_bert;
 pub mod weights;
 
 pub use config::{parse_config, validate_config, DecoderConfig, HiddenAct, RopeScaling, SUPPORTED_MODEL_TYPES};
@@ -149,6 +152,9 @@ pub fn import_hf(path: &Path) -> Result<(Module, Vec<ValidationIssue>), HfError>
     let text = read_text(&config_file)?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| HfError::Json { file: config_file.clone(), message: e.to_string() })?;
+    if lower_gpt2_bert::handles(&value) {
+        return lower_gpt2_bert::import(&value, &config_file, &dir);
+    }
     let (cfg, mut issues) =
         parse_config(&value).map_err(|issues| HfError::InvalidConfig { file: config_file.clone(), issues })?;
     let ckpt = open_checkpoint(&dir)?;

@@ -98,6 +98,7 @@ fn unsupported_things_are_reported_together() {
     let issues = validate_config(&v);
     assert!(has(&issues, "model_type", "unsupported"), "{issues:#?}");
     assert!(issues.iter().any(|i| i.config_path == "model_type" && i.description.contains("llama")));
+    assert!(issues.iter().any(|i| i.config_path == "model_type" && i.description.contains("gpt2, bert")));
     assert!(has(&issues, "hidden_act", "unsupported"));
     assert!(has(&issues, "rope_scaling.type", "unsupported"));
     assert!(has(&issues, "num_key_value_heads", "incompatible_dimensions"));

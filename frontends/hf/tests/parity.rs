@@ -8,7 +8,7 @@
 //! `decode/positions.npy`, `decode/past_{key,value}_<l>.npy`) must match
 //! `decode/logits.npy` and the updated caches `decode/present_{key,value}_<l>.npy`.
 //! Tolerance: max |diff| ≤ 1e-4 on f32 and the same argmax at every position.
-//! Architectures the frontend does not lower yet must be refused with a clear error.
+//! BERT (an encoder) is compared on `last_hidden_state` instead.
 
 use ferrumc_ir::interp::run_function;
 use ferrumc_ir::npy::read_npy_file;
@@ -133,14 +133,30 @@ fn phi3_with_fused_projections_matches_transformers() {
 }
 
 #[test]
-fn architectures_not_lowered_yet_are_refused_clearly() {
-    for arch in ["gpt2", "bert"] {
-        let err = match ferrumc_hf::import_hf(&fixture(arch)) {
-            Ok(_) => panic!("{arch}: imported, so it needs a parity test instead of this check"),
-            Err(e) => e.to_string(),
-        };
-        assert!(err.contains("model_type") && err.contains(arch), "{arch}: unclear error: {err}");
-    }
+fn gpt2_with_conv1d_weights_matches_transformers() {
+    parity("gpt2");
+}
+
+/// BERT encoder: `forward(input_ids, token_type_ids, attention_mask)` must match
+/// `last_hidden_state` (`hidden.npy`); positions are computed in-graph.
+#[test]
+fn bert_encoder_matches_transformers() {
+    let dir = fixture("bert");
+    let (m, warnings) = ferrumc_hf::import_hf(&dir).unwrap_or_else(|e| panic!("bert: {e}"));
+    ferrumc_ir::verify::verify_module(&m).unwrap_or_else(|e| panic!("bert: {e:?}"));
+    assert!(warnings.iter().all(|w| !w.severity.is_blocking()));
+    assert!(m.function("decode").is_none(), "an encoder has no decode entry point");
+    let inputs: Vec<(String, Tensor)> = ["input_ids", "token_type_ids", "attention_mask"]
+        .iter()
+        .map(|n| (n.to_string(), npy(&dir.join(format!("{n}.npy")))))
+        .collect();
+    let out = run_function(&m, "forward", &inputs, &FileWeights::new(&dir)).unwrap_or_else(|e| panic!("bert: {e}"));
+    let (got, want) = (output(&out, "hidden"), npy(&dir.join("hidden.npy")));
+    assert_eq!(got.shape, want.shape, "bert hidden: shape");
+    assert_eq!(got.dtype, want.dtype, "bert hidden: dtype");
+    let diff = got.to_f64_vec().iter().zip(&want.to_f64_vec()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    eprintln!("bert: hidden max |diff| {diff:.2e}");
+    assert!(diff <= MAX_ABS_DIFF, "bert hidden: max |diff| {diff:e} exceeds {MAX_ABS_DIFF:e}");
 }
 
 /// The fixtures are sensitive: dropping a single bias from the lowered qwen2 graph must
