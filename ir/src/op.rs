@@ -234,9 +234,10 @@ define_ops! {
     ReduceSum "reduce_sum" [1, 1] -> [1, 1] { axes: Vec<i64>, keepdims: bool };
     /// `reduce_mean` → arithmetic mean over `axes`.
     ReduceMean "reduce_mean" [1, 1] -> [1, 1] { axes: Vec<i64>, keepdims: bool };
-    /// `reduce_max` → maximum over `axes` (empty extent is an error).
+    /// `reduce_max` → maximum over `axes`; over an empty extent, the lowest value of the dtype
+    /// (−∞ for floats, `false` for bool).
     ReduceMax "reduce_max" [1, 1] -> [1, 1] { axes: Vec<i64>, keepdims: bool };
-    /// `reduce_min` → minimum over `axes`.
+    /// `reduce_min` → minimum over `axes`; over an empty extent, the highest value of the dtype.
     ReduceMin "reduce_min" [1, 1] -> [1, 1] { axes: Vec<i64>, keepdims: bool };
     /// `reduce_prod` → product over `axes`.
     ReduceProd "reduce_prod" [1, 1] -> [1, 1] { axes: Vec<i64>, keepdims: bool };

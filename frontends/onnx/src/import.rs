@@ -1109,8 +1109,9 @@ impl Importer {
             _ => Op::ReduceLogSumExp { axes, keepdims },
         };
         if self.f.ty(x).dtype == DType::Bool && matches!(op, Op::ReduceMax { .. } | Op::ReduceMin { .. }) {
-            // Bool max/min (opset 20) are any/all: reduce 0/1 as i8 and cast back.
-            let xi = self.cast_to(x, DType::I8)?;
+            // Bool max/min (opset 20) are any/all: reduce 0/1 as u8 and cast back; u8's
+            // range makes an empty max `false` and an empty min `true`, as ONNX defines.
+            let xi = self.cast_to(x, DType::U8)?;
             let r = self.emit1(op, vec![xi])?;
             return self.emit(Op::Cast { to: DType::Bool }, vec![r]);
         }

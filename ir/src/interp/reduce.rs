@@ -5,7 +5,8 @@
 //! exactly its own input element (so `reduce_sum` is the identity, `reduce_l1` is `|x|`,
 //! `reduce_sum_square` is `x²`). Over an empty extent, sums give 0, products 1, the
 //! float mean NaN (integer mean is an error), `reduce_log_sum_exp` −∞, and
-//! `reduce_max`/`reduce_min` are an error. Float max/min propagate NaN. Integer sums and
+//! `reduce_max`/`reduce_min` the identity of the reduction (ONNX): −∞/+∞ for floats, the
+//! smallest/largest value of an integer dtype, `false`/`true` for bool. Float max/min propagate NaN. Integer sums and
 //! products wrap; the integer mean truncates toward zero; integer `reduce_l2` and
 //! `reduce_log_sum_exp` are computed in f64 and truncated.
 //!
@@ -60,9 +61,6 @@ pub(crate) fn reduce(op: &Op, x: &Tensor) -> OpResult<Tensor> {
     };
     let out_n = numel(&out_shape)?;
     let count: usize = x.shape.iter().zip(&reduced).filter(|(_, &r)| r).map(|(&d, _)| d).product();
-    if count == 0 && out_n > 0 && matches!(kind, Kind::Max | Kind::Min) {
-        return Err(format!("`{}` over an empty extent (shape {:?}, axes {axes:?})", op.name(), x.shape));
-    }
     // For each input element (row-major), the offset of its output element.
     let kept_strides = strides(&kept_shape);
     let map_strides: Vec<isize> =
@@ -130,10 +128,11 @@ pub(crate) fn reduce(op: &Op, x: &Tensor) -> OpResult<Tensor> {
             if kind == Kind::Mean && count == 0 && out_n > 0 {
                 return Err(format!("integer `{}` over an empty extent", op.name()));
             }
+            let (lowest, highest) = int_range(x.dtype);
             let init = match kind {
                 Kind::Prod => 1,
-                Kind::Max => i64::MIN,
-                Kind::Min => i64::MAX,
+                Kind::Max => lowest,
+                Kind::Min => highest,
                 _ => 0,
             };
             let mut acc = filled(out_n, init)?;
@@ -386,7 +385,10 @@ mod tests {
         // Empty extents.
         let e = f64t(&[0, 2], &[]);
         assert_eq!(red(Op::ReduceSum { axes: vec![0], keepdims: false }, &e).to_f64_vec(), vec![0.0, 0.0]);
-        assert!(reduce(&Op::ReduceMax { axes: vec![0], keepdims: false }, &e).unwrap_err().contains("empty"));
+        assert_eq!(red(Op::ReduceMax { axes: vec![0], keepdims: false }, &e).to_f64_vec(), vec![f64::NEG_INFINITY; 2]);
+        assert_eq!(red(Op::ReduceMin { axes: vec![0], keepdims: false }, &e).to_f64_vec(), vec![f64::INFINITY; 2]);
+        let ei = int_tensor(DType::I32, vec![0, 2], vec![]);
+        assert_eq!(red(Op::ReduceMax { axes: vec![0], keepdims: false }, &ei).to_i64_vec(), vec![i32::MIN as i64; 2]);
         // Integers wrap / truncate.
         let i = i64t(&[3], &[7, -2, 2]);
         assert_eq!(red(Op::ReduceMean { axes: vec![0], keepdims: false }, &i).to_i64_vec(), vec![2]);
@@ -449,5 +451,17 @@ mod tests {
         assert_eq!((r[0].to_f64_vec(), r[1].to_i64_vec()), (vec![5.0, 2.0, 4.0, 4.0], vec![1, 2, 0, 1]));
         assert!(topk(&m, 1, 4, true).is_err());
         assert!(topk(&m, 1, -1, true).is_err());
+    }
+}
+
+/// The smallest and largest value an integer (or bool) dtype holds: the identities of
+/// `reduce_max` and `reduce_min`.
+fn int_range(dtype: DType) -> (i64, i64) {
+    match dtype {
+        DType::I32 => (i32::MIN.into(), i32::MAX.into()),
+        DType::I8 => (i8::MIN.into(), i8::MAX.into()),
+        DType::U8 => (0, u8::MAX.into()),
+        DType::Bool => (0, 1),
+        _ => (i64::MIN, i64::MAX),
     }
 }
