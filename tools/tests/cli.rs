@@ -229,3 +229,41 @@ fn exported_onnx_llama_runs_on_a_tensor_proto_input() {
     assert!(text(&out.stderr).contains("bad.pb"), "{}", text(&out.stderr));
     assert!(!text(&out.stderr).contains("panicked"));
 }
+
+#[test]
+fn every_hugging_face_fixture_runs_through_the_cli_and_matches_transformers() {
+    let dir = scratch("hf_cli");
+    for arch in ["llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "gpt2", "bert"] {
+        let fixture = format!("tests/fixtures/hf/{arch}");
+        let ids = format!("input_ids={fixture}/input_ids.npy");
+        let out_dir = dir.join(arch);
+        let out_s = out_dir.to_string_lossy().into_owned();
+        let mut args = vec!["run", fixture.as_str(), "--interp", "--input", ids.as_str()];
+        let extra: Vec<String> = if arch == "bert" {
+            vec![
+                format!("token_type_ids={fixture}/token_type_ids.npy"),
+                format!("attention_mask={fixture}/attention_mask.npy"),
+            ]
+        } else {
+            // Positions 0..seq for every row, as transformers uses without a cache.
+            let ids = read_npy_file(&repo().join(&fixture).join("input_ids.npy")).expect("input ids");
+            let (batch, seq) = (ids.shape[0], ids.shape[1]);
+            let values = (0..batch).flat_map(|_| 0..seq as i64).collect();
+            let positions = ferrumc_ir::Tensor::from_i64(ferrumc_ir::DType::I64, vec![batch, seq], values).unwrap();
+            let path = dir.join(format!("{arch}_positions.npy"));
+            ferrumc_ir::npy::write_npy_file(&path, &positions).expect("write positions");
+            vec![format!("position_ids={}", path.display())]
+        };
+        for e in &extra {
+            args.extend(["--input", e.as_str()]);
+        }
+        args.extend(["--output-dir", out_s.as_str()]);
+        let out = ferrumc(&args);
+        assert!(out.status.success(), "{arch}: {}", text(&out.stderr));
+        let name = if arch == "bert" { "hidden" } else { "logits" };
+        let (max_diff, same_argmax) =
+            compare(&out_dir.join(format!("{name}.npy")), &repo().join(&fixture).join(format!("{name}.npy")));
+        assert!(max_diff <= 1e-4, "{arch}: max |diff| {max_diff:e} vs transformers");
+        assert!(arch == "bert" || same_argmax, "{arch}: argmax differs from transformers");
+    }
+}
