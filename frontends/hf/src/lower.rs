@@ -403,14 +403,7 @@ pub fn lower_decoder(cfg: &DecoderConfig, plan: &WeightPlan) -> Result<Module, H
     ] {
         m.attrs.insert(k.into(), Attr::Int(v as i64));
     }
-    for w in plan.values() {
-        let dims: Vec<i64> = w.shape.iter().map(|&d| d as i64).collect();
-        m.weights.push(WeightDecl {
-            name: w.name.clone(),
-            ty: TensorType::fixed(w.dtype, &dims),
-            source: WeightSource::Safetensors { file: w.file.clone(), tensor: w.name.clone() },
-        });
-    }
+    crate::weights::declare_weights(&mut m, plan);
     let (cos, sin) = rope_tables(cfg)?;
     let cos_sin_ty = TensorType::fixed(DType::F32, &[rope_positions(cfg) as i64, (cfg.head_dim / 2) as i64]);
     m.weights.push(WeightDecl { name: "rope.cos".into(), ty: cos_sin_ty.clone(), source: WeightSource::Inline(cos) });

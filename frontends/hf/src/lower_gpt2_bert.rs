@@ -39,11 +39,11 @@
 //! and pre-training head (`cls.*`) tensors are not used and are reported as warnings.
 //! Tensor names may carry the `bert.` prefix (`BertFor…` checkpoints).
 
-use crate::weights::{Checkpoint, PlannedWeight, WeightPlan};
+use crate::weights::{Checkpoint, WeightPlan};
 use crate::{HfError, ValidationIssue, ValidationSeverity};
 use ferrumc_ir::infer::add_inferred;
 use ferrumc_ir::op::GeluApproximation;
-use ferrumc_ir::{Attr, DType, Dim, Function, Module, Op, Tensor, TensorType, ValueId, WeightDecl, WeightSource};
+use ferrumc_ir::{Attr, DType, Dim, Function, Module, Op, Tensor, TensorType, ValueId};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -410,15 +410,6 @@ fn ignorable(cfg: &Gpt2BertConfig, prefix: &str, name: &str) -> bool {
     }
 }
 
-fn dtype_of(name: &str) -> Option<DType> {
-    match name {
-        "F32" => Some(DType::F32),
-        "F16" => Some(DType::F16),
-        "BF16" => Some(DType::BF16),
-        _ => None,
-    }
-}
-
 /// Check the checkpoint against the config (every missing, extra, mis-shaped or wrongly
 /// typed tensor at once). Returns the plan, the name prefix and the warnings.
 pub fn check_checkpoint(
@@ -430,33 +421,7 @@ pub fn check_checkpoint(
     let expected = expected_tensors(cfg, prefix);
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
-    let mut plan = WeightPlan::new();
-    for (name, shape) in &expected {
-        let Some(entry) = ckpt.tensors.get(name) else {
-            problems.push(format!("tensor `{name}` (expected shape {shape:?}) is missing from the checkpoint"));
-            continue;
-        };
-        let file = shown(&entry.file);
-        let dtype = dtype_of(&entry.dtype);
-        if dtype.is_none() {
-            problems.push(format!(
-                "tensor `{name}` in `{file}` has dtype {}; only F32, F16 and BF16 are accepted",
-                entry.dtype
-            ));
-        }
-        if &entry.shape != shape {
-            problems.push(format!(
-                "tensor `{name}` in `{file}` has shape {:?}, but the config implies {shape:?}",
-                entry.shape
-            ));
-        }
-        if let (Some(dtype), true) = (dtype, &entry.shape == shape) {
-            plan.insert(
-                name.clone(),
-                PlannedWeight { name: name.clone(), file: entry.file.clone(), dtype, shape: shape.clone() },
-            );
-        }
-    }
+    let plan = crate::weights::plan_expected(ckpt, &expected, &mut problems);
     let wanted: std::collections::HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
     let model = match cfg.arch {
         Arch::Gpt2 => "gpt2",
@@ -734,14 +699,7 @@ pub fn lower(cfg: &Gpt2BertConfig, plan: &WeightPlan, prefix: &'static str) -> R
     ] {
         m.attrs.insert(k.into(), Attr::Int(v as i64));
     }
-    for w in plan.values() {
-        let dims: Vec<i64> = w.shape.iter().map(|&d| d as i64).collect();
-        m.weights.push(WeightDecl {
-            name: w.name.clone(),
-            ty: TensorType::fixed(w.dtype, &dims),
-            source: WeightSource::Safetensors { file: w.file.clone(), tensor: w.name.clone() },
-        });
-    }
+    crate::weights::declare_weights(&mut m, plan);
     let functions: &[(&str, bool)] = match cfg.arch {
         Arch::Gpt2 => &[("forward", false), ("decode", true)],
         Arch::Bert => &[("forward", false)],

@@ -229,24 +229,17 @@ pub fn expected_tensors(cfg: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
     out
 }
 
-fn dtype_of(name: &str) -> Option<DType> {
-    match name {
-        "F32" => Some(DType::F32),
-        "F16" => Some(DType::F16),
-        "BF16" => Some(DType::BF16),
-        _ => None,
-    }
-}
-
-/// Check a checkpoint against a config: every problem (missing, extra, mis-shaped or
-/// wrongly typed tensor) is reported at once. Returns the plan and non-blocking warnings.
-pub fn check_checkpoint(cfg: &DecoderConfig, ckpt: &Checkpoint) -> Result<(WeightPlan, Vec<ValidationIssue>), HfError> {
+/// Check every expected tensor against the checkpoint: present, stored as F32/F16/BF16, and
+/// of the shape the config implies. Problems are appended (all of them, each naming the
+/// tensor and its file); the tensors that pass are planned as weights.
+pub(crate) fn plan_expected(
+    ckpt: &Checkpoint,
+    expected: &[(String, Vec<usize>)],
+    problems: &mut Vec<String>,
+) -> WeightPlan {
     let shown = |file: &str| ckpt.dir.join(file).display().to_string();
-    let mut problems = Vec::new();
-    let mut warnings = Vec::new();
     let mut plan = WeightPlan::new();
-    let expected = expected_tensors(cfg);
-    for (name, shape) in &expected {
+    for (name, shape) in expected {
         let Some(entry) = ckpt.tensors.get(name) else {
             problems.push(format!("tensor `{name}` (expected shape {shape:?}) is missing from the checkpoint"));
             continue;
@@ -272,6 +265,38 @@ pub fn check_checkpoint(cfg: &DecoderConfig, ckpt: &Checkpoint) -> Result<(Weigh
             );
         }
     }
+    plan
+}
+
+/// Declare every planned tensor as a module weight that stays in its safetensors file.
+pub(crate) fn declare_weights(m: &mut ferrumc_ir::Module, plan: &WeightPlan) {
+    for w in plan.values() {
+        let dims: Vec<i64> = w.shape.iter().map(|&d| d as i64).collect();
+        m.weights.push(ferrumc_ir::WeightDecl {
+            name: w.name.clone(),
+            ty: ferrumc_ir::TensorType::fixed(w.dtype, &dims),
+            source: ferrumc_ir::WeightSource::Safetensors { file: w.file.clone(), tensor: w.name.clone() },
+        });
+    }
+}
+
+fn dtype_of(name: &str) -> Option<DType> {
+    match name {
+        "F32" => Some(DType::F32),
+        "F16" => Some(DType::F16),
+        "BF16" => Some(DType::BF16),
+        _ => None,
+    }
+}
+
+/// Check a checkpoint against a config: every problem (missing, extra, mis-shaped or
+/// wrongly typed tensor) is reported at once. Returns the plan and non-blocking warnings.
+pub fn check_checkpoint(cfg: &DecoderConfig, ckpt: &Checkpoint) -> Result<(WeightPlan, Vec<ValidationIssue>), HfError> {
+    let shown = |file: &str| ckpt.dir.join(file).display().to_string();
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let expected = expected_tensors(cfg);
+    let plan = plan_expected(ckpt, &expected, &mut problems);
     let wanted: std::collections::HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
     for (name, entry) in &ckpt.tensors {
         if wanted.contains(name.as_str()) {
