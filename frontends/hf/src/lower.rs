@@ -383,27 +383,59 @@ impl Builder<'_> {
     }
 }
 
-/// Lower a checked configuration and weight plan to a module with `forward` and `decode`.
-pub fn lower_decoder(cfg: &DecoderConfig, plan: &WeightPlan) -> Result<Module, HfError> {
-    let mut m = Module::new(cfg.model_type.clone());
+/// The dimensions every HF import records as module attributes; they become the ModelIR
+/// JSON document's `architecture.dimensions` (ir/src/json/mod.rs).
+pub(crate) struct ModelDims {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub intermediate_size: usize,
+    pub max_sequence_length: usize,
+    pub head_dim: usize,
+}
+
+/// A module named after `model_type`, with the producer, model type and dimensions as
+/// attributes and every planned tensor declared as a weight kept in its file.
+pub(crate) fn new_module(model_type: &str, dims: ModelDims, plan: &WeightPlan) -> Module {
+    let mut m = Module::new(model_type);
     m.attrs.insert("producer".into(), Attr::Str("ferrumc-hf".into()));
-    m.attrs.insert("model_type".into(), Attr::Str(cfg.model_type.clone()));
-    m.attrs.insert("rope_max_positions".into(), Attr::Int(rope_positions(cfg) as i64));
-    m.attrs.insert("architecture".into(), Attr::Str(cfg.model_type.clone()));
-    // The ModelIR JSON document's `architecture.dimensions` (ir/src/json/mod.rs).
+    m.attrs.insert("model_type".into(), Attr::Str(model_type.into()));
+    m.attrs.insert("architecture".into(), Attr::Str(model_type.into()));
     for (k, v) in [
-        ("vocab_size", cfg.vocab_size),
-        ("hidden_size", cfg.hidden_size),
-        ("num_layers", cfg.num_hidden_layers),
-        ("num_heads", cfg.num_attention_heads),
-        ("num_kv_heads", cfg.num_key_value_heads),
-        ("intermediate_size", cfg.intermediate_size),
-        ("max_sequence_length", cfg.max_position_embeddings),
-        ("head_dim", cfg.head_dim),
+        ("vocab_size", dims.vocab_size),
+        ("hidden_size", dims.hidden_size),
+        ("num_layers", dims.num_layers),
+        ("num_heads", dims.num_heads),
+        ("num_kv_heads", dims.num_kv_heads),
+        ("intermediate_size", dims.intermediate_size),
+        ("max_sequence_length", dims.max_sequence_length),
+        ("head_dim", dims.head_dim),
     ] {
         m.attrs.insert(k.into(), Attr::Int(v as i64));
     }
     crate::weights::declare_weights(&mut m, plan);
+    m
+}
+
+/// Lower a checked configuration and weight plan to a module with `forward` and `decode`.
+pub fn lower_decoder(cfg: &DecoderConfig, plan: &WeightPlan) -> Result<Module, HfError> {
+    let mut m = new_module(
+        &cfg.model_type,
+        ModelDims {
+            vocab_size: cfg.vocab_size,
+            hidden_size: cfg.hidden_size,
+            num_layers: cfg.num_hidden_layers,
+            num_heads: cfg.num_attention_heads,
+            num_kv_heads: cfg.num_key_value_heads,
+            intermediate_size: cfg.intermediate_size,
+            max_sequence_length: cfg.max_position_embeddings,
+            head_dim: cfg.head_dim,
+        },
+        plan,
+    );
+    m.attrs.insert("rope_max_positions".into(), Attr::Int(rope_positions(cfg) as i64));
     let (cos, sin) = rope_tables(cfg)?;
     let cos_sin_ty = TensorType::fixed(DType::F32, &[rope_positions(cfg) as i64, (cfg.head_dim / 2) as i64]);
     m.weights.push(WeightDecl { name: "rope.cos".into(), ty: cos_sin_ty.clone(), source: WeightSource::Inline(cos) });

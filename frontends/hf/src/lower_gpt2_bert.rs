@@ -43,7 +43,7 @@ use crate::weights::{Checkpoint, WeightPlan};
 use crate::{HfError, ValidationIssue, ValidationSeverity};
 use ferrumc_ir::infer::add_inferred;
 use ferrumc_ir::op::GeluApproximation;
-use ferrumc_ir::{Attr, DType, Dim, Function, Module, Op, Tensor, TensorType, ValueId};
+use ferrumc_ir::{DType, Dim, Function, Module, Op, Tensor, TensorType, ValueId};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -683,23 +683,20 @@ pub fn lower(cfg: &Gpt2BertConfig, plan: &WeightPlan, prefix: &'static str) -> R
         Arch::Gpt2 => "gpt2",
         Arch::Bert => "bert",
     };
-    let mut m = Module::new(model_type);
-    m.attrs.insert("producer".into(), Attr::Str("ferrumc-hf".into()));
-    m.attrs.insert("model_type".into(), Attr::Str(model_type.into()));
-    m.attrs.insert("architecture".into(), Attr::Str(model_type.into()));
-    for (k, v) in [
-        ("vocab_size", cfg.vocab_size),
-        ("hidden_size", cfg.hidden_size),
-        ("num_layers", cfg.num_layers),
-        ("num_heads", cfg.num_heads),
-        ("num_kv_heads", cfg.num_heads),
-        ("intermediate_size", cfg.intermediate_size),
-        ("max_sequence_length", cfg.max_positions),
-        ("head_dim", cfg.head_dim),
-    ] {
-        m.attrs.insert(k.into(), Attr::Int(v as i64));
-    }
-    crate::weights::declare_weights(&mut m, plan);
+    let mut m = crate::lower::new_module(
+        model_type,
+        crate::lower::ModelDims {
+            vocab_size: cfg.vocab_size,
+            hidden_size: cfg.hidden_size,
+            num_layers: cfg.num_layers,
+            num_heads: cfg.num_heads,
+            num_kv_heads: cfg.num_heads,
+            intermediate_size: cfg.intermediate_size,
+            max_sequence_length: cfg.max_positions,
+            head_dim: cfg.head_dim,
+        },
+        plan,
+    );
     let functions: &[(&str, bool)] = match cfg.arch {
         Arch::Gpt2 => &[("forward", false), ("decode", true)],
         Arch::Bert => &[("forward", false)],

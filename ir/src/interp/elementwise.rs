@@ -380,24 +380,10 @@ pub(crate) fn binary(op: &Op, a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
     if op.is_comparison() {
         let v = match (&a.data, &b.data) {
             (TensorData::Float(x), TensorData::Float(y)) => {
-                let f: &dyn Fn(f64, f64) -> bool = match op {
-                    Op::Equal => &|p, q| p == q,
-                    Op::Less => &|p, q| p < q,
-                    Op::LessEqual => &|p, q| p <= q,
-                    Op::Greater => &|p, q| p > q,
-                    _ => &|p, q| p >= q,
-                };
-                zip_broadcast(x, &a.shape, y, &b.shape, &out_shape, |p, q| f(p, q) as i64)?
+                zip_broadcast(x, &a.shape, y, &b.shape, &out_shape, |p, q| compare(op, p, q) as i64)?
             }
             (TensorData::Int(x), TensorData::Int(y)) => {
-                let f: &dyn Fn(i64, i64) -> bool = match op {
-                    Op::Equal => &|p, q| p == q,
-                    Op::Less => &|p, q| p < q,
-                    Op::LessEqual => &|p, q| p <= q,
-                    Op::Greater => &|p, q| p > q,
-                    _ => &|p, q| p >= q,
-                };
-                zip_broadcast(x, &a.shape, y, &b.shape, &out_shape, |p, q| f(p, q) as i64)?
+                zip_broadcast(x, &a.shape, y, &b.shape, &out_shape, |p, q| compare(op, p, q) as i64)?
             }
             _ => return Err(format!("`{name}`: operand data kinds differ")),
         };
@@ -629,5 +615,17 @@ mod tests {
         let r = where_(&c, &f64t(&[3], &[1.0, 2.0, 3.0]), &f64t(&[], &[0.0])).unwrap();
         assert_eq!((r.shape.clone(), r.to_f64_vec()), (vec![2, 3], vec![1.0, 2.0, 3.0, 0.0, 0.0, 0.0]));
         assert!(where_(&f64t(&[1], &[1.0]), &f64t(&[1], &[1.0]), &f64t(&[1], &[1.0])).is_err());
+    }
+}
+
+/// The comparison `op` (one of `equal`, `less`, `less_equal`, `greater`, `greater_equal`)
+/// on two elements; NaN compares false, as in IEEE 754.
+fn compare<T: PartialOrd>(op: &Op, p: T, q: T) -> bool {
+    match op {
+        Op::Equal => p == q,
+        Op::Less => p < q,
+        Op::LessEqual => p <= q,
+        Op::Greater => p > q,
+        _ => p >= q,
     }
 }
