@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod filetest;
+pub mod models;
 
 use std::path::PathBuf;
 

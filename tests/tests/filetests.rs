@@ -9,11 +9,18 @@
 //!   inputs, `; function: NAME` picks the function (default: the first); the expectation
 //!   lists each output as `NAME = dense<…>`, compared with `; tolerance: RTOL` (default
 //!   1e-6 relative, 1e-7 absolute) rather than textually, so values written by hand match.
+//! * `opt <pass,pass,…>` or `opt -O<level>` — runs the pass manager (dependencies pulled in,
+//!   verifier after every pass) over the module, or over the model named by `; import: PATH`
+//!   (relative to the test file: an HF folder, `.onnx` or `.fir`); the expectation is the
+//!   printed module afterwards. `; quantize: SCHEME` sets the quantization scheme.
+//!
+//! Suites may nest one level (`passes/<pass-name>/*.fir`, trial `passes/<pass-name>::<stem>`).
 
 use ferrumc_ir::attr::write_tensor;
 use ferrumc_ir::interp::run_function;
 use ferrumc_ir::weights::FileWeights;
 use ferrumc_ir::{text, verify, Tensor};
+use ferrumc_passes::{PassManager, PassOptions, QuantScheme};
 use ferrumc_tests::compare::{assert_close, Tolerance};
 use ferrumc_tests::filetest::{blessing, check_or_bless, FileTest};
 use ferrumc_tests::repo_root;
@@ -28,8 +35,23 @@ fn main() {
         .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect())
         .unwrap_or_default();
     suites.sort();
+    // A suite folder holding folders (`passes/<name>/`) contributes one suite per subfolder.
+    let suites: Vec<PathBuf> = suites
+        .into_iter()
+        .flat_map(|suite| {
+            let mut nested: Vec<PathBuf> = std::fs::read_dir(&suite)
+                .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect())
+                .unwrap_or_default();
+            nested.sort();
+            if nested.is_empty() {
+                vec![suite]
+            } else {
+                nested
+            }
+        })
+        .collect();
     for suite in suites {
-        let suite_name = suite.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let suite_name = suite.strip_prefix(&root).map(|s| s.to_string_lossy().replace('\\', "/")).unwrap_or_default();
         let mut files: Vec<PathBuf> = std::fs::read_dir(&suite)
             .map(|d| {
                 d.filter_map(|e| e.ok().map(|e| e.path()))
@@ -75,7 +97,8 @@ fn run_file(path: &Path) -> Result<(), String> {
             check_or_bless(path, &test, &actual)
         }
         "run" => run_case(path, &test),
-        other => Err(format!("unknown filetest command `{other}` (print, parse-error, verify, run)")),
+        opt if opt.starts_with("opt ") => opt_case(path, &test, opt["opt ".len()..].trim()),
+        other => Err(format!("unknown filetest command `{other}` (print, parse-error, verify, run, opt)")),
     }
 }
 
@@ -123,6 +146,34 @@ fn run_case(path: &Path, test: &FileTest) -> Result<(), String> {
         assert_close(name, got, want, Tolerance { rtol, atol: 1e-7 })?;
     }
     Ok(())
+}
+
+fn opt_case(path: &Path, test: &FileTest, pipeline: &str) -> Result<(), String> {
+    let mut m = match test.directive_values("import").first() {
+        Some(model) => {
+            let model_path = path.parent().unwrap_or(Path::new(".")).join(model);
+            ferrumc_tests::models::load(&model_path)?.0
+        }
+        None => text::parse_module(&test.input).map_err(|e| format!("parse error {e}"))?,
+    };
+    let mut options = PassOptions::default();
+    if let Some(scheme) = test.directive_values("quantize").first() {
+        options.quantize = Some(QuantScheme::parse(scheme)?);
+    }
+    let mut manager = match pipeline.strip_prefix("-O") {
+        Some(level) => {
+            let level = level.parse::<u8>().map_err(|_| format!("bad level `{pipeline}`"))?;
+            PassManager::for_level(level, &[], options)
+        }
+        None => {
+            let names: Vec<&str> = pipeline.split(',').map(str::trim).collect();
+            PassManager::new(&names, options)
+        }
+    }
+    .map_err(|e| e.to_string())?
+    .verify_each(true);
+    manager.run(&mut m).map_err(|e| e.to_string())?;
+    check_or_bless(path, test, &lines(&text::print_module(&m)))
 }
 
 /// `NAME = dense<…>`.

@@ -1,8 +1,9 @@
-//! The `ferrumc` command-line driver: import, verify, run (reference interpreter) and
-//! DOT export of ModelIR modules. Every failure prints one `error:` line (or a list of
+//! The `ferrumc` command-line driver: import, verify, optimize (`opt`), run (reference
+//! interpreter) and DOT export of ModelIR modules. Every failure prints one `error:` line (or a list of
 //! verifier errors) and exits non-zero; nothing is written unless the command succeeds.
 
 mod input;
+mod opt;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -53,6 +54,36 @@ enum Command {
         /// Directory for the `NAME.npy` outputs (created if missing).
         #[arg(long)]
         output_dir: Option<PathBuf>,
+    },
+    /// Run optimization passes (by name or an -O preset) and write the optimized module.
+    Opt {
+        /// The model: a Hugging Face folder or config.json, a `.onnx`, `.fir` or ModelIR `.json` file.
+        #[arg(required_unless_present = "list_passes")]
+        input: Option<PathBuf>,
+        /// Where to write; the extension picks the format (`.fir` or `.json`). Default: `.fir` text on stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Comma-separated pass names; dependencies are pulled in and ordered automatically.
+        #[arg(long, value_name = "a,b,c")]
+        passes: Option<String>,
+        /// Optimization level preset (`-O0` .. `-O3`); `--passes` then run after it.
+        #[arg(short = 'O', value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=3))]
+        level: Option<u8>,
+        /// Quantize linear weights: int8 (per channel), q8_0, q4_0, int4 or int4:G (group size G).
+        #[arg(long, value_name = "SCHEME")]
+        quantize: Option<String>,
+        /// Print the module to stderr after every pass.
+        #[arg(long)]
+        print_ir_after_all: bool,
+        /// Print the module to stderr after the named pass (repeatable).
+        #[arg(long, value_name = "PASS")]
+        print_ir_after: Vec<String>,
+        /// Print a table of what each pass did and how long it took (stderr).
+        #[arg(long)]
+        stats: bool,
+        /// List every pass with its summary and dependencies, and the -O presets.
+        #[arg(long)]
+        list_passes: bool,
     },
     /// Write a Graphviz DOT rendering of a model.
     Dot {
@@ -111,6 +142,27 @@ fn execute(command: Command) -> Result<(), CliError> {
             loaded.verified()?;
             run::run_interpreter(&loaded, &inputs, function.as_deref(), output_dir.as_deref())
         }
+        Command::Opt {
+            input,
+            output,
+            passes,
+            level,
+            quantize,
+            print_ir_after_all,
+            print_ir_after,
+            stats,
+            list_passes,
+        } => opt::run_opt(opt::OptRequest {
+            input,
+            output,
+            passes,
+            level,
+            quantize,
+            print_ir_after_all,
+            print_ir_after,
+            stats,
+            list_passes,
+        }),
         Command::Dot { input, output } => {
             let loaded = load_module(&input)?;
             write_output(output.as_deref(), ferrumc_ir::dot::to_dot(&loaded.module).as_bytes())
