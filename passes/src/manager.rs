@@ -332,3 +332,150 @@ pub fn format_stats(records: &[PassRecord]) -> String {
     out.push_str(&format!("total {:.3} ms\n", total.as_secs_f64() * 1e3));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pass::{PassError, PassOptions};
+
+    /// A pass that only declares a name and dependencies.
+    struct Fake {
+        name: &'static str,
+        deps: &'static [&'static str],
+    }
+
+    impl OptimizationPass for Fake {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn summary(&self) -> &'static str {
+            "test pass"
+        }
+        fn dependencies(&self) -> Vec<&'static str> {
+            self.deps.to_vec()
+        }
+        fn apply(&self, _m: &mut Module, _o: &PassOptions) -> Result<OptimizationResult, PassError> {
+            Ok(OptimizationResult::unchanged())
+        }
+    }
+
+    static A: Fake = Fake { name: "a", deps: &[] };
+    static B: Fake = Fake { name: "b", deps: &["a"] };
+    static C: Fake = Fake { name: "c", deps: &["b"] };
+    static D: Fake = Fake { name: "d", deps: &[] };
+    static E: Fake = Fake { name: "e", deps: &["d", "a"] };
+    static LOOP_X: Fake = Fake { name: "x", deps: &["y"] };
+    static LOOP_Y: Fake = Fake { name: "y", deps: &["z"] };
+    static LOOP_Z: Fake = Fake { name: "z", deps: &["x"] };
+    static DANGLING: Fake = Fake { name: "dangling", deps: &["nowhere"] };
+
+    fn names(order: &[&'static dyn OptimizationPass]) -> Vec<&'static str> {
+        order.iter().map(|p| p.name()).collect()
+    }
+
+    fn all() -> Vec<&'static dyn OptimizationPass> {
+        vec![&A, &B, &C, &D, &E, &LOOP_X, &LOOP_Y, &LOOP_Z, &DANGLING]
+    }
+
+    #[test]
+    fn keeps_the_user_order_when_dependencies_allow() {
+        assert_eq!(names(&schedule_in(&["d", "a"], &all()).unwrap()), ["d", "a"]);
+        assert_eq!(names(&schedule_in(&["a", "d"], &all()).unwrap()), ["a", "d"]);
+    }
+
+    #[test]
+    fn pulls_in_transitive_dependencies_just_before_their_requester() {
+        assert_eq!(names(&schedule_in(&["d", "c"], &all()).unwrap()), ["d", "a", "b", "c"]);
+        assert_eq!(names(&schedule_in(&["e"], &all()).unwrap()), ["a", "d", "e"]);
+    }
+
+    #[test]
+    fn moves_a_listed_dependency_before_its_dependent() {
+        assert_eq!(names(&schedule_in(&["b", "a"], &all()).unwrap()), ["a", "b"]);
+        assert_eq!(names(&schedule_in(&["c", "d", "a"], &all()).unwrap()), ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn repeated_names_run_once() {
+        assert_eq!(names(&schedule_in(&["a", "b", "a"], &all()).unwrap()), ["a", "b"]);
+    }
+
+    #[test]
+    fn unknown_pass_is_named_with_a_suggestion() {
+        let err = schedule_in(&["a", "dangelin"], &all()).err().unwrap();
+        assert_eq!(err, PipelineError::UnknownPass { name: "dangelin".into(), suggestion: Some("dangling".into()) });
+        assert!(err.to_string().contains("did you mean `dangling`"), "{err}");
+        let err = schedule_in(&["qqqqqqqq"], &all()).err().unwrap();
+        assert_eq!(err, PipelineError::UnknownPass { name: "qqqqqqqq".into(), suggestion: None });
+    }
+
+    #[test]
+    fn missing_dependency_names_both_passes() {
+        let err = schedule_in(&["dangling"], &all()).err().unwrap();
+        assert_eq!(err, PipelineError::MissingDependency { pass: "dangling".into(), dependency: "nowhere".into() });
+    }
+
+    #[test]
+    fn dependency_cycle_lists_the_cycle() {
+        let err = schedule_in(&["a", "x"], &all()).err().unwrap();
+        let PipelineError::DependencyCycle { passes } = &err else { panic!("expected a cycle error, got {err}") };
+        assert_eq!(passes.first(), passes.last());
+        let mut members: Vec<&str> = passes[1..].iter().map(String::as_str).collect();
+        members.sort();
+        assert_eq!(members, ["x", "y", "z"]);
+        assert!(err.to_string().contains(" -> "), "{err}");
+    }
+
+    #[test]
+    fn every_registered_pass_schedules_and_presets_resolve() {
+        let mut seen = std::collections::BTreeSet::new();
+        for pass in registry::all() {
+            assert!(seen.insert(pass.name()), "duplicate pass name {}", pass.name());
+            let kebab = pass.name().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            assert!(kebab, "pass name `{}` is not kebab-case", pass.name());
+            let order = schedule(&[pass.name()]).unwrap();
+            assert_eq!(order.last().map(|p| p.name()), Some(pass.name()));
+        }
+        for level in 0..=3 {
+            let manager = PassManager::for_level(level, &[], PassOptions::default()).unwrap();
+            let order = manager.pass_names();
+            // Every pass's dependencies ran earlier in the pipeline.
+            for (i, name) in order.iter().enumerate() {
+                for dep in registry::find(name).unwrap().dependencies() {
+                    assert!(order[..i].contains(&dep), "-O{level}: {name} runs before its dependency {dep}");
+                }
+            }
+        }
+        assert!(preset(4).is_err());
+    }
+
+    /// A pass that breaks the IR: the manager must name it.
+    struct Breaker;
+    impl OptimizationPass for Breaker {
+        fn name(&self) -> &'static str {
+            "breaker"
+        }
+        fn summary(&self) -> &'static str {
+            "sets a wrong result type"
+        }
+        fn apply(&self, m: &mut Module, _o: &PassOptions) -> Result<OptimizationResult, PassError> {
+            let f = &mut m.functions[0];
+            let op = f.op_ids().next().ok_or_else(|| PassError::new("no op"))?;
+            let result = f.op(op).map(|d| d.results[0]).ok_or_else(|| PassError::new("no op"))?;
+            f.set_type(result, ferrumc_ir::TensorType::fixed(ferrumc_ir::DType::I64, &[7]));
+            Ok(OptimizationResult { applied: true, ..OptimizationResult::unchanged() })
+        }
+    }
+    static BREAKER: Breaker = Breaker;
+
+    #[test]
+    fn verifier_failure_names_the_pass() {
+        let mut m = ferrumc_ir::text::parse_module(
+            "module @m\n\nfunc @main(%x: f32[4]) -> (y: f32[4]) {\n  %0 = exp %x : f32[4]\n  return %0\n}\n",
+        )
+        .unwrap();
+        let mut manager = PassManager::with_schedule(vec![&BREAKER], PassOptions::default()).verify_each(true);
+        let err = manager.run(&mut m).err().unwrap();
+        assert!(matches!(&err, PipelineError::BrokeVerifier { pass, .. } if pass == "breaker"), "{err}");
+    }
+}
