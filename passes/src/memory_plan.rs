@@ -411,3 +411,307 @@ pub fn human_bytes(b: u64) -> String {
     }
     format!("{x:.1} {unit}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrumc_ir::{DType, Dim, TensorType};
+
+    fn f32s(dims: &[i64]) -> TensorType {
+        TensorType::fixed(DType::F32, dims)
+    }
+
+    fn no_bucket() -> BTreeMap<String, i64> {
+        BTreeMap::new()
+    }
+
+    fn plan(f: &Function, bucket: &BTreeMap<String, i64>) -> MemoryPlan {
+        let m = Module::new("m");
+        let p = plan_function(&m, f, bucket).unwrap();
+        p.verify().unwrap();
+        assert!(p.peak_bytes >= p.lower_bound_bytes);
+        p
+    }
+
+    /// x → exp → neg → tanh → out: only two 4 KB tensors are ever live together.
+    #[test]
+    fn a_chain_reuses_memory() {
+        let mut f = Function::new("main");
+        let x = f.add_param("x", f32s(&[1024]));
+        let a = f.add_op1(Op::Exp, vec![x], f32s(&[1024]));
+        let b = f.add_op1(Op::Neg, vec![a], f32s(&[1024]));
+        let c = f.add_op1(Op::Tanh, vec![b], f32s(&[1024]));
+        f.add_output("y", c);
+        let p = plan(&f, &no_bucket());
+        assert_eq!(p.buffers.len(), 3);
+        assert_eq!(p.peak_bytes, 2 * 4096);
+        assert_eq!(p.lower_bound_bytes, 2 * 4096);
+        assert_eq!(p.total_bytes, 3 * 4096);
+        assert_eq!(p.buffer(a).unwrap().offset, p.buffer(c).unwrap().offset);
+        assert_eq!((p.buffer(c).unwrap().first, p.buffer(c).unwrap().last), (2, 3));
+        assert!(p.buffer(x).is_none(), "params are not in the arena");
+    }
+
+    /// a feeds both b and c, which meet in d: a, b and c are live together.
+    #[test]
+    fn a_diamond_keeps_both_branches_live() {
+        let mut f = Function::new("main");
+        let x = f.add_param("x", f32s(&[1024]));
+        let a = f.add_op1(Op::Exp, vec![x], f32s(&[1024]));
+        let b = f.add_op1(Op::Neg, vec![a], f32s(&[1024]));
+        let c = f.add_op1(Op::Tanh, vec![a], f32s(&[1024]));
+        let d = f.add_op1(Op::Add, vec![b, c], f32s(&[1024]));
+        f.add_output("y", d);
+        let p = plan(&f, &no_bucket());
+        assert_eq!(p.lower_bound_bytes, 3 * 4096);
+        assert_eq!(p.peak_bytes, 3 * 4096);
+        let offsets: BTreeSet<u64> = [a, b, c].iter().map(|v| p.buffer(*v).unwrap().offset).collect();
+        assert_eq!(offsets.len(), 3);
+        assert_ne!(p.buffer(b).unwrap().offset, p.buffer(d).unwrap().offset);
+        assert_ne!(p.buffer(c).unwrap().offset, p.buffer(d).unwrap().offset);
+    }
+
+    #[test]
+    fn multi_result_ops_get_separate_buffers() {
+        let mut f = Function::new("main");
+        let x = f.add_param("x", f32s(&[2, 512]));
+        let s = f.add_op(Op::Split { axis: 0 }, vec![x], vec![f32s(&[1, 512]), f32s(&[1, 512])]);
+        let r = f.op(s).unwrap().results.clone();
+        let unused = f.add_op(Op::Split { axis: 0 }, vec![x], vec![f32s(&[1, 512]), f32s(&[1, 512])]);
+        let unused = f.op(unused).unwrap().results.clone();
+        let y = f.add_op1(Op::Add, vec![r[0], r[1]], f32s(&[1, 512]));
+        f.add_output("y", y);
+        let p = plan(&f, &no_bucket());
+        let (b0, b1) = (p.buffer(r[0]).unwrap(), p.buffer(r[1]).unwrap());
+        assert_eq!(b0.first, b1.first);
+        assert_ne!(b0.offset, b1.offset);
+        // Unused results still occupy bytes while their op runs, and only then.
+        let u = p.buffer(unused[1]).unwrap();
+        assert_eq!(u.first, u.last);
+        assert_eq!(p.buffers.len(), 5);
+    }
+
+    #[test]
+    fn symbolic_dims_are_evaluated_per_bucket() {
+        let mut f = Function::new("main");
+        let ty = TensorType::new(DType::F32, vec![Dim::sym("seq"), Dim::fixed(64)]);
+        let x = f.add_param("x", ty.clone());
+        let a = f.add_op1(Op::Exp, vec![x], ty.clone());
+        let cat = TensorType::new(DType::F32, vec![Dim::sym("past").add(&Dim::sym("seq")), Dim::fixed(64)]);
+        let k = f.add_param("k", TensorType::new(DType::F32, vec![Dim::sym("past"), Dim::fixed(64)]));
+        let c = f.add_op1(Op::Concat { axis: 0 }, vec![k, a], cat);
+        f.add_output("y", c);
+        let bucket = |seq: i64, past: i64| BTreeMap::from([("seq".to_string(), seq), ("past".to_string(), past)]);
+        let m = Module::new("m");
+        let plans = plan_buckets(&m, &f, &[bucket(1, 0), bucket(128, 0), bucket(1, 127)]).unwrap();
+        let sizes: Vec<(u64, u64)> =
+            plans.iter().map(|p| (p.buffer(a).unwrap().size, p.buffer(c).unwrap().size)).collect();
+        assert_eq!(sizes, vec![(256, 256), (128 * 256, 128 * 256), (256, 128 * 256)]);
+        assert_eq!(plans[1].peak_bytes, 2 * 128 * 256);
+        assert_eq!(plans[2].bucket_label(), "past127_seq1");
+        // A symbol the bucket leaves open is an error, not a guess.
+        let err = plan_function(&m, &f, &BTreeMap::from([("seq".to_string(), 4)])).unwrap_err();
+        assert!(err.contains("does not fix"), "{err}");
+    }
+
+    #[test]
+    fn weight_derived_values_stay_out_of_the_arena() {
+        let mut f = Function::new("main");
+        let x = f.add_param("x", f32s(&[4, 8]));
+        let w = f.weight("w", f32s(&[8, 4]));
+        let wt = f.add_op1(Op::Transpose { perm: vec![1, 0] }, vec![w], f32s(&[4, 8]));
+        let y = f.add_op1(Op::Add, vec![x, wt], f32s(&[4, 8]));
+        f.add_output("y", y);
+        let p = plan(&f, &no_bucket());
+        assert!(p.buffer(wt).is_none());
+        assert_eq!(p.buffers.len(), 1);
+        assert_eq!(p.buffer(y).unwrap().first, 1);
+    }
+
+    #[test]
+    fn block_quantized_values_use_storage_bytes() {
+        let mut f = Function::new("main");
+        let x = f.add_param("x", TensorType::fixed(DType::Q4_0, &[2, 64]));
+        let a = f.add_op1(Op::Identity, vec![x], TensorType::fixed(DType::Q4_0, &[2, 64]));
+        let b = f.add_op1(Op::Identity, vec![x], TensorType::fixed(DType::Q8_0, &[3, 32]));
+        let c = f.add_op1(Op::Identity, vec![x], TensorType::fixed(DType::Int4 { group_size: 16 }, &[16]));
+        f.add_output("a", a);
+        f.add_output("b", b);
+        f.add_output("c", c);
+        let p = plan(&f, &no_bucket());
+        assert_eq!(p.buffer(a).unwrap().size, 4 * 18);
+        assert_eq!(p.buffer(b).unwrap().size, 3 * 34);
+        assert_eq!(p.buffer(c).unwrap().size, 10);
+        let mut g = Function::new("bad");
+        let x = g.add_param("x", f32s(&[2, 48]));
+        let q = g.add_op1(Op::Identity, vec![x], TensorType::fixed(DType::Q4_0, &[2, 48]));
+        g.add_output("q", q);
+        assert!(plan_function(&Module::new("m"), &g, &no_bucket()).is_err());
+    }
+
+    #[test]
+    fn views_share_their_operands_storage() {
+        let mut f = Function::new("main");
+        let x = f.add_param("x", f32s(&[4, 256]));
+        let a = f.add_op1(Op::Exp, vec![x], f32s(&[4, 256]));
+        let r = f.add_op1(Op::Reshape { allowzero: false }, vec![a], f32s(&[1024]));
+        let u = f.add_op1(Op::Unsqueeze { axes: vec![0] }, vec![r], f32s(&[1, 1024]));
+        let b = f.add_op1(Op::Neg, vec![u], f32s(&[1, 1024]));
+        let px = f.add_op1(Op::Reshape { allowzero: false }, vec![x], f32s(&[1024]));
+        let c = f.add_op1(Op::Add, vec![b, px], f32s(&[1, 1024]));
+        f.add_output("y", c);
+        let p = plan(&f, &no_bucket());
+        assert_eq!(p.buffer(r).unwrap().alias_of, Some(a));
+        assert_eq!(p.buffer(u).unwrap().alias_of, Some(a));
+        assert_eq!(p.buffer(u).unwrap().offset, p.buffer(a).unwrap().offset);
+        // A view of a param cannot alias (the param is not in the arena): it gets bytes.
+        assert_eq!(p.buffer(px).unwrap().alias_of, None);
+        // The group a/r/u lives until b reads u, so b must not sit on it.
+        assert_ne!(p.buffer(b).unwrap().offset, p.buffer(a).unwrap().offset);
+        assert_eq!(p.total_bytes, 4 * 4096);
+    }
+
+    #[test]
+    fn verify_catches_corrupted_plans() {
+        let mut f = Function::new("main");
+        let x = f.add_param("x", f32s(&[1024]));
+        let a = f.add_op1(Op::Exp, vec![x], f32s(&[1024]));
+        let b = f.add_op1(Op::Neg, vec![a], f32s(&[1024]));
+        let c = f.add_op1(Op::Add, vec![a, b], f32s(&[1024]));
+        f.add_output("y", c);
+        let good = plan(&f, &no_bucket());
+        let idx = |p: &MemoryPlan, v| p.buffers.iter().position(|b| b.value == v).unwrap();
+
+        let mut bad = good.clone();
+        let (ia, ib) = (idx(&bad, a), idx(&bad, b));
+        bad.buffers[ib].offset = bad.buffers[ia].offset;
+        assert!(bad.verify().unwrap_err().contains("overlap"));
+
+        let mut bad = good.clone();
+        bad.buffers[ia].offset = good.peak_bytes;
+        assert!(bad.verify().unwrap_err().contains("outside"));
+
+        let mut bad = good.clone();
+        bad.buffers[ia].offset += 8;
+        assert!(bad.verify().unwrap_err().contains("aligned"));
+
+        let mut bad = good.clone();
+        bad.buffers[ib].alias_of = Some(a);
+        assert!(bad.verify().is_err());
+
+        let mut bad = good.clone();
+        bad.peak_bytes -= 64;
+        assert!(bad.verify().is_err());
+    }
+
+    #[test]
+    fn default_bucket_rule() {
+        let mut m = Module::new("m");
+        let mut f = Function::new("decode");
+        let t = TensorType::new(DType::F32, vec![Dim::sym("batch"), Dim::sym("past").add(&Dim::sym("seq"))]);
+        let x = f.add_param("x", t.clone());
+        let y = f.add_op1(Op::Exp, vec![x], t);
+        f.add_output("y", y);
+        let labels = |m: &Module| default_buckets(m, &f).iter().map(bucket_label).collect::<Vec<_>>();
+        assert_eq!(labels(&m), vec!["batch1_past128_seq1", "batch1_past128_seq128"]);
+        m.attrs.insert("max_sequence_length".into(), Attr::Int(64));
+        assert_eq!(labels(&m), vec!["batch1_past64_seq1", "batch1_past64_seq64"]);
+        m.attrs.insert("memory_plan.seq_lengths".into(), Attr::Ints(vec![16, 1, 16]));
+        assert_eq!(labels(&m), vec!["batch1_past16_seq1", "batch1_past16_seq16"]);
+        let mut g = Function::new("static");
+        let x = g.add_param("x", f32s(&[2]));
+        g.add_output("x", x);
+        assert_eq!(default_buckets(&m, &g), vec![BTreeMap::new()]);
+    }
+
+    /// Deterministic xorshift, so the property test needs no dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Random DAGs of elementwise, multi-result and view ops over params, weights and
+    /// symbolic sizes: every plan verifies, peak ≥ lower bound ≥ the largest live buffer, and
+    /// the lower bound matches a brute-force count.
+    #[test]
+    fn random_dags_always_verify() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for case in 0..200 {
+            let mut f = Function::new("main");
+            let dims = |rng: &mut Rng| -> Vec<Dim> {
+                match rng.below(3) {
+                    0 => vec![Dim::sym("seq"), Dim::fixed(1 + rng.below(300) as i64)],
+                    1 => vec![Dim::fixed(1 + rng.below(2000) as i64)],
+                    _ => vec![Dim::sym("seq"), Dim::sym("past").add(&Dim::fixed(rng.below(5) as i64))],
+                }
+            };
+            let mut pool: Vec<ValueId> = Vec::new();
+            for i in 0..1 + rng.below(3) {
+                pool.push(f.add_param(format!("p{i}"), TensorType::new(DType::F32, dims(&mut rng))));
+            }
+            for i in 0..rng.below(3) {
+                pool.push(f.weight(&format!("w{i}"), f32s(&[1 + rng.below(100) as i64])));
+            }
+            for _ in 0..1 + rng.below(40) {
+                let a = pool[rng.below(pool.len())];
+                let b = pool[rng.below(pool.len())];
+                let ty = TensorType::new(DType::F32, dims(&mut rng));
+                match rng.below(4) {
+                    0 => pool.push(f.add_op1(Op::Add, vec![a, b], ty)),
+                    1 => {
+                        let id = f.add_op(Op::Split { axis: 0 }, vec![a], vec![ty.clone(), ty]);
+                        pool.extend(f.op(id).unwrap().results.clone());
+                    }
+                    2 => pool.push(f.add_op1(Op::Reshape { allowzero: false }, vec![a], f.ty(a).clone())),
+                    _ => pool.push(f.add_op1(Op::Exp, vec![a], ty)),
+                }
+            }
+            for k in 0..1 + rng.below(3) {
+                f.add_output(format!("o{k}"), pool[rng.below(pool.len())]);
+            }
+            let bucket = BTreeMap::from([("seq".to_string(), 1 + rng.below(64) as i64), ("past".to_string(), 7)]);
+            let p = plan_function(&Module::new("m"), &f, &bucket).unwrap();
+            p.verify().unwrap_or_else(|e| panic!("case {case}: {e}"));
+            assert!(p.peak_bytes >= p.lower_bound_bytes, "case {case}");
+            assert!(p.total_bytes >= p.peak_bytes || p.buffers.is_empty(), "case {case}");
+            let n = f.op_count();
+            let mut brute = 0u64;
+            for t in 0..=n {
+                let live: u64 = p
+                    .buffers
+                    .iter()
+                    .filter(|b| b.alias_of.is_none())
+                    .map(|b| {
+                        let (lo, hi) = p
+                            .buffers
+                            .iter()
+                            .filter(|m| m.storage() == b.value)
+                            .fold((b.first, b.last), |(lo, hi), m| (lo.min(m.first), hi.max(m.last)));
+                        if lo <= t && t <= hi {
+                            align_up(b.size).unwrap()
+                        } else {
+                            0
+                        }
+                    })
+                    .sum();
+                brute = brute.max(live);
+            }
+            assert_eq!(brute, p.lower_bound_bytes, "case {case}");
+        }
+    }
+
+    #[test]
+    fn human_bytes_units() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1536), "1.5 KB");
+        assert_eq!(human_bytes(25_460_736), "25.5 MB");
+    }
+}
