@@ -83,3 +83,76 @@ impl OptimizationPass for MemoryPlan {
         Ok(result)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrumc_ir::interp::run_function;
+    use ferrumc_ir::text::{parse_module, print_module};
+    use ferrumc_ir::weights::InlineWeights;
+    use ferrumc_ir::{DType, Tensor};
+
+    const MLP: &str = r#"module @m {max_sequence_length = 16}
+
+weight @w1 : f32[8, 4] = dense<f32[8, 4]: [0.1, -0.2, 0.3, 0.4, 0.5, -0.6, 0.7, 0.8, 0.9, 1.0, -1.1, 1.2, 1.3, 1.4, 1.5, -1.6, 0.1, 0.2, 0.3, -0.4, 0.5, 0.6, -0.7, 0.8, 0.9, -1.0, 1.1, 1.2, -1.3, 1.4, 1.5, 1.6]>
+weight @w2 : f32[4, 8] = dense<f32[4, 8]: [0.1, 0.2, -0.3, 0.4, 0.5, 0.6, 0.7, -0.8, 0.9, 1.0, 1.1, 1.2, -1.3, 1.4, 1.5, 1.6, 0.1, -0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, -1.1, 1.2, 1.3, 1.4, -1.5, 1.6]>
+
+func @forward(%x: f32[?seq, 4]) -> (y: f32[?seq, 4]) {
+  %0 = linear %x, @w1 : f32[?seq, 8]
+  %1 = relu %0 : f32[?seq, 8]
+  %2 = linear %1, @w2 : f32[?seq, 4]
+  %3 = add %2, %x : f32[?seq, 4]
+  return %3
+}
+"#;
+
+    fn run(m: &Module, x: &Tensor) -> Vec<(String, Tensor)> {
+        run_function(m, "forward", &[("x".to_string(), x.clone())], &InlineWeights).unwrap()
+    }
+
+    #[test]
+    fn records_peaks_as_parseable_attributes_and_keeps_results() {
+        let mut m = parse_module(MLP).unwrap();
+        let x = Tensor::from_f64(DType::F32, vec![3, 4], (0..12).map(|i| i as f64 * 0.25 - 1.0).collect()).unwrap();
+        let before = run(&m, &x);
+        let r = MemoryPlan.apply(&mut m, &PassOptions::default()).unwrap();
+        assert!(r.applied);
+        // seq ∈ {1, 16}: 4 f32 intermediates of [seq, ≤8]; at seq=16 the largest live pair is
+        // relu's input and output (512 + 512 bytes).
+        assert_eq!(m.attrs.get("memory_plan.forward.seq1.peak_bytes"), Some(&Attr::Int(128)));
+        assert_eq!(m.attrs.get("memory_plan.forward.seq16.peak_bytes"), Some(&Attr::Int(1024)));
+        assert_eq!(r.notes.len(), 2);
+        assert!(r.notes[1].starts_with("forward @ seq=16: peak 1.0 KB"), "{}", r.notes[1]);
+        assert_eq!(r.stats.memory_saved, (512 + 512 + 256 + 256) - 1024);
+        let after = run(&m, &x);
+        assert_eq!(after.len(), before.len());
+        for ((na, a), (nb, b)) in after.iter().zip(&before) {
+            assert!(na == nb && a.bit_eq(b), "{na}: results changed");
+        }
+        let text = print_module(&m);
+        assert_eq!(parse_module(&text).unwrap(), m);
+        // Running again changes nothing.
+        let again = MemoryPlan.apply(&mut m, &PassOptions::default()).unwrap();
+        assert!(!again.applied);
+        assert_eq!(print_module(&m), text);
+    }
+
+    #[test]
+    fn unknown_dims_skip_the_function_with_a_warning() {
+        let src = MLP.replace("%1 = relu %0 : f32[?seq, 8]", "%1 = relu %0 : f32[?, 8]");
+        let mut m = parse_module(&src).unwrap();
+        let r = MemoryPlan.apply(&mut m, &PassOptions::default()).unwrap();
+        assert!(!r.applied);
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(r.warnings[0].contains("@forward skipped"), "{}", r.warnings[0]);
+        assert!(!m.attrs.keys().any(|k| k.starts_with("memory_plan.")));
+    }
+
+    #[test]
+    fn quoted_function_names_still_round_trip() {
+        let mut m = parse_module(&MLP.replace("@forward", "@\"fwd-1\"")).unwrap();
+        MemoryPlan.apply(&mut m, &PassOptions::default()).unwrap();
+        assert!(m.attrs.contains_key("memory_plan.fwd-1.seq16.peak_bytes"));
+        assert_eq!(parse_module(&print_module(&m)).unwrap(), m);
+    }
+}
