@@ -2,12 +2,14 @@
 //!
 //! * [`pass`]: the [`OptimizationPass`] interface and what a pass reports.
 //! * [`manager`]: dependency scheduling, presets `-O0..-O3`, running with verification.
+//! * [`memory_plan`]: liveness-based arena planning (the `memory-plan` pass, codegen).
 //! * [`registry`]: every pass; each lives in `src/passes/<cli-name>.rs`.
 //!
 //! This crate depends only on `ferrumc-ir`.
 
 pub mod manager;
 pub mod matchers;
+pub mod memory_plan;
 pub mod pass;
 pub mod registry;
 
