@@ -188,12 +188,15 @@ pub struct PassRecord {
     pub time: Duration,
 }
 
+/// Called with the pass name and the module after every pass that ran.
+type AfterPassHook = Box<dyn FnMut(&str, &Module)>;
+
 /// Runs a schedule over a module.
 pub struct PassManager {
     passes: Vec<&'static dyn OptimizationPass>,
     options: PassOptions,
     verify_each: bool,
-    after_pass: Option<Box<dyn FnMut(&str, &Module)>>,
+    after_pass: Option<AfterPassHook>,
 }
 
 impl std::fmt::Debug for PassManager {
