@@ -137,7 +137,7 @@ pub mod testing {
         for ((na, ta), (_, tb)) in a.iter().zip(b) {
             assert_eq!(ta.shape, tb.shape, "{na}: shapes");
             for (x, y) in ta.to_f64_vec().iter().zip(tb.to_f64_vec()) {
-                assert!((x - y).abs() <= 1e-5 + 1e-4 * y.abs(), "{na}: {x} vs {y}");
+                assert!((x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-5 + 1e-4 * y.abs(), "{na}: {x} vs {y}");
             }
         }
     }
@@ -186,5 +186,25 @@ pub mod testing {
             })
             .collect();
         run(m, std::path::Path::new("."), &inputs)
+    }
+
+    /// Run `passes` on `m` and assert `forward` computes the same before and after on the
+    /// LLM inputs; returns the optimized module.
+    pub fn check_preserved(mut m: Module, dir: &std::path::Path, passes: &[&str]) -> Module {
+        let inputs = llm_inputs(&m);
+        let before = run(&m, dir, &inputs);
+        apply(&mut m, passes);
+        assert_close(&run(&m, dir, &inputs), &before);
+        m
+    }
+
+    /// Run `passes` on a hand-written module and assert `forward` agrees on random inputs;
+    /// returns the optimized module.
+    pub fn check_random(src: &str, passes: &[&str]) -> Module {
+        let mut m = parse(src);
+        let before = run_random(&m, 11);
+        apply(&mut m, passes);
+        assert_close(&run_random(&m, 11), &before);
+        m
     }
 }

@@ -168,3 +168,77 @@ fn is_cubic_term(m: &Module, f: &Function, x: ValueId, v: ValueId) -> bool {
     }
     power == 3.0 && close(p.constant, 0.044715)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::fusion_util::testing::*;
+
+    const ERF: &str = r#"module @m
+func @forward(%x: f32[2, 8]) -> (y: f32[2, 8]) {
+  %0 = constant {value = dense<f32[]: [1.4142135]>} : f32[]
+  %1 = constant {value = dense<f32[]: [1.0]>} : f32[]
+  %2 = constant {value = dense<f32[]: [0.5]>} : f32[]
+  %3 = div %x, %0 : f32[2, 8]
+  %4 = erf %3 : f32[2, 8]
+  %5 = add %4, %1 : f32[2, 8]
+  %6 = mul %x, %5 : f32[2, 8]
+  %7 = mul %6, %2 : f32[2, 8]
+  return %7
+}
+"#;
+
+    const TANH: &str = r#"module @m
+func @forward(%x: f32[2, 8]) -> (y: f32[2, 8]) {
+  %0 = constant {value = dense<f32[]: [0.044715]>} : f32[]
+  %1 = constant {value = dense<f32[]: [0.7978846]>} : f32[]
+  %2 = constant {value = dense<f32[]: [1.0]>} : f32[]
+  %3 = constant {value = dense<f32[]: [0.5]>} : f32[]
+  %4 = mul %x, %x : f32[2, 8]
+  %5 = mul %4, %x : f32[2, 8]
+  %6 = mul %5, %0 : f32[2, 8]
+  %7 = add %x, %6 : f32[2, 8]
+  %8 = mul %7, %1 : f32[2, 8]
+  %9 = tanh %8 : f32[2, 8]
+  %10 = add %9, %2 : f32[2, 8]
+  %11 = mul %3, %x : f32[2, 8]
+  %12 = mul %11, %10 : f32[2, 8]
+  return %12
+}
+"#;
+
+    #[test]
+    fn erf_form_fuses_and_agrees() {
+        let m = check_random(ERF, &["fuse-gelu"]);
+        assert_eq!((count(&m, "gelu"), m.op_count()), (1, 1));
+        let text = ferrumc_ir::text::print_module(&m);
+        assert!(text.contains("approximate = \"none\""), "{text}");
+        // 0.5 · (x · (1 + erf(x · 1/√2))): multiply by 1/√2 and the half on the left.
+        let alt = ERF
+            .replace("div %x, %0", "mul %x, %0")
+            .replace("[1.4142135]", "[0.70710677]")
+            .replace("%7 = mul %6, %2", "%7 = mul %2, %6");
+        let m = check_random(&alt, &["fuse-gelu"]);
+        assert_eq!(count(&m, "gelu"), 1);
+    }
+
+    #[test]
+    fn tanh_form_fuses_and_agrees() {
+        let m = check_random(TANH, &["fuse-gelu"]);
+        assert_eq!((count(&m, "gelu"), m.op_count()), (1, 1));
+        assert!(ferrumc_ir::text::print_module(&m).contains("approximate = \"tanh\""));
+    }
+
+    #[test]
+    fn wrong_constants_and_extra_uses_do_not_fuse() {
+        for src in [
+            ERF.replace("[0.5]", "[0.6]"),
+            ERF.replace("[1.4142135]", "[1.5]"),
+            ERF.replace("return %7", "%8 = add %7, %5 : f32[2, 8]\n  return %8"),
+            TANH.replace("[0.044715]", "[0.05]"),
+            TANH.replace("%5 = mul %4, %x", "%5 = mul %4, %4"),
+        ] {
+            let m = check_random(&src, &["fuse-gelu"]);
+            assert_eq!(count(&m, "gelu"), 0, "{src}");
+        }
+    }
+}

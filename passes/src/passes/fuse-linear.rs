@@ -68,9 +68,12 @@ fn fuse_function(f: &mut Function, counts: &mut Counts) {
         let replacement = match op {
             Op::MatMul => fuse_matmul(f, &mut cache, operands[0], operands[1], result).inspect(|_| counts.matmul += 1),
             Op::Gemm { alpha, beta, trans_a, trans_b } => {
-                fuse_gemm(f, &mut cache, &operands, result, alpha, beta, trans_a, trans_b).inspect(|_| counts.gemm += 1)
+                fuse_gemm(f, &mut cache, &operands, result, (alpha, beta, trans_a, trans_b))
+                    .inspect(|_| counts.gemm += 1)
             }
-            Op::Add => either(operands[0], operands[1], |l, b| fold_bias(f, l, b, result)).inspect(|_| counts.bias += 1),
+            Op::Add => {
+                either(operands[0], operands[1], |l, b| fold_bias(f, l, b, result)).inspect(|_| counts.bias += 1)
+            }
             _ => None,
         };
         if let Some(new) = replacement {
@@ -109,7 +112,13 @@ fn transposed(f: &mut Function, cache: &mut HashMap<ValueId, ValueId>, w: ValueI
     Some(t)
 }
 
-fn fuse_matmul(f: &mut Function, cache: &mut HashMap<ValueId, ValueId>, x: ValueId, w: ValueId, result: ValueId) -> Option<ValueId> {
+fn fuse_matmul(
+    f: &mut Function,
+    cache: &mut HashMap<ValueId, ValueId>,
+    x: ValueId,
+    w: ValueId,
+    result: ValueId,
+) -> Option<ValueId> {
     let wty = weight_matrix(f, w)?;
     let xty = f.ty(x);
     // A weight-derived `x` would make the whole product a constant: nothing to gain.
@@ -125,10 +134,7 @@ fn fuse_gemm(
     cache: &mut HashMap<ValueId, ValueId>,
     operands: &[ValueId],
     result: ValueId,
-    alpha: f64,
-    beta: f64,
-    trans_a: bool,
-    trans_b: bool,
+    (alpha, beta, trans_a, trans_b): (f64, f64, bool, bool),
 ) -> Option<ValueId> {
     let (a, b) = (operands[0], operands[1]);
     let bty = weight_matrix(f, b)?;
@@ -180,4 +186,66 @@ fn fold_bias(f: &mut Function, lin: ValueId, b: ValueId, result: ValueId) -> Opt
 fn add_linear(f: &mut Function, operands: Vec<ValueId>, result: ValueId) -> ValueId {
     let ty = f.ty(result).clone();
     f.add_op1(Op::Linear, operands, ty)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fusion_util::testing::*;
+
+    #[test]
+    fn onnx_llama_matmuls_become_linear_and_outputs_agree() {
+        let (m, dir) = onnx_llama();
+        let before = count(&m, "matmul");
+        let m = check_preserved(m, &dir, &["fuse-linear"]);
+        assert_eq!(count(&m, "linear"), 15);
+        assert_eq!(count(&m, "matmul"), before - 15, "attention and rope matmuls stay");
+    }
+
+    #[test]
+    fn hf_llama_is_untouched() {
+        let (m, dir) = hf("llama");
+        let text = ferrumc_ir::text::print_module(&m);
+        let m = check_preserved(m, &dir, &["fuse-linear"]);
+        assert_eq!(ferrumc_ir::text::print_module(&m), text);
+    }
+
+    const SRC: &str = r#"module @m
+weight @w : f32[4, 3] = dense<f32[4, 3]: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, -0.7, 0.8, 0.9, 1.0, -1.1, 1.2]>
+weight @b : f32[3] = dense<f32[3]: [1.0, -1.0, 0.5]>
+func @forward(%x: f32[2, 5, 4], %y: f32[2, 4]) -> (a: f32[2, 5, 3], c: f32[2, 3], d: f32[2, 5, 3]) {
+  %0 = matmul %x, @w : f32[2, 5, 3]
+  %1 = add %0, @b : f32[2, 5, 3]
+  %2 = gemm %y, @w, @b {alpha = 1.0, beta = 1.0, trans_a = false, trans_b = false} : f32[2, 3]
+  %3 = transpose @w {perm = [1, 0]} : f32[3, 4]
+  %4 = transpose %3 {perm = [1, 0]} : f32[4, 3]
+  %5 = matmul %x, %4 : f32[2, 5, 3]
+  %6 = add @b, %5 : f32[2, 5, 3]
+  return %1, %2, %6
+}
+"#;
+
+    #[test]
+    fn matmul_gemm_and_bias_fuse_and_agree() {
+        let m = check_random(SRC, &["fuse-linear"]);
+        assert_eq!(count(&m, "linear"), 3);
+        assert_eq!(count(&m, "add") + count(&m, "matmul") + count(&m, "gemm"), 0);
+        assert_eq!(count(&m, "transpose"), 2, "one shared transpose of @w plus the unwrapped pair's inner one");
+    }
+
+    #[test]
+    fn broadcasting_bias_and_activation_operands_do_not_fuse() {
+        let src = r#"module @m
+weight @b1 : f32[1] = dense<f32[1]: [1.0]>
+weight @w : f32[4, 3] = dense<f32[4, 3]: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, -0.7, 0.8, 0.9, 1.0, -1.1, 1.2]>
+func @forward(%x: f32[2, 4], %y: f32[4, 3]) -> (a: f32[2, 3], b: f32[2, 3], c: f32[2, 3]) {
+  %0 = matmul %x, %y : f32[2, 3]
+  %1 = matmul %x, @w : f32[2, 3]
+  %2 = add %1, @b1 : f32[2, 3]
+  %3 = gemm %x, @w {alpha = 2.0, beta = 1.0, trans_a = false, trans_b = false} : f32[2, 3]
+  return %0, %2, %3
+}
+"#;
+        let m = check_random(src, &["fuse-linear"]);
+        assert_eq!((count(&m, "matmul"), count(&m, "linear"), count(&m, "add"), count(&m, "gemm")), (1, 1, 1, 1));
+    }
 }

@@ -25,7 +25,10 @@ impl OptimizationPass for FuseRmsNormResidual {
     }
 
     fn is_applicable(&self, module: &Module, _options: &PassOptions) -> bool {
-        module.functions.iter().any(|f| f.op_ids().any(|id| f.op(id).is_some_and(|d| matches!(d.op, Op::RmsNorm { .. }))))
+        module
+            .functions
+            .iter()
+            .any(|f| f.op_ids().any(|id| f.op(id).is_some_and(|d| matches!(d.op, Op::RmsNorm { .. }))))
     }
 
     fn apply(&self, module: &mut Module, _options: &PassOptions) -> Result<OptimizationResult, PassError> {
@@ -59,5 +62,47 @@ impl OptimizationPass for FuseRmsNormResidual {
             result.notes.push(format!("{fused} rms_norm_residual fused"));
         }
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fusion_util::testing::*;
+
+    #[test]
+    fn hf_llama_residual_adds_fuse_and_outputs_agree() {
+        let (m, dir) = hf("llama");
+        let m = check_preserved(m, &dir, &["fuse-rms-norm-residual"]);
+        // 3 per function (forward, decode): the final norm's input has no other use.
+        assert_eq!(count(&m, "rms_norm_residual"), 6);
+        assert_eq!(count(&m, "rms_norm"), 4);
+    }
+
+    #[test]
+    fn onnx_llama_after_norm_fusion_agrees() {
+        let (m, dir) = onnx_llama();
+        let m = check_preserved(m, &dir, &["fuse-rms-norm", "fuse-rms-norm-residual"]);
+        assert_eq!(count(&m, "rms_norm_residual"), 3);
+    }
+
+    #[test]
+    fn broadcasting_and_single_use_adds_stay() {
+        let src = r#"module @m
+weight @w : f32[8] = dense<f32[8]: [1.0, 2.0, 0.5, 1.5, 1.0, 1.0, 0.25, 3.0]>
+func @forward(%x: f32[3, 8], %r: f32[3, 8], %b: f32[8]) -> (n: f32[3, 8], s: f32[3, 8], n2: f32[3, 8], n3: f32[3, 8]) {
+  %0 = add %x, %r : f32[3, 8]
+  %1 = rms_norm %0, @w {epsilon = 1e-5} : f32[3, 8]
+  %2 = add %x, %b : f32[3, 8]
+  %3 = rms_norm %2, @w {epsilon = 1e-5} : f32[3, 8]
+  %4 = add %1, %r : f32[3, 8]
+  %5 = rms_norm %4, @w {epsilon = 1e-5} : f32[3, 8]
+  return %1, %2, %3, %5
+}
+"#;
+        let m = check_random(src, &["fuse-rms-norm-residual"]);
+        assert_eq!((count(&m, "rms_norm_residual"), count(&m, "rms_norm")), (0, 3));
+        let ok =
+            check_random(&src.replace("return %1, %2, %3, %5", "return %1, %0, %3, %5"), &["fuse-rms-norm-residual"]);
+        assert_eq!(count(&ok, "rms_norm_residual"), 1);
     }
 }

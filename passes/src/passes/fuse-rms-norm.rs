@@ -82,7 +82,7 @@ fn match_rms_norm(m: &Module, f: &Function, n: ValueId, w: ValueId, root: ValueI
     let (mean, epsilon) = either(p, q, |mean, eps| Some((mean, splat_value(m, f, eps)?)))?;
     // An f32 literal 1e-5 reads back as 9.99999974e-6; keep the value the exporter wrote.
     let epsilon = if xty.dtype == DType::F32 { shortest_f32(epsilon) } else { epsilon };
-    if f.ty(denom) != f.ty(mean) || !(epsilon >= 0.0) || !single_use(f, mean) {
+    if f.ty(denom) != f.ty(mean) || epsilon.is_nan() || epsilon < 0.0 || !single_use(f, mean) {
         return None;
     }
     let (_, mdata) = def(f, mean)?;
@@ -133,4 +133,60 @@ fn is_square_of(m: &Module, f: &Function, sq: ValueId, x: ValueId) -> bool {
 /// The shortest decimal that rounds to the same f32 as `v`, as an f64.
 fn shortest_f32(v: f64) -> f64 {
     (v as f32).to_string().parse::<f64>().unwrap_or(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fusion_util::testing::*;
+
+    #[test]
+    fn onnx_llama_norms_fuse_and_outputs_agree() {
+        let (m, dir) = onnx_llama();
+        let m = check_preserved(m, &dir, &["fuse-rms-norm"]);
+        assert_eq!(count(&m, "rms_norm"), 5);
+        assert_eq!(count(&m, "reduce_mean") + count(&m, "reciprocal") + count(&m, "sqrt"), 0);
+    }
+
+    const HEAD: &str = r#"module @m
+weight @w : f32[8] = dense<f32[8]: [1.0, 2.0, 0.5, 1.5, 1.0, 1.0, 0.25, 3.0]>
+func @forward(%x: f32[2, 3, 8]) -> (y: f32[2, 3, 8]) {
+  %0 = constant {value = dense<f32[]: [2.0]>} : f32[]
+  %1 = constant {value = dense<f32[]: [1e-6]>} : f32[]
+"#;
+
+    fn module(body: &str) -> String {
+        format!("{HEAD}{body}}}\n")
+    }
+
+    #[test]
+    fn spellings_fuse_and_agree() {
+        let bodies = [
+            "  %2 = pow %x, %0 : f32[2, 3, 8]\n  %3 = reduce_mean %2 {axes = [-1], keepdims = true} : f32[2, 3, 1]\n  %4 = add %3, %1 : f32[2, 3, 1]\n  %5 = sqrt %4 : f32[2, 3, 1]\n  %6 = reciprocal %5 : f32[2, 3, 1]\n  %7 = mul %x, %6 : f32[2, 3, 8]\n  %8 = mul @w, %7 : f32[2, 3, 8]\n  return %8\n",
+            "  %2 = mul %x, %x : f32[2, 3, 8]\n  %3 = reduce_mean %2 {axes = [2], keepdims = true} : f32[2, 3, 1]\n  %4 = add %1, %3 : f32[2, 3, 1]\n  %5 = sqrt %4 : f32[2, 3, 1]\n  %6 = div %x, %5 : f32[2, 3, 8]\n  %7 = mul %6, @w : f32[2, 3, 8]\n  return %7\n",
+            "  %2 = pow %x, %0 : f32[2, 3, 8]\n  %3 = reduce_mean %2 {axes = [-1], keepdims = true} : f32[2, 3, 1]\n  %4 = add %3, %1 : f32[2, 3, 1]\n  %5 = rsqrt %4 : f32[2, 3, 1]\n  %6 = mul %5, %x : f32[2, 3, 8]\n  %7 = mul %6, @w : f32[2, 3, 8]\n  return %7\n",
+        ];
+        for body in bodies {
+            let m = check_random(&module(body), &["fuse-rms-norm"]);
+            assert_eq!(count(&m, "rms_norm"), 1, "{body}");
+            assert_eq!(m.op_count() - count(&m, "constant"), 1, "{body}");
+        }
+    }
+
+    #[test]
+    fn near_misses_do_not_fuse() {
+        let bodies = [
+            // epsilon added after the sqrt
+            "  %2 = pow %x, %0 : f32[2, 3, 8]\n  %3 = reduce_mean %2 {axes = [-1], keepdims = true} : f32[2, 3, 1]\n  %4 = sqrt %3 : f32[2, 3, 1]\n  %5 = add %4, %1 : f32[2, 3, 1]\n  %6 = reciprocal %5 : f32[2, 3, 1]\n  %7 = mul %x, %6 : f32[2, 3, 8]\n  %8 = mul @w, %7 : f32[2, 3, 8]\n  return %8\n",
+            // cube instead of square
+            "  %2 = pow %x, %1 : f32[2, 3, 8]\n  %3 = reduce_mean %2 {axes = [-1], keepdims = true} : f32[2, 3, 1]\n  %4 = add %3, %1 : f32[2, 3, 1]\n  %5 = rsqrt %4 : f32[2, 3, 1]\n  %6 = mul %5, %x : f32[2, 3, 8]\n  %7 = mul %6, @w : f32[2, 3, 8]\n  return %7\n",
+            // the normalised value also used elsewhere
+            "  %2 = pow %x, %0 : f32[2, 3, 8]\n  %3 = reduce_mean %2 {axes = [-1], keepdims = true} : f32[2, 3, 1]\n  %4 = add %3, %1 : f32[2, 3, 1]\n  %5 = rsqrt %4 : f32[2, 3, 1]\n  %6 = mul %5, %x : f32[2, 3, 8]\n  %7 = mul %6, @w : f32[2, 3, 8]\n  %8 = add %7, %6 : f32[2, 3, 8]\n  return %8\n",
+            // no weight multiply: the activation is not weight-derived
+            "  %2 = pow %x, %0 : f32[2, 3, 8]\n  %3 = reduce_mean %2 {axes = [-1], keepdims = true} : f32[2, 3, 1]\n  %4 = add %3, %1 : f32[2, 3, 1]\n  %5 = rsqrt %4 : f32[2, 3, 1]\n  %6 = mul %5, %x : f32[2, 3, 8]\n  %7 = mul %6, %x : f32[2, 3, 8]\n  return %7\n",
+        ];
+        for body in bodies {
+            let m = check_random(&module(body), &["fuse-rms-norm"]);
+            assert_eq!(count(&m, "rms_norm"), 0, "{body}");
+        }
+    }
 }

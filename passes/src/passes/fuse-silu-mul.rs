@@ -74,3 +74,37 @@ fn silu_times(f: &Function, s: ValueId, u: ValueId, root: ValueId) -> Option<(Va
     let (_, g) = unary(f, s, |op| matches!(op, Op::Silu))?;
     (single_use(f, s) && fu::same_type(f, g, root) && fu::same_type(f, u, root)).then_some((g, u))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::fusion_util::testing::*;
+
+    #[test]
+    fn onnx_llama_swiglu_fuses_and_outputs_agree() {
+        let (m, dir) = onnx_llama();
+        let m = check_preserved(m, &dir, &["fuse-silu-mul"]);
+        assert_eq!(count(&m, "silu_mul"), 2);
+        assert_eq!(count(&m, "sigmoid") + count(&m, "silu"), 0);
+    }
+
+    #[test]
+    fn forms_fuse_and_near_misses_stay() {
+        let src = r#"module @m
+func @forward(%g: f32[2, 8], %u: f32[2, 8], %b: f32[8]) -> (a: f32[2, 8], b: f32[2, 8], c: f32[2, 8], d: f32[2, 8], e: f32[2, 8]) {
+  %0 = sigmoid %g : f32[2, 8]
+  %1 = mul %0, %g : f32[2, 8]
+  %2 = mul %u, %1 : f32[2, 8]
+  %3 = silu %u : f32[2, 8]
+  %4 = mul %3, %g : f32[2, 8]
+  %5 = sigmoid %u : f32[2, 8]
+  %6 = mul %g, %5 : f32[2, 8]
+  %7 = silu %g : f32[2, 8]
+  %8 = mul %7, %b : f32[2, 8]
+  return %2, %4, %6, %8, %7
+}
+"#;
+        let m = check_random(src, &["fuse-silu-mul"]);
+        // %6 is g·sigmoid(u) (not SiLU); %8 broadcasts and its silu has another use.
+        assert_eq!((count(&m, "silu_mul"), count(&m, "silu"), count(&m, "sigmoid")), (2, 1, 1));
+    }
+}
