@@ -55,7 +55,7 @@ def main():
     batch = torch.export.Dim("batch", min=1, max=64)
     seq = torch.export.Dim("seq", min=2, max=2048)
     program = torch.onnx.export(
-        LogitsOnly(model),
+        LogitsOnly(model).eval(),
         (input_ids,),
         dynamo=True,
         input_names=["input_ids"],
