@@ -378,7 +378,11 @@ fn fusion_groups_are_exported_densely_per_layer() {
 fn bad_fusion_groups_are_rejected() {
     let mut v = tiny_value();
     v["layers"][0]["fusion_group"] = json!({"id": 0, "kind": "blob"});
-    assert!(import_err(&v).contains("layers[0].fusion_group.kind: unknown fusion group kind `blob`"), "{}", import_err(&v));
+    assert!(
+        import_err(&v).contains("layers[0].fusion_group.kind: unknown fusion group kind `blob`"),
+        "{}",
+        import_err(&v)
+    );
     v["layers"][0]["fusion_group"] = json!({"id": 0, "kind": "matmul"});
     v["layers"][1]["fusion_group"] = json!({"id": 0, "kind": "reduction"});
     assert!(import_err(&v).contains("layers[1].fusion_group.kind: fusion group 0 already has kind `matmul`"));

@@ -720,7 +720,10 @@ impl<'d> State<'d> {
                     if f.group_kind(g).is_some_and(|k| k != kind) {
                         return Err(invalid(
                             format!("layers[{l}].fusion_group.kind"),
-                            format!("fusion group {g} already has kind `{}`", f.group_kind(g).map(|k| k.name()).unwrap_or("")),
+                            format!(
+                                "fusion group {g} already has kind `{}`",
+                                f.group_kind(g).map(|k| k.name()).unwrap_or("")
+                            ),
                         ));
                     }
                     f.set_group_kind(g, kind);

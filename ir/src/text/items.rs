@@ -241,7 +241,8 @@ fn group_id(p: &mut Parser<'_>) -> Result<(u32, Pos)> {
     let Tok::Int(text) = *p.peek() else {
         return Err(p.unexpected("a group id (a non-negative integer) after `group`"));
     };
-    let id = text.parse::<u64>().ok().filter(|n| *n <= MAX_GROUP_ID).ok_or_else(|| pos.error("group id out of range"))?;
+    let id =
+        text.parse::<u64>().ok().filter(|n| *n <= MAX_GROUP_ID).ok_or_else(|| pos.error("group id out of range"))?;
     p.bump()?;
     Ok((id as u32, pos))
 }
@@ -292,7 +293,9 @@ fn statement(p: &mut Parser<'_>, body: &mut Body) -> Result<()> {
         p.bump()?;
         let (g, pos) = group_id(p)?;
         if body.f.group_kind(g).is_none() {
-            return Err(pos.error(format!("group {g} has no declared kind (declare it with `group {g} : <kind>` first)")));
+            return Err(
+                pos.error(format!("group {g} has no declared kind (declare it with `group {g} : <kind>` first)"))
+            );
         }
         Some(g)
     } else {
