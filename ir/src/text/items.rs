@@ -202,7 +202,9 @@ fn function(p: &mut Parser<'_>) -> Result<(Body, Pos)> {
     loop {
         match p.peek() {
             Tok::Value(_) => statement(p, &mut body)?,
-            Tok::Ident("group") => group_decl(p, &mut body)?,
+            // Declarations come before the first op: after an op, `group N` is that op's
+            // annotation (the lexer does not see line breaks).
+            Tok::Ident("group") if body.f.op_count() == 0 => group_decl(p, &mut body)?,
             Tok::Ident("return") => break,
             _ => return Err(p.unexpected("an op (`%0 = …`), a `group` declaration or `return`")),
         }
@@ -247,7 +249,7 @@ fn group_id(p: &mut Parser<'_>) -> Result<(u32, Pos)> {
     Ok((id as u32, pos))
 }
 
-/// `group N : kind`: declares the kind of fusion group `N`.
+/// `group N : kind`: declares the kind of fusion group `N` (only before the first op).
 fn group_decl(p: &mut Parser<'_>, body: &mut Body) -> Result<()> {
     p.expect_keyword("group", "`group`")?;
     let (id, pos) = group_id(p)?;
@@ -292,6 +294,11 @@ fn statement(p: &mut Parser<'_>, body: &mut Body) -> Result<()> {
     let group = if p.at(&Tok::Ident("group")) {
         p.bump()?;
         let (g, pos) = group_id(p)?;
+        if p.at(&Tok::Colon) {
+            return Err(p
+                .pos()
+                .error("group declarations (`group N : kind`) must come before the first op of the function"));
+        }
         if body.f.group_kind(g).is_none() {
             return Err(
                 pos.error(format!("group {g} has no declared kind (declare it with `group {g} : <kind>` first)"))
