@@ -88,6 +88,64 @@ pub struct Function {
     values: Vec<ValueData>,
     ops: Vec<Option<OpData>>,
     weight_values: BTreeMap<String, ValueId>,
+    /// Fusion-group membership: a side table so that ops without a group cost nothing
+    /// and code that builds `OpData` needs no change.
+    groups: BTreeMap<OpId, u32>,
+    /// The kind of each fusion group id.
+    group_kinds: BTreeMap<u32, GroupKind>,
+}
+
+/// What a fusion group computes, which tells codegen which kernel template to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GroupKind {
+    /// Elementwise ops over one iteration space (broadcasts included).
+    Elementwise,
+    /// A reduction (reduce_*, softmax, norms) with its elementwise producers and consumers.
+    Reduction,
+    /// A matmul-family op (linear, matmul, gemm, quantized_linear) with its elementwise epilogue.
+    Matmul,
+    /// An attention op, possibly with an elementwise epilogue.
+    Attention,
+    /// Pure data movement (reshape, transpose, slice, concat, gather, …).
+    DataMovement,
+    /// Anything else: one op, one kernel, no fusion.
+    Opaque,
+}
+
+impl GroupKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [GroupKind; 6] = [
+        GroupKind::Elementwise,
+        GroupKind::Reduction,
+        GroupKind::Matmul,
+        GroupKind::Attention,
+        GroupKind::DataMovement,
+        GroupKind::Opaque,
+    ];
+
+    /// The text-format spelling: `elementwise`, `reduction`, `matmul`, `attention`,
+    /// `data_movement`, `opaque`.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupKind::Elementwise => "elementwise",
+            GroupKind::Reduction => "reduction",
+            GroupKind::Matmul => "matmul",
+            GroupKind::Attention => "attention",
+            GroupKind::DataMovement => "data_movement",
+            GroupKind::Opaque => "opaque",
+        }
+    }
+
+    /// The kind spelled `name`, if any.
+    pub fn from_name(name: &str) -> Option<GroupKind> {
+        GroupKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl fmt::Display for GroupKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The graph contains a cycle through the listed ops.
@@ -106,6 +164,8 @@ impl Function {
             values: Vec::new(),
             ops: Vec::new(),
             weight_values: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            group_kinds: BTreeMap::new(),
         }
     }
 
@@ -247,6 +307,66 @@ impl Function {
         names
     }
 
+    // ------------------------------------------------------------------ fusion groups
+
+    /// The fusion group `op` belongs to, if any.
+    pub fn group(&self, op: OpId) -> Option<u32> {
+        self.groups.get(&op).copied()
+    }
+
+    /// Put `op` into group `group`, or take it out of any group with `None`. Erased ops
+    /// are ignored.
+    pub fn set_group(&mut self, op: OpId, group: Option<u32>) {
+        match group {
+            Some(g) if self.op(op).is_some() => {
+                self.groups.insert(op, g);
+            }
+            _ => {
+                self.groups.remove(&op);
+            }
+        }
+    }
+
+    /// Every (op, group) membership, by op id.
+    pub fn group_members(&self) -> &BTreeMap<OpId, u32> {
+        &self.groups
+    }
+
+    /// The declared kind of group `group`.
+    pub fn group_kind(&self, group: u32) -> Option<GroupKind> {
+        self.group_kinds.get(&group).copied()
+    }
+
+    /// Declare (or redeclare) the kind of group `group`.
+    pub fn set_group_kind(&mut self, group: u32, kind: GroupKind) {
+        self.group_kinds.insert(group, kind);
+    }
+
+    /// Every declared group kind, by group id.
+    pub fn group_kinds(&self) -> &BTreeMap<u32, GroupKind> {
+        &self.group_kinds
+    }
+
+    /// Drop every group membership and kind.
+    pub fn clear_groups(&mut self) {
+        self.groups.clear();
+        self.group_kinds.clear();
+    }
+
+    /// Group ids renumbered densely (0, 1, …) in order of first appearance along `order`:
+    /// the numbering the printer and [`canonical`](Self::canonical) use, so equal
+    /// groupings print the same whatever ids a pass picked.
+    pub fn dense_group_ids(&self, order: &[OpId]) -> BTreeMap<u32, u32> {
+        let mut map = BTreeMap::new();
+        for id in order {
+            if let Some(g) = self.group(*id) {
+                let next = map.len() as u32;
+                map.entry(g).or_insert(next);
+            }
+        }
+        map
+    }
+
     // ------------------------------------------------------------------ building
 
     fn new_value(&mut self, ty: TensorType, def: ValueDef) -> ValueId {
@@ -341,6 +461,7 @@ impl Function {
     /// (otherwise the verifier will report the dangling uses).
     pub fn erase_op(&mut self, op: OpId) {
         let Some(data) = self.ops.get_mut(op.0 as usize).and_then(Option::take) else { return };
+        self.groups.remove(&op);
         for (slot, v) in data.operands.iter().enumerate() {
             let u = Use { op, operand: slot as u32 };
             if let Some(vd) = self.values.get_mut(v.0 as usize) {
@@ -363,11 +484,19 @@ impl Function {
 
     /// A copy with ops renumbered in [`op_order`](Self::op_order), values renumbered in
     /// first-definition order (inputs, then each op's weight operands on first use and
-    /// results), erased ops and unreferenced values dropped. Two functions that print the
-    /// same have equal canonical forms, which is what round-trip tests compare.
+    /// results), erased ops and unreferenced values dropped, fusion groups renumbered
+    /// densely in order of first appearance (kinds of groups without members dropped).
+    /// Two functions that print the same have equal canonical forms, which is what
+    /// round-trip tests compare.
     pub fn canonical(&self) -> Result<Function, CycleError> {
         let order = self.op_order()?;
+        let dense = self.dense_group_ids(&order);
         let mut out = Function::new(self.name.clone());
+        for (old, new) in &dense {
+            if let Some(kind) = self.group_kind(*old) {
+                out.set_group_kind(*new, kind);
+            }
+        }
         let mut map: HashMap<ValueId, ValueId> = HashMap::new();
         for (name, v) in &self.params {
             let nv = out.add_param(name.clone(), self.ty(*v).clone());
@@ -394,6 +523,7 @@ impl Function {
             }
             let types = data.results.iter().map(|r| self.ty(*r).clone()).collect();
             let nid = out.add_op(data.op.clone(), operands, types);
+            out.set_group(nid, self.group(id).and_then(|g| dense.get(&g).copied()));
             let new_results = out.op(nid).expect("just added").results.clone();
             for (old, new) in data.results.iter().zip(new_results) {
                 map.insert(*old, new);

@@ -29,7 +29,9 @@ pub mod weights;
 pub use attr::Attr;
 pub use dim::Dim;
 pub use dtype::DType;
-pub use graph::{Function, Module, OpData, OpId, Use, ValueData, ValueDef, ValueId, WeightDecl, WeightSource};
+pub use graph::{
+    Function, GroupKind, Module, OpData, OpId, Use, ValueData, ValueDef, ValueId, WeightDecl, WeightSource,
+};
 pub use op::Op;
 pub use tensor::{Tensor, TensorData};
 pub use types::TensorType;

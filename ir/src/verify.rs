@@ -50,6 +50,13 @@
 //! 17. Use lists are consistent: every value's `uses` equals the set of (live op, operand
 //!     slot) pairs that reference it, without duplicates (errors start with
 //!     `internal: use list out of date`; passes that edit operands by hand can break it).
+//!
+//! Fusion groups (group ids in messages are the printed, densely renumbered ones):
+//! 18. Every group an op belongs to has a declared kind.
+//! 19. Every group is convex: no path leaves a member through a non-member and comes back
+//!     into the group (such a group could not run as one kernel). Reported once per
+//!     offending member, anchored to the member the path re-enters at; checked only when
+//!     the graph is acyclic.
 
 use crate::dim::is_valid_symbol;
 use crate::dtype::{DType, MAX_INT4_GROUP};
@@ -349,6 +356,58 @@ impl FnVerifier<'_> {
         }
         self.check_uses();
         self.check_cycles();
+        self.check_groups();
+    }
+
+    /// Invariants 18–19. Convexity in one topological sweep: `left[o]` holds the groups
+    /// `g` with a path from a member of `g` to `o` that passes through a non-member of `g`
+    /// (`o` itself included); a member of `g` whose `left` set gets `g` closes such a path.
+    fn check_groups(&mut self) {
+        let f = self.f;
+        if f.group_members().is_empty() {
+            return;
+        }
+        let Ok(order) = f.op_order() else { return };
+        let dense = f.dense_group_ids(&order);
+        let shown = |g: u32| dense.get(&g).copied().unwrap_or(g);
+        for &id in &order {
+            if let Some(g) = f.group(id) {
+                if f.group_kind(g).is_none() {
+                    self.at_op(id, format!("fusion group {} has no declared kind", shown(g)));
+                }
+            }
+        }
+        let mut left: HashMap<OpId, BTreeSet<u32>> = HashMap::new();
+        for &id in &order {
+            let mine = f.group(id);
+            let mut set: BTreeSet<u32> = BTreeSet::new();
+            let mut preds: Vec<OpId> =
+                f.op(id).map(|d| d.operands.iter().filter_map(|&v| f.producer(v)).collect()).unwrap_or_default();
+            preds.sort_unstable();
+            preds.dedup();
+            for p in preds {
+                if let Some(l) = left.get(&p) {
+                    set.extend(l.iter().copied());
+                }
+                if let Some(pg) = f.group(p) {
+                    if Some(pg) != mine {
+                        set.insert(pg);
+                    }
+                }
+            }
+            if let Some(g) = mine {
+                if set.remove(&g) {
+                    self.at_op(
+                        id,
+                        format!(
+                            "fusion group {} is not convex: a path from one of its ops leaves the group and re-enters it here",
+                            shown(g)
+                        ),
+                    );
+                }
+            }
+            left.insert(id, set);
+        }
     }
 
     /// Invariants 7–9.

@@ -4,7 +4,7 @@
 
 use ferrumc_ir::json::{self, from_document, from_json_str, parse_dim, to_document, to_json_string, JsonError};
 use ferrumc_ir::op::{GeluApproximation, PadMode};
-use ferrumc_ir::{Attr, DType, Dim, Function, Module, Op, Tensor, TensorType, WeightDecl, WeightSource};
+use ferrumc_ir::{Attr, DType, Dim, Function, GroupKind, Module, Op, Tensor, TensorType, WeightDecl, WeightSource};
 use serde_json::{json, Value};
 
 fn f32t(dims: Vec<Dim>) -> TensorType {
@@ -175,6 +175,15 @@ fn rich_module() -> Module {
     let att_out = d.op(att).unwrap().results[0];
     d.add_output("att", att_out);
     d.add_output("scale", scale);
+    // Fusion groups with sparse ids (renumbered densely on export) and a kind nobody uses.
+    let neg_op = d.producer(neg).unwrap();
+    let th_op = d.producer(th).unwrap();
+    d.set_group_kind(9, GroupKind::Elementwise);
+    d.set_group_kind(3, GroupKind::Attention);
+    d.set_group_kind(5, GroupKind::Opaque);
+    d.set_group(th_op, Some(9));
+    d.set_group(neg_op, Some(9));
+    d.set_group(att, Some(3));
     m.functions.push(d);
 
     // A function with no ops at all.
@@ -244,6 +253,8 @@ fn assert_same(a: &Module, b: &Module) {
             assert_eq!(fa.try_value(v), fb.try_value(v), "value {v} of {}", fa.name);
         }
         assert_eq!(fa.value_capacity(), fb.value_capacity());
+        assert_eq!(fa.group_members(), fb.group_members(), "groups of {}", fa.name);
+        assert_eq!(fa.group_kinds(), fb.group_kinds(), "group kinds of {}", fa.name);
         assert!(fa == fb, "function {}", fa.name);
     }
     assert!(a == b);
@@ -338,6 +349,48 @@ fn export_follows_the_contract_layout() {
     assert_eq!(doc["functions"][0]["outputs"][1]["name"], "indices");
     assert_eq!(doc["functions"][0]["outputs"][4]["tensor"]["name"], "@embed");
     assert_eq!(doc["functions"][2]["name"], "passthrough \"fn\"");
+}
+
+#[test]
+fn fusion_groups_are_exported_densely_per_layer() {
+    let m = rich_module();
+    let doc = to_document(&m).unwrap();
+    let groups: Vec<(String, Option<(u32, String)>)> = doc
+        .layers
+        .iter()
+        .filter(|l| l.name.starts_with("decode/"))
+        .map(|l| (l.layer_type.clone(), l.fusion_group.as_ref().map(|g| (g.id, g.kind.clone()))))
+        .collect();
+    assert_eq!(
+        groups,
+        vec![
+            ("tanh".to_string(), Some((0, "elementwise".to_string()))),
+            ("neg".to_string(), Some((0, "elementwise".to_string()))),
+            ("attention".to_string(), Some((1, "attention".to_string()))),
+        ]
+    );
+    assert!(doc.layers.iter().filter(|l| l.name.starts_with("forward/")).all(|l| l.fusion_group.is_none()));
+    let text = to_json_string(&m).unwrap();
+    assert!(!text.contains("\"fusion_group\": null"), "absent groups are left out");
+}
+
+#[test]
+fn bad_fusion_groups_are_rejected() {
+    let mut v = tiny_value();
+    v["layers"][0]["fusion_group"] = json!({"id": 0, "kind": "blob"});
+    assert!(
+        import_err(&v).contains("layers[0].fusion_group.kind: unknown fusion group kind `blob`"),
+        "{}",
+        import_err(&v)
+    );
+    v["layers"][0]["fusion_group"] = json!({"id": 0, "kind": "matmul"});
+    v["layers"][1]["fusion_group"] = json!({"id": 0, "kind": "reduction"});
+    assert!(import_err(&v).contains("layers[1].fusion_group.kind: fusion group 0 already has kind `matmul`"));
+    v["layers"][1]["fusion_group"] = json!({"id": 4, "kind": "reduction"});
+    let m = import(&v).unwrap();
+    let f = &m.functions[0];
+    let kinds: Vec<_> = f.group_kinds().iter().map(|(g, k)| (*g, *k)).collect();
+    assert_eq!(kinds, vec![(0, GroupKind::Matmul), (1, GroupKind::Reduction)]);
 }
 
 #[test]

@@ -7,7 +7,9 @@
 
 use ferrumc_ir::op::{GeluApproximation, PadMode, ScatterReduction};
 use ferrumc_ir::text::{parse_module, print_module};
-use ferrumc_ir::{Attr, DType, Dim, Function, Module, Op, Tensor, TensorType, ValueId, WeightDecl, WeightSource};
+use ferrumc_ir::{
+    Attr, DType, Dim, Function, GroupKind, Module, Op, Tensor, TensorType, ValueId, WeightDecl, WeightSource,
+};
 use proptest::prelude::*;
 use std::collections::HashSet;
 
@@ -309,11 +311,25 @@ struct OpPlan {
     seed: Seed,
     operands: Vec<usize>,
     result_types: Vec<TensorType>,
+    /// Fusion group id (sparse on purpose, so canonical() must renumber) and kind index.
+    group: Option<(u32, usize)>,
 }
 
 fn op_plan() -> impl Strategy<Value = OpPlan> {
-    (any::<usize>(), seed(), prop::collection::vec(any::<usize>(), 0..5), prop::collection::vec(tensor_type(), 1..4))
-        .prop_map(|(choice, seed, operands, result_types)| OpPlan { choice, seed, operands, result_types })
+    (
+        any::<usize>(),
+        seed(),
+        prop::collection::vec(any::<usize>(), 0..5),
+        prop::collection::vec(tensor_type(), 1..4),
+        prop::option::of(((0u32..6).prop_map(|g| g * 7), any::<usize>())),
+    )
+        .prop_map(|(choice, seed, operands, result_types, group)| OpPlan {
+            choice,
+            seed,
+            operands,
+            result_types,
+            group,
+        })
 }
 
 #[derive(Debug, Clone)]
@@ -410,6 +426,12 @@ fn build_function(plan: &FuncPlan, name: String, weights: &[WeightDecl]) -> Func
         let results = op_plan.result_types.len().clamp(min_out, max_out.min(3));
         let types = op_plan.result_types.iter().cycle().take(results).cloned().collect();
         let id = f.add_op(op, operands, types);
+        if let Some((g, kind)) = op_plan.group {
+            if f.group_kind(g).is_none() {
+                f.set_group_kind(g, GroupKind::ALL[kind % GroupKind::ALL.len()]);
+            }
+            f.set_group(id, Some(g));
+        }
         pool.extend(f.op(id).unwrap().results.iter().map(|&r| Candidate::Value(r)));
     }
     if !pool.is_empty() {

@@ -227,6 +227,18 @@ pub struct LayerDefinition {
     /// The op's attributes, in attribute JSON form.
     #[serde(default)]
     pub config: BTreeMap<String, Value>,
+    /// Extension: the fusion group the op belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion_group: Option<FusionGroupSpec>,
+}
+
+/// Extension: an op's fusion group: its id (per function, dense in op order on export)
+/// and the group's kind (`elementwise`, `reduction`, `matmul`, `attention`,
+/// `data_movement`, `opaque`), repeated on every member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FusionGroupSpec {
+    pub id: u32,
+    pub kind: String,
 }
 
 /// A tensor reference: name, seed-style shape, dtype, and exact dims.

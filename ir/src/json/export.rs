@@ -158,6 +158,7 @@ fn export_function(
     };
     let layer_name = |i: usize| format!("{}/{i}", f.name);
     let position: HashMap<OpId, usize> = order.iter().enumerate().map(|(i, o)| (*o, i)).collect();
+    let dense_groups = f.dense_group_ids(&order);
 
     let mut spec = FunctionSpec { name: f.name.clone(), inputs: Vec::new(), outputs: Vec::new() };
     for (name, v) in f.params() {
@@ -210,6 +211,10 @@ fn export_function(
             outputs,
             parameters,
             config,
+            // A group without a declared kind cannot be written (the verifier rejects it).
+            fusion_group: f.group(*id).and_then(|g| {
+                Some(FusionGroupSpec { id: *dense_groups.get(&g)?, kind: f.group_kind(g)?.name().to_string() })
+            }),
         });
     }
     for (name, v) in f.outputs() {

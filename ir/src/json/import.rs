@@ -19,7 +19,7 @@ use super::document::*;
 use super::values::{clip, parse_type, seed_shape, value_to_attr, value_to_tensor_literal};
 use super::{JsonError, DIMENSION_ATTRS};
 use crate::attr::Attr;
-use crate::graph::{quote_name, Function, Module, ValueId, WeightDecl, WeightSource};
+use crate::graph::{quote_name, Function, GroupKind, Module, ValueId, WeightDecl, WeightSource};
 use crate::op::{Op, OpBuildError};
 use crate::types::TensorType;
 use serde_json::Value;
@@ -67,6 +67,7 @@ struct LayerInfo {
     op: Op,
     results: Vec<TensorType>,
     operands: Vec<Operand>,
+    group: Option<(u32, GroupKind)>,
 }
 
 struct FuncInfo {
@@ -420,7 +421,19 @@ impl<'d> State<'d> {
                 results.push(parse_type(&t.shape, &t.dtype, t.dims.as_deref(), &p)?);
                 self.register(&t.name, func, TensorDef::Result { layer: li, index: k }, &format!("{p}.name"))?;
             }
-            self.layers.push(LayerInfo { func, op, results, operands: Vec::new() });
+            let group = match &layer.fusion_group {
+                None => None,
+                Some(g) => match GroupKind::from_name(&g.kind) {
+                    Some(kind) => Some((g.id, kind)),
+                    None => {
+                        return Err(invalid(
+                            format!("{path}.fusion_group.kind"),
+                            format!("unknown fusion group kind `{}`", clip(&g.kind)),
+                        ))
+                    }
+                },
+            };
+            self.layers.push(LayerInfo { func, op, results, operands: Vec::new(), group });
         }
         Ok(())
     }
@@ -703,6 +716,19 @@ impl<'d> State<'d> {
                     operands.push(v);
                 }
                 let id = f.add_op(layer.op.clone(), operands, layer.results.clone());
+                if let Some((g, kind)) = layer.group {
+                    if f.group_kind(g).is_some_and(|k| k != kind) {
+                        return Err(invalid(
+                            format!("layers[{l}].fusion_group.kind"),
+                            format!(
+                                "fusion group {g} already has kind `{}`",
+                                f.group_kind(g).map(|k| k.name()).unwrap_or("")
+                            ),
+                        ));
+                    }
+                    f.set_group_kind(g, kind);
+                    f.set_group(id, Some(g));
+                }
                 let made = f.op(id).map(|d| d.results.clone()).unwrap_or_default();
                 results.insert(l, made);
             }

@@ -12,6 +12,7 @@
 //! | `dims` | every `TensorSpec`; `ParameterSpec` when not static | the exact dims as dim expressions |
 //! | `functions` | top level | every function's name, named inputs and named outputs, in order |
 //! | `promoted_attrs` | `metadata` | which module attributes live in dedicated fields |
+//! | `fusion_group` | `LayerDefinition` | `{"id": 0, "kind": "matmul"}`: the op's fusion group (ids dense per function in op order) |
 //!
 //! `from_document(&to_document(&m)?)?` equals `m.canonical()?` for every well-formed
 //! module (weights of every source kind, several functions, symbolic dims, multi-result

@@ -6,7 +6,7 @@
 use super::lexer::{Pos, Tok, ValueName};
 use super::parser::{AttrDict, Parser};
 use super::ParseError;
-use crate::graph::{quote_name, Function, Module, ValueId, WeightDecl, WeightSource};
+use crate::graph::{quote_name, Function, GroupKind, Module, ValueId, WeightDecl, WeightSource};
 use crate::op::{Op, OpBuildError};
 use crate::types::TensorType;
 use crate::DType;
@@ -38,6 +38,10 @@ struct Body {
     scope: HashMap<ValueName, ValueId>,
     fixups: WeightFixups,
 }
+
+/// Upper bound on a group id, so a hostile file cannot claim absurd ids (ids are dense
+/// in printed text, so this is never a real limit).
+const MAX_GROUP_ID: u64 = u32::MAX as u64;
 
 /// A declared output: its name and type.
 #[derive(Debug)]
@@ -198,8 +202,11 @@ fn function(p: &mut Parser<'_>) -> Result<(Body, Pos)> {
     loop {
         match p.peek() {
             Tok::Value(_) => statement(p, &mut body)?,
+            // Declarations come before the first op: after an op, `group N` is that op's
+            // annotation (the lexer does not see line breaks).
+            Tok::Ident("group") if body.f.op_count() == 0 => group_decl(p, &mut body)?,
             Tok::Ident("return") => break,
-            _ => return Err(p.unexpected("an op (`%0 = …`) or `return`")),
+            _ => return Err(p.unexpected("an op (`%0 = …`), a `group` declaration or `return`")),
         }
     }
     ret(p, &mut body, &outputs)?;
@@ -230,7 +237,40 @@ fn param(p: &mut Parser<'_>, body: &mut Body) -> Result<()> {
     Ok(())
 }
 
-/// `%r, … = opname operands {attrs} : types`.
+/// A group id after `group`.
+fn group_id(p: &mut Parser<'_>) -> Result<(u32, Pos)> {
+    let pos = p.pos();
+    let Tok::Int(text) = *p.peek() else {
+        return Err(p.unexpected("a group id (a non-negative integer) after `group`"));
+    };
+    let id =
+        text.parse::<u64>().ok().filter(|n| *n <= MAX_GROUP_ID).ok_or_else(|| pos.error("group id out of range"))?;
+    p.bump()?;
+    Ok((id as u32, pos))
+}
+
+/// `group N : kind`: declares the kind of fusion group `N` (only before the first op).
+fn group_decl(p: &mut Parser<'_>, body: &mut Body) -> Result<()> {
+    p.expect_keyword("group", "`group`")?;
+    let (id, pos) = group_id(p)?;
+    if body.f.group_kind(id).is_some() {
+        return Err(pos.error(format!("group {id} is already declared")));
+    }
+    p.expect(&Tok::Colon, "`:` after the group id")?;
+    let kind_pos = p.pos();
+    let Tok::Ident(name) = *p.peek() else {
+        return Err(p.unexpected("a group kind"));
+    };
+    let kind = GroupKind::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = GroupKind::ALL.iter().map(|k| k.name()).collect();
+        kind_pos.error(format!("unknown group kind `{name}` (expected one of {})", names.join(", ")))
+    })?;
+    p.bump()?;
+    body.f.set_group_kind(id, kind);
+    Ok(())
+}
+
+/// `%r, … = opname operands {attrs} : types [group N]`.
 fn statement(p: &mut Parser<'_>, body: &mut Body) -> Result<()> {
     let results = result_names(p, body)?;
     p.expect(&Tok::Equals, "`=` after the result names")?;
@@ -251,8 +291,26 @@ fn statement(p: &mut Parser<'_>, body: &mut Body) -> Result<()> {
             types.len()
         )));
     }
+    let group = if p.at(&Tok::Ident("group")) {
+        p.bump()?;
+        let (g, pos) = group_id(p)?;
+        if p.at(&Tok::Colon) {
+            return Err(p
+                .pos()
+                .error("group declarations (`group N : kind`) must come before the first op of the function"));
+        }
+        if body.f.group_kind(g).is_none() {
+            return Err(
+                pos.error(format!("group {g} has no declared kind (declare it with `group {g} : <kind>` first)"))
+            );
+        }
+        Some(g)
+    } else {
+        None
+    };
     let op = build_op(op_name, op_pos, &attrs)?;
     let id = body.f.add_op(op, operands, types);
+    body.f.set_group(id, group);
     let result_ids = body.f.op(id).map(|data| data.results.clone()).unwrap_or_default();
     for (name, v) in results.into_iter().zip(result_ids) {
         body.scope.insert(name, v);

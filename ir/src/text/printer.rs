@@ -128,8 +128,18 @@ fn write_function(out: &mut String, f: &Function, notes: Notes<'_>) -> fmt::Resu
     }
     out.push_str(") {\n");
     write_notes(out, notes(&f.name, None));
-    for id in print_order(f) {
-        write_op(out, f, id, &names)?;
+    let order = print_order(f);
+    let groups = f.dense_group_ids(&order);
+    // Declarations come first, in dense order, so every annotation below refers back.
+    let mut declared: Vec<(u32, u32)> = groups.iter().map(|(old, new)| (*new, *old)).collect();
+    declared.sort_unstable();
+    for (new, old) in declared {
+        if let Some(kind) = f.group_kind(old) {
+            writeln!(out, "  group {new} : {kind}")?;
+        }
+    }
+    for id in order {
+        write_op(out, f, id, &names, &groups)?;
         write_notes(out, notes(&f.name, Some(id)));
     }
     out.push_str("  return");
@@ -141,8 +151,8 @@ fn write_function(out: &mut String, f: &Function, notes: Notes<'_>) -> fmt::Resu
     Ok(())
 }
 
-/// `  %r0, %r1 = opname %a, @w {attr = v} : type0, type1`.
-fn write_op(out: &mut String, f: &Function, id: OpId, names: &Names) -> fmt::Result {
+/// `  %r0, %r1 = opname %a, @w {attr = v} : type0, type1 group 2`.
+fn write_op(out: &mut String, f: &Function, id: OpId, names: &Names, groups: &BTreeMap<u32, u32>) -> fmt::Result {
     let Some(data) = f.op(id) else {
         return Ok(());
     };
@@ -162,6 +172,9 @@ fn write_op(out: &mut String, f: &Function, id: OpId, names: &Names) -> fmt::Res
     for (i, r) in data.results.iter().enumerate() {
         out.push_str(if i == 0 { " " } else { ", " });
         out.push_str(&type_text(f, *r));
+    }
+    if let Some(g) = f.group(id).and_then(|g| groups.get(&g)) {
+        write!(out, " group {g}")?;
     }
     out.push('\n');
     Ok(())
