@@ -12,8 +12,9 @@
 //!   weight takes 2–3, with an `i8` weight 3–4; `attention` returns 1 result without a KV
 //!   cache and 3 with one).
 //! * **Quantized dtypes** (`q8_0`, `q4_0`, `int4<G>`) are legal only as the `w` operand of
-//!   `quantized_linear`; any other op consuming one is an error, and no op produces one
-//!   (`cast` and `constant`/`constant_of_shape` literals refuse them).
+//!   `quantized_linear`; any other op consuming one is an error. Only `cast` produces one
+//!   (from a float operand with a static last dim that is a multiple of the block
+//!   length); `constant`/`constant_of_shape` literals refuse them.
 //! * **Dtypes**: elementwise binary ops need equal dtypes (`pow`'s exponent may be any
 //!   numeric dtype); float-only ops (those the op table documents as "Float") reject
 //!   integers and bool; logical ops need bool; index operands (`gather*`, `scatter_nd`)
@@ -627,7 +628,18 @@ impl Cx<'_> {
             Op::Identity => self.same(Class::Any),
             Op::Cast { to } => {
                 if to.is_quantized() {
-                    return Err(format!("cannot cast to quantized dtype {to}"));
+                    self.class(0, Class::Float)?;
+                    let block = i64::try_from(to.block_len()).unwrap_or(i64::MAX);
+                    match self.shape(0)?.last().map(Dim::as_fixed) {
+                        None => return Err(format!("cast to {to} needs an operand of rank at least 1")),
+                        Some(Some(last)) if last % block == 0 => {}
+                        Some(Some(last)) => {
+                            return Err(format!(
+                                "cast to {to}: last dim {last} is not a multiple of the block length {block}"
+                            ))
+                        }
+                        Some(None) => return Err(format!("cast to {to} needs a static last dim")),
+                    }
                 }
                 Ok(one(TensorType::new(*to, self.shape(0)?.to_vec())))
             }

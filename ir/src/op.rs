@@ -187,7 +187,13 @@ define_ops! {
     Clip "clip" [1, 1] -> [1, 1] { min: Option<f64>, max: Option<f64> };
     /// `cast x {to}` → x converted to dtype `to`. Float→int truncates toward zero (NaN → 0,
     /// out-of-range saturates to i64 then wraps to the target width); int→narrower int wraps;
-    /// anything→bool is `x != 0`; bool→number is 0/1. Not to quantized dtypes.
+    /// anything→bool is `x != 0`; bool→number is 0/1. To a block-quantized dtype (`q8_0`,
+    /// `q4_0`, `int4<G>`; float `x` only, static last dim a multiple of the block length):
+    /// quantizes each block of the last dim with the reference quantizers of
+    /// [`crate::quant`] (GGML `quantize_row_q8_0_ref` / `quantize_row_q4_0_ref`; symmetric
+    /// max/7 for `int4<G>`) and the result holds the values dequantized from those blocks.
+    /// Such a result may only feed `quantized_linear`'s weight; weight-derived casts are
+    /// how passes quantize weights at compile time.
     Cast "cast" [1, 1] -> [1, 1] { to: DType };
 
     // ---------------------------------------------------------------- binary elementwise (broadcasting)
