@@ -53,6 +53,9 @@ string_enum! {
 /// Unbounded operand or result count.
 pub const VARIADIC: usize = usize::MAX;
 
+/// Output columns per panel of a `packed_linear` weight (the CPU matmul micro-kernel's NR).
+pub const PACK_NR: usize = 16;
+
 macro_rules! define_ops {
     ($(
         $(#[$doc:meta])*
@@ -287,6 +290,12 @@ define_ops! {
     /// weight, `scale: f32[out]` gives one scale per output channel
     /// (`w_real[o, i] = scale[o] · w[o, i]`). Computes as dequantize-then-`linear`.
     QuantizedLinear "quantized_linear" [2, 4] -> [1, 1];
+    /// `packed_linear x, wp[, bias] {out_features}`: `linear` with the weight prepacked into
+    /// the CPU micro-kernel's panel layout. With `N = out_features` and `NR = 16`
+    /// ([`PACK_NR`]), `wp: [ceil(N/16), in, 16]` holds `wp[p, k, j] = w[16p + j, k]` (zero for
+    /// `16p + j ≥ N`), `x: [..., in]`, `bias: [N]`; result `[..., N]` =
+    /// `linear x, w[, bias]`. Float dtypes; `wp` and `bias` have x's dtype.
+    PackedLinear "packed_linear" [2, 3] -> [1, 1] { out_features: i64 };
 
     // ---------------------------------------------------------------- shape and data movement
     /// `reshape x` (result type gives the target) or `reshape x, shape {allowzero}` with an
@@ -488,6 +497,7 @@ mod tests {
             Op::Gelu { approximate: GeluApproximation::Tanh },
             Op::Attention { scale: None, causal: true },
             Op::Add,
+            Op::PackedLinear { out_features: 40 },
         ];
         for op in ops {
             let rebuilt = Op::from_parts(op.name(), &op.attr_map()).unwrap();

@@ -290,6 +290,14 @@ fn quantized_linear_rules() {
     );
     let w8 = ty(DType::I8, "64, 32");
     assert_eq!(inf1(Op::QuantizedLinear, &[&x, &w8, &f32t("64")]), f32t("?b, 64"));
+    let pl = Op::PackedLinear { out_features: 40 };
+    assert_eq!(inf1(pl.clone(), &[&f32t("?b, ?s, 24"), &f32t("3, 24, 16")]), f32t("?b, ?s, 40"));
+    assert_eq!(inf1(pl.clone(), &[&f32t("2, 24"), &f32t("3, 24, 16"), &f32t("40")]), f32t("2, 40"));
+    assert_err_contains(&err(pl.clone(), &[&f32t("2, 24"), &f32t("2, 24, 16")]), "do not hold out_features = 40");
+    assert_err_contains(&err(pl.clone(), &[&f32t("2, 24"), &f32t("3, 24, 8")]), "panel width 8 must be 16");
+    assert_err_contains(&err(pl.clone(), &[&f32t("2, 20"), &f32t("3, 24, 16")]), "does not match");
+    assert_err_contains(&err(pl.clone(), &[&f32t("2, 24"), &f32t("3, 24, 16"), &f32t("16")]), "out_features");
+    assert!(infer(pl, &[&i64t("2, 24"), &i64t("3, 24, 16")]).is_err());
     assert_eq!(inf1(Op::QuantizedLinear, &[&x, &w8, &f32t("64"), &f32t("64")]), f32t("?b, 64"));
     assert_err_contains(&err(Op::QuantizedLinear, &[&x, &w8]), "needs a scale operand");
     assert_err_contains(
