@@ -3,6 +3,7 @@
 //! * [`pass`]: the [`OptimizationPass`] interface and what a pass reports.
 //! * [`manager`]: dependency scheduling, presets `-O0..-O3`, running with verification.
 //! * [`registry`]: every pass; each lives in `src/passes/<cli-name>.rs`.
+//! * [`weight_prep`]: helpers shared by the weight-preprocessing passes.
 //!
 //! This crate depends only on `ferrumc-ir`.
 
@@ -10,6 +11,7 @@ pub mod manager;
 pub mod matchers;
 pub mod pass;
 pub mod registry;
+pub mod weight_prep;
 
 pub use manager::{preset, schedule, PassManager, PassRecord, PipelineError};
 pub use pass::{OptimizationPass, OptimizationResult, OptimizationStats, PassError, PassOptions, QuantScheme};
