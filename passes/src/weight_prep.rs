@@ -52,6 +52,13 @@ pub fn weight_linears(f: &Function) -> Vec<WeightLinear> {
     out
 }
 
+/// Re-read `x` and `bias` of a collected linear: earlier rewrites in the same walk may have
+/// replaced the values it consumes. `None` when the op is gone.
+pub fn refresh(f: &Function, l: &WeightLinear) -> Option<WeightLinear> {
+    let data = f.op(l.op)?;
+    Some(WeightLinear { x: *data.operands.first()?, bias: data.operands.get(2).copied(), ..l.clone() })
+}
+
 /// Append `op` with inferred types and return its single result (errors become strings).
 pub fn add1(f: &mut Function, op: Op, operands: Vec<ValueId>) -> Result<ValueId, String> {
     let name = op.name();

@@ -15,7 +15,9 @@
 //! in `tests/tests/quantization.rs`.
 
 use crate::pass::{OptimizationPass, OptimizationResult, PassError, PassOptions, QuantScheme};
-use crate::weight_prep::{add1, megabytes, replace_op, storage_bytes, weight_linears, WeightLinear};
+use crate::weight_prep::{
+    add1, erase_dead, megabytes, refresh, replace_op, storage_bytes, weight_linears, WeightLinear,
+};
 use ferrumc_ir::{DType, Function, Module, Op, Tensor, ValueDef, ValueId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -82,6 +84,7 @@ fn quantize_function(f: &mut Function, scheme: QuantScheme, tally: &mut Tally, w
     // One quantized copy per weight value, however many linears share it.
     let mut done: HashMap<ValueId, Vec<ValueId>> = HashMap::new();
     for l in weight_linears(f) {
+        let Some(l) = refresh(f, &l) else { continue };
         if !matches!(l.dtype, DType::F32 | DType::F16 | DType::BF16) {
             continue;
         }
@@ -121,7 +124,12 @@ fn quantize_function(f: &mut Function, scheme: QuantScheme, tally: &mut Tally, w
                 replace_op(f, l.op, l.result, y);
                 tally.linears += 1;
             }
-            Err(e) => warnings.push(format!("{}: a linear is not quantized: {e}", f.name)),
+            Err(e) => {
+                warnings.push(format!("{}: a linear is not quantized: {e}", f.name));
+                if let Some(q) = done.remove(&l.w) {
+                    erase_dead(f, q);
+                }
+            }
         }
     }
     for (name, &w) in f.weight_values() {
