@@ -14,6 +14,9 @@
 //! * `int4<G>`: `G` elements per block (G even, 2..=4096), an f16 scale `d` then `G/2`
 //!   bytes; byte `j` holds element `2j` in its low nibble and `2j + 1` in its high
 //!   nibble; element value is `d * (nibble - 8)`. `2 + G/2` bytes per block.
+//!
+//! `cast` to one of these dtypes quantizes with [`crate::quant`] (GGML's reference
+//! quantizers for `q8_0`/`q4_0`; symmetric `d = max|x| / 7` for `int4<G>`).
 
 use std::fmt;
 use std::str::FromStr;

@@ -12,8 +12,9 @@
 //!   weight takes 2–3, with an `i8` weight 3–4; `attention` returns 1 result without a KV
 //!   cache and 3 with one).
 //! * **Quantized dtypes** (`q8_0`, `q4_0`, `int4<G>`) are legal only as the `w` operand of
-//!   `quantized_linear`; any other op consuming one is an error, and no op produces one
-//!   (`cast` and `constant`/`constant_of_shape` literals refuse them).
+//!   `quantized_linear`; any other op consuming one is an error. Only `cast` produces one
+//!   (from a float operand with a static last dim that is a multiple of the block
+//!   length); `constant`/`constant_of_shape` literals refuse them.
 //! * **Dtypes**: elementwise binary ops need equal dtypes (`pow`'s exponent may be any
 //!   numeric dtype); float-only ops (those the op table documents as "Float") reject
 //!   integers and bool; logical ops need bool; index operands (`gather*`, `scatter_nd`)
@@ -47,7 +48,7 @@
 use crate::dim::Dim;
 use crate::dtype::DType;
 use crate::graph::{Function, ValueDef, ValueId};
-use crate::op::{Op, VARIADIC};
+use crate::op::{Op, PACK_NR, VARIADIC};
 use crate::tensor::{checked_numel, Tensor, TensorData};
 use crate::types::{TensorType, MAX_RANK};
 
@@ -281,6 +282,7 @@ fn operand_names(op: &Op, operands: &[&TensorType]) -> Vec<String> {
         Op::MatMul => &["a", "b"],
         Op::Gemm { .. } => &["a", "b", "c"],
         Op::Linear => &["x", "w", "bias"],
+        Op::PackedLinear { .. } => &["x", "wp", "bias"],
         Op::QuantizedLinear => {
             if operands.get(1).map(|t| t.dtype) == Some(DType::I8) {
                 &["x", "w", "scale", "bias"]
@@ -627,7 +629,18 @@ impl Cx<'_> {
             Op::Identity => self.same(Class::Any),
             Op::Cast { to } => {
                 if to.is_quantized() {
-                    return Err(format!("cannot cast to quantized dtype {to}"));
+                    self.class(0, Class::Float)?;
+                    let block = i64::try_from(to.block_len()).unwrap_or(i64::MAX);
+                    match self.shape(0)?.last().map(Dim::as_fixed) {
+                        None => return Err(format!("cast to {to} needs an operand of rank at least 1")),
+                        Some(Some(last)) if last % block == 0 => {}
+                        Some(Some(last)) => {
+                            return Err(format!(
+                                "cast to {to}: last dim {last} is not a multiple of the block length {block}"
+                            ))
+                        }
+                        Some(None) => return Err(format!("cast to {to} needs a static last dim")),
+                    }
                 }
                 Ok(one(TensorType::new(*to, self.shape(0)?.to_vec())))
             }
@@ -685,6 +698,7 @@ impl Cx<'_> {
             Op::Gemm { trans_a, trans_b, .. } => self.gemm(*trans_a, *trans_b),
             Op::Linear => self.linear(),
             Op::QuantizedLinear => self.quantized_linear(),
+            Op::PackedLinear { out_features } => self.packed_linear(*out_features),
             Op::Reshape { allowzero } => self.reshape(*allowzero),
             Op::Transpose { perm } => self.transpose(perm),
             Op::Concat { axis } => self.concat(*axis),
@@ -959,6 +973,44 @@ impl Cx<'_> {
 
     fn linear_shape(&self, d: DType) -> Result<Vec<TensorType>, String> {
         self.linear_shape_with(d, Some(2))
+    }
+
+    fn packed_linear(&self, out_features: i64) -> Result<Vec<TensorType>, String> {
+        let d = self.class(0, Class::Float)?;
+        self.same_dtype(1, 0)?;
+        if out_features < 1 {
+            return Err(format!("out_features must be at least 1, found {out_features}"));
+        }
+        let x = self.rank_at_least(0, 1)?;
+        let wp = self.rank_is(1, 3)?;
+        let nr = PACK_NR as i64;
+        let panels = (out_features + nr - 1) / nr;
+        let (p, inp, lane) = (&wp[0], &wp[1], &wp[2]);
+        if lane.as_fixed().is_some_and(|l| l != nr) {
+            return Err(format!("{}: panel width {lane} must be {nr}", self.label(1)));
+        }
+        if p.as_fixed().is_some_and(|p| p != panels) {
+            return Err(format!(
+                "{}: {p} panels do not hold out_features = {out_features} ({panels} panels of {nr})",
+                self.label(1)
+            ));
+        }
+        let last = x.last().cloned().unwrap_or(Dim::Unknown);
+        self.unify(inp, &last, || {
+            format!(
+                "{}: input dim {inp} (wp is [panels, in, {nr}]) does not match operand 0's last dim {last}",
+                self.label(1)
+            )
+        })?;
+        let out = Dim::fixed(out_features);
+        if self.tys.len() > 2 {
+            self.same_dtype(2, 0)?;
+            self.rank_is(2, 1)?;
+            self.dim_eq(2, 0, &out, "out_features")?;
+        }
+        let mut shape = x.get(..x.len().saturating_sub(1)).unwrap_or_default().to_vec();
+        shape.push(out);
+        Ok(one(TensorType::new(d, shape)))
     }
 
     fn quantized_linear(&self) -> Result<Vec<TensorType>, String> {

@@ -8,7 +8,8 @@
 //! * [`text`]: the `.fir` text format (printer and parser).
 //! * [`json`]: the ModelIR JSON document; [`dot`]: Graphviz export.
 //! * [`interp`]: the reference interpreter, the oracle for every backend.
-//! * [`tensor`], [`npy`], [`weights`]: concrete tensors and their I/O.
+//! * [`tensor`], [`npy`], [`weights`]: concrete tensors and their I/O; [`quant`]: the
+//!   reference quantizers of the block dtypes.
 
 pub mod attr;
 pub mod dim;
@@ -20,6 +21,7 @@ pub mod interp;
 pub mod json;
 pub mod npy;
 pub mod op;
+pub mod quant;
 pub mod tensor;
 pub mod text;
 pub mod types;

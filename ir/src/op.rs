@@ -53,6 +53,9 @@ string_enum! {
 /// Unbounded operand or result count.
 pub const VARIADIC: usize = usize::MAX;
 
+/// Output columns per panel of a `packed_linear` weight (the CPU matmul micro-kernel's NR).
+pub const PACK_NR: usize = 16;
+
 macro_rules! define_ops {
     ($(
         $(#[$doc:meta])*
@@ -187,7 +190,13 @@ define_ops! {
     Clip "clip" [1, 1] -> [1, 1] { min: Option<f64>, max: Option<f64> };
     /// `cast x {to}` → x converted to dtype `to`. Float→int truncates toward zero (NaN → 0,
     /// out-of-range saturates to i64 then wraps to the target width); int→narrower int wraps;
-    /// anything→bool is `x != 0`; bool→number is 0/1. Not to quantized dtypes.
+    /// anything→bool is `x != 0`; bool→number is 0/1. To a block-quantized dtype (`q8_0`,
+    /// `q4_0`, `int4<G>`; float `x` only, static last dim a multiple of the block length):
+    /// quantizes each block of the last dim with the reference quantizers of
+    /// [`crate::quant`] (GGML `quantize_row_q8_0_ref` / `quantize_row_q4_0_ref`; symmetric
+    /// max/7 for `int4<G>`) and the result holds the values dequantized from those blocks.
+    /// Such a result may only feed `quantized_linear`'s weight; weight-derived casts are
+    /// how passes quantize weights at compile time.
     Cast "cast" [1, 1] -> [1, 1] { to: DType };
 
     // ---------------------------------------------------------------- binary elementwise (broadcasting)
@@ -281,6 +290,12 @@ define_ops! {
     /// weight, `scale: f32[out]` gives one scale per output channel
     /// (`w_real[o, i] = scale[o] · w[o, i]`). Computes as dequantize-then-`linear`.
     QuantizedLinear "quantized_linear" [2, 4] -> [1, 1];
+    /// `packed_linear x, wp[, bias] {out_features}`: `linear` with the weight prepacked into
+    /// the CPU micro-kernel's panel layout. With `N = out_features` and `NR = 16`
+    /// ([`PACK_NR`]), `wp: [ceil(N/16), in, 16]` holds `wp[p, k, j] = w[16p + j, k]` (zero for
+    /// `16p + j ≥ N`), `x: [..., in]`, `bias: [N]`; result `[..., N]` =
+    /// `linear x, w[, bias]`. Float dtypes; `wp` and `bias` have x's dtype.
+    PackedLinear "packed_linear" [2, 3] -> [1, 1] { out_features: i64 };
 
     // ---------------------------------------------------------------- shape and data movement
     /// `reshape x` (result type gives the target) or `reshape x, shape {allowzero}` with an
@@ -482,6 +497,7 @@ mod tests {
             Op::Gelu { approximate: GeluApproximation::Tanh },
             Op::Attention { scale: None, causal: true },
             Op::Add,
+            Op::PackedLinear { out_features: 40 },
         ];
         for op in ops {
             let rebuilt = Op::from_parts(op.name(), &op.attr_map()).unwrap();

@@ -7,6 +7,7 @@
 //! the edges: weights, `.npy` files, literals.
 
 use crate::dtype::DType;
+use crate::quant::quantize_blocks;
 use half::{bf16, f16};
 use std::fmt;
 
@@ -161,9 +162,21 @@ impl Tensor {
         Ok(Tensor { dtype, shape, data })
     }
 
-    /// Encode as little-endian storage bytes. Block-quantized tensors are not encodable
-    /// here (quantization is a pass, not a storage detail).
+    /// Encode as little-endian storage bytes. Block-quantized tensors are quantized along
+    /// their last dim with [`quantize_blocks`] (lossless for values a `cast` produced, so
+    /// `from_le_bytes(to_le_bytes(t)) == t` for them).
     pub fn to_le_bytes(&self) -> Result<Vec<u8>, TensorError> {
+        if self.dtype.is_quantized() {
+            let last = self.shape.last().copied().unwrap_or(1) as u64;
+            let block = self.dtype.block_len();
+            if last % block != 0 {
+                return Err(TensorError::BlockAlignment { dtype: self.dtype, last, block });
+            }
+            let TensorData::Float(v) = &self.data else {
+                return Err(TensorError::NotEncodable(self.dtype));
+            };
+            return quantize_blocks(self.dtype, v).ok_or(TensorError::NotEncodable(self.dtype));
+        }
         let mut out = Vec::with_capacity(self.numel() * self.dtype.block_bytes() as usize);
         match (&self.data, self.dtype) {
             (TensorData::Float(v), DType::F32) => v.iter().for_each(|x| out.extend((*x as f32).to_le_bytes())),
@@ -270,5 +283,19 @@ mod tests {
         let t = Tensor::from_le_bytes(DType::I32, vec![2], &[1, 0, 0, 0, 255, 255, 255, 255]).unwrap();
         assert_eq!(t.to_i64_vec(), vec![1, -1]);
         assert_eq!(t.to_le_bytes().unwrap(), vec![1, 0, 0, 0, 255, 255, 255, 255]);
+    }
+
+    #[test]
+    fn quantized_bytes_round_trip() {
+        // A canonical q4_0 block (one nibble is 0, i.e. the block's signed max): bytes survive
+        // decode + encode unchanged.
+        let mut block = vec![0x00, 0x3c];
+        block.extend((0..16u8).map(|j| ((15 - j) << 4) | j));
+        let t = Tensor::from_le_bytes(DType::Q4_0, vec![1, 32], &block).unwrap();
+        assert_eq!(t.to_le_bytes().unwrap(), block);
+        let again = Tensor::from_le_bytes(DType::Q4_0, vec![1, 32], &t.to_le_bytes().unwrap()).unwrap();
+        assert_eq!(again, t);
+        let bad = Tensor { dtype: DType::Q8_0, shape: vec![16], data: TensorData::Float(vec![0.0; 16]) };
+        assert!(bad.to_le_bytes().is_err());
     }
 }

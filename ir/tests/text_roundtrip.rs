@@ -250,6 +250,7 @@ fn ops_with_attrs(s: &Seed) -> Vec<Op> {
         Op::LogSoftmax { axis: s.i },
         Op::CumSum { axis: s.j, exclusive: s.b, reverse: s.c },
         Op::TopK { axis: s.j, k: s.i, largest: s.b, sorted: s.c },
+        Op::PackedLinear { out_features: s.i },
         Op::Gemm { alpha: s.f, beta: s.g, trans_a: s.b, trans_b: s.c },
         Op::Reshape { allowzero: s.b },
         Op::Transpose { perm: axes.clone() },

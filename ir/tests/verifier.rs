@@ -132,7 +132,15 @@ fn logical_isnan_cast() {
     assert_eq!(inf1(Op::IsNan, &[&f32t("?n, 2")]), ty(DType::Bool, "?n, 2"));
     assert!(infer(Op::IsNan, &[&i64t("2")]).is_err());
     assert_eq!(inf1(Op::Cast { to: DType::F16 }, &[&i64t("?n, 3")]), ty(DType::F16, "?n, 3"));
-    assert_err_contains(&err(Op::Cast { to: DType::Q4_0 }, &[&f32t("32")]), "cannot cast to quantized dtype q4_0");
+    assert_eq!(inf1(Op::Cast { to: DType::Q4_0 }, &[&f32t("4, 64")]), ty(DType::Q4_0, "4, 64"));
+    let int4 = DType::Int4 { group_size: 16 };
+    assert_eq!(inf1(Op::Cast { to: int4 }, &[&ty(DType::F16, "?n, 48")]), ty(int4, "?n, 48"));
+    assert_err_contains(&err(Op::Cast { to: DType::Q4_0 }, &[&f32t("4, 48")]), "not a multiple of the block length 32");
+    assert_err_contains(&err(Op::Cast { to: DType::Q8_0 }, &[&f32t("4, ?k")]), "needs a static last dim");
+    assert_err_contains(&err(Op::Cast { to: DType::Q8_0 }, &[&f32t("")]), "rank at least 1");
+    assert!(infer(Op::Cast { to: DType::Q8_0 }, &[&i64t("32")]).is_err());
+    // A quantized result feeds only quantized_linear's weight.
+    assert_err_contains(&err(Op::Relu, &[&ty(DType::Q8_0, "32")]), "only allowed as the weight operand");
 }
 
 #[test]
@@ -282,6 +290,14 @@ fn quantized_linear_rules() {
     );
     let w8 = ty(DType::I8, "64, 32");
     assert_eq!(inf1(Op::QuantizedLinear, &[&x, &w8, &f32t("64")]), f32t("?b, 64"));
+    let pl = Op::PackedLinear { out_features: 40 };
+    assert_eq!(inf1(pl.clone(), &[&f32t("?b, ?s, 24"), &f32t("3, 24, 16")]), f32t("?b, ?s, 40"));
+    assert_eq!(inf1(pl.clone(), &[&f32t("2, 24"), &f32t("3, 24, 16"), &f32t("40")]), f32t("2, 40"));
+    assert_err_contains(&err(pl.clone(), &[&f32t("2, 24"), &f32t("2, 24, 16")]), "do not hold out_features = 40");
+    assert_err_contains(&err(pl.clone(), &[&f32t("2, 24"), &f32t("3, 24, 8")]), "panel width 8 must be 16");
+    assert_err_contains(&err(pl.clone(), &[&f32t("2, 20"), &f32t("3, 24, 16")]), "does not match");
+    assert_err_contains(&err(pl.clone(), &[&f32t("2, 24"), &f32t("3, 24, 16"), &f32t("16")]), "out_features");
+    assert!(infer(pl, &[&i64t("2, 24"), &i64t("3, 24, 16")]).is_err());
     assert_eq!(inf1(Op::QuantizedLinear, &[&x, &w8, &f32t("64"), &f32t("64")]), f32t("?b, 64"));
     assert_err_contains(&err(Op::QuantizedLinear, &[&x, &w8]), "needs a scale operand");
     assert_err_contains(

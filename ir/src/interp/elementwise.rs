@@ -5,7 +5,8 @@
 //! `div`, `mod` and `fmod` by zero are run-time errors. Integer `pow` with a negative
 //! exponent follows truncating integer division (`1`, `±1` for a base of ±1, `0`
 //! otherwise, and an error for a zero base). An integer base with a float exponent is
-//! computed in f64 and converted like `cast` (truncation, saturation).
+//! computed in f64 and converted like `cast` (truncation, saturation). `cast` to a block
+//! dtype quantizes along the last dim with [`crate::quant`] and holds the dequantized values.
 
 use super::common::{
     broadcast_shapes, broadcast_strides, class, float_tensor, int_tensor, require_numeric, vec_with_capacity, Class,
@@ -13,6 +14,7 @@ use super::common::{
 };
 use crate::dtype::DType;
 use crate::op::{GeluApproximation, Op};
+use crate::quant::quantize_blocks;
 use crate::tensor::{wrap_int, Tensor, TensorData};
 
 const FRAC_2_SQRT_PI: f64 = std::f64::consts::FRAC_2_SQRT_PI;
@@ -123,7 +125,7 @@ pub(crate) fn float_to_int(v: f64, to: DType) -> i64 {
 /// `cast x {to}`.
 pub(crate) fn cast(x: &Tensor, to: DType) -> OpResult<Tensor> {
     if to.is_quantized() {
-        return Err(format!("cannot cast to the block-quantized dtype {to}"));
+        return quantize(x, to);
     }
     let shape = x.shape.clone();
     Ok(match (&x.data, class(to)) {
@@ -132,6 +134,24 @@ pub(crate) fn cast(x: &Tensor, to: DType) -> OpResult<Tensor> {
         (TensorData::Int(v), Class::Float) => float_tensor(to, shape, v.iter().map(|&a| a as f64).collect()),
         (TensorData::Int(v), _) => int_tensor(to, shape, v.clone()),
     })
+}
+
+/// `cast x {to}` with a block dtype: quantize along the last dim, then hold the values
+/// dequantized back from the storage bytes (so they are exactly what a stored weight holds).
+fn quantize(x: &Tensor, to: DType) -> OpResult<Tensor> {
+    let TensorData::Float(v) = &x.data else {
+        return Err(format!("cast to {to} needs a float operand, found {}", x.dtype));
+    };
+    let last = x.shape.last().copied().unwrap_or(1) as u64;
+    if x.shape.is_empty() || last % to.block_len() != 0 {
+        return Err(format!(
+            "cast to {to}: last dim {last} of shape {:?} is not a multiple of the block length {}",
+            x.shape,
+            to.block_len()
+        ));
+    }
+    let bytes = quantize_blocks(to, v).ok_or_else(|| format!("cannot quantize to {to}"))?;
+    Tensor::from_le_bytes(to, x.shape.clone(), &bytes).map_err(|e| e.to_string())
 }
 
 /// Unary elementwise ops (everything [`Op::is_unary_elementwise`] accepts).
@@ -569,7 +589,11 @@ mod tests {
             cast(&f64t(&[1], &[0.1]), DType::F16).unwrap().to_f64_vec(),
             vec![half::f16::from_f64(0.1).to_f64()]
         );
-        assert!(cast(&f64t(&[1], &[0.1]), DType::Q4_0).is_err());
+        assert!(cast(&f64t(&[1], &[0.1]), DType::Q4_0).is_err(), "last dim not a multiple of 32");
+        let q = cast(&f64t(&[2, 32], &[0.25; 64]), DType::Q8_0).unwrap();
+        assert_eq!(q.dtype, DType::Q8_0);
+        assert!(q.to_f64_vec().iter().all(|&v| (v - 0.25).abs() < 1e-3));
+        assert!(cast(&i64t(&[32], &[1; 32]), DType::Q8_0).is_err(), "integers are not quantized");
     }
 
     #[test]

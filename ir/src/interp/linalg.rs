@@ -1,4 +1,4 @@
-//! Linear algebra: `matmul`, `gemm`, `linear` and `quantized_linear`.
+//! Linear algebra: `matmul`, `gemm`, `linear`, `quantized_linear` and `packed_linear`.
 //!
 //! Products accumulate in f64 and the result is rounded once to the output dtype.
 //! Kernels are parallelised with rayon and walk memory contiguously: `matmul` uses the
@@ -8,7 +8,7 @@
 //! is fixed, so results do not depend on the thread count.
 //!
 //! `matmul` also accepts integer operands (wrapping arithmetic); `gemm`, `linear` and
-//! `quantized_linear` are float-only. A float operand may be paired with a
+//! `quantized_linear`, `packed_linear` are float-only. A float operand may be paired with a
 //! block-quantized one (its dequantized values are used); the result has the dtype of
 //! the non-quantized operand (`x` for `linear`).
 
@@ -16,6 +16,7 @@ use super::common::{
     broadcast_shapes, broadcast_strides, class, filled, float_tensor, int_tensor, numel, Class, OffsetIter, OpResult,
 };
 use crate::dtype::DType;
+use crate::op::PACK_NR;
 use crate::tensor::{round_float, Tensor, TensorData};
 use rayon::prelude::*;
 
@@ -310,6 +311,34 @@ pub(crate) fn quantized_linear(args: &[&Tensor]) -> OpResult<Tensor> {
     linear_common(x, &wf, &w.shape, args.get(3).copied(), "quantized_linear")
 }
 
+/// `packed_linear x, wp[, bias] {out_features}`: unpack the `[panels, in, NR]` weight back
+/// to `[out_features, in]`, then `linear`.
+pub(crate) fn packed_linear(x: &Tensor, wp: &Tensor, bias: Option<&Tensor>, out_features: i64) -> OpResult<Tensor> {
+    product_dtype("packed_linear", x.dtype, wp.dtype)?;
+    let wv = super::common::floats(wp, "the weight of `packed_linear`")?;
+    let outf = usize::try_from(out_features)
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("`packed_linear`: out_features must be positive, found {out_features}"))?;
+    let [panels, inf, nr] = wp.shape[..] else {
+        return Err(format!("`packed_linear`: wp must be [panels, in, {PACK_NR}], found shape {:?}", wp.shape));
+    };
+    if nr != PACK_NR || panels != outf.div_ceil(PACK_NR) {
+        return Err(format!(
+            "`packed_linear`: wp of shape {:?} does not hold {outf} output features in panels of {PACK_NR}",
+            wp.shape
+        ));
+    }
+    let mut w = filled(numel(&[outf, inf])?, 0.0f64)?;
+    for (o, row) in w.chunks_mut(inf.max(1)).enumerate().take(outf) {
+        let (p, j) = (o / PACK_NR, o % PACK_NR);
+        for (k, v) in row.iter_mut().enumerate() {
+            *v = wv.get((p * inf + k) * PACK_NR + j).copied().unwrap_or(0.0);
+        }
+    }
+    linear_common(x, &w, &[outf, inf], bias, "packed_linear")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,5 +406,29 @@ mod tests {
         assert_eq!(r.dtype, DType::F32);
         assert!(quantized_linear(&[&x, &w]).unwrap_err().contains("i8 weight"));
         assert!(quantized_linear(&[&x, &wq]).unwrap_err().contains("scale"));
+    }
+
+    #[test]
+    fn packed_linear_matches_linear() {
+        // 18 outputs → 2 panels, the second zero-padded from 2 to 16 columns.
+        let (n, k) = (18usize, 3usize);
+        let w: Vec<f64> = (0..n * k).map(|i| (i as f64 * 0.37).sin()).collect();
+        let mut wp = vec![0.0; 2 * k * PACK_NR];
+        for o in 0..n {
+            for i in 0..k {
+                wp[((o / PACK_NR) * k + i) * PACK_NR + o % PACK_NR] = w[o * k + i];
+            }
+        }
+        let x = f32t(&[2, k], &[1.0, -2.0, 0.5, 3.0, 0.25, -1.0]);
+        let b = f32t(&[n], &(0..n).map(|i| i as f64).collect::<Vec<_>>());
+        let wt = f32t(&[n, k], &w);
+        let wpt = f32t(&[2, k, PACK_NR], &wp);
+        let want = linear(&x, &wt, Some(&b)).unwrap();
+        let got = packed_linear(&x, &wpt, Some(&b), n as i64).unwrap();
+        assert_eq!(got.shape, vec![2, n]);
+        assert_eq!(got.to_f64_vec(), want.to_f64_vec());
+        assert!(packed_linear(&x, &wpt, None, 40).unwrap_err().contains("does not hold"));
+        assert!(packed_linear(&x, &wpt, None, 0).is_err());
+        assert!(packed_linear(&x, &wt, None, 18).unwrap_err().contains("panels"));
     }
 }

@@ -542,6 +542,9 @@ fn eval_op(op: &Op, args: &[&Tensor], ctx: &OpCtx<'_>) -> OpResult<Vec<Tensor>> 
         }
         Op::Linear => one(linalg::linear(arg(0)?, arg(1)?, args.get(2).copied())?),
         Op::QuantizedLinear => one(linalg::quantized_linear(args)?),
+        Op::PackedLinear { out_features } => {
+            one(linalg::packed_linear(arg(0)?, arg(1)?, args.get(2).copied(), *out_features)?)
+        }
         Op::Reshape { allowzero } => one(shape_ops::reshape(arg(0)?, args.get(1).copied(), *allowzero, ctx)?),
         Op::Transpose { perm } => one(shape_ops::transpose(arg(0)?, perm)?),
         Op::Concat { axis } => one(shape_ops::concat(args, *axis)?),

@@ -341,6 +341,11 @@ fn op_case(name: &str) -> (Op, Vec<Tensor>, Vec<TensorType>) {
             vec![x, Tensor::from_i64(DType::I8, vec![1, 3], vec![1, 2, 3]).unwrap(), f32t(&[1], &[0.5])],
             vec![f32ty(&[2, 1])],
         ),
+        "packed_linear" => (
+            Op::PackedLinear { out_features: 2 },
+            vec![x, Tensor::from_f64(DType::F32, vec![1, 3, 16], vec![0.5; 48]).unwrap()],
+            vec![f32ty(&[2, 2])],
+        ),
         "reshape" => (Op::Reshape { allowzero: false }, vec![x, i64t(&[1], &[-1])], vec![f32ty(&[6])]),
         "transpose" => (Op::Transpose { perm: vec![1, 0] }, vec![x], vec![f32ty(&[3, 2])]),
         "concat" => (Op::Concat { axis: 0 }, vec![x.clone(), x], vec![f32ty(&[4, 3])]),
