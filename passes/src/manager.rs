@@ -230,8 +230,14 @@ impl PassManager {
     }
 
     /// The pipeline of optimization level `level` ([`preset`]) followed by `extra` passes.
+    /// With `options.quantize` set, `quantize-weights` joins the pipeline right after the
+    /// fusion passes (before prepacking, which only packs f32 weights).
     pub fn for_level(level: u8, extra: &[&str], options: PassOptions) -> Result<PassManager, PipelineError> {
         let mut pipeline = preset(level)?;
+        if options.quantize.is_some() && !extra.contains(&"quantize-weights") {
+            let after_fusion = pipeline.iter().rposition(|p| p.starts_with("fuse-")).map_or(pipeline.len(), |i| i + 1);
+            pipeline.insert(after_fusion, "quantize-weights");
+        }
         pipeline.extend_from_slice(extra);
         PassManager::for_pipeline(&pipeline, options)
     }
@@ -450,6 +456,11 @@ mod tests {
             }
         }
         assert!(preset(4).is_err());
+        let options = PassOptions { quantize: Some(crate::QuantScheme::Q8_0), ..PassOptions::default() };
+        let order = PassManager::for_level(3, &[], options).unwrap().pass_names();
+        let position = |name: &str| order.iter().position(|p| *p == name).unwrap();
+        assert!(position("fuse-attention") < position("quantize-weights"));
+        assert!(position("quantize-weights") < position("prepack-weights"), "{order:?}");
     }
 
     /// A pass that breaks the IR: the manager must name it.

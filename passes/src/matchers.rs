@@ -60,3 +60,26 @@ pub fn is_weight_derived(f: &Function, v: ValueId) -> bool {
     }
     true
 }
+
+/// Whether `v` depends on the function's inputs only through their shapes (every path from a
+/// parameter passes through a `shape` op): such values — position ranges, masks, rotary
+/// tables computed from the sequence length — are fixed once the symbolic dims are known.
+pub fn is_shape_derived(f: &Function, v: ValueId) -> bool {
+    let mut stack = vec![v];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(v) = stack.pop() {
+        if !seen.insert(v) {
+            continue;
+        }
+        match &f.value(v).def {
+            ValueDef::Param { .. } => return false,
+            ValueDef::Weight { .. } => {}
+            ValueDef::Result { op, .. } => match f.op(*op) {
+                Some(data) if matches!(data.op, Op::Shape { .. }) => {}
+                Some(data) => stack.extend(data.operands.iter().copied()),
+                None => return false,
+            },
+        }
+    }
+    true
+}

@@ -6,7 +6,7 @@
 //! softmax, sigmoid, matmul on activations).
 
 use ferrumc_ir::{Function, Module, Op};
-use ferrumc_passes::{PassManager, PassOptions};
+use ferrumc_passes::{matchers, PassManager, PassOptions};
 use ferrumc_tests::{models, repo_root};
 
 /// Ops that carry the model's arithmetic (as opposed to reshapes and index bookkeeping).
@@ -29,15 +29,18 @@ fn is_compute(op: &Op) -> bool {
     )
 }
 
-/// The compute ops of `f` (skipping weight preprocessing such as transposes of weights), in
-/// execution order.
+/// The compute ops of `f`, in execution order, skipping weight preprocessing (transposes of
+/// weights) and values fixed by the input shapes alone (the ONNX export computes its rotary
+/// angle table as `inv_freq ⊗ range(seq)` at run time, where the HF import has the table as
+/// a weight).
 fn compute_sequence(f: &Function) -> Vec<String> {
     let order = f.op_order().unwrap_or_default();
     order
         .into_iter()
         .filter_map(|id| f.op(id))
         .filter(|data| is_compute(&data.op))
-        .filter(|data| !data.results.iter().all(|r| ferrumc_passes::matchers::is_weight_derived(f, *r)))
+        .filter(|data| !data.results.iter().all(|r| matchers::is_weight_derived(f, *r)))
+        .filter(|data| !data.results.iter().all(|r| matchers::is_shape_derived(f, *r)))
         // Position/rotary-table gathers are index bookkeeping, not the embedding lookup.
         .filter(|data| !matches!(data.op, Op::Gather { .. }) || f.ty(data.results[0]).dtype.is_float())
         .map(|data| data.op.name().to_string())

@@ -58,10 +58,11 @@ pub fn run_opt(request: OptRequest) -> Result<(), CliError> {
         return Err(CliError::new("error: --quantize needs -O<level> or `quantize-weights` in --passes"));
     }
     let mut extra = listed.clone();
-    if request.quantize.is_some() && !extra.contains(&"quantize-weights") {
+    if request.quantize.is_some() && request.level.is_none() && !extra.contains(&"quantize-weights") {
         extra.push("quantize-weights");
     }
     let manager = match request.level {
+        // With a level, the preset places quantize-weights after fusion.
         Some(level) => PassManager::for_level(level, &extra, options),
         None if listed.is_empty() => {
             return Err(CliError::new("error: nothing to run: give --passes a,b,c or -O<level> (see --list-passes)"))

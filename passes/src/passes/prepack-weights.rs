@@ -79,8 +79,8 @@ impl OptimizationPass for PrepackWeights {
     }
 
     fn dependencies(&self) -> Vec<&'static str> {
-        // Works on `linear` ops as the frontends emit them; nothing has to run first.
-        vec![]
+        // Works on `linear` ops: ONNX graphs have `matmul` by a weight until fuse-linear runs.
+        vec!["fuse-linear"]
     }
 
     fn apply(&self, module: &mut Module, _options: &PassOptions) -> Result<OptimizationResult, PassError> {

@@ -150,8 +150,8 @@ impl OptimizationPass for QuantizeWeights {
     }
 
     fn dependencies(&self) -> Vec<&'static str> {
-        // Works on `linear` ops as the frontends emit them; nothing has to run first.
-        vec![]
+        // Works on `linear` ops: ONNX graphs have `matmul` by a weight until fuse-linear runs.
+        vec!["fuse-linear"]
     }
 
     fn is_applicable(&self, _module: &Module, options: &PassOptions) -> bool {
