@@ -6,6 +6,7 @@
 //!
 //! This crate depends only on `ferrumc-ir`.
 
+pub mod cleanup_util;
 pub mod manager;
 pub mod matchers;
 pub mod pass;
