@@ -2,7 +2,7 @@
 //! `constant-folding`, `cse`, `dce`): removing ops a rewrite orphaned, reading constant
 //! operands, and (in tests) running fixtures through the interpreter before and after a pass.
 
-use ferrumc_ir::{infer, Function, Module, Tensor, ValueDef, ValueId, WeightSource};
+use ferrumc_ir::{infer, Function, Module, OpId, Tensor, ValueDef, ValueId, WeightSource};
 
 /// Erase every op none of whose results is used (transitively: an op that only fed
 /// erased ops goes too). Returns how many ops were erased.
@@ -90,4 +90,27 @@ pub(crate) mod testing {
         assert!(m.op_count() <= ops_before, "a cleanup pass never adds ops");
         m
     }
+}
+
+/// Erase the ops in `seeds` that have become dead, and then whatever only they used,
+/// leaving dead code that was there before the rewrite alone. Returns how many were erased.
+pub fn erase_orphans(f: &mut Function, seeds: impl IntoIterator<Item = OpId>) -> usize {
+    let mut work: Vec<OpId> = seeds.into_iter().collect();
+    let mut erased = 0;
+    while let Some(id) = work.pop() {
+        let Some(data) = f.op(id) else { continue };
+        if data.results.iter().any(|r| f.is_used(*r)) {
+            continue;
+        }
+        let feeders: Vec<OpId> = data.operands.iter().filter_map(|v| f.producer(*v)).collect();
+        f.erase_op(id);
+        erased += 1;
+        work.extend(feeders);
+    }
+    erased
+}
+
+/// The producers of `op`'s operands (the ops a rewrite of `op` may orphan).
+pub fn operand_producers(f: &Function, op: OpId) -> Vec<OpId> {
+    f.op(op).map(|d| d.operands.iter().filter_map(|v| f.producer(*v)).collect()).unwrap_or_default()
 }
