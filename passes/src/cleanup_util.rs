@@ -63,6 +63,8 @@ pub(crate) mod testing {
             let t = match name.as_str() {
                 "input_ids" => Tensor::from_i64(DType::I64, vec![1, 5], vec![3, 17, 101, 64, 127]),
                 "position_ids" => Tensor::from_i64(DType::I64, vec![1, 5], vec![0, 1, 2, 3, 4]),
+                "token_type_ids" => Tensor::from_i64(DType::I64, vec![1, 5], vec![0; 5]),
+                "attention_mask" => Tensor::from_i64(DType::I64, vec![1, 5], vec![1, 1, 1, 1, 0]),
                 other => panic!("unexpected input {other}"),
             };
             inputs.push((name.clone(), t.expect("input tensor")));
@@ -70,16 +72,50 @@ pub(crate) mod testing {
         run_function(m, "forward", &inputs, &FileWeights::new(base)).expect("interpreter run")
     }
 
+    /// A decode step (when the module has `decode`): one new token after a zero 3-token cache.
+    pub(crate) fn run_decode(m: &Module, base: &PathBuf) -> Option<Vec<(String, Tensor)>> {
+        let f = m.function("decode")?;
+        let mut inputs = Vec::new();
+        for (name, v) in f.params() {
+            let ty = f.ty(*v);
+            let shape: Vec<usize> = ty
+                .shape
+                .iter()
+                .map(|d| match (d.as_fixed(), d.as_symbol()) {
+                    (Some(n), _) => n as usize,
+                    (_, Some("past")) => 3,
+                    _ => 1,
+                })
+                .collect();
+            let n = shape.iter().product();
+            let t = match name.as_str() {
+                "input_ids" => Tensor::from_i64(DType::I64, shape, vec![42; n]),
+                "position_ids" => Tensor::from_i64(DType::I64, shape, vec![3; n]),
+                _ => Tensor::from_f64(ty.dtype, shape, (0..n).map(|i| (i % 7) as f64 * 0.1).collect()),
+            };
+            inputs.push((name.clone(), t.expect("input tensor")));
+        }
+        Some(run_function(m, "decode", &inputs, &FileWeights::new(base)).expect("decode run"))
+    }
+
     /// Run `passes` (verifier after each) on the fixture and compare the interpreter's
     /// outputs before and after (rtol 1e-4, atol 1e-5). Returns the optimized module.
     pub(crate) fn assert_preserved(rel: &str, passes: &[&str]) -> Module {
         let (mut m, base) = load(rel);
         let before = run_forward(&m, &base);
+        let decode_before = run_decode(&m, &base);
         let ops_before = m.op_count();
-        PassManager::new(passes, PassOptions::default()).expect("known passes").run(&mut m).expect("pipeline runs and verifies");
+        PassManager::new(passes, PassOptions::default())
+            .expect("known passes")
+            .run(&mut m)
+            .expect("pipeline runs and verifies");
         let after = run_forward(&m, &base);
         assert_eq!(before.len(), after.len());
-        for ((na, a), (nb, b)) in before.iter().zip(&after) {
+        assert_eq!(decode_before.is_some(), m.function("decode").is_some());
+        let decode_after = run_decode(&m, &base).unwrap_or_default();
+        assert_eq!(decode_before.as_ref().map_or(0, Vec::len), decode_after.len());
+        let pairs = before.iter().zip(&after).chain(decode_before.iter().flatten().zip(&decode_after));
+        for ((na, a), (nb, b)) in pairs {
             assert_eq!(na, nb);
             assert_eq!(a.shape, b.shape, "{na}: shape");
             assert_eq!(a.dtype, b.dtype, "{na}: dtype");
@@ -113,4 +149,20 @@ pub fn erase_orphans(f: &mut Function, seeds: impl IntoIterator<Item = OpId>) ->
 /// The producers of `op`'s operands (the ops a rewrite of `op` may orphan).
 pub fn operand_producers(f: &Function, op: OpId) -> Vec<OpId> {
     f.op(op).map(|d| d.operands.iter().filter_map(|v| f.producer(*v)).collect()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::assert_preserved;
+
+    const PIPELINE: &[&str] = &["shape-inference", "canonicalize", "constant-folding", "cse", "dce"];
+
+    #[test]
+    fn the_whole_cleanup_pipeline_preserves_every_fixture() {
+        let onnx = assert_preserved("tests/fixtures/onnx_llama/model.onnx", PIPELINE);
+        assert!(onnx.op_count() < 200, "{}", onnx.op_count());
+        for arch in ["llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "gpt2", "bert"] {
+            assert_preserved(&format!("tests/fixtures/hf/{arch}"), PIPELINE);
+        }
+    }
 }

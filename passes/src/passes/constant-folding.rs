@@ -44,10 +44,9 @@ impl OptimizationPass for ConstantFolding {
             result.notes.push(format!("{} ops folded into constants", counts.folded));
         }
         if counts.too_big > 0 {
-            result.notes.push(format!(
-                "{} skipped over the size cap ({} bytes)",
-                counts.too_big, options.fold_limit_bytes
-            ));
+            result
+                .notes
+                .push(format!("{} skipped over the size cap ({} bytes)", counts.too_big, options.fold_limit_bytes));
         }
         if counts.failed > 0 {
             result.notes.push(format!("{} left alone: the interpreter rejects them", counts.failed));

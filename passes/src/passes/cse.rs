@@ -48,11 +48,8 @@ fn cse_function(f: &mut Function) -> usize {
     for id in order {
         let Some(data) = f.op(id) else { continue };
         // Operands were already rewritten to the surviving duplicates (topological order).
-        let key: Key = (
-            data.op.name(),
-            data.operands.clone(),
-            data.results.iter().map(|r| f.ty(*r).to_string()).collect(),
-        );
+        let key: Key =
+            (data.op.name(), data.operands.clone(), data.results.iter().map(|r| f.ty(*r).to_string()).collect());
         let attrs = data.op.attrs();
         let bucket = seen.entry(key).or_default();
         let twin = bucket.iter().copied().find(|other| f.op(*other).is_some_and(|o| o.op.attrs() == attrs));

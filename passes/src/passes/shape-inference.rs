@@ -182,7 +182,9 @@ fn infer_function(m: &Module, f: &mut Function, stats: &mut Stats) {
         }
 
         // 3. Drop shape operands the result type now makes redundant.
-        if let Some(new_op) = static_form(&op, &operands, &ops_content, &results.iter().map(|r| f.ty(*r)).collect::<Vec<_>>()) {
+        if let Some(new_op) =
+            static_form(&op, &operands, &ops_content, &results.iter().map(|r| f.ty(*r)).collect::<Vec<_>>())
+        {
             let (new_op, keep) = new_op;
             let types: Vec<TensorType> = results.iter().map(|r| f.ty(*r).clone()).collect();
             let kept: Vec<ValueId> = keep.iter().map(|&k| operands[k]).collect();
@@ -280,8 +282,7 @@ fn symbolic_result(
             let scalar = |i: usize| contents.get(i)?.as_ref().filter(|c| c.len() == 1).map(|c| c[0].clone());
             let (start, limit, delta) = (scalar(0)?, scalar(1)?, scalar(2)?);
             // Only the exporters' `range(a, b, 1)`: length b - a (assumed non-negative).
-            (delta.as_fixed() == Some(1) && !dtype.is_float())
-                .then(|| TensorType::new(dtype, vec![limit.sub(&start)]))
+            (delta.as_fixed() == Some(1) && !dtype.is_float()).then(|| TensorType::new(dtype, vec![limit.sub(&start)]))
         }
         Op::Slice { axes, steps, .. } if tys.len() == 3 => {
             let x = tys[0];
@@ -343,8 +344,8 @@ fn eval_content(op: &Op, tys: &[&TensorType], contents: &[Option<Vec<Dim>>], res
         Op::Cast { to } if matches!(to, DType::I64 | DType::I32) && is_index_type(tys.first()?) => arg(0)?.clone(),
         Op::Concat { .. } => {
             let mut out = Vec::new();
-            for i in 0..tys.len() {
-                if tys[i].rank() != 1 {
+            for (i, t) in tys.iter().enumerate() {
+                if t.rank() != 1 {
                     return None;
                 }
                 out.extend(arg(i)?.iter().cloned());
