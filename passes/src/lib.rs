@@ -9,6 +9,7 @@
 //! This crate depends only on `ferrumc-ir`.
 
 pub mod attention_util;
+pub mod cleanup_util;
 pub mod fusion_util;
 pub mod manager;
 pub mod matchers;

@@ -516,6 +516,31 @@ fn range_text(lo: usize, hi: usize) -> String {
     }
 }
 
+/// Evaluate one op on concrete operands outside a run (constant folding): `result_types`
+/// are the op's declared result types, which must be fully static wherever the op takes
+/// its shape from them (no symbol bindings exist here). Results are normalised exactly as
+/// a run would produce them, and checked against the declared dtypes and static shapes.
+pub fn eval_single_op(op: &Op, args: &[&Tensor], result_types: &[&TensorType]) -> Result<Vec<Tensor>, String> {
+    let (lo, hi) = op.operand_range();
+    if args.len() < lo || args.len() > hi {
+        return Err(format!("has {} operands, expected {}", args.len(), range_text(lo, hi)));
+    }
+    let bindings = HashMap::new();
+    let ctx = OpCtx { result_types: result_types.to_vec(), bindings: &bindings };
+    let results = eval_op(op, args, &ctx)?;
+    if results.len() != result_types.len() {
+        return Err(format!("produced {} results for {} declared", results.len(), result_types.len()));
+    }
+    for (t, ty) in results.iter().zip(result_types) {
+        let shape_ok = t.rank() == ty.rank()
+            && ty.shape.iter().zip(&t.shape).all(|(d, &n)| d.as_fixed().is_none_or(|x| usize::try_from(x) == Ok(n)));
+        if t.dtype != ty.dtype || !shape_ok {
+            return Err(format!("computes {} {:?}, declared {ty}", t.dtype, t.shape));
+        }
+    }
+    Ok(results)
+}
+
 /// Evaluate one op on its operands.
 fn eval_op(op: &Op, args: &[&Tensor], ctx: &OpCtx<'_>) -> OpResult<Vec<Tensor>> {
     let one = |t: Tensor| Ok(vec![t]);

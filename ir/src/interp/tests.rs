@@ -469,3 +469,15 @@ fn hostile_sizes_are_refused_not_allocated() {
     let e = run_function(&m, "main", &[("x".into(), bad)], &InlineWeights).unwrap_err().to_string();
     assert!(e.contains("input `x`") && e.contains("limit"), "{e}");
 }
+
+#[test]
+fn eval_single_op_matches_a_run_and_checks_declared_types() {
+    let x = Tensor::from_f64(DType::F32, vec![3], vec![0.1, 1.0, -2.0]).unwrap();
+    let ty = TensorType::fixed(DType::F32, &[3]);
+    let got = eval_single_op(&Op::Exp, &[&x], &[&ty]).unwrap();
+    let want: Vec<f64> = [0.1f64, 1.0, -2.0].iter().map(|v| f64::from((f64::from(*v as f32)).exp() as f32)).collect();
+    assert_eq!(got[0].to_f64_vec(), want);
+    // A declared type the op does not produce is an error, not a silently wrong constant.
+    assert!(eval_single_op(&Op::Exp, &[&x], &[&TensorType::fixed(DType::F32, &[4])]).is_err());
+    assert!(eval_single_op(&Op::Add, &[&x], &[&ty]).is_err());
+}
