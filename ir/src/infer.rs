@@ -232,12 +232,15 @@ fn slice_len_static(d: i64, start: i64, end: i64, step: i64) -> i64 {
 /// * `start == 0`, `end ≥ i32::MAX`, `step == 1` → `d`;
 /// * `start = s > 0`, `end ≥ i32::MAX`, `step == 1` → `d - s`;
 /// * `start = s ≥ 0`, `end = -k < 0`, `step == 1` → `d - k - s`;
+/// * `0 ≤ s < e < i32::MAX`, `step == 1` → `e - s` (e.g. `x[:, 0:1]`);
+/// * `start = -k < 0`, `end ≥ i32::MAX`, `step == 1` → `k` (e.g. `x[:, -1:]`);
 /// * start and end on the same side (both ≥ 0 or both < 0) with an empty range for the
 ///   step's direction → `0`.
 ///
 /// The `d - s` forms assume the symbolic dim is at least as long as the part the slice
-/// cuts off (a shorter dim would make the slice empty; the run time then sees a negative
-/// size and reports it).
+/// cuts off, and the fixed-length forms that it is at least as long as the range the slice
+/// reads (a shorter dim would make the slice shorter; the run time then sees a size that
+/// disagrees with the declared type and reports it).
 pub fn slice_dim(d: &Dim, start: i64, end: i64, step: i64) -> Dim {
     if let Some(n) = d.as_fixed() {
         return Dim::fixed(slice_len_static(n, start, end, step));
@@ -245,6 +248,12 @@ pub fn slice_dim(d: &Dim, start: i64, end: i64, step: i64) -> Dim {
     let same_side = (start >= 0) == (end >= 0);
     if same_side && ((step > 0 && end <= start) || (step < 0 && end >= start)) {
         return Dim::fixed(0);
+    }
+    if step == 1 && start >= 0 && end > start && end < SLICE_TO_END {
+        return Dim::fixed(end - start);
+    }
+    if step == 1 && start < 0 && end >= SLICE_TO_END {
+        return Dim::fixed(-start);
     }
     if step == 1 && start >= 0 {
         if end >= SLICE_TO_END {
@@ -1730,8 +1739,11 @@ mod tests {
         assert_eq!(slice_dim(&s, 1, i64::MAX, 1), s.sub(&n(1)));
         assert_eq!(slice_dim(&s, 0, -1, 1), s.sub(&n(1)));
         assert_eq!(slice_dim(&s, 2, -1, 1), s.sub(&n(3)));
-        assert_eq!(slice_dim(&s, -1, i64::MAX, 1), Dim::Unknown, "negative start");
-        assert_eq!(slice_dim(&s, 0, 4, 1), Dim::Unknown, "min(4, s) is not a polynomial");
+        // Fixed-length reads assume the dim is long enough (the run time checks the result).
+        assert_eq!(slice_dim(&s, -1, i64::MAX, 1), n(1), "the last element");
+        assert_eq!(slice_dim(&s, 0, 4, 1), n(4), "min(4, s), taken as 4");
+        assert_eq!(slice_dim(&s, 2, 5, 1), n(3));
+        assert_eq!(slice_dim(&s, -3, -1, 1), Dim::Unknown, "negative start and end");
         assert_eq!(slice_dim(&s, 4, 2, 1), n(0));
         assert_eq!(slice_dim(&s, -2, -3, 1), n(0));
         assert_eq!(slice_dim(&s, 0, i64::MAX, 2), Dim::Unknown);

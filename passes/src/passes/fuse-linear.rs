@@ -229,7 +229,9 @@ func @forward(%x: f32[2, 5, 4], %y: f32[2, 4]) -> (a: f32[2, 5, 3], c: f32[2, 3]
         let m = check_random(SRC, &["fuse-linear"]);
         assert_eq!(count(&m, "linear"), 3);
         assert_eq!(count(&m, "add") + count(&m, "matmul") + count(&m, "gemm"), 0);
-        assert_eq!(count(&m, "transpose"), 2, "one shared transpose of @w plus the unwrapped pair's inner one");
+        // canonicalize (a dependency) removes the double transpose first, so every linear reads
+        // the one shared transpose of @w.
+        assert_eq!(count(&m, "transpose"), 1, "one shared transpose of @w");
     }
 
     #[test]

@@ -192,6 +192,10 @@ fn infer_function(m: &Module, f: &mut Function, stats: &mut Stats) {
             let new_results = f.op(nid).map(|d| d.results.clone()).unwrap_or_default();
             for (old, new) in results.iter().zip(new_results) {
                 f.replace_all_uses(*old, new);
+                // Later ops look their operands' contents up under the new value.
+                if let Some(c) = contents.get(old).cloned() {
+                    contents.insert(new, c);
+                }
             }
             orphan_seeds.extend(operand_producers(f, id));
             f.erase_op(id);
