@@ -66,6 +66,9 @@ fn main() {
         }
     }
     assert!(!trials.is_empty(), "no filetests found under {}", root.display());
+    trials.push(Trial::test("passes::every_pass_has_a_golden_folder", move || {
+        every_pass_has_a_golden_folder(&repo_root().join("tests/filetests/passes")).map_err(Failed::from)
+    }));
     libtest_mimic::run(&args, trials).exit();
 }
 
@@ -144,6 +147,27 @@ fn run_case(path: &Path, test: &FileTest) -> Result<(), String> {
             return Err(format!("output `{name}` where `{ename}` was expected"));
         }
         assert_close(name, got, want, Tolerance { rtol, atol: 1e-7 })?;
+    }
+    Ok(())
+}
+
+/// One folder per registered pass, named like the pass, holding at least one case; no
+/// folder for a pass that does not exist.
+fn every_pass_has_a_golden_folder(dir: &Path) -> Result<(), String> {
+    let names: Vec<&str> = ferrumc_passes::registry::all().iter().map(|p| p.name()).collect();
+    for name in &names {
+        let cases = std::fs::read_dir(dir.join(name))
+            .map(|d| d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "fir")).count())
+            .unwrap_or(0);
+        if cases == 0 {
+            return Err(format!("pass `{name}` has no golden cases in {}", dir.join(name).display()));
+        }
+    }
+    for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())?.filter_map(Result::ok) {
+        let folder = entry.file_name().to_string_lossy().into_owned();
+        if !names.contains(&folder.as_str()) {
+            return Err(format!("{}: no pass is called `{folder}`", entry.path().display()));
+        }
     }
     Ok(())
 }
