@@ -1,4 +1,8 @@
-//! The runtime: artifact format, loading and execution (arrives with the codegen issue).
+//! The runtime: artifact format, loading and execution.
+//!
+//! * [`abi`]: the calling convention between generated kernels and the runtime.
 //!
 //! Invariant: this crate depends on no compiler crate (cranelift, naga, frontends,
 //! passes), so programs that only run artifacts stay small.
+
+pub mod abi;

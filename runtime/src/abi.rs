@@ -1,0 +1,74 @@
+//! The calling convention between generated kernels and the runtime.
+//!
+//! Codegen emits every kernel with the signature [`KernelFn`]; the runtime calls it once per
+//! chunk of the kernel's parallel (outermost) loop, possibly from several threads at once,
+//! and passes the function table of micro-kernels and math helpers it ships
+//! ([`RuntimeFnTable`]) — the way IREE's ukernels are reached. Kernels never call anything
+//! else, so machine code needs no relocation at load time.
+//!
+//! Layout rules every kernel and the runtime agree on:
+//! * `buffers[i]` points at the i-th buffer the schedule step binds (arena slices, weights,
+//!   inputs, outputs), row-major, dense, 64-byte aligned.
+//! * `dims[j]` is the j-th symbolic dim value the step binds (evaluated by the runtime).
+//! * A launch computes iterations `[begin, end)` of the kernel's parallel loop; different
+//!   ranges write disjoint memory.
+
+/// A generated kernel (see the module doc).
+pub type KernelFn = unsafe extern "C" fn(
+    buffers: *const *mut u8,
+    dims: *const i64,
+    table: *const RuntimeFnTable,
+    begin: u64,
+    end: u64,
+);
+
+/// `c[m, n] (+)= Σ_k a[m, k] · b[k, n]` on an `m × n` tile. `a` has row stride `lda`
+/// (elements), `c` row stride `ldc`; `accumulate != 0` adds to `c` instead of overwriting.
+/// The layout of `b` depends on the entry (dense `[k, n]` with row stride `ldb`, or packed
+/// panels `[⌈n/16⌉, k, 16]` for the `packed` entry, or GGML blocks for the quantized ones).
+pub type GemmFn = unsafe extern "C" fn(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    b: *const u8,
+    ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+);
+
+/// `y[i] = f(x[i])` for `i < n` (`x` and `y` may be the same buffer).
+pub type UnaryArrayFn = unsafe extern "C" fn(x: *const f32, y: *mut f32, n: u64);
+
+/// The version of [`RuntimeFnTable`]'s layout; artifacts record the version they were
+/// compiled against and a runtime refuses other versions.
+pub const FN_TABLE_VERSION: u32 = 1;
+
+/// Micro-kernels and math helpers the runtime passes to every kernel.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RuntimeFnTable {
+    /// [`FN_TABLE_VERSION`].
+    pub version: u32,
+    /// f32 GEMM with dense row-major `b: [k, n]` (row stride `ldb`).
+    pub sgemm: GemmFn,
+    /// f32 GEMM with `b` prepacked into `[⌈n/16⌉, k, 16]` panels (`packed_linear`'s weight
+    /// layout; `ldb` ignored), `n` the unpadded column count.
+    pub sgemm_packed: GemmFn,
+    /// `c = a · wᵀ` with `w: [n, k]` in GGML Q8_0 blocks (row after row; `ldb` ignored).
+    pub gemm_q8_0: GemmFn,
+    /// `c = a · wᵀ` with `w: [n, k]` in GGML Q4_0 blocks (row after row; `ldb` ignored).
+    pub gemm_q4_0: GemmFn,
+    /// Elementwise `exp`, `tanh`, `erf` over arrays (f32, max error a few ulp).
+    pub exp: UnaryArrayFn,
+    pub tanh: UnaryArrayFn,
+    pub erf: UnaryArrayFn,
+}
+
+impl std::fmt::Debug for RuntimeFnTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeFnTable").field("version", &self.version).finish_non_exhaustive()
+    }
+}
