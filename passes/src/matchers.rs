@@ -43,28 +43,19 @@ pub fn single_use(f: &Function, v: ValueId) -> bool {
 /// such values are compile-time constants that codegen evaluates once (weight
 /// preprocessing such as transposes, packing or quantization).
 pub fn is_weight_derived(f: &Function, v: ValueId) -> bool {
-    let mut stack = vec![v];
-    let mut seen = std::collections::HashSet::new();
-    while let Some(v) = stack.pop() {
-        if !seen.insert(v) {
-            continue;
-        }
-        match &f.value(v).def {
-            ValueDef::Param { .. } => return false,
-            ValueDef::Weight { .. } => {}
-            ValueDef::Result { op, .. } => match f.op(*op) {
-                Some(data) => stack.extend(data.operands.iter().copied()),
-                None => return false,
-            },
-        }
-    }
-    true
+    !reaches_param(f, v, |_| false)
 }
 
 /// Whether `v` depends on the function's inputs only through their shapes (every path from a
 /// parameter passes through a `shape` op): such values — position ranges, masks, rotary
 /// tables computed from the sequence length — are fixed once the symbolic dims are known.
 pub fn is_shape_derived(f: &Function, v: ValueId) -> bool {
+    !reaches_param(f, v, |op| matches!(op, Op::Shape { .. }))
+}
+
+/// Whether a function input reaches `v` through operands, not looking past ops for which
+/// `stops` holds.
+fn reaches_param(f: &Function, v: ValueId, stops: impl Fn(&Op) -> bool) -> bool {
     let mut stack = vec![v];
     let mut seen = std::collections::HashSet::new();
     while let Some(v) = stack.pop() {
@@ -72,14 +63,14 @@ pub fn is_shape_derived(f: &Function, v: ValueId) -> bool {
             continue;
         }
         match &f.value(v).def {
-            ValueDef::Param { .. } => return false,
+            ValueDef::Param { .. } => return true,
             ValueDef::Weight { .. } => {}
             ValueDef::Result { op, .. } => match f.op(*op) {
-                Some(data) if matches!(data.op, Op::Shape { .. }) => {}
+                Some(data) if stops(&data.op) => {}
                 Some(data) => stack.extend(data.operands.iter().copied()),
-                None => return false,
+                None => return true,
             },
         }
     }
-    true
+    false
 }

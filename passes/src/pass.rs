@@ -95,6 +95,15 @@ impl OptimizationResult {
             ..Default::default()
         }
     }
+
+    /// A rewrite that removed `ops_eliminated` ops, described by `note`.
+    pub fn rewrote(ops_eliminated: usize, note: String) -> OptimizationResult {
+        let mut result = OptimizationResult::unchanged();
+        result.applied = true;
+        result.stats.operations_eliminated = ops_eliminated;
+        result.notes.push(note);
+        result
+    }
 }
 
 /// A pass that could not run on the module it was given (the module is left unchanged).

@@ -17,7 +17,7 @@
 
 use crate::attention_util::{add_const, erase_dead, norm_axis, same_dim};
 use crate::matchers::{def, splat_value};
-use crate::pass::{OptimizationPass, OptimizationResult, OptimizationStats, PassError, PassOptions};
+use crate::pass::{OptimizationPass, OptimizationResult, PassError, PassOptions};
 use ferrumc_ir::{Function, Module, Op, OpId, Tensor, TensorType, ValueId};
 
 /// The `fuse-attention` pass.
@@ -57,12 +57,7 @@ impl OptimizationPass for FuseAttention {
         if fused == 0 {
             return Ok(OptimizationResult::unchanged());
         }
-        Ok(OptimizationResult {
-            applied: true,
-            stats: OptimizationStats { operations_eliminated: removed, estimated_speedup: 1.0, ..Default::default() },
-            warnings: Vec::new(),
-            notes: vec![format!("{fused} attention fused ({with_mask} with mask operand)")],
-        })
+        Ok(OptimizationResult::rewrote(removed, format!("{fused} attention fused ({with_mask} with mask operand)")))
     }
 }
 

@@ -19,7 +19,7 @@
 
 use crate::attention_util::{add_const, erase_dead, i64_vec, norm_axis, same_dim, unit_slice};
 use crate::matchers::{def, splat_value};
-use crate::pass::{OptimizationPass, OptimizationResult, OptimizationStats, PassError, PassOptions};
+use crate::pass::{OptimizationPass, OptimizationResult, PassError, PassOptions};
 use ferrumc_ir::{DType, Dim, Function, Module, Op, OpId, Tensor, TensorType, ValueId};
 use std::collections::HashMap;
 
@@ -64,12 +64,7 @@ impl OptimizationPass for FuseRotary {
         if fused == 0 {
             return Ok(OptimizationResult::unchanged());
         }
-        Ok(OptimizationResult {
-            applied: true,
-            stats: OptimizationStats { operations_eliminated: removed, estimated_speedup: 1.0, ..Default::default() },
-            warnings: Vec::new(),
-            notes: vec![format!("{fused} rotary_embedding fused")],
-        })
+        Ok(OptimizationResult::rewrote(removed, format!("{fused} rotary_embedding fused")))
     }
 }
 
