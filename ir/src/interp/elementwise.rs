@@ -497,6 +497,18 @@ pub(crate) fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> OpResult<Tensor> 
     })
 }
 
+/// The comparison `op` (one of `equal`, `less`, `less_equal`, `greater`, `greater_equal`)
+/// on two elements; NaN compares false, as in IEEE 754.
+fn compare<T: PartialOrd>(op: &Op, p: T, q: T) -> bool {
+    match op {
+        Op::Equal => p == q,
+        Op::Less => p < q,
+        Op::LessEqual => p <= q,
+        Op::Greater => p > q,
+        _ => p >= q,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -639,17 +651,5 @@ mod tests {
         let r = where_(&c, &f64t(&[3], &[1.0, 2.0, 3.0]), &f64t(&[], &[0.0])).unwrap();
         assert_eq!((r.shape.clone(), r.to_f64_vec()), (vec![2, 3], vec![1.0, 2.0, 3.0, 0.0, 0.0, 0.0]));
         assert!(where_(&f64t(&[1], &[1.0]), &f64t(&[1], &[1.0]), &f64t(&[1], &[1.0])).is_err());
-    }
-}
-
-/// The comparison `op` (one of `equal`, `less`, `less_equal`, `greater`, `greater_equal`)
-/// on two elements; NaN compares false, as in IEEE 754.
-fn compare<T: PartialOrd>(op: &Op, p: T, q: T) -> bool {
-    match op {
-        Op::Equal => p == q,
-        Op::Less => p < q,
-        Op::LessEqual => p <= q,
-        Op::Greater => p > q,
-        _ => p >= q,
     }
 }

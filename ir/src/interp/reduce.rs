@@ -342,6 +342,18 @@ pub(crate) fn topk(x: &Tensor, axis: i64, k: i64, largest: bool) -> OpResult<Vec
     Ok(vec![values, int_tensor(DType::I64, out_shape, indices)])
 }
 
+/// The smallest and largest value an integer (or bool) dtype holds: the identities of
+/// `reduce_max` and `reduce_min`.
+fn int_range(dtype: DType) -> (i64, i64) {
+    match dtype {
+        DType::I32 => (i32::MIN.into(), i32::MAX.into()),
+        DType::I8 => (i8::MIN.into(), i8::MAX.into()),
+        DType::U8 => (0, u8::MAX.into()),
+        DType::Bool => (0, 1),
+        _ => (i64::MIN, i64::MAX),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,17 +463,5 @@ mod tests {
         assert_eq!((r[0].to_f64_vec(), r[1].to_i64_vec()), (vec![5.0, 2.0, 4.0, 4.0], vec![1, 2, 0, 1]));
         assert!(topk(&m, 1, 4, true).is_err());
         assert!(topk(&m, 1, -1, true).is_err());
-    }
-}
-
-/// The smallest and largest value an integer (or bool) dtype holds: the identities of
-/// `reduce_max` and `reduce_min`.
-fn int_range(dtype: DType) -> (i64, i64) {
-    match dtype {
-        DType::I32 => (i32::MIN.into(), i32::MAX.into()),
-        DType::I8 => (i8::MIN.into(), i8::MAX.into()),
-        DType::U8 => (0, u8::MAX.into()),
-        DType::Bool => (0, 1),
-        _ => (i64::MIN, i64::MAX),
     }
 }
