@@ -141,3 +141,35 @@ pub fn write_output(path: Option<&Path>, bytes: &[u8]) -> Result<(), CliError> {
         }
     }
 }
+
+/// A warning when `output` is written outside the folder the module's weight files are
+/// relative to: weight paths stay relative (they may not leave a model's folder), so the
+/// written module only finds its weights if the files sit beside it.
+pub fn weight_location_warning(loaded: &LoadedModule, output: Option<&Path>) -> Option<String> {
+    let output = output?;
+    let files: std::collections::BTreeSet<&str> = loaded
+        .module
+        .weights
+        .iter()
+        .filter_map(|w| match &w.source {
+            ferrumc_ir::WeightSource::Safetensors { file, .. } | ferrumc_ir::WeightSource::Raw { file, .. } => {
+                Some(file.as_str())
+            }
+            ferrumc_ir::WeightSource::Inline(_) => None,
+        })
+        .collect();
+    let out_dir = parent_dir(output);
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    if files.is_empty() || same(&out_dir, &loaded.base_dir) {
+        return None;
+    }
+    let list: Vec<&str> = files.into_iter().collect();
+    Some(format!(
+        "warning: {} references its weights relative to its own folder ({}); copy or link them beside it to run it",
+        output.display(),
+        list.join(", ")
+    ))
+}

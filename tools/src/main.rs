@@ -117,7 +117,11 @@ fn execute(command: Command) -> Result<(), CliError> {
             } else {
                 text::print_module(&loaded.module)
             };
-            write_output(output.as_deref(), rendered.as_bytes())
+            write_output(output.as_deref(), rendered.as_bytes())?;
+            if let Some(warning) = input::weight_location_warning(&loaded, output.as_deref()) {
+                eprintln!("{warning}");
+            }
+            Ok(())
         }
         Command::Verify { input } => {
             let loaded = load_module(&input)?;

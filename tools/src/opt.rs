@@ -77,6 +77,7 @@ pub fn run_opt(request: OptRequest) -> Result<(), CliError> {
     }
     let loaded = load_module(input)?;
     loaded.verified()?;
+    let location_warning = crate::input::weight_location_warning(&loaded, request.output.as_deref());
     let mut module = loaded.module;
     let after_all = request.print_ir_after_all;
     let after: Vec<String> = request.print_ir_after.clone();
@@ -95,5 +96,9 @@ pub fn run_opt(request: OptRequest) -> Result<(), CliError> {
     } else {
         text::print_module(&module)
     };
-    write_output(request.output.as_deref().map(Path::new), rendered.as_bytes())
+    write_output(request.output.as_deref().map(Path::new), rendered.as_bytes())?;
+    if let Some(warning) = location_warning {
+        eprintln!("{warning}");
+    }
+    Ok(())
 }

@@ -87,6 +87,13 @@ fn stats_and_print_ir_after_report_on_stderr() {
     assert!(text(&out.stdout).starts_with("module @"), "the module goes to stdout");
     let out = ferrumc(&["opt", "--passes", "dce", "--print-ir-after-all", model.to_str().unwrap()]);
     assert_eq!(text(&out.stderr).matches("IR after ").count(), 1);
+    // Written away from its weights: the module still names them relative to itself, so say so.
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    let target = elsewhere.join("opt.fir");
+    let out = ferrumc(&["opt", "--passes", "dce", model.to_str().unwrap(), "-o", target.to_str().unwrap()]);
+    assert!(out.status.success() && target.exists(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("model.safetensors); copy or link them beside it"), "{}", text(&out.stderr));
 }
 
 #[test]
