@@ -21,8 +21,8 @@ pub fn load(path: &Path) -> Result<(Module, PathBuf), String> {
     Ok((module, base))
 }
 
-/// The tiny real models under `tests/fixtures` (every HF architecture, the dynamo-exported
-/// ONNX Llama) and the examples, as `(label, path)`.
+/// The tiny real models under `tests/fixtures` (every HF architecture; the dynamo-exported
+/// ONNX Llama, Qwen2, Mistral and GPT-2) and the examples, as `(label, path)`.
 pub fn fixture_models() -> Vec<(String, PathBuf)> {
     let root = crate::repo_root();
     let mut models = Vec::new();
@@ -30,6 +30,9 @@ pub fn fixture_models() -> Vec<(String, PathBuf)> {
         models.push((format!("hf/{arch}"), root.join("tests/fixtures/hf").join(arch)));
     }
     models.push(("onnx/llama".to_string(), root.join("tests/fixtures/onnx_llama/model.onnx")));
+    for arch in ["qwen2", "mistral", "gpt2"] {
+        models.push((format!("onnx/{arch}"), root.join("tests/fixtures/onnx_exports").join(arch).join("model.onnx")));
+    }
     models.push(("examples/mlp".to_string(), root.join("examples/mlp/model.fir")));
     models.push(("examples/llama_block".to_string(), root.join("examples/llama_block/model.fir")));
     models

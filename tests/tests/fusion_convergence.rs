@@ -1,6 +1,6 @@
-//! The same tiny Llama imported two ways — from its Hugging Face `config.json` (already
-//! expressed with fused ops) and from its `torch.onnx.export(dynamo=True)` graph (primitive
-//! ONNX decompositions) — must reach the same fused structure after `-O2`: the same
+//! The same tiny model (Llama, Qwen2, Mistral) imported two ways — from its Hugging Face
+//! `config.json` (already expressed with fused ops) and from its `torch.onnx.export(dynamo=True)`
+//! graph (primitive ONNX decompositions) — must reach the same fused structure after `-O2`: the same
 //! sequence of compute ops (embedding gather, rms_norm / rms_norm_residual, linear,
 //! rotary_embedding, attention, silu_mul) and no leftover decomposition (pow, reduce_mean,
 //! softmax, sigmoid, matmul on activations).
@@ -54,18 +54,39 @@ fn optimized(path: &std::path::Path) -> Module {
     m
 }
 
-#[test]
-fn hf_and_onnx_llama_converge_after_o2() {
+fn converge(hf_dir: &str, onnx_file: &str) {
     let root = repo_root().join("tests/fixtures");
-    let hf = optimized(&root.join("hf/llama"));
-    let onnx = optimized(&root.join("onnx_llama/model.onnx"));
+    let hf = optimized(&root.join(hf_dir));
+    let onnx = optimized(&root.join(onnx_file));
     let hf_seq = compute_sequence(hf.function("forward").expect("hf forward"));
     let onnx_seq = compute_sequence(onnx.function("forward").expect("onnx forward"));
     for leftover in ["pow", "reduce_mean", "softmax", "sigmoid", "matmul", "gemm"] {
-        assert!(!onnx_seq.iter().any(|s| s == leftover), "`{leftover}` left unfused in the ONNX import: {onnx_seq:?}");
+        assert!(!onnx_seq.iter().any(|s| s == leftover), "`{leftover}` left unfused in {onnx_file}: {onnx_seq:?}");
     }
     assert_eq!(hf_seq, onnx_seq, "fused structure differs\nhf:   {hf_seq:?}\nonnx: {onnx_seq:?}");
-    // 2 layers: 7 linear each + lm_head, 2 rotary + 1 attention + 1 silu_mul per layer.
+    // Per layer: 7 linear (q, k, v, o, gate, up, down), 2 rotary, 1 attention, 1 silu_mul; plus lm_head.
+    let layers = match hf.attrs.get("num_layers") {
+        Some(ferrumc_ir::Attr::Int(n)) => usize::try_from(*n).expect("layer count"),
+        other => panic!("num_layers attribute missing: {other:?}"),
+    };
     let count = |name: &str| hf_seq.iter().filter(|s| *s == name).count();
-    assert_eq!((count("linear"), count("rotary_embedding"), count("attention"), count("silu_mul")), (15, 4, 2, 2));
+    assert_eq!(
+        (count("linear"), count("rotary_embedding"), count("attention"), count("silu_mul")),
+        (7 * layers + 1, 2 * layers, layers, layers)
+    );
+}
+
+#[test]
+fn hf_and_onnx_llama_converge_after_o2() {
+    converge("hf/llama", "onnx_llama/model.onnx");
+}
+
+#[test]
+fn hf_and_onnx_qwen2_converge_after_o2() {
+    converge("hf/qwen2", "onnx_exports/qwen2/model.onnx");
+}
+
+#[test]
+fn hf_and_onnx_mistral_converge_after_o2() {
+    converge("hf/mistral", "onnx_exports/mistral/model.onnx");
 }
