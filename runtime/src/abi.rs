@@ -14,8 +14,13 @@
 //!   ranges write disjoint memory.
 
 /// A generated kernel (see the module doc).
-pub type KernelFn =
-    unsafe extern "C" fn(buffers: *const *mut u8, dims: *const i64, table: *const RuntimeFnTable, begin: u64, end: u64);
+pub type KernelFn = unsafe extern "C" fn(
+    buffers: *const *mut u8,
+    dims: *const i64,
+    table: *const RuntimeFnTable,
+    begin: u64,
+    end: u64,
+);
 
 /// `c[m, n] (+)= Σ_k a[m, k] · b[k, n]` on an `m × n` tile. `a` has row stride `lda`
 /// (elements), `c` row stride `ldc`; `accumulate != 0` adds to `c` instead of overwriting.
