@@ -184,6 +184,7 @@ pub struct Model {
     overrides: BTreeMap<u32, KernelFn>,
     arenas: BTreeMap<String, AlignedBuf>,
     states: Option<Vec<AlignedBuf>>,
+    pool: Option<rayon::ThreadPool>,
 }
 
 impl std::fmt::Debug for Model {
@@ -205,7 +206,7 @@ impl Model {
 
     /// Wraps a validated artifact.
     pub fn from_artifact(artifact: Artifact) -> Self {
-        Self { artifact, table: None, overrides: BTreeMap::new(), arenas: BTreeMap::new(), states: None }
+        Self { artifact, table: None, overrides: BTreeMap::new(), arenas: BTreeMap::new(), states: None, pool: None }
     }
 
     /// Supplies the runtime function table passed to every kernel (required before `run`).
@@ -214,6 +215,15 @@ impl Model {
             return Err(RuntimeError::FnTableVersion { found: table.version, supported: FN_TABLE_VERSION });
         }
         self.table = Some(Box::new(table));
+        Ok(self)
+    }
+
+    /// Runs kernels on a dedicated pool of `threads` threads instead of rayon's global pool.
+    pub fn with_threads(mut self, threads: usize) -> Result<Self> {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| {
+            RuntimeError::Io(std::io::Error::other(format!("cannot start {threads} worker threads: {e}")))
+        })?;
+        self.pool = Some(pool);
         Ok(self)
     }
 
@@ -387,7 +397,10 @@ impl Model {
             let dims = step.dims.iter().map(eval).collect::<Result<Vec<_>>>()?;
             let extent = eval_size(&step.extent, "parallel extent")? as u64;
             let launch = Launch { f, buffers, dims, table };
-            run_chunks(&launch, extent, step.grain);
+            match &self.pool {
+                Some(pool) => pool.install(|| run_chunks(&launch, extent, step.grain)),
+                None => run_chunks(&launch, extent, step.grain),
+            }
         }
         drop(copies);
 

@@ -329,8 +329,10 @@ impl Artifact {
 
     fn from_storage(storage: Mmap) -> Result<Self> {
         let Parsed { manifest, code, weight_data } = parse(&storage)?;
+        // Architecture and calling convention (Windows' x64 ABI differs from System V).
         let arch = manifest.target.split('-').next().unwrap_or_default();
-        if arch != std::env::consts::ARCH {
+        let windows = manifest.target.contains("windows");
+        if arch != std::env::consts::ARCH || windows != cfg!(windows) {
             return Err(RuntimeError::WrongTarget {
                 artifact: manifest.target.clone(),
                 host: std::env::consts::ARCH.to_string(),
