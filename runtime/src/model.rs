@@ -7,15 +7,17 @@
 //! against its expression → [`RuntimeError::ShapeMismatch`]), evaluates the arena size (first
 //! memory-plan bucket whose bounds hold), allocates the outputs and executes the schedule:
 //! per step it builds the kernel's `buffers` and `dims` arrays and calls the kernel over
-//! `[0, extent)` split into chunks on rayon's thread pool, passing the caller's
-//! [`RuntimeFnTable`].
+//! `[0, extent)` split into chunks on the model's thread team (`team`: the calling thread
+//! plus spinning workers), passing the caller's [`RuntimeFnTable`].
 
 use crate::abi::{KernelFn, RuntimeFnTable, FN_TABLE_VERSION};
 use crate::artifact::{Artifact, Binding, EntryPoint, Poly, TensorSig};
 use crate::error::{Result, RuntimeError};
-use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
+
+mod team;
+use team::Team;
 
 pub use crate::artifact::DType;
 
@@ -158,7 +160,8 @@ struct Launch {
 
 // SAFETY: the pointers refer to buffers (arena, states, weights, inputs, outputs, the fn
 // table) that `Model::run` keeps alive and does not touch until every chunk of the launch has
-// returned; by the kernel ABI, chunks write disjoint memory, so sharing across threads is
+// returned (`Team::run` returns only then; a worker may drop its `Arc` of the launch later,
+// but never dereferences the pointers after its chunk); by the kernel ABI, chunks write disjoint memory, so sharing across threads is
 // what the kernel was compiled for.
 unsafe impl Send for Launch {}
 // SAFETY: as for `Send`; the struct itself is only read.
@@ -184,7 +187,8 @@ pub struct Model {
     overrides: BTreeMap<u32, KernelFn>,
     arenas: BTreeMap<String, AlignedBuf>,
     states: Option<Vec<AlignedBuf>>,
-    pool: Option<rayon::ThreadPool>,
+    threads: usize,
+    team: Option<Team>,
 }
 
 impl std::fmt::Debug for Model {
@@ -206,7 +210,15 @@ impl Model {
 
     /// Wraps a validated artifact.
     pub fn from_artifact(artifact: Artifact) -> Self {
-        Self { artifact, table: None, overrides: BTreeMap::new(), arenas: BTreeMap::new(), states: None, pool: None }
+        Self {
+            artifact,
+            table: None,
+            overrides: BTreeMap::new(),
+            arenas: BTreeMap::new(),
+            states: None,
+            threads: 0,
+            team: None,
+        }
     }
 
     /// Supplies the runtime function table passed to every kernel (required before `run`).
@@ -218,13 +230,21 @@ impl Model {
         Ok(self)
     }
 
-    /// Runs kernels on a dedicated pool of `threads` threads instead of rayon's global pool.
-    pub fn with_threads(mut self, threads: usize) -> Result<Self> {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| {
-            RuntimeError::Io(std::io::Error::other(format!("cannot start {threads} worker threads: {e}")))
-        })?;
-        self.pool = Some(pool);
-        Ok(self)
+    /// Runs kernels on `threads` threads in all, the caller's included (default: the host's
+    /// available parallelism). The workers start at `init` (or the first run).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self.team = None;
+        self
+    }
+
+    /// Threads kernels run on (after `init`; the configured or default count before).
+    pub fn threads(&self) -> usize {
+        match &self.team {
+            Some(t) => t.threads(),
+            None if self.threads > 0 => self.threads,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
     }
 
     /// Testing and debugging API: runs `f` instead of the artifact's kernel `index` (e.g. a
@@ -255,10 +275,14 @@ impl Model {
         &self.artifact.manifest().entry_points
     }
 
-    /// Allocates the persistent state buffers (zeroed) and, for every entry point, an arena
+    /// Starts the worker threads, allocates the persistent state buffers (zeroed) and, for
+    /// every entry point, an arena
     /// of the largest size its bounded buckets can need (buckets whose size has unbounded
     /// symbols are allocated lazily, at the first run that needs them). Idempotent.
     pub fn init(&mut self) -> Result<()> {
+        if self.team.is_none() {
+            self.team = Some(Team::new(self.threads())?);
+        }
         if self.states.is_none() {
             let m = self.artifact.manifest();
             let mut states = Vec::new();
@@ -397,9 +421,9 @@ impl Model {
             let dims = step.dims.iter().map(eval).collect::<Result<Vec<_>>>()?;
             let extent = eval_size(&step.extent, "parallel extent")? as u64;
             let launch = Launch { f, buffers, dims, table };
-            match &self.pool {
-                Some(pool) => pool.install(|| run_chunks(&launch, extent, step.grain)),
-                None => run_chunks(&launch, extent, step.grain),
+            let team = self.team.as_ref().ok_or_else(|| RuntimeError::Io(std::io::Error::other("no worker team")))?;
+            if extent > 0 {
+                team.run(launch, extent, extent.div_ceil(step.grain.max(1)));
             }
         }
         drop(copies);
@@ -414,22 +438,6 @@ impl Model {
             })
             .collect())
     }
-}
-
-/// Calls the kernel over `[0, extent)`: inline if one chunk suffices, else split evenly into
-/// at most one chunk per pool thread, each at least `grain` iterations.
-fn run_chunks(launch: &Launch, extent: u64, grain: u64) {
-    if extent == 0 {
-        return;
-    }
-    let threads = rayon::current_num_threads() as u64;
-    let chunks = extent.div_ceil(grain.max(1)).min(threads).max(1);
-    if chunks == 1 {
-        launch.call(0, extent);
-        return;
-    }
-    let bound = |c: u64| (u128::from(extent) * u128::from(c) / u128::from(chunks)) as u64;
-    (0..chunks).into_par_iter().for_each(|c| launch.call(bound(c), bound(c + 1)));
 }
 
 /// Orders the supplied inputs as the signature declares them, checking names and dtypes.

@@ -232,7 +232,7 @@ fn loads_from_a_file_through_mmap() {
     std::fs::write(&path, &bytes).unwrap();
     let loaded = Model::load(&path);
     std::fs::remove_file(&path).unwrap();
-    let m = loaded.unwrap().with_fn_table(test_table()).unwrap().with_threads(3).unwrap();
+    let m = loaded.unwrap().with_fn_table(test_table()).unwrap().with_threads(3);
     let mut m = m.with_kernel_override(1, exp_scale).unwrap().with_kernel_override(2, count).unwrap();
     if !cfg!(target_arch = "x86_64") {
         m = m.with_kernel_override(0, add1).unwrap();
