@@ -434,3 +434,77 @@ fn builder_rejects_inconsistent_artifacts() {
     assert!(b.add_weight("q", DType::Q8_0, &[2, 32], &[0; 68]).is_ok());
     assert!(b.build().is_ok());
 }
+
+/// Adds 1 to u32 elements `[begin, end)` of buffer 0.
+unsafe extern "C" fn bump(buffers: *const *mut u8, _d: *const i64, _t: *const RuntimeFnTable, begin: u64, end: u64) {
+    // SAFETY: the schedule binds an arena of at least `extent` u32.
+    unsafe {
+        let a = *buffers as *mut u32;
+        for i in begin as usize..end as usize {
+            *a.add(i) += 1;
+        }
+    }
+}
+
+/// Copies `n = dims[0]` u32 from buffer 0 to buffer 1 (extent 1).
+unsafe extern "C" fn copy_out(buffers: *const *mut u8, d: *const i64, _t: *const RuntimeFnTable, begin: u64, end: u64) {
+    // SAFETY: buffers [arena, output], both `dims[0]` u32.
+    unsafe {
+        if begin < end {
+            std::ptr::copy_nonoverlapping(*buffers as *const u32, *buffers.add(1) as *mut u32, *d as usize);
+        }
+    }
+}
+
+#[test]
+fn every_chunk_of_every_launch_runs_exactly_once() {
+    // Steps with extents 0..=6 over an n-element arena prefix and one with extent n: on teams
+    // of 1..=5 threads, chunk counts vary between launches (workers sit some out). Element i
+    // must end up bumped once per step whose extent exceeds i.
+    let n = 1000i64;
+    let mut b = ArtifactBuilder::new(&host_target());
+    let k_bump = b.add_kernel("bump", &RET);
+    let k_copy = b.add_kernel("copy_out", &RET);
+    let ep = EntryPoint {
+        name: "f".into(),
+        inputs: vec![sig("x", DType::F32, vec![Poly::symbol("t")])],
+        outputs: vec![sig("y", DType::I32, vec![Poly::constant(n)])],
+    };
+    let arena = Binding::Arena { offset: Poly::constant(0) };
+    let mut steps = Vec::new();
+    let extents: Vec<i64> = (0..300).map(|s| if s % 8 == 7 { n } else { s % 7 }).collect();
+    for &e in &extents {
+        steps.push(Step {
+            kernel: k_bump,
+            bindings: vec![arena.clone()],
+            dims: vec![],
+            extent: Poly::constant(e),
+            grain: 1,
+        });
+    }
+    steps.push(Step {
+        kernel: k_copy,
+        bindings: vec![arena, Binding::Output { index: 0 }],
+        dims: vec![Poly::constant(n)],
+        extent: Poly::constant(1),
+        grain: 0,
+    });
+    b.add_entry_point(ep, steps, vec![Bucket { bounds: vec![], arena_size: Poly::constant(4 * n) }]);
+    let bytes = b.build().unwrap();
+    let x = Tensor::from_f32(vec![1], &[0.0]).unwrap();
+    for threads in 1..=5 {
+        let m = Model::from_bytes(&bytes).unwrap().with_fn_table(test_table()).unwrap().with_threads(threads);
+        let mut m = m.with_kernel_override(k_bump, bump).unwrap().with_kernel_override(k_copy, copy_out).unwrap();
+        for run in 1..=3u32 {
+            let out = m.run("f", &[("x", x.view())]).unwrap();
+            assert_eq!(m.threads(), threads);
+            let y: Vec<u32> =
+                out[0].1.bytes().chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            for (i, &v) in y.iter().enumerate() {
+                // The arena persists between runs of the entry point (it is scratch, not reset).
+                let want = run * extents.iter().filter(|&&e| e > i as i64).count() as u32;
+                assert_eq!(v, want, "threads {threads} run {run} element {i}");
+            }
+        }
+    }
+}

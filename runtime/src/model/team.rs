@@ -1,7 +1,8 @@
 //! A small fork-join team for kernel launches: the calling thread runs chunk 0 and
-//! `threads - 1` persistent workers run the others. Workers spin briefly on an epoch counter
-//! before parking, so back-to-back launches of a schedule (hundreds per decode step) cost
-//! well under a microsecond of hand-off each instead of a futex wake-up per launch.
+//! `threads - 1` persistent workers run the others. Waiting workers spin briefly on an epoch
+//! counter, then yield (so a descheduled team mate can run on an oversubscribed machine), then
+//! park; back-to-back launches of a schedule (hundreds per decode step) thus hand off in a few
+//! microseconds instead of a futex wake-up each (`examples/run_overhead.rs` measures it).
 //!
 //! Protocol: the caller publishes a job (launch, extent, chunk count) under `job`, bumps
 //! `epoch`, wakes parked workers if any, runs its own chunk and spins until the job's `done`
@@ -13,8 +14,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-/// Spin iterations before a waiting worker parks (tens to hundreds of microseconds).
-const SPIN: u32 = 1 << 16;
+/// Busy-spin iterations of a waiting thread (a few microseconds) before it starts yielding.
+const SPIN: u32 = 1 << 11;
+/// `yield_now` rounds of a waiting worker after spinning, before it parks (these let a
+/// descheduled team mate run when the machine is oversubscribed).
+const YIELDS: u32 = 256;
 
 struct Job {
     epoch: u64,
@@ -109,9 +113,13 @@ fn worker(s: &Shared, idx: u64) {
         // Wait for a new epoch: spin, then park.
         let mut spins = 0u32;
         while s.epoch.load(SeqCst) == seen && !s.quit.load(SeqCst) {
-            if spins < SPIN {
+            if spins < SPIN + YIELDS {
                 spins += 1;
-                std::hint::spin_loop();
+                if spins <= SPIN {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
                 continue;
             }
             let mut guard = s.job.lock().unwrap_or_else(|e| e.into_inner());
