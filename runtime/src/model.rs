@@ -327,6 +327,10 @@ impl Model {
     }
 
     /// Runs entry point `entry` on named inputs; returns the outputs in signature order.
+    ///
+    /// Inputs may come in any order; inputs not 64-byte aligned are copied. The arena is
+    /// scratch: its contents are not cleared between runs (state buffers are what persists by
+    /// design). Errors leave the model usable.
     pub fn run(&mut self, entry: &str, inputs: &[(&str, TensorView<'_>)]) -> Result<Vec<(String, Tensor)>> {
         self.init()?;
         let table: *const RuntimeFnTable = match &self.table {
