@@ -1,0 +1,509 @@
+//! [`Model`]: a loaded artifact ready to run, in the shape of limen's `ComputeModel` (load
+//! from a path or bytes, inspect metadata and entry points, `init` / `reset` / `drain`, run
+//! an entry point with named tensors), plus the runtime's [`Tensor`] type.
+//!
+//! A run binds the symbols of the entry point's signature from the input shapes (a symbol is
+//! bound by the first input dim that is exactly that symbol, and every dim is then checked
+//! against its expression → [`RuntimeError::ShapeMismatch`]), evaluates the arena size (first
+//! memory-plan bucket whose bounds hold), allocates the outputs and executes the schedule:
+//! per step it builds the kernel's `buffers` and `dims` arrays and calls the kernel over
+//! `[0, extent)` split into chunks on the model's thread team (`team`: the calling thread
+//! plus spinning workers), passing the caller's [`RuntimeFnTable`].
+
+use crate::abi::{KernelFn, RuntimeFnTable, FN_TABLE_VERSION};
+use crate::artifact::{Artifact, Binding, EntryPoint, Poly, TensorSig};
+use crate::error::{Result, RuntimeError};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+mod team;
+use team::Team;
+
+pub use crate::artifact::DType;
+
+/// An owned tensor: dtype, shape and little-endian element bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tensor {
+    dtype: DType,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+fn numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
+fn check_len(name: &str, dtype: DType, shape: &[usize], len: usize) -> Result<()> {
+    let want = numel(shape).and_then(|n| dtype.byte_len(n as u64));
+    if !dtype.is_plain() || want != Some(len as u64) {
+        return Err(RuntimeError::InvalidTensor {
+            name: name.to_string(),
+            reason: format!("{len} bytes do not hold a {dtype} tensor of shape {shape:?}"),
+        });
+    }
+    Ok(())
+}
+
+impl Tensor {
+    /// A tensor from raw little-endian bytes; fails if the length does not match.
+    pub fn new(dtype: DType, shape: Vec<usize>, data: Vec<u8>) -> Result<Self> {
+        check_len("tensor", dtype, &shape, data.len())?;
+        Ok(Self { dtype, shape, data })
+    }
+
+    /// An f32 tensor.
+    pub fn from_f32(shape: Vec<usize>, values: &[f32]) -> Result<Self> {
+        Self::new(DType::F32, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    /// An i64 tensor.
+    pub fn from_i64(shape: Vec<usize>, values: &[i64]) -> Result<Self> {
+        Self::new(DType::I64, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Raw bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The values if this is an f32 tensor.
+    pub fn to_f32(&self) -> Option<Vec<f32>> {
+        (self.dtype == DType::F32)
+            .then(|| self.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+
+    /// The values if this is an i64 tensor.
+    pub fn to_i64(&self) -> Option<Vec<i64>> {
+        (self.dtype == DType::I64).then(|| {
+            self.data
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect()
+        })
+    }
+
+    /// A borrowed view.
+    pub fn view(&self) -> TensorView<'_> {
+        TensorView { dtype: self.dtype, shape: &self.shape, data: &self.data }
+    }
+}
+
+/// A borrowed tensor passed to [`Model::run`].
+#[derive(Debug, Clone, Copy)]
+pub struct TensorView<'a> {
+    /// Element type.
+    pub dtype: DType,
+    /// Shape.
+    pub shape: &'a [usize],
+    /// Little-endian element bytes.
+    pub data: &'a [u8],
+}
+
+/// 64 bytes, 64-byte aligned: the unit of [`AlignedBuf`].
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Block([u8; 64]);
+
+/// Zeroed, 64-byte aligned scratch memory (arena, states, outputs, misaligned inputs),
+/// allocated without `unsafe` as a vector of aligned blocks.
+struct AlignedBuf {
+    blocks: Vec<Block>,
+}
+
+impl AlignedBuf {
+    fn zeroed(bytes: usize) -> Self {
+        Self { blocks: vec![Block([0; 64]); bytes.div_ceil(64)] }
+    }
+    fn len(&self) -> usize {
+        self.blocks.len() * 64
+    }
+    fn from_bytes(data: &[u8]) -> Self {
+        let mut b = Self::zeroed(data.len());
+        for (blk, chunk) in b.blocks.iter_mut().zip(data.chunks(64)) {
+            blk.0[..chunk.len()].copy_from_slice(chunk);
+        }
+        b
+    }
+    fn to_vec(&self, len: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len());
+        for b in &self.blocks {
+            v.extend_from_slice(&b.0);
+        }
+        v.truncate(len);
+        v
+    }
+    fn clear(&mut self) {
+        self.blocks.fill(Block([0; 64]));
+    }
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.blocks.as_mut_ptr().cast()
+    }
+}
+
+/// One kernel launch shared by the worker threads.
+struct Launch {
+    f: KernelFn,
+    buffers: Vec<*mut u8>,
+    dims: Vec<i64>,
+    table: *const RuntimeFnTable,
+}
+
+// SAFETY: the pointers refer to buffers (arena, states, weights, inputs, outputs, the fn
+// table) that `Model::run` keeps alive and does not touch until every chunk of the launch has
+// returned (`Team::run` returns only then; a worker may drop its `Arc` of the launch later,
+// but never dereferences the pointers after its chunk); by the kernel ABI, chunks write disjoint memory, so sharing across threads is
+// what the kernel was compiled for.
+unsafe impl Send for Launch {}
+// SAFETY: as for `Send`; the struct itself is only read.
+unsafe impl Sync for Launch {}
+
+impl Launch {
+    fn call(&self, begin: u64, end: u64) {
+        // SAFETY: `f` is a kernel of the loaded artifact (validated, mapped executable; see
+        // `Artifact::kernel_fn`) or a caller's override with the same ABI; `buffers` holds
+        // exactly the step's bindings, each pointing at live, 64-byte aligned memory of the
+        // sizes the compiler planned (arena sized by the memory plan, outputs by their
+        // signatures, inputs checked against theirs); `dims` holds the step's dims; `table`
+        // is a live table of the version the artifact was compiled against; `[begin, end)`
+        // is within the step's extent.
+        unsafe { (self.f)(self.buffers.as_ptr(), self.dims.as_ptr(), self.table, begin, end) }
+    }
+}
+
+/// A loaded model (see the module doc).
+pub struct Model {
+    artifact: Artifact,
+    table: Option<Box<RuntimeFnTable>>,
+    overrides: BTreeMap<u32, KernelFn>,
+    arenas: BTreeMap<String, AlignedBuf>,
+    states: Option<Vec<AlignedBuf>>,
+    threads: usize,
+    team: Option<Team>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("artifact", &self.artifact).finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Loads (memory-maps) and validates the artifact at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self::from_artifact(Artifact::open(path)?))
+    }
+
+    /// Validates artifact bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        Ok(Self::from_artifact(Artifact::from_bytes(bytes)?))
+    }
+
+    /// Wraps a validated artifact.
+    pub fn from_artifact(artifact: Artifact) -> Self {
+        Self {
+            artifact,
+            table: None,
+            overrides: BTreeMap::new(),
+            arenas: BTreeMap::new(),
+            states: None,
+            threads: 0,
+            team: None,
+        }
+    }
+
+    /// Supplies the runtime function table passed to every kernel (required before `run`).
+    pub fn with_fn_table(mut self, table: RuntimeFnTable) -> Result<Self> {
+        if table.version != FN_TABLE_VERSION {
+            return Err(RuntimeError::FnTableVersion { found: table.version, supported: FN_TABLE_VERSION });
+        }
+        self.table = Some(Box::new(table));
+        Ok(self)
+    }
+
+    /// Runs kernels on `threads` threads in all, the caller's included (default: the host's
+    /// available parallelism). The workers start at `init` (or the first run).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self.team = None;
+        self
+    }
+
+    /// Threads kernels run on (after `init`; the configured or default count before).
+    pub fn threads(&self) -> usize {
+        match &self.team {
+            Some(t) => t.threads(),
+            None if self.threads > 0 => self.threads,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
+    /// Testing and debugging API: runs `f` instead of the artifact's kernel `index` (e.g. a
+    /// Rust `extern "C"` reference implementation). Fails if `index` is out of range.
+    pub fn with_kernel_override(mut self, index: u32, f: KernelFn) -> Result<Self> {
+        if index as usize >= self.artifact.manifest().kernels.len() {
+            return Err(RuntimeError::Malformed {
+                section: "KERNELS",
+                reason: format!("override of kernel {index}, which does not exist"),
+            });
+        }
+        self.overrides.insert(index, f);
+        Ok(self)
+    }
+
+    /// The artifact.
+    pub fn artifact(&self) -> &Artifact {
+        &self.artifact
+    }
+
+    /// Key/value metadata.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.artifact.manifest().metadata
+    }
+
+    /// Entry points with their I/O signatures (sorted by name).
+    pub fn entry_points(&self) -> &[EntryPoint] {
+        &self.artifact.manifest().entry_points
+    }
+
+    /// Starts the worker threads, allocates the persistent state buffers (zeroed) and, for
+    /// every entry point, an arena
+    /// of the largest size its bounded buckets can need (buckets whose size has unbounded
+    /// symbols are allocated lazily, at the first run that needs them). Idempotent.
+    pub fn init(&mut self) -> Result<()> {
+        if self.team.is_none() {
+            self.team = Some(Team::new(self.threads())?);
+        }
+        if self.states.is_none() {
+            let m = self.artifact.manifest();
+            let mut states = Vec::new();
+            for s in &m.states {
+                let size = usize::try_from(s.size).map_err(|_| RuntimeError::BadSize {
+                    entry: String::new(),
+                    reason: format!("state `{}` of {} bytes does not fit in memory", s.name, s.size),
+                })?;
+                states.push(AlignedBuf::zeroed(size));
+            }
+            self.states = Some(states);
+        }
+        let m = self.artifact.manifest();
+        for (entry, buckets) in &m.memory_plans {
+            let mut max = 0i64;
+            for b in buckets {
+                let bound = |s: &str| b.bounds.iter().find(|(n, _)| n == s).map(|(_, v)| *v);
+                if let Ok(v) = b.arena_size.eval_with(bound) {
+                    max = max.max(v);
+                }
+            }
+            let max = usize::try_from(max).unwrap_or(0);
+            let arena = self.arenas.entry(entry.clone()).or_insert_with(|| AlignedBuf::zeroed(0));
+            if arena.len() < max {
+                *arena = AlignedBuf::zeroed(max);
+            }
+        }
+        Ok(())
+    }
+
+    /// Resets state to the baseline: zeroes the persistent state buffers (KV caches).
+    pub fn reset(&mut self) -> Result<()> {
+        if let Some(states) = &mut self.states {
+            states.iter_mut().for_each(AlignedBuf::clear);
+        }
+        Ok(())
+    }
+
+    /// Waits for outstanding work. Runs are synchronous on the CPU, so there never is any.
+    pub fn drain(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Runs entry point `entry` on named inputs; returns the outputs in signature order.
+    ///
+    /// Inputs may come in any order; inputs not 64-byte aligned are copied. The arena is
+    /// scratch: its contents are not cleared between runs (state buffers are what persists by
+    /// design). Errors leave the model usable.
+    pub fn run(&mut self, entry: &str, inputs: &[(&str, TensorView<'_>)]) -> Result<Vec<(String, Tensor)>> {
+        self.init()?;
+        let table: *const RuntimeFnTable = match &self.table {
+            Some(t) => &**t,
+            None => return Err(RuntimeError::NoFnTable),
+        };
+        let m = self.artifact.manifest();
+        let ep = m
+            .entry_points
+            .iter()
+            .find(|e| e.name == entry)
+            .ok_or_else(|| RuntimeError::UnknownEntryPoint(entry.to_string()))?;
+        let views = match_inputs(ep, inputs)?;
+        let syms = bind_symbols(ep, &views)?;
+        let bad = |reason: String| RuntimeError::BadSize { entry: entry.to_string(), reason };
+        let eval = |p: &Poly| p.eval(&syms).map_err(|e| bad(e.to_string()));
+        let eval_size = |p: &Poly, what: &str| -> Result<usize> {
+            let v = eval(p)?;
+            usize::try_from(v).map_err(|_| bad(format!("{what} `{p}` evaluates to {v}")))
+        };
+
+        // Outputs.
+        let mut out_shapes = Vec::new();
+        let mut outs = Vec::new();
+        for o in &ep.outputs {
+            let shape = o.dims.iter().map(|d| eval_size(d, "output dim")).collect::<Result<Vec<_>>>()?;
+            let bytes = numel(&shape).and_then(|n| o.dtype.byte_len(n as u64)).and_then(|b| usize::try_from(b).ok());
+            let bytes = bytes.ok_or_else(|| bad(format!("output `{}` of shape {shape:?} is too large", o.name)))?;
+            outs.push(AlignedBuf::zeroed(bytes));
+            out_shapes.push((shape, bytes));
+        }
+
+        // Arena.
+        let buckets = &m.memory_plans[&ep.name];
+        let bucket = buckets
+            .iter()
+            .find(|b| b.bounds.iter().all(|(s, max)| syms.get(s).is_some_and(|v| v <= max)))
+            .ok_or_else(|| bad(format!("no memory-plan bucket covers the bindings {syms:?}")))?;
+        let arena_size = eval_size(&bucket.arena_size, "arena size")?;
+        let arena = self.arenas.entry(ep.name.clone()).or_insert_with(|| AlignedBuf::zeroed(0));
+        if arena.len() < arena_size {
+            *arena = AlignedBuf::zeroed(arena_size);
+        }
+        let arena_ptr = arena.as_mut_ptr();
+
+        // Inputs not 64-byte aligned are copied.
+        let mut copies: Vec<Option<AlignedBuf>> = views
+            .iter()
+            .map(|v| (v.data.as_ptr() as usize % 64 != 0).then(|| AlignedBuf::from_bytes(v.data)))
+            .collect();
+        let in_ptrs: Vec<*mut u8> = views
+            .iter()
+            .zip(&mut copies)
+            .map(|(v, c)| match c {
+                Some(c) => c.as_mut_ptr(),
+                // Kernels never write inputs (compiler contract); the pointer type is the ABI's.
+                None => v.data.as_ptr().cast_mut(),
+            })
+            .collect();
+        let out_ptrs: Vec<*mut u8> = outs.iter_mut().map(AlignedBuf::as_mut_ptr).collect();
+        let state_ptrs: Vec<*mut u8> =
+            self.states.iter_mut().flat_map(|s| s.iter_mut().map(AlignedBuf::as_mut_ptr)).collect();
+
+        for (si, step) in m.schedules[&ep.name].iter().enumerate() {
+            let f = match self.overrides.get(&step.kernel) {
+                Some(f) => *f,
+                None => self.artifact.kernel_fn(step.kernel as usize).ok_or_else(|| RuntimeError::Malformed {
+                    section: "KERNELS",
+                    reason: format!("kernel {} has no code", step.kernel),
+                })?,
+            };
+            let mut buffers = Vec::with_capacity(step.bindings.len());
+            for b in &step.bindings {
+                // Indices were validated at load.
+                buffers.push(match b {
+                    Binding::Arena { offset } => {
+                        let off = eval_size(offset, "arena offset")?;
+                        if off > arena_size {
+                            return Err(bad(format!("step {si}: arena offset {off} beyond the arena ({arena_size})")));
+                        }
+                        arena_ptr.wrapping_add(off)
+                    }
+                    Binding::Weight { index } => {
+                        // Weights are mapped read-only; kernels never write them.
+                        self.artifact.weight_ptr(*index as usize).unwrap_or(std::ptr::null()).cast_mut()
+                    }
+                    Binding::Input { index } => in_ptrs[*index as usize],
+                    Binding::Output { index } => out_ptrs[*index as usize],
+                    Binding::State { index } => state_ptrs[*index as usize],
+                });
+            }
+            let dims = step.dims.iter().map(eval).collect::<Result<Vec<_>>>()?;
+            let extent = eval_size(&step.extent, "parallel extent")? as u64;
+            let launch = Launch { f, buffers, dims, table };
+            let team = self.team.as_ref().ok_or_else(|| RuntimeError::Io(std::io::Error::other("no worker team")))?;
+            if extent > 0 {
+                team.run(launch, extent, extent.div_ceil(step.grain.max(1)));
+            }
+        }
+        drop(copies);
+
+        Ok(ep
+            .outputs
+            .iter()
+            .zip(outs)
+            .zip(out_shapes)
+            .map(|((o, buf), (shape, bytes))| {
+                (o.name.clone(), Tensor { dtype: o.dtype, shape, data: buf.to_vec(bytes) })
+            })
+            .collect())
+    }
+}
+
+/// Orders the supplied inputs as the signature declares them, checking names and dtypes.
+fn match_inputs<'a>(ep: &EntryPoint, inputs: &[(&str, TensorView<'a>)]) -> Result<Vec<TensorView<'a>>> {
+    let mut slots: Vec<Option<TensorView<'a>>> = vec![None; ep.inputs.len()];
+    for (name, view) in inputs {
+        let unexpected = || RuntimeError::UnexpectedInput { entry: ep.name.clone(), input: name.to_string() };
+        let i = ep.inputs.iter().position(|s| s.name == *name).ok_or_else(unexpected)?;
+        if slots[i].replace(*view).is_some() {
+            return Err(unexpected());
+        }
+    }
+    ep.inputs
+        .iter()
+        .zip(slots)
+        .map(|(sig, v)| {
+            let v = v.ok_or_else(|| RuntimeError::MissingInput { entry: ep.name.clone(), input: sig.name.clone() })?;
+            if v.dtype != sig.dtype {
+                return Err(RuntimeError::DTypeMismatch {
+                    input: sig.name.clone(),
+                    expected: sig.dtype,
+                    found: v.dtype,
+                });
+            }
+            check_len(&sig.name, v.dtype, v.shape, v.data.len())?;
+            Ok(v)
+        })
+        .collect()
+}
+
+fn resolved_shape(sig: &TensorSig, syms: &BTreeMap<String, i64>) -> String {
+    let dims: Vec<String> =
+        sig.dims.iter().map(|d| d.eval(syms).map(|v| v.to_string()).unwrap_or_else(|_| d.to_string())).collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// Binds every symbol from the first input dim that is exactly that symbol, then checks every
+/// input dim against its expression.
+fn bind_symbols(ep: &EntryPoint, views: &[TensorView<'_>]) -> Result<BTreeMap<String, i64>> {
+    let mut syms = BTreeMap::new();
+    let mismatch = |sig: &TensorSig, v: &TensorView<'_>, syms: &BTreeMap<String, i64>| RuntimeError::ShapeMismatch {
+        input: sig.name.clone(),
+        expected: resolved_shape(sig, syms),
+        found: format!("{:?}", v.shape),
+    };
+    for (sig, v) in ep.inputs.iter().zip(views) {
+        if sig.dims.len() != v.shape.len() {
+            return Err(mismatch(sig, v, &syms));
+        }
+        for (d, &n) in sig.dims.iter().zip(v.shape) {
+            if let Some(s) = d.as_symbol() {
+                let n = i64::try_from(n).map_err(|_| mismatch(sig, v, &syms))?;
+                syms.entry(s.to_string()).or_insert(n);
+            }
+        }
+    }
+    for (sig, v) in ep.inputs.iter().zip(views) {
+        for (d, &n) in sig.dims.iter().zip(v.shape) {
+            if d.eval(&syms).ok().and_then(|e| usize::try_from(e).ok()) != Some(n) {
+                return Err(mismatch(sig, v, &syms));
+            }
+        }
+    }
+    Ok(syms)
+}
