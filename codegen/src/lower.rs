@@ -64,6 +64,18 @@ pub fn lower_group(f: &Function, group: u32) -> Result<LoweredGroup, CodegenErro
     };
     let kind = f.group_kind(group).ok_or_else(|| CodegenError::Invalid(format!("fusion group {group} has no kind")))?;
     let name = format!("{}_g{group}", f.name);
+    if Lowerer::new(f, &ops, &name).outputs().is_empty() {
+        // Dead code (nothing outside reads the group): an empty kernel.
+        let kernel = Kernel {
+            name,
+            buffers: Vec::new(),
+            dims: Vec::new(),
+            parallel: LoopExtent { extent: Size::constant(0), tile: 1 },
+            locals: Vec::new(),
+            body: Vec::new(),
+        };
+        return Ok(LoweredGroup { group, kernel, buffer_values: Vec::new(), ops });
+    }
     let kernel_result = match kind {
         GroupKind::Elementwise | GroupKind::Reduction => {
             // Collapsing the leading dims is an optimisation: fall back to the full nest.
@@ -73,6 +85,13 @@ pub fn lower_group(f: &Function, group: u32) -> Result<LoweredGroup, CodegenErro
             }
         }
         GroupKind::Matmul => Lowerer::new(f, &ops, &name).matmul_template(),
+        // `fusion-groups` classifies `packed_linear` as opaque (one op, no epilogue); it is
+        // still a matmul.
+        GroupKind::Opaque
+            if ops.len() == 1 && f.op(first).is_some_and(|d| matches!(d.op, Op::PackedLinear { .. })) =>
+        {
+            Lowerer::new(f, &ops, &name).matmul_template()
+        }
         other => {
             let op = op_name(f, first);
             return Err(CodegenError::Unsupported {
