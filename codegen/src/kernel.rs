@@ -400,7 +400,10 @@ impl BinaryOp {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
     /// `buffers[buffer][index]` (the buffer's dtype must have a [`ScalarType`]).
-    Load { buffer: u32, index: IndexExpr },
+    Load {
+        buffer: u32,
+        index: IndexExpr,
+    },
     Const(Const),
     Unary(UnaryOp, Box<Expr>),
     Binary(BinaryOp, Box<Expr>, Box<Expr>),
@@ -822,7 +825,10 @@ mod tests {
                 body: vec![Stmt::Store {
                     buffer: 1,
                     index: IndexExpr::var(Var::PARALLEL, Size::dim(0)).plus_var(Var(1), &Size::constant(1)),
-                    value: Expr::unary(UnaryOp::Exp, Expr::Load { buffer: 0, index: IndexExpr::var(Var(1), Size::constant(1)) }),
+                    value: Expr::unary(
+                        UnaryOp::Exp,
+                        Expr::Load { buffer: 0, index: IndexExpr::var(Var(1), Size::constant(1)) },
+                    ),
                 }],
             }],
         };

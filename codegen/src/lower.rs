@@ -87,9 +87,7 @@ pub fn lower_group(f: &Function, group: u32) -> Result<LoweredGroup, CodegenErro
         GroupKind::Matmul => Lowerer::new(f, &ops, &name).matmul_template(),
         // `fusion-groups` classifies `packed_linear` as opaque (one op, no epilogue); it is
         // still a matmul.
-        GroupKind::Opaque
-            if ops.len() == 1 && f.op(first).is_some_and(|d| matches!(d.op, Op::PackedLinear { .. })) =>
-        {
+        GroupKind::Opaque if ops.len() == 1 && f.op(first).is_some_and(|d| matches!(d.op, Op::PackedLinear { .. })) => {
             Lowerer::new(f, &ops, &name).matmul_template()
         }
         other => {
@@ -475,10 +473,7 @@ impl<'a> Lowerer<'a> {
             None => {
                 let s = f.ty(outputs[0]).shape.clone();
                 if outputs.iter().any(|o| f.ty(*o).shape != s) {
-                    return Err(unsupported(
-                        &op_name(f, self.ops[0]),
-                        "elementwise group outputs of different shapes",
-                    ));
+                    return Err(unsupported(&op_name(f, self.ops[0]), "elementwise group outputs of different shapes"));
                 }
                 s
             }
@@ -577,14 +572,8 @@ impl<'a> Lowerer<'a> {
     }
 
     fn finish(self, parallel: LoopExtent, body: Vec<Stmt>) -> (Kernel, Vec<ValueId>) {
-        let kernel = Kernel {
-            name: self.name,
-            buffers: self.buffers,
-            dims: self.dims,
-            parallel,
-            locals: self.locals,
-            body,
-        };
+        let kernel =
+            Kernel { name: self.name, buffers: self.buffers, dims: self.dims, parallel, locals: self.locals, body };
         (kernel, self.buffer_values)
     }
 
@@ -597,22 +586,26 @@ impl<'a> Lowerer<'a> {
         if self.scalar_type(x, name)? != ScalarType::F32 || self.scalar_type(res, name)? != ScalarType::F32 {
             return Err(unsupported(name, "reductions are lowered for f32 only"));
         }
-        let mut reduce = |this: &mut Self, kind: ReduceKind, init: f32, map: &dyn Fn(Expr) -> Expr| -> LResult<LocalId> {
-            let var = this.fresh_var();
-            let mut scope = Scope { j: Some(var), cache: HashMap::new(), lets: None };
-            let xe = this.expr(space, &mut scope, x)?;
-            let into = this.fresh_local(ScalarType::F32);
-            row.push(Stmt::Reduce {
-                kind,
-                var,
-                extent: Extent::Size(n.clone()),
-                init: Expr::f32(init),
-                value: map(xe),
-                into,
-            });
-            Ok(into)
+        let mut reduce =
+            |this: &mut Self, kind: ReduceKind, init: f32, map: &dyn Fn(Expr) -> Expr| -> LResult<LocalId> {
+                let var = this.fresh_var();
+                let mut scope = Scope { j: Some(var), cache: HashMap::new(), lets: None };
+                let xe = this.expr(space, &mut scope, x)?;
+                let into = this.fresh_local(ScalarType::F32);
+                row.push(Stmt::Reduce {
+                    kind,
+                    var,
+                    extent: Extent::Size(n.clone()),
+                    init: Expr::f32(init),
+                    value: map(xe),
+                    into,
+                });
+                Ok(into)
+            };
+        let n_f32 = match n.as_constant() {
+            Some(c) => Expr::f32(c as f32),
+            None => Expr::cast(ScalarType::F32, size_expr(n)),
         };
-        let n_f32 = Expr::cast(ScalarType::F32, size_expr(n));
         match &d.op {
             Op::ReduceSum { keepdims, .. } | Op::ReduceMean { keepdims, .. } | Op::ReduceMax { keepdims, .. } => {
                 let kind = if matches!(d.op, Op::ReduceMax { .. }) { ReduceKind::Max } else { ReduceKind::Sum };
@@ -662,7 +655,8 @@ impl<'a> Lowerer<'a> {
         let mut anchor = None;
         for &o in self.ops {
             let d = self.op(o)?;
-            if matches!(d.op, Op::MatMul | Op::Linear | Op::PackedLinear { .. } | Op::QuantizedLinear | Op::Gemm { .. }) {
+            if matches!(d.op, Op::MatMul | Op::Linear | Op::PackedLinear { .. } | Op::QuantizedLinear | Op::Gemm { .. })
+            {
                 if anchor.is_some() {
                     return Err(unsupported(d.op.name(), "a second matmul in one group"));
                 }
@@ -701,7 +695,9 @@ impl<'a> Lowerer<'a> {
                 }
                 (How::Call(MicroKernel::Sgemm, b, n.clone()), None)
             }
-            Op::PackedLinear { .. } => (How::Call(MicroKernel::SgemmPacked, d.operands[1], Size::constant(0)), d.operands.get(2).copied()),
+            Op::PackedLinear { .. } => {
+                (How::Call(MicroKernel::SgemmPacked, d.operands[1], Size::constant(0)), d.operands.get(2).copied())
+            }
             Op::QuantizedLinear => {
                 let w = d.operands[1];
                 let which = match f.ty(w).dtype {
@@ -853,7 +849,10 @@ fn value_varies(f: &Function, v: ValueId, space: &[Dim]) -> bool {
 }
 
 fn is_reduction_anchor(op: &Op) -> bool {
-    matches!(op, Op::ReduceSum { .. } | Op::ReduceMean { .. } | Op::ReduceMax { .. } | Op::Softmax { .. } | Op::RmsNorm { .. })
+    matches!(
+        op,
+        Op::ReduceSum { .. } | Op::ReduceMean { .. } | Op::ReduceMax { .. } | Op::Softmax { .. } | Op::RmsNorm { .. }
+    )
 }
 
 fn is_supported_elementwise(op: &Op) -> bool {
@@ -887,7 +886,9 @@ fn is_supported_elementwise(op: &Op) -> bool {
 /// Ops whose expansion uses an operand more than once (so the operand is bound to a local).
 fn duplicates_operand(f: &Function, v: ValueId) -> bool {
     f.value(v).uses.iter().any(|u| {
-        f.op(u.op).is_some_and(|d| matches!(d.op, Op::Silu | Op::Gelu { .. }) || (matches!(d.op, Op::SiluMul) && u.operand == 0))
+        f.op(u.op).is_some_and(|d| {
+            matches!(d.op, Op::Silu | Op::Gelu { .. }) || (matches!(d.op, Op::SiluMul) && u.operand == 0)
+        })
     })
 }
 
@@ -997,8 +998,5 @@ fn elementwise_expr(op: &Op, mut args: Vec<Expr>, tys: &[ScalarType], out: Scala
 /// Ops of `f` that no kernel template lowers yet (for coverage reports): `(op name, reason)`
 /// per unsupported group.
 pub fn coverage(f: &Function) -> Result<Vec<(u32, String)>, CodegenError> {
-    Ok(lower_function(f)?
-        .into_iter()
-        .filter_map(|(g, r)| r.err().map(|e| (g, e.to_string())))
-        .collect())
+    Ok(lower_function(f)?.into_iter().filter_map(|(g, r)| r.err().map(|e| (g, e.to_string()))).collect())
 }

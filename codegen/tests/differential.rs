@@ -117,10 +117,12 @@ func @forward(%c: bool[4, {n}], %x: f32[4, {n}], %y: f32[{n}], %i: i64[4, {n}]) 
 "
         );
         let mut rng = Rng(7 + n as u64);
-        let c = Tensor::from_i64(DType::Bool, vec![4, n], (0..4 * n).map(|_| (rng.next_u64() & 1) as i64).collect()).unwrap();
+        let c = Tensor::from_i64(DType::Bool, vec![4, n], (0..4 * n).map(|_| (rng.next_u64() & 1) as i64).collect())
+            .unwrap();
         let x = rng.tensor(&[4, n], -50.0, 50.0);
         let y = rng.tensor(&[n], -50.0, 50.0);
-        let i = Tensor::from_i64(DType::I64, vec![4, n], (0..4 * n).map(|_| rng.below(200) as i64 - 100).collect()).unwrap();
+        let i = Tensor::from_i64(DType::I64, vec![4, n], (0..4 * n).map(|_| rng.below(200) as i64 - 100).collect())
+            .unwrap();
         check(&src, &inputs(vec![("c", c), ("x", x), ("y", y), ("i", i)]), 1e-5);
     }
 }
@@ -128,7 +130,13 @@ func @forward(%c: bool[4, {n}], %x: f32[4, {n}], %y: f32[{n}], %i: i64[4, {n}]) 
 #[test]
 fn reductions_over_the_last_axis() {
     for n in SIZES {
-        for (op, keep) in [("reduce_sum", true), ("reduce_mean", true), ("reduce_max", true), ("reduce_sum", false), ("reduce_max", false)] {
+        for (op, keep) in [
+            ("reduce_sum", true),
+            ("reduce_mean", true),
+            ("reduce_max", true),
+            ("reduce_sum", false),
+            ("reduce_max", false),
+        ] {
             let out = if keep { format!("f32[?r, 3, 1]") } else { "f32[?r, 3]".to_string() };
             let src = format!(
                 "module @m
@@ -181,7 +189,11 @@ func @forward(%x: f32[2, ?h, 3, {n}], %mask: f32[3, {n}]) -> (y: f32[2, ?h, 3, {
 "
         );
         let mut rng = Rng(n as u64 * 11);
-        check(&src, &inputs(vec![("x", rng.tensor(&[2, 2, 3, n], -3.0, 3.0)), ("mask", rng.tensor(&[3, n], -5.0, 0.0))]), 1e-4);
+        check(
+            &src,
+            &inputs(vec![("x", rng.tensor(&[2, 2, 3, n], -3.0, 3.0)), ("mask", rng.tensor(&[3, n], -5.0, 0.0))]),
+            1e-4,
+        );
     }
 }
 
@@ -202,7 +214,11 @@ func @forward(%x: f32[?t, {n}], %r: f32[?t, {n}], %w: f32[{n}]) -> (y: f32[?t, {
         let t = 7;
         check(
             &src,
-            &inputs(vec![("x", rng.tensor(&[t, n], -2.0, 2.0)), ("r", rng.tensor(&[t, n], -2.0, 2.0)), ("w", rng.tensor(&[n], 0.5, 1.5))]),
+            &inputs(vec![
+                ("x", rng.tensor(&[t, n], -2.0, 2.0)),
+                ("r", rng.tensor(&[t, n], -2.0, 2.0)),
+                ("w", rng.tensor(&[n], 0.5, 1.5)),
+            ]),
             1e-4,
         );
     }
@@ -281,16 +297,18 @@ fn random_elementwise_dags() {
         let full = vec![rows, n];
         let mut lines: Vec<String> = Vec::new();
         // Inputs x [rows, n], y [n], z [rows, 1], pos [n] (positive, to keep roots and divisions defined).
-        let mut vals: Vec<(String, Vec<usize>)> = vec![("%x".into(), full.clone()), ("%y".into(), vec![n]), ("%z".into(), vec![rows, 1])];
+        let mut vals: Vec<(String, Vec<usize>)> =
+            vec![("%x".into(), full.clone()), ("%y".into(), vec![n]), ("%z".into(), vec![rows, 1])];
         let mut next = 0;
-        let mut emit = |lines: &mut Vec<String>, op: &str, args: &[&(String, Vec<usize>)], attrs: &str| -> (String, Vec<usize>) {
-            let shape = args.iter().fold(Vec::new(), |acc, a| broadcast(&acc, &a.1));
-            let name = format!("%{next}");
-            next += 1;
-            let names: Vec<&str> = args.iter().map(|a| a.0.as_str()).collect();
-            lines.push(format!("  {name} = {op} {}{attrs} : {}", names.join(", "), ty(&shape)));
-            (name, shape)
-        };
+        let mut emit =
+            |lines: &mut Vec<String>, op: &str, args: &[&(String, Vec<usize>)], attrs: &str| -> (String, Vec<usize>) {
+                let shape = args.iter().fold(Vec::new(), |acc, a| broadcast(&acc, &a.1));
+                let name = format!("%{next}");
+                next += 1;
+                let names: Vec<&str> = args.iter().map(|a| a.0.as_str()).collect();
+                lines.push(format!("  {name} = {op} {}{attrs} : {}", names.join(", "), ty(&shape)));
+                (name, shape)
+            };
         let pos = ("%pos".to_string(), vec![n]);
         let ops = 3 + rng.below(8);
         for _ in 0..ops {
@@ -348,6 +366,33 @@ fn random_elementwise_dags() {
         let result = std::panic::catch_unwind(|| check(&src, &ins, 1e-4));
         if let Err(e) = result {
             panic!("seed {seed} failed on\n{src}\n{e:?}");
+        }
+    }
+}
+
+#[test]
+fn quantized_linear_q8_0_and_q4_0() {
+    // The weight is quantized by a weight-derived `cast` (evaluated once, ungrouped), as the
+    // quantize-weights pass produces it.
+    let (k, n) = (64usize, 24usize);
+    let mut rng = Rng(99);
+    let wf = rng.tensor(&[n, k], -1.0, 1.0);
+    let literal = wf.to_f64_vec().iter().map(|v| format!("{:?}", *v as f32)).collect::<Vec<_>>().join(", ");
+    for dt in ["q8_0", "q4_0"] {
+        let src = format!(
+            "module @m
+weight @wf : f32[{n}, {k}] = dense<f32[{n}, {k}]: [{literal}]>
+func @forward(%x: f32[?t, {k}], %b: f32[{n}]) -> (y: f32[?t, {n}]) {{
+  %0 = cast @wf {{to = {dt}}} : {dt}[{n}, {k}]
+  %1 = quantized_linear %x, %0, %b : f32[?t, {n}]
+  %2 = silu %1 : f32[?t, {n}]
+  return %2
+}}
+"
+        );
+        for t in [1usize, 5, 33] {
+            let ins = inputs(vec![("x", rng.tensor(&[t, k], -1.0, 1.0)), ("b", rng.tensor(&[n], -1.0, 1.0))]);
+            check(&src, &ins, 1e-4);
         }
     }
 }

@@ -87,12 +87,7 @@ pub fn exp(b: &mut FunctionBuilder<'_>, ty: Type, x: Value) -> Value {
     let r = b.ins().fsub(x, nc1);
     let nc2 = b.ins().fmul(n, c2);
     let r = b.ins().fsub(r, nc2);
-    let p = horner(
-        b,
-        ty,
-        r,
-        &[1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5],
-    );
+    let p = horner(b, ty, r, &[1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5]);
     let r2 = b.ins().fmul(r, r);
     let p = b.ins().fmul(p, r2);
     let p = b.ins().fadd(p, r);

@@ -46,9 +46,8 @@ pub fn build_function(
         translate::Translator::translate(&mut b, kernel, isa)?;
         b.finalize(isa.frontend_config());
     }
-    cranelift_codegen::verify_function(&ctx.func, isa).map_err(|e| {
-        CodegenError::Backend(format!("kernel `{}` failed the Cranelift verifier: {e}", kernel.name))
-    })?;
+    cranelift_codegen::verify_function(&ctx.func, isa)
+        .map_err(|e| CodegenError::Backend(format!("kernel `{}` failed the Cranelift verifier: {e}", kernel.name)))?;
     Ok(())
 }
 

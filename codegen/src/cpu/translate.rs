@@ -87,9 +87,8 @@ impl<'a, 'b> Translator<'a, 'b> {
         let (bufs_ptr, dims_ptr, table, begin, end) = (params[0], params[1], params[2], params[3], params[4]);
         let flags = MemFlagsData::trusted().with_readonly();
         let ptr = isa.pointer_type();
-        let buffers = (0..k.buffers.len())
-            .map(|i| b.ins().load(ptr, flags, bufs_ptr, (i * 8) as i32))
-            .collect::<Vec<_>>();
+        let buffers =
+            (0..k.buffers.len()).map(|i| b.ins().load(ptr, flags, bufs_ptr, (i * 8) as i32)).collect::<Vec<_>>();
         let dims = (0..k.dims.len()).map(|i| b.ins().load(types::I64, flags, dims_ptr, (i * 8) as i32)).collect();
         let mut t = Translator {
             b,
@@ -229,7 +228,8 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     fn raw_address(&mut self, r: &BufferRef) -> Result<Value, CodegenError> {
-        let base = *self.buffers.get(r.buffer as usize).ok_or_else(|| invalid(self.k, format!("no buffer b{}", r.buffer)))?;
+        let base =
+            *self.buffers.get(r.buffer as usize).ok_or_else(|| invalid(self.k, format!("no buffer b{}", r.buffer)))?;
         if r.offset.terms.is_empty() && r.offset.offset.terms.is_empty() {
             return Ok(base);
         }
@@ -329,7 +329,14 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
     }
 
-    fn reduce(&mut self, kind: ReduceKind, var: Var, extent: &Extent, init: &Expr, value: &Expr) -> Result<Value, CodegenError> {
+    fn reduce(
+        &mut self,
+        kind: ReduceKind,
+        var: Var,
+        extent: &Extent,
+        init: &Expr,
+        value: &Expr,
+    ) -> Result<Value, CodegenError> {
         let n = self.extent(extent)?;
         let init_v = self.expr(init, Mode::Scalar)?;
         let identity = match kind {
@@ -401,7 +408,8 @@ impl<'a, 'b> Translator<'a, 'b> {
                     && self.vector_expr_ok(value, var, &HashSet::new())
             }
             Stmt::Let { local, value } => {
-                self.k.locals.get(local.0 as usize) == Some(&ScalarType::F32) && self.vector_expr_ok(value, var, &HashSet::new())
+                self.k.locals.get(local.0 as usize) == Some(&ScalarType::F32)
+                    && self.vector_expr_ok(value, var, &HashSet::new())
             }
             _ => false,
         }

@@ -28,11 +28,8 @@ pub fn lower(src: &str) -> (Module, Vec<LoweredGroup>) {
     let mut m = parse_module(src).expect("test module parses");
     PassManager::new(&["fusion-groups"], PassOptions::default()).unwrap().run(&mut m).unwrap();
     let f = &m.functions[0];
-    let groups = lower_function(f)
-        .unwrap()
-        .into_iter()
-        .map(|(g, r)| r.unwrap_or_else(|e| panic!("group {g}: {e}")))
-        .collect();
+    let groups =
+        lower_function(f).unwrap().into_iter().map(|(g, r)| r.unwrap_or_else(|e| panic!("group {g}: {e}"))).collect();
     (m, groups)
 }
 
@@ -156,7 +153,13 @@ pub fn run(c: &Compiled, inputs: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
         .collect()
 }
 
-fn launch(c: &Compiled, gi: usize, values: &mut HashMap<ValueId, Buf>, bindings: &HashMap<String, i64>, table: &RuntimeFnTable) {
+fn launch(
+    c: &Compiled,
+    gi: usize,
+    values: &mut HashMap<ValueId, Buf>,
+    bindings: &HashMap<String, i64>,
+    table: &RuntimeFnTable,
+) {
     let f = &c.module.functions[0];
     let g = &c.groups[gi];
     for (v, b) in g.buffer_values.iter().zip(&g.kernel.buffers) {
@@ -260,7 +263,17 @@ pub fn reference_table() -> RuntimeFnTable {
 ///
 /// # Safety
 /// `a` covers `m` rows of `lda`, `c` covers `m` rows of `ldc`.
-unsafe fn gemm_with(m: u64, n: u64, k: u64, a: *const f32, lda: u64, c: *mut f32, ldc: u64, acc: u32, b_at: &dyn Fn(u64, u64) -> f64) {
+unsafe fn gemm_with(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    c: *mut f32,
+    ldc: u64,
+    acc: u32,
+    b_at: &dyn Fn(u64, u64) -> f64,
+) {
     for i in 0..m {
         for j in 0..n {
             let mut s = 0.0f64;
@@ -277,16 +290,40 @@ unsafe fn gemm_with(m: u64, n: u64, k: u64, a: *const f32, lda: u64, c: *mut f32
     }
 }
 
-unsafe extern "C" fn ref_sgemm(m: u64, n: u64, k: u64, a: *const f32, lda: u64, b: *const u8, ldb: u64, c: *mut f32, ldc: u64, acc: u32) {
+unsafe extern "C" fn ref_sgemm(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    b: *const u8,
+    ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    acc: u32,
+) {
     let b = b as *const f32;
     // SAFETY: forwarded contract; `b` covers `k` rows of `ldb`.
     unsafe { gemm_with(m, n, k, a, lda, c, ldc, acc, &|kk, j| *b.add((kk * ldb + j) as usize) as f64) }
 }
 
-unsafe extern "C" fn ref_sgemm_packed(m: u64, n: u64, k: u64, a: *const f32, lda: u64, b: *const u8, _ldb: u64, c: *mut f32, ldc: u64, acc: u32) {
+unsafe extern "C" fn ref_sgemm_packed(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    b: *const u8,
+    _ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    acc: u32,
+) {
     let b = b as *const f32;
     // SAFETY: forwarded contract; `b` holds ⌈n/16⌉ panels of k×16.
-    unsafe { gemm_with(m, n, k, a, lda, c, ldc, acc, &|kk, j| *b.add(((j / 16) * k * 16 + kk * 16 + j % 16) as usize) as f64) }
+    unsafe {
+        gemm_with(m, n, k, a, lda, c, ldc, acc, &|kk, j| *b.add(((j / 16) * k * 16 + kk * 16 + j % 16) as usize) as f64)
+    }
 }
 
 fn f16_at(p: *const u8) -> f64 {
@@ -295,7 +332,18 @@ fn f16_at(p: *const u8) -> f64 {
     half::f16::from_bits(bits).to_f64()
 }
 
-unsafe extern "C" fn ref_gemm_q8_0(m: u64, n: u64, k: u64, a: *const f32, lda: u64, b: *const u8, _ldb: u64, c: *mut f32, ldc: u64, acc: u32) {
+unsafe extern "C" fn ref_gemm_q8_0(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    b: *const u8,
+    _ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    acc: u32,
+) {
     let blocks = k / 32;
     let at = |kk: u64, j: u64| -> f64 {
         // SAFETY: row j of w has k/32 blocks of 34 bytes.
@@ -308,7 +356,18 @@ unsafe extern "C" fn ref_gemm_q8_0(m: u64, n: u64, k: u64, a: *const f32, lda: u
     unsafe { gemm_with(m, n, k, a, lda, c, ldc, acc, &at) }
 }
 
-unsafe extern "C" fn ref_gemm_q4_0(m: u64, n: u64, k: u64, a: *const f32, lda: u64, b: *const u8, _ldb: u64, c: *mut f32, ldc: u64, acc: u32) {
+unsafe extern "C" fn ref_gemm_q4_0(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    b: *const u8,
+    _ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    acc: u32,
+) {
     let blocks = k / 32;
     let at = |kk: u64, j: u64| -> f64 {
         // SAFETY: row j of w has k/32 blocks of 18 bytes.
