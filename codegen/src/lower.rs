@@ -42,12 +42,15 @@ pub struct LoweredGroup {
     pub ops: Vec<OpId>,
 }
 
+/// A group id with its kernel or the reason it has none.
+pub type GroupResult = (u32, Result<LoweredGroup, CodegenError>);
+
 /// Rows per parallel iteration of a micro-kernel call.
 pub const GEMM_ROW_TILE: u32 = 16;
 
 /// Lower every fusion group of `f`, in order of group id. Each entry is the group id and
 /// its kernel or the reason it has none.
-pub fn lower_function(f: &Function) -> Result<Vec<(u32, Result<LoweredGroup, CodegenError>)>, CodegenError> {
+pub fn lower_function(f: &Function) -> Result<Vec<GroupResult>, CodegenError> {
     let order = f.op_order().map_err(|e| CodegenError::Invalid(e.to_string()))?;
     let mut groups: Vec<u32> = order.iter().filter_map(|o| f.group(*o)).collect();
     groups.sort_unstable();

@@ -62,3 +62,29 @@ fn ill_formed_kernels_are_errors() {
         assert!(matches!(JitKernels::compile(&[k]), Err(CodegenError::Invalid(_))));
     }
 }
+
+/// The same kernels go into an object file (the artifact path) through `define_kernel`.
+#[test]
+fn kernels_emit_into_an_object_module() {
+    use cranelift_module::{Linkage, Module};
+    use cranelift_object::{ObjectBuilder, ObjectModule};
+    let (_, groups) = common::lower(
+        "module @m
+func @forward(%x: f32[?t, 64], %w: f32[64], %wt: f32[64, 40]) -> (y: f32[?t, 40]) {
+  %0 = rms_norm %x, %w {epsilon = 1e-5} : f32[?t, 64]
+  %1 = matmul %0, %wt : f32[?t, 40]
+  %2 = gelu %1 {approximate = \"none\"} : f32[?t, 40]
+  return %2
+}
+",
+    );
+    let isa = ferrumc_codegen::cpu::host_isa().unwrap();
+    let builder = ObjectBuilder::new(isa, "kernels", cranelift_module::default_libcall_names()).unwrap();
+    let mut module = ObjectModule::new(builder);
+    for g in &groups {
+        ferrumc_codegen::cpu::define_kernel(&mut module, &g.kernel, Linkage::Export).unwrap();
+    }
+    assert!(module.declarations().get_functions().count() >= 2);
+    let bytes = module.finish().emit().unwrap();
+    assert!(bytes.len() > 64);
+}

@@ -137,7 +137,7 @@ fn reductions_over_the_last_axis() {
             ("reduce_sum", false),
             ("reduce_max", false),
         ] {
-            let out = if keep { format!("f32[?r, 3, 1]") } else { "f32[?r, 3]".to_string() };
+            let out = if keep { "f32[?r, 3, 1]".to_string() } else { "f32[?r, 3]".to_string() };
             let src = format!(
                 "module @m
 func @forward(%x: f32[?r, 3, {n}], %s: f32[{n}]) -> (y: {out}) {{

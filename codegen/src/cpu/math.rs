@@ -110,8 +110,8 @@ pub fn tanh(b: &mut FunctionBuilder<'_>, ty: Type, x: Value) -> Value {
         x2,
         &[
             -2.760_768_5e-16,
-            2.000_187_9e-13,
-            -8.604_671_5e-11,
+            2.000_188e-13,
+            -8.604_672e-11,
             5.122_297e-8,
             1.485_722_4e-5,
             6.372_619_3e-4,
@@ -119,7 +119,7 @@ pub fn tanh(b: &mut FunctionBuilder<'_>, ty: Type, x: Value) -> Value {
         ],
     );
     let p = b.ins().fmul(x, p);
-    let q = horner(b, ty, x2, &[1.198_258_4e-6, 1.185_347e-4, 2.268_434_6e-3, 4.893_525_2e-3]);
+    let q = horner(b, ty, x2, &[1.198_258_4e-6, 1.185_347e-4, 2.268_434_6e-3, 4.893_525e-3]);
     b.ins().fdiv(p, q)
 }
 
@@ -137,7 +137,7 @@ pub fn erf(b: &mut FunctionBuilder<'_>, ty: Type, x: Value) -> Value {
             -2.101_024e-6,
             -5.692_506_4e-5,
             -7.349_906_3e-4,
-            -2.954_599_8e-3,
+            -2.954_6e-3,
             -1.609_603_3e-2,
         ],
     );

@@ -58,6 +58,11 @@ pub fn define_kernel<M: Module>(module: &mut M, kernel: &Kernel, linkage: Linkag
     build_function(module, kernel, &mut ctx, &mut fctx)?;
     let id = module.declare_function(&kernel.name, linkage, &ctx.func.signature).map_err(backend)?;
     module.define_function(id, &mut ctx).map_err(|e| backend(format!("kernel `{}`: {e:?}", kernel.name)))?;
+    // The ABI promises machine code that needs no relocation at load time.
+    let relocs = ctx.compiled_code().map(|c| c.buffer.relocs().len()).unwrap_or(0);
+    if relocs > 0 {
+        return Err(backend(format!("kernel `{}` needs {relocs} relocation(s)", kernel.name)));
+    }
     module.clear_context(&mut ctx);
     Ok(id)
 }

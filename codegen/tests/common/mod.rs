@@ -263,6 +263,7 @@ pub fn reference_table() -> RuntimeFnTable {
 ///
 /// # Safety
 /// `a` covers `m` rows of `lda`, `c` covers `m` rows of `ldc`.
+#[allow(clippy::too_many_arguments)]
 unsafe fn gemm_with(
     m: u64,
     n: u64,
