@@ -176,8 +176,10 @@ struct Lowerer<'a> {
 enum RowDef {
     /// `exp(x - max) · inv_sum`.
     Softmax { x: ValueId, max: LocalId, inv_sum: LocalId },
-    /// `x · scale · weight`.
-    RmsNorm { x: ValueId, weight: ValueId, scale: LocalId },
+    /// `(Σ xs) · scale · weight`.
+    RmsNorm { xs: Vec<ValueId>, weight: ValueId, scale: LocalId },
+    /// `Σ xs` (the residual result of `rms_norm_residual`).
+    Sum(Vec<ValueId>),
     /// The matmul anchor: a local holding its value at the current element, plus bias.
     Anchor { acc: LocalId, bias: Option<ValueId> },
 }
@@ -324,7 +326,9 @@ impl<'a> Lowerer<'a> {
                 let orig_lead = &orig[..orig.len().saturating_sub(1)];
                 if lead.iter().all(is_one) {
                     // Broadcast over all rows.
-                } else if lead.len() == orig_lead.len() && lead.iter().zip(orig_lead).all(|(a, b)| a == b) {
+                } else if !product(lead).is_unknown() && product(lead) == product(orig_lead) {
+                    // Row-major: any split of the same rows indexes alike (broadcast-equal
+                    // shapes and row-keeping reshapes).
                     let coord = space.coords[0].clone();
                     ix = add_scaled(ix, &coord, &row_len);
                 } else {
@@ -387,11 +391,12 @@ impl<'a> Lowerer<'a> {
                     let ex = Expr::unary(UnaryOp::Exp, Expr::binary(BinaryOp::Sub, xe, Expr::Local(max)));
                     Expr::binary(BinaryOp::Mul, ex, Expr::Local(inv_sum))
                 }
-                RowDef::RmsNorm { x, weight, scale } => {
-                    let xe = self.expr(space, scope, x)?;
+                RowDef::RmsNorm { xs, weight, scale } => {
+                    let xe = self.sum_expr(space, scope, &xs)?;
                     let we = self.expr(space, scope, weight)?;
                     Expr::binary(BinaryOp::Mul, Expr::binary(BinaryOp::Mul, xe, Expr::Local(scale)), we)
                 }
+                RowDef::Sum(xs) => self.sum_expr(space, scope, &xs)?,
                 RowDef::Anchor { acc, bias } => match bias {
                     Some(b) => {
                         let be = self.expr(space, scope, b)?;
@@ -405,6 +410,13 @@ impl<'a> Lowerer<'a> {
                 return Err(LowerFail::Error(CodegenError::Invalid("member value without producer".into())));
             };
             let data = self.op(p)?;
+            if is_view(&data.op) {
+                // A reshape that keeps rows: the same elements in the collapsed row space.
+                if space.original.is_none() {
+                    return Err(unsupported(data.op.name(), "views are lowered in the collapsed row space only"));
+                }
+                return self.expr(space, scope, data.operands[0]);
+            }
             let mut args = Vec::with_capacity(data.operands.len());
             for &a in &data.operands {
                 args.push(self.expr(space, scope, a)?);
@@ -428,6 +440,26 @@ impl<'a> Lowerer<'a> {
         Ok(e)
     }
 
+    fn sum_expr(&mut self, space: &Space, scope: &mut Scope, xs: &[ValueId]) -> LResult<Expr> {
+        let mut acc: Option<Expr> = None;
+        for &x in xs {
+            let e = self.expr(space, scope, x)?;
+            acc = Some(match acc {
+                None => e,
+                Some(a) => Expr::binary(BinaryOp::Add, a, e),
+            });
+        }
+        acc.ok_or_else(|| LowerFail::Error(CodegenError::Invalid("empty sum".into())))
+    }
+
+    /// Whether member op `d` is lowered by the row and matmul templates.
+    fn supported_member(&self, d: &ferrumc_ir::OpData) -> bool {
+        is_supported_elementwise(&d.op)
+            || (is_view(&d.op)
+                && d.results.len() == 1
+                && same_rows(&self.f.ty(d.operands[0]).shape, &self.f.ty(d.results[0]).shape))
+    }
+
     // ------------------------------------------------------------------ the row template
 
     fn row_template(mut self, collapse: bool) -> LResult<(Kernel, Vec<ValueId>)> {
@@ -442,7 +474,7 @@ impl<'a> Lowerer<'a> {
                     return Err(unsupported(name, "a second reduction in one group"));
                 }
                 anchor = Some(o);
-            } else if !is_supported_elementwise(&d.op) {
+            } else if !self.supported_member(d) {
                 return Err(unsupported(name, "not lowered by the elementwise/reduction template yet"));
             }
         }
@@ -465,7 +497,7 @@ impl<'a> Lowerer<'a> {
                         axes.len() == 1 && (axes[0] == -1 || axes[0] == last)
                     }
                     Op::Softmax { axis } => *axis == -1 || *axis == last,
-                    Op::RmsNorm { .. } => true,
+                    Op::RmsNorm { .. } | Op::RmsNormResidual { .. } => true,
                     _ => false,
                 };
                 if !ok {
@@ -475,7 +507,15 @@ impl<'a> Lowerer<'a> {
             }
             None => {
                 let s = f.ty(outputs[0]).shape.clone();
-                if outputs.iter().any(|o| f.ty(*o).shape != s) {
+                let differs = |o: &ValueId| {
+                    let t = &f.ty(*o).shape;
+                    if collapse {
+                        !same_rows(t, &s)
+                    } else {
+                        *t != s
+                    }
+                };
+                if outputs.iter().any(differs) {
                     return Err(unsupported(&op_name(f, self.ops[0]), "elementwise group outputs of different shapes"));
                 }
                 s
@@ -586,14 +626,21 @@ impl<'a> Lowerer<'a> {
         let name = d.op.name();
         let x = d.operands[0];
         let res = d.results[0];
-        if self.scalar_type(x, name)? != ScalarType::F32 || self.scalar_type(res, name)? != ScalarType::F32 {
-            return Err(unsupported(name, "reductions are lowered for f32 only"));
+        // The reduced input: `x`, or `x + residual` for `rms_norm_residual`.
+        let xs: Vec<ValueId> = match d.op {
+            Op::RmsNormResidual { .. } => d.operands[..2].to_vec(),
+            _ => vec![x],
+        };
+        for &v in xs.iter().chain(&d.results) {
+            if self.scalar_type(v, name)? != ScalarType::F32 {
+                return Err(unsupported(name, "reductions are lowered for f32 only"));
+            }
         }
         let mut reduce =
             |this: &mut Self, kind: ReduceKind, init: f32, map: &dyn Fn(Expr) -> Expr| -> LResult<LocalId> {
                 let var = this.fresh_var();
                 let mut scope = Scope { j: Some(var), cache: HashMap::new(), lets: None };
-                let xe = this.expr(space, &mut scope, x)?;
+                let xe = this.sum_expr(space, &mut scope, &xs)?;
                 let into = this.fresh_local(ScalarType::F32);
                 row.push(Stmt::Reduce {
                     kind,
@@ -635,8 +682,8 @@ impl<'a> Lowerer<'a> {
                 row.push(Stmt::Let { local: inv_sum, value: Expr::unary(UnaryOp::Recip, Expr::Local(sum)) });
                 self.row_defs.insert(res, RowDef::Softmax { x, max, inv_sum });
             }
-            Op::RmsNorm { epsilon } => {
-                let weight = d.operands[1];
+            Op::RmsNorm { epsilon } | Op::RmsNormResidual { epsilon } => {
+                let weight = *d.operands.last().unwrap_or(&x);
                 let sumsq = reduce(self, ReduceKind::Sum, 0.0, &|e| Expr::binary(BinaryOp::Mul, e.clone(), e))?;
                 let scale = self.fresh_local(ScalarType::F32);
                 let mean = Expr::binary(BinaryOp::Div, Expr::Local(sumsq), n_f32);
@@ -644,7 +691,10 @@ impl<'a> Lowerer<'a> {
                     local: scale,
                     value: Expr::unary(UnaryOp::Rsqrt, Expr::binary(BinaryOp::Add, mean, Expr::f32(*epsilon as f32))),
                 });
-                self.row_defs.insert(res, RowDef::RmsNorm { x, weight, scale });
+                if let Some(&sum) = d.results.get(1) {
+                    self.row_defs.insert(sum, RowDef::Sum(xs.clone()));
+                }
+                self.row_defs.insert(res, RowDef::RmsNorm { xs, weight, scale });
             }
             other => return Err(unsupported(other.name(), "not a supported reduction")),
         }
@@ -664,7 +714,7 @@ impl<'a> Lowerer<'a> {
                     return Err(unsupported(d.op.name(), "a second matmul in one group"));
                 }
                 anchor = Some(o);
-            } else if !is_supported_elementwise(&d.op) {
+            } else if !self.supported_member(d) {
                 return Err(unsupported(d.op.name(), "not lowered as a matmul epilogue yet"));
             }
         }
@@ -723,7 +773,7 @@ impl<'a> Lowerer<'a> {
             other => return Err(unsupported(other.name(), "no kernel template yet")),
         };
         let outputs = self.outputs();
-        if outputs.iter().any(|o| f.ty(*o).shape != out_shape || f.ty(*o).dtype != DType::F32) {
+        if outputs.iter().any(|o| !same_rows(&f.ty(*o).shape, &out_shape) || f.ty(*o).dtype != DType::F32) {
             return Err(unsupported(name, "epilogue outputs must have the matmul's shape and dtype f32"));
         }
         let Some(&first_out) = outputs.first() else {
@@ -843,18 +893,42 @@ fn size_expr(s: &Size) -> Expr {
 }
 
 /// Whether member value `v` varies along the row axis of `space`.
-fn value_varies(f: &Function, v: ValueId, space: &[Dim]) -> bool {
+fn value_varies(f: &Function, v: ValueId, _space: &[Dim]) -> bool {
     let shape = &f.ty(v).shape;
     match shape.last() {
         None => false,
-        Some(last) => !is_one(last) && shape.len() <= space.len(),
+        Some(last) => !is_one(last),
     }
+}
+
+fn product(dims: &[Dim]) -> Dim {
+    dims.iter().fold(Dim::fixed(1), |a, d| a.mul(d))
+}
+
+/// Same row length and the same number of rows (so the collapsed row space indexes both alike).
+fn same_rows(a: &[Dim], b: &[Dim]) -> bool {
+    match (a.split_last(), b.split_last()) {
+        (Some((la, ra)), Some((lb, rb))) => {
+            la == lb && !la.is_unknown() && !product(ra).is_unknown() && product(ra) == product(rb)
+        }
+        _ => false,
+    }
+}
+
+/// Views that the templates lower as index maps (only row-keeping ones: see `same_rows`).
+fn is_view(op: &Op) -> bool {
+    matches!(op, Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. })
 }
 
 fn is_reduction_anchor(op: &Op) -> bool {
     matches!(
         op,
-        Op::ReduceSum { .. } | Op::ReduceMean { .. } | Op::ReduceMax { .. } | Op::Softmax { .. } | Op::RmsNorm { .. }
+        Op::ReduceSum { .. }
+            | Op::ReduceMean { .. }
+            | Op::ReduceMax { .. }
+            | Op::Softmax { .. }
+            | Op::RmsNorm { .. }
+            | Op::RmsNormResidual { .. }
     )
 }
 

@@ -396,3 +396,35 @@ func @forward(%x: f32[?t, {k}], %b: f32[{n}]) -> (y: f32[?t, {n}]) {{
         }
     }
 }
+
+#[test]
+fn rms_norm_residual_and_row_keeping_reshapes() {
+    for n in SIZES {
+        let src = format!(
+            "module @m
+func @forward(%x: f32[1, ?t, {n}], %r: f32[?t, {n}], %w: f32[{n}], %wt: f32[{n}, 8]) -> (y: f32[?t, {n}], s: f32[1, ?t, {n}], z: f32[1, ?t, 8]) {{
+  %0 = reshape %x {{allowzero = false}} : f32[?t, {n}]
+  %1, %2 = rms_norm_residual %0, %r, %w {{epsilon = 1e-6}} : f32[?t, {n}], f32[?t, {n}]
+  %3 = reshape %2 {{allowzero = false}} : f32[1, ?t, {n}]
+  %4 = exp %3 : f32[1, ?t, {n}]
+  %5 = matmul %1, %wt : f32[?t, 8]
+  %6 = reshape %5 {{allowzero = false}} : f32[1, ?t, 8]
+  %7 = tanh %6 : f32[1, ?t, 8]
+  return %1, %4, %7
+}}
+"
+        );
+        let mut rng = Rng(n as u64 * 17);
+        let t = 6;
+        check(
+            &src,
+            &inputs(vec![
+                ("x", rng.tensor(&[1, t, n], -1.0, 1.0)),
+                ("r", rng.tensor(&[t, n], -1.0, 1.0)),
+                ("w", rng.tensor(&[n], 0.5, 1.5)),
+                ("wt", rng.tensor(&[n, 8], -1.0, 1.0)),
+            ]),
+            1e-4,
+        );
+    }
+}
