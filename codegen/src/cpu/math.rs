@@ -1,0 +1,156 @@
+//! Inline f32 approximations of `exp`, `tanh` and `erf` in Cranelift IR, for scalars
+//! (`f32`) and vectors (`f32x4`) alike: every instruction used works lane-wise, so one
+//! emitter serves both. No libcalls and no table calls, so generated code stays
+//! relocation-free and needs nothing beyond SSE2.
+//!
+//! * `exp`: Cephes `expf` — range reduction `x = n·ln2 + r` (ln2 split in two for
+//!   accuracy), a degree-6 polynomial for `eʳ`, and `2ⁿ` built in the exponent bits.
+//!   `n` is rounded with the `1.5·2²³` trick (no `nearest`, which may be a libcall).
+//!   Inputs are clamped to `[-87.34, 88.38]`, so results never overflow to ∞ and
+//!   underflow stops at the smallest normal. Error: about 2 ulp.
+//! * `tanh`: Eigen's rational approximation (odd degree-13 over even degree-6), inputs
+//!   clamped to ±7.905 (where tanh rounds to ±1). Error: a few ulp.
+//! * `erf`: Eigen's rational approximation, inputs clamped to ±4. Error: a few ulp.
+//!
+//! The reference interpreter computes in f64; tests compare with a relative tolerance of
+//! 1e-4 plus an absolute 1e-6.
+
+use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_frontend::FunctionBuilder;
+
+/// The f32 lane type `ty` (F32 or F32X4) and its i32 counterpart.
+fn int_ty(ty: Type) -> Type {
+    if ty.is_vector() {
+        types::I32X4
+    } else {
+        types::I32
+    }
+}
+
+/// An f32 constant of type `ty` (splat for vectors).
+pub fn fconst(b: &mut FunctionBuilder<'_>, ty: Type, v: f32) -> Value {
+    let s = b.ins().f32const(v);
+    if ty.is_vector() {
+        b.ins().splat(ty, s)
+    } else {
+        s
+    }
+}
+
+fn iconst32(b: &mut FunctionBuilder<'_>, ty: Type, v: i32) -> Value {
+    let s = b.ins().iconst(types::I32, i64::from(v));
+    if ty.is_vector() {
+        b.ins().splat(types::I32X4, s)
+    } else {
+        s
+    }
+}
+
+fn fma(b: &mut FunctionBuilder<'_>, x: Value, y: Value, z: Value) -> Value {
+    let p = b.ins().fmul(x, y);
+    b.ins().fadd(p, z)
+}
+
+/// Horner evaluation of `Σ coefs[i]·xⁱ` (coefficients from the highest degree down).
+fn horner(b: &mut FunctionBuilder<'_>, ty: Type, x: Value, coefs_high_first: &[f32]) -> Value {
+    let mut acc = fconst(b, ty, coefs_high_first[0]);
+    for &c in &coefs_high_first[1..] {
+        let cv = fconst(b, ty, c);
+        acc = fma(b, acc, x, cv);
+    }
+    acc
+}
+
+fn clamp(b: &mut FunctionBuilder<'_>, ty: Type, x: Value, lo: f32, hi: f32) -> Value {
+    let lo = fconst(b, ty, lo);
+    let hi = fconst(b, ty, hi);
+    let x = b.ins().fmax(x, lo);
+    b.ins().fmin(x, hi)
+}
+
+/// `eˣ`.
+pub fn exp(b: &mut FunctionBuilder<'_>, ty: Type, x: Value) -> Value {
+    let ity = int_ty(ty);
+    let x = clamp(b, ty, x, -87.336_55, 88.376_26);
+    let log2e = fconst(b, ty, std::f32::consts::LOG2_E);
+    let t = b.ins().fmul(x, log2e);
+    // Round to nearest: adding 1.5·2²³ leaves the integer in the low mantissa bits.
+    let magic = fconst(b, ty, 12_582_912.0);
+    let shifted = b.ins().fadd(t, magic);
+    let n = b.ins().fsub(shifted, magic);
+    let bits = b.ins().bitcast(ity, MemFlagsData::new(), shifted);
+    let magic_bits = iconst32(b, ty, 0x4B40_0000);
+    let ni = b.ins().isub(bits, magic_bits);
+    let c1 = fconst(b, ty, 0.693_359_4);
+    let c2 = fconst(b, ty, -2.121_944_4e-4);
+    let nc1 = b.ins().fmul(n, c1);
+    let r = b.ins().fsub(x, nc1);
+    let nc2 = b.ins().fmul(n, c2);
+    let r = b.ins().fsub(r, nc2);
+    let p = horner(b, ty, r, &[1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5]);
+    let r2 = b.ins().fmul(r, r);
+    let p = b.ins().fmul(p, r2);
+    let p = b.ins().fadd(p, r);
+    let one = fconst(b, ty, 1.0);
+    let p = b.ins().fadd(p, one);
+    let bias = iconst32(b, ty, 127);
+    let e = b.ins().iadd(ni, bias);
+    let e = b.ins().ishl_imm_u(e, 23);
+    let scale = b.ins().bitcast(ty, MemFlagsData::new(), e);
+    b.ins().fmul(p, scale)
+}
+
+/// `tanh x`.
+pub fn tanh(b: &mut FunctionBuilder<'_>, ty: Type, x: Value) -> Value {
+    let x = clamp(b, ty, x, -7.905_311, 7.905_311);
+    let x2 = b.ins().fmul(x, x);
+    let p = horner(
+        b,
+        ty,
+        x2,
+        &[
+            -2.760_768_5e-16,
+            2.000_188e-13,
+            -8.604_672e-11,
+            5.122_297e-8,
+            1.485_722_4e-5,
+            6.372_619_3e-4,
+            4.893_524_6e-3,
+        ],
+    );
+    let p = b.ins().fmul(x, p);
+    let q = horner(b, ty, x2, &[1.198_258_4e-6, 1.185_347e-4, 2.268_434_6e-3, 4.893_525e-3]);
+    b.ins().fdiv(p, q)
+}
+
+/// `erf x`.
+pub fn erf(b: &mut FunctionBuilder<'_>, ty: Type, x: Value) -> Value {
+    let x = clamp(b, ty, x, -4.0, 4.0);
+    let x2 = b.ins().fmul(x, x);
+    let p = horner(
+        b,
+        ty,
+        x2,
+        &[
+            -2.726_142_3e-10,
+            2.770_681_4e-8,
+            -2.101_024e-6,
+            -5.692_506_4e-5,
+            -7.349_906_3e-4,
+            -2.954_6e-3,
+            -1.609_603_3e-2,
+        ],
+    );
+    let p = b.ins().fmul(x, p);
+    let q = horner(b, ty, x2, &[-1.456_607_2e-5, -2.133_740_5e-4, -1.682_827e-3, -7.373_329_2e-3, -1.426_474e-2]);
+    b.ins().fdiv(p, q)
+}
+
+/// `1 / (1 + e⁻ˣ)`.
+pub fn sigmoid(b: &mut FunctionBuilder<'_>, ty: Type, x: Value) -> Value {
+    let nx = b.ins().fneg(x);
+    let e = exp(b, ty, nx);
+    let one = fconst(b, ty, 1.0);
+    let d = b.ins().fadd(one, e);
+    b.ins().fdiv(one, d)
+}

@@ -1,0 +1,550 @@
+//! [`Kernel`] → Cranelift IR, with the `abi::KernelFn` signature.
+//!
+//! Shape of the generated function:
+//! * entry: load the buffer pointers and dim values the kernel uses;
+//! * the parallel loop over iterations `[begin, end)`: `p = iteration · tile`, the tile length
+//!   `min(tile, extent - p)`;
+//! * statements in order. Loops are SSA loops (the induction variable and reduction
+//!   accumulators are block parameters, no stack slots).
+//!
+//! Vectorization: an innermost [`Stmt::Loop`] whose body only binds and stores f32 values,
+//! and whose accesses use its variable with stride 1 (contiguous) or not at all (broadcast),
+//! runs 4 lanes at a time (`f32x4`), then a scalar tail. A [`Stmt::Reduce`] with such a
+//! value runs 8 elements per iteration in two `f32x4` accumulators (two independent
+//! dependency chains), folds them, then finishes with a scalar tail. Everything else is
+//! scalar. Sizes are recomputed from the dims where used; Cranelift's e-graph pass merges
+//! and hoists them.
+
+use super::math;
+use crate::kernel::*;
+use crate::CodegenError;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Signature, Type, Value};
+use cranelift_codegen::isa::{CallConv, TargetIsa};
+use cranelift_frontend::FunctionBuilder;
+use ferrumc_ir::DType;
+use ferrumc_runtime::abi::RuntimeFnTable;
+use std::collections::{HashMap, HashSet};
+
+const LANES: i64 = 4;
+const VF32: Type = types::F32X4;
+
+/// The signature of every kernel: `abi::KernelFn`.
+pub fn kernel_signature(isa: &dyn TargetIsa) -> Signature {
+    let ptr = isa.pointer_type();
+    let mut sig = Signature::new(isa.default_call_conv());
+    for t in [ptr, ptr, ptr, types::I64, types::I64] {
+        sig.params.push(AbiParam::new(t));
+    }
+    sig
+}
+
+/// The signature of `abi::GemmFn`.
+fn gemm_signature(ptr: Type, cc: CallConv) -> Signature {
+    let mut sig = Signature::new(cc);
+    for t in [types::I64, types::I64, types::I64, ptr, types::I64, ptr, types::I64, ptr, types::I64, types::I32] {
+        sig.params.push(AbiParam::new(t));
+    }
+    sig
+}
+
+fn invalid(kernel: &Kernel, msg: impl std::fmt::Display) -> CodegenError {
+    CodegenError::Invalid(format!("kernel `{}`: {msg}", kernel.name))
+}
+
+/// How an expression is evaluated: one element, or 4 lanes along `var`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Scalar,
+    Vector(Var),
+}
+
+/// Translates one kernel into the function under construction in `b`.
+pub(crate) struct Translator<'a, 'b> {
+    pub b: &'a mut FunctionBuilder<'b>,
+    k: &'a Kernel,
+    ptr: Type,
+    cc: CallConv,
+    buffers: Vec<Value>,
+    dims: Vec<Value>,
+    table: Value,
+    vars: HashMap<Var, Value>,
+    tile_len: Option<Value>,
+    /// Local → (value, is a vector).
+    locals: HashMap<LocalId, (Value, bool)>,
+}
+
+impl<'a, 'b> Translator<'a, 'b> {
+    /// Emit the whole function body (the builder must be fresh, with the kernel signature).
+    pub fn translate(b: &'a mut FunctionBuilder<'b>, k: &'a Kernel, isa: &dyn TargetIsa) -> Result<(), CodegenError> {
+        if k.parallel.tile == 0 {
+            return Err(invalid(k, "parallel tile of 0"));
+        }
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let params = b.block_params(entry).to_vec();
+        let (bufs_ptr, dims_ptr, table, begin, end) = (params[0], params[1], params[2], params[3], params[4]);
+        let flags = MemFlagsData::trusted().with_readonly();
+        let ptr = isa.pointer_type();
+        let buffers =
+            (0..k.buffers.len()).map(|i| b.ins().load(ptr, flags, bufs_ptr, (i * 8) as i32)).collect::<Vec<_>>();
+        let dims = (0..k.dims.len()).map(|i| b.ins().load(types::I64, flags, dims_ptr, (i * 8) as i32)).collect();
+        let mut t = Translator {
+            b,
+            k,
+            ptr,
+            cc: isa.default_call_conv(),
+            buffers,
+            dims,
+            table,
+            vars: HashMap::new(),
+            tile_len: None,
+            locals: HashMap::new(),
+        };
+        t.emit_loop(begin, end, 1, &[], &mut |t, it, _| {
+            let tile = i64::from(t.k.parallel.tile);
+            let p = if tile == 1 { it } else { t.b.ins().imul_imm_s(it, tile) };
+            t.vars.insert(Var::PARALLEL, p);
+            let extent = t.size(&t.k.parallel.extent.clone())?;
+            let rest = t.b.ins().isub(extent, p);
+            let tile_v = t.b.ins().iconst(types::I64, tile);
+            t.tile_len = Some(t.b.ins().smin(rest, tile_v));
+            let body = t.k.body.clone();
+            t.stmts(&body)?;
+            Ok(Vec::new())
+        })?;
+        t.b.ins().return_(&[]);
+        t.b.seal_all_blocks();
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ loops
+
+    /// `for (iv = start; iv + step <= end; iv += step)` with loop-carried values; returns the
+    /// carried values at exit. The body returns the next carried values.
+    #[allow(clippy::type_complexity)]
+    fn emit_loop(
+        &mut self,
+        start: Value,
+        end: Value,
+        step: i64,
+        carried: &[(Value, Type)],
+        body: &mut dyn FnMut(&mut Self, Value, &[Value]) -> Result<Vec<Value>, CodegenError>,
+    ) -> Result<(Value, Vec<Value>), CodegenError> {
+        let header = self.b.create_block();
+        let body_block = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.append_block_param(header, types::I64);
+        self.b.append_block_param(exit, types::I64);
+        for (_, ty) in carried {
+            self.b.append_block_param(header, *ty);
+            self.b.append_block_param(exit, *ty);
+        }
+        let init: Vec<_> = std::iter::once(start).chain(carried.iter().map(|(v, _)| *v)).map(Into::into).collect();
+        self.b.ins().jump(header, &init);
+        self.b.switch_to_block(header);
+        let hp = self.b.block_params(header).to_vec();
+        let iv = hp[0];
+        let next = self.b.ins().iadd_imm_s(iv, step);
+        let cond = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, next, end);
+        let exit_args: Vec<_> = hp.iter().map(|v| (*v).into()).collect();
+        self.b.ins().brif(cond, body_block, &[], exit, &exit_args);
+        self.b.switch_to_block(body_block);
+        let new_carried = body(self, iv, &hp[1..])?;
+        if new_carried.len() != carried.len() {
+            return Err(invalid(self.k, "internal: loop-carried count mismatch"));
+        }
+        let back: Vec<_> = std::iter::once(next).chain(new_carried).map(Into::into).collect();
+        self.b.ins().jump(header, &back);
+        self.b.switch_to_block(exit);
+        let ep = self.b.block_params(exit).to_vec();
+        Ok((ep[0], ep[1..].to_vec()))
+    }
+
+    fn extent(&mut self, e: &Extent) -> Result<Value, CodegenError> {
+        match e {
+            Extent::Size(s) => self.size(s),
+            Extent::ParallelTile => self.tile_len.ok_or_else(|| invalid(self.k, "tile used outside the parallel loop")),
+        }
+    }
+
+    fn size(&mut self, s: &Size) -> Result<Value, CodegenError> {
+        let mut total: Option<Value> = None;
+        for (c, mono) in &s.terms {
+            let mut term: Option<Value> = None;
+            for j in mono {
+                let d = *self.dims.get(*j as usize).ok_or_else(|| invalid(self.k, format!("dim {j} out of range")))?;
+                term = Some(match term {
+                    None => d,
+                    Some(t) => self.b.ins().imul(t, d),
+                });
+            }
+            let term = match term {
+                None => self.b.ins().iconst(types::I64, *c),
+                Some(t) if *c == 1 => t,
+                Some(t) => self.b.ins().imul_imm_s(t, *c),
+            };
+            total = Some(match total {
+                None => term,
+                Some(acc) => self.b.ins().iadd(acc, term),
+            });
+        }
+        Ok(total.unwrap_or_else(|| self.b.ins().iconst(types::I64, 0)))
+    }
+
+    fn index(&mut self, ix: &IndexExpr) -> Result<Value, CodegenError> {
+        let mut acc = self.size(&ix.offset)?;
+        for (v, stride) in &ix.terms {
+            let vv = *self.vars.get(v).ok_or_else(|| invalid(self.k, format!("variable {v} used outside its loop")))?;
+            let term = match stride.as_constant() {
+                Some(1) => vv,
+                Some(c) => self.b.ins().imul_imm_s(vv, c),
+                None => {
+                    let s = self.size(stride)?;
+                    self.b.ins().imul(vv, s)
+                }
+            };
+            acc = self.b.ins().iadd(acc, term);
+        }
+        Ok(acc)
+    }
+
+    fn elem_bytes(&self, buffer: u32) -> Result<(i64, Type, ScalarType), CodegenError> {
+        let p = self.k.buffers.get(buffer as usize).ok_or_else(|| invalid(self.k, format!("no buffer b{buffer}")))?;
+        match p.dtype {
+            DType::F32 => Ok((4, types::F32, ScalarType::F32)),
+            DType::I64 => Ok((8, types::I64, ScalarType::I64)),
+            DType::Bool => Ok((1, types::I8, ScalarType::Bool)),
+            other => Err(invalid(self.k, format!("buffer b{buffer} of dtype {other} is not element-addressable"))),
+        }
+    }
+
+    fn address(&mut self, buffer: u32, ix: &IndexExpr) -> Result<Value, CodegenError> {
+        let (bytes, _, _) = self.elem_bytes(buffer)?;
+        let i = self.index(ix)?;
+        let off = self.b.ins().imul_imm_s(i, bytes);
+        Ok(self.b.ins().iadd(self.buffers[buffer as usize], off))
+    }
+
+    fn raw_address(&mut self, r: &BufferRef) -> Result<Value, CodegenError> {
+        let base =
+            *self.buffers.get(r.buffer as usize).ok_or_else(|| invalid(self.k, format!("no buffer b{}", r.buffer)))?;
+        if r.offset.terms.is_empty() && r.offset.offset.terms.is_empty() {
+            return Ok(base);
+        }
+        let bytes = match self.k.buffers[r.buffer as usize].dtype {
+            DType::F32 => 4,
+            other => return Err(invalid(self.k, format!("offset into a {other} buffer"))),
+        };
+        let i = self.index(&r.offset)?;
+        let off = self.b.ins().imul_imm_s(i, bytes);
+        Ok(self.b.ins().iadd(base, off))
+    }
+
+    // ------------------------------------------------------------------ statements
+
+    fn stmts(&mut self, body: &[Stmt]) -> Result<(), CodegenError> {
+        for s in body {
+            self.stmt(s, Mode::Scalar)?;
+        }
+        Ok(())
+    }
+
+    fn stmt(&mut self, s: &Stmt, mode: Mode) -> Result<(), CodegenError> {
+        match s {
+            Stmt::Loop { var, extent, body } => {
+                if mode != Mode::Scalar {
+                    return Err(invalid(self.k, "nested loop inside a vector loop"));
+                }
+                let n = self.extent(extent)?;
+                let zero = self.b.ins().iconst(types::I64, 0);
+                let vectorize = body.iter().all(|s| self.vector_stmt_ok(s, *var));
+                let mut start = zero;
+                if vectorize {
+                    let (after, _) = self.emit_loop(zero, n, LANES, &[], &mut |t, iv, _| {
+                        t.vars.insert(*var, iv);
+                        for s in body {
+                            t.stmt(s, Mode::Vector(*var))?;
+                        }
+                        Ok(Vec::new())
+                    })?;
+                    start = after;
+                }
+                self.emit_loop(start, n, 1, &[], &mut |t, iv, _| {
+                    t.vars.insert(*var, iv);
+                    for s in body {
+                        t.stmt(s, Mode::Scalar)?;
+                    }
+                    Ok(Vec::new())
+                })?;
+                self.vars.remove(var);
+                Ok(())
+            }
+            Stmt::Store { buffer, index, value } => {
+                let (_, _, sty) = self.elem_bytes(*buffer)?;
+                let vty = value.ty(self.k).ok_or_else(|| invalid(self.k, "ill-typed stored value"))?;
+                if vty != sty {
+                    return Err(invalid(self.k, format!("storing {} into a {} buffer", vty.name(), sty.name())));
+                }
+                let v = self.expr(value, mode)?;
+                let addr = self.address(*buffer, index)?;
+                self.b.ins().store(MemFlagsData::trusted(), v, addr, 0);
+                Ok(())
+            }
+            Stmt::Let { local, value } => {
+                let want = self.k.locals.get(local.0 as usize).copied();
+                if value.ty(self.k) != want || want.is_none() {
+                    return Err(invalid(self.k, format!("local {local} bound to a value of another type")));
+                }
+                let v = self.expr(value, mode)?;
+                self.locals.insert(*local, (v, matches!(mode, Mode::Vector(_))));
+                Ok(())
+            }
+            Stmt::Reduce { kind, var, extent, init, value, into } => {
+                if mode != Mode::Scalar {
+                    return Err(invalid(self.k, "reduction inside a vector loop"));
+                }
+                if value.ty(self.k) != Some(ScalarType::F32) || init.ty(self.k) != Some(ScalarType::F32) {
+                    return Err(invalid(self.k, "reductions are over f32 values"));
+                }
+                let r = self.reduce(*kind, *var, extent, init, value)?;
+                self.locals.insert(*into, (r, false));
+                Ok(())
+            }
+            Stmt::CallMicroKernel { which, args } => {
+                if mode != Mode::Scalar {
+                    return Err(invalid(self.k, "call inside a vector loop"));
+                }
+                self.call(*which, args)
+            }
+        }
+    }
+
+    fn combine(&mut self, kind: ReduceKind, a: Value, b: Value) -> Value {
+        match kind {
+            ReduceKind::Sum => self.b.ins().fadd(a, b),
+            ReduceKind::Max => self.b.ins().fmax(a, b),
+            ReduceKind::Min => self.b.ins().fmin(a, b),
+        }
+    }
+
+    fn reduce(
+        &mut self,
+        kind: ReduceKind,
+        var: Var,
+        extent: &Extent,
+        init: &Expr,
+        value: &Expr,
+    ) -> Result<Value, CodegenError> {
+        let n = self.extent(extent)?;
+        let init_v = self.expr(init, Mode::Scalar)?;
+        let identity = match kind {
+            ReduceKind::Sum => 0.0,
+            ReduceKind::Max => f32::NEG_INFINITY,
+            ReduceKind::Min => f32::INFINITY,
+        };
+        let zero = self.b.ins().iconst(types::I64, 0);
+        let mut start = zero;
+        let mut acc = init_v;
+        if self.vector_expr_ok(value, var, &HashSet::new()) {
+            let id = math::fconst(self.b, VF32, identity);
+            let (after, accs) = self.emit_loop(zero, n, 2 * LANES, &[(id, VF32), (id, VF32)], &mut |t, iv, accs| {
+                t.vars.insert(var, iv);
+                let v0 = t.expr(value, Mode::Vector(var))?;
+                let iv1 = t.b.ins().iadd_imm_s(iv, LANES);
+                t.vars.insert(var, iv1);
+                let v1 = t.expr(value, Mode::Vector(var))?;
+                let a0 = t.combine(kind, accs[0], v0);
+                let a1 = t.combine(kind, accs[1], v1);
+                Ok(vec![a0, a1])
+            })?;
+            start = after;
+            let folded = self.combine(kind, accs[0], accs[1]);
+            for lane in 0..LANES as u8 {
+                let x = self.b.ins().extractlane(folded, lane);
+                acc = self.combine(kind, acc, x);
+            }
+        }
+        let (_, accs) = self.emit_loop(start, n, 1, &[(acc, types::F32)], &mut |t, iv, accs| {
+            t.vars.insert(var, iv);
+            let v = t.expr(value, Mode::Scalar)?;
+            Ok(vec![t.combine(kind, accs[0], v)])
+        })?;
+        self.vars.remove(&var);
+        Ok(accs[0])
+    }
+
+    fn call(&mut self, which: MicroKernel, a: &MicroKernelArgs) -> Result<(), CodegenError> {
+        let offset = match which {
+            MicroKernel::Sgemm => std::mem::offset_of!(RuntimeFnTable, sgemm),
+            MicroKernel::SgemmPacked => std::mem::offset_of!(RuntimeFnTable, sgemm_packed),
+            MicroKernel::GemmQ8_0 => std::mem::offset_of!(RuntimeFnTable, gemm_q8_0),
+            MicroKernel::GemmQ4_0 => std::mem::offset_of!(RuntimeFnTable, gemm_q4_0),
+        };
+        let fptr = self.b.ins().load(self.ptr, MemFlagsData::trusted().with_readonly(), self.table, offset as i32);
+        let sig = self.b.import_signature(gemm_signature(self.ptr, self.cc));
+        let m = self.extent(&a.m)?;
+        let n = self.size(&a.n)?;
+        let k = self.size(&a.k)?;
+        let pa = self.raw_address(&a.a)?;
+        let lda = self.size(&a.lda)?;
+        let pb = self.raw_address(&a.b)?;
+        let ldb = self.size(&a.ldb)?;
+        let pc = self.raw_address(&a.c)?;
+        let ldc = self.size(&a.ldc)?;
+        let acc = self.b.ins().iconst(types::I32, i64::from(a.accumulate));
+        self.b.ins().call_indirect(sig, fptr, &[m, n, k, pa, lda, pb, ldb, pc, ldc, acc]);
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ vectorizability
+
+    fn vector_stmt_ok(&self, s: &Stmt, var: Var) -> bool {
+        match s {
+            Stmt::Store { buffer, index, value } => {
+                self.k.buffers.get(*buffer as usize).is_some_and(|b| b.dtype == DType::F32)
+                    && index.stride(var).as_constant() == Some(1)
+                    && self.vector_expr_ok(value, var, &HashSet::new())
+            }
+            Stmt::Let { local, value } => {
+                self.k.locals.get(local.0 as usize) == Some(&ScalarType::F32)
+                    && self.vector_expr_ok(value, var, &HashSet::new())
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `e` can be evaluated 4 lanes at a time along `var`.
+    fn vector_expr_ok(&self, e: &Expr, var: Var, _vector_locals: &HashSet<LocalId>) -> bool {
+        let mut ok = true;
+        e.visit(&mut |x| match x {
+            Expr::Load { buffer, index } => {
+                let s = index.stride(var);
+                ok &= self.k.buffers.get(*buffer as usize).is_some_and(|b| b.dtype == DType::F32)
+                    && (s.terms.is_empty() || s.as_constant() == Some(1));
+            }
+            Expr::Const(c) => ok &= c.ty() == ScalarType::F32,
+            Expr::Local(l) => ok &= self.k.locals.get(l.0 as usize) == Some(&ScalarType::F32),
+            Expr::Unary(..) | Expr::Binary(..) => {}
+            Expr::Select(..) | Expr::Cast(..) | Expr::Dim(_) => ok = false,
+        });
+        ok
+    }
+
+    // ------------------------------------------------------------------ expressions
+
+    fn expr(&mut self, e: &Expr, mode: Mode) -> Result<Value, CodegenError> {
+        let ty = e.ty(self.k).ok_or_else(|| invalid(self.k, "ill-typed expression"))?;
+        let vector = matches!(mode, Mode::Vector(_));
+        if vector && ty != ScalarType::F32 {
+            return Err(invalid(self.k, "internal: non-f32 value in a vector loop"));
+        }
+        let fty = if vector { VF32 } else { types::F32 };
+        Ok(match e {
+            Expr::Load { buffer, index } => {
+                let (_, cty, _) = self.elem_bytes(*buffer)?;
+                let addr = self.address(*buffer, index)?;
+                let flags = MemFlagsData::trusted();
+                match mode {
+                    Mode::Vector(var) if !index.stride(var).terms.is_empty() => self.b.ins().load(VF32, flags, addr, 0),
+                    Mode::Vector(_) => {
+                        let s = self.b.ins().load(types::F32, flags, addr, 0);
+                        self.b.ins().splat(VF32, s)
+                    }
+                    Mode::Scalar => self.b.ins().load(cty, flags, addr, 0),
+                }
+            }
+            Expr::Const(c) => match c {
+                Const::F32(v) => math::fconst(self.b, fty, *v),
+                Const::I64(v) => self.b.ins().iconst(types::I64, *v),
+                Const::Bool(v) => self.b.ins().iconst(types::I8, i64::from(*v)),
+            },
+            Expr::Local(l) => {
+                let (v, is_vec) =
+                    *self.locals.get(l).ok_or_else(|| invalid(self.k, format!("local {l} used before it is bound")))?;
+                match (vector, is_vec) {
+                    (true, false) => self.b.ins().splat(VF32, v),
+                    (false, true) => return Err(invalid(self.k, format!("vector local {l} used outside its loop"))),
+                    _ => v,
+                }
+            }
+            Expr::Dim(s) => self.size(s)?,
+            Expr::Unary(op, a) => {
+                let x = self.expr(a, mode)?;
+                if ty == ScalarType::I64 {
+                    match op {
+                        UnaryOp::Neg => self.b.ins().ineg(x),
+                        UnaryOp::Abs => self.b.ins().iabs(x),
+                        other => return Err(invalid(self.k, format!("{} of an i64", other.name()))),
+                    }
+                } else if ty == ScalarType::Bool {
+                    return Err(invalid(self.k, format!("{} of a bool", op.name())));
+                } else {
+                    match op {
+                        UnaryOp::Neg => self.b.ins().fneg(x),
+                        UnaryOp::Abs => self.b.ins().fabs(x),
+                        UnaryOp::Sqrt => self.b.ins().sqrt(x),
+                        UnaryOp::Rsqrt => {
+                            let s = self.b.ins().sqrt(x);
+                            let one = math::fconst(self.b, fty, 1.0);
+                            self.b.ins().fdiv(one, s)
+                        }
+                        UnaryOp::Recip => {
+                            let one = math::fconst(self.b, fty, 1.0);
+                            self.b.ins().fdiv(one, x)
+                        }
+                        UnaryOp::Exp => math::exp(self.b, fty, x),
+                        UnaryOp::Tanh => math::tanh(self.b, fty, x),
+                        UnaryOp::Erf => math::erf(self.b, fty, x),
+                        UnaryOp::Sigmoid => math::sigmoid(self.b, fty, x),
+                    }
+                }
+            }
+            Expr::Binary(op, a, b) => {
+                let x = self.expr(a, mode)?;
+                let y = self.expr(b, mode)?;
+                match ty {
+                    ScalarType::F32 => match op {
+                        BinaryOp::Add => self.b.ins().fadd(x, y),
+                        BinaryOp::Sub => self.b.ins().fsub(x, y),
+                        BinaryOp::Mul => self.b.ins().fmul(x, y),
+                        BinaryOp::Div => self.b.ins().fdiv(x, y),
+                        BinaryOp::Max => self.b.ins().fmax(x, y),
+                        BinaryOp::Min => self.b.ins().fmin(x, y),
+                    },
+                    ScalarType::I64 => match op {
+                        BinaryOp::Add => self.b.ins().iadd(x, y),
+                        BinaryOp::Sub => self.b.ins().isub(x, y),
+                        BinaryOp::Mul => self.b.ins().imul(x, y),
+                        BinaryOp::Max => self.b.ins().smax(x, y),
+                        BinaryOp::Min => self.b.ins().smin(x, y),
+                        BinaryOp::Div => return Err(invalid(self.k, "integer division is not lowered")),
+                    },
+                    ScalarType::Bool => return Err(invalid(self.k, format!("{} of bools", op.name()))),
+                }
+            }
+            Expr::Select(c, a, b) => {
+                let cv = self.expr(c, Mode::Scalar)?;
+                let x = self.expr(a, mode)?;
+                let y = self.expr(b, mode)?;
+                self.b.ins().select(cv, x, y)
+            }
+            Expr::Cast(to, a) => {
+                let from = a.ty(self.k).ok_or_else(|| invalid(self.k, "ill-typed cast operand"))?;
+                let x = self.expr(a, mode)?;
+                match (from, to) {
+                    (f, t) if f == *t => x,
+                    (ScalarType::F32, ScalarType::I64) => self.b.ins().fcvt_to_sint_sat(types::I64, x),
+                    (ScalarType::I64, ScalarType::F32) => self.b.ins().fcvt_from_sint(types::F32, x),
+                    (ScalarType::Bool, ScalarType::I64) => self.b.ins().uextend(types::I64, x),
+                    (ScalarType::Bool, ScalarType::F32) => {
+                        let w = self.b.ins().uextend(types::I64, x);
+                        self.b.ins().fcvt_from_sint(types::F32, w)
+                    }
+                    (f, t) => return Err(invalid(self.k, format!("cast {} → {}", f.name(), t.name()))),
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,844 @@
+//! The target-neutral kernel form: what one fusion group computes, as loop nests over
+//! dense buffers. The CPU (Cranelift), PTX and naga backends all consume exactly this.
+//!
+//! # Model
+//!
+//! A [`Kernel`] is a function over
+//! * **buffers** ([`BufferParam`]): dense, row-major arrays of one [`DType`]; buffer `i` is
+//!   `buffers[i]` of the ABI (`ferrumc_runtime::abi::KernelFn`). Block-quantized or packed
+//!   weights are buffers too, only ever handed to a micro-kernel;
+//! * **dims**: the symbolic dim values the kernel reads (`dims[j]` of the ABI), named by the
+//!   ModelIR symbol (`?seq` → `"seq"`);
+//! * a **parallel loop** ([`LoopExtent`]): the launch computes iterations `[begin, end)` of
+//!   it; iteration `i` covers the tile `[i·tile, min((i+1)·tile, extent))`. Inside the body
+//!   [`Var::PARALLEL`] is the tile's first element (`i·tile`) and [`Extent::ParallelTile`]
+//!   its length. Different iterations write disjoint memory, so they may run on different
+//!   threads in any order;
+//! * a **body** of [`Stmt`]s run once per parallel iteration.
+//!
+//! Statements are loop nests ([`Stmt::Loop`], counting a [`Var`] from 0 to an [`Extent`]),
+//! stores of elementwise expression trees ([`Stmt::Store`]), scalar bindings
+//! ([`Stmt::Let`]), reductions over one loop into a local ([`Stmt::Reduce`]), and calls to
+//! the runtime's matrix micro-kernels ([`Stmt::CallMicroKernel`], the entries of
+//! `abi::RuntimeFnTable`).
+//!
+//! Sizes ([`Size`]) are integer polynomials over the dims (ModelIR dims are polynomials
+//! over symbols too), and indices ([`IndexExpr`]) are affine: `Σ var·stride + offset`,
+//! strides and offset being [`Size`]s, counted in elements. Backends may rely on that: a
+//! loop variable with stride 1 in every access of an innermost loop means contiguous
+//! memory (vectorizable), stride 0 means a broadcast.
+//!
+//! Scalars in expressions are typed ([`ScalarType`]): `f32`, `i64` or `bool`; buffers of
+//! dtype `bool` hold one byte per element (0 or 1). Locals ([`LocalId`]) are immutable
+//! scalars: each is defined by exactly one `Let` or `Reduce`, before its uses, in a scope
+//! that encloses them (SSA); their types are listed in [`Kernel::locals`].
+//!
+//! # Semantics of the operations
+//!
+//! Float ops follow IEEE-754 f32 with the accuracy of the backend's math (documented by
+//! each backend; transcendental functions may be approximations within a few ulp·10). `max`
+//! and `min` propagate NaN. `Cast` float→int truncates toward zero and saturates (NaN → 0).
+//!
+//! # Text form
+//!
+//! [`Kernel`]'s `Display` prints a deterministic, line-oriented form used by golden tests:
+//!
+//! ```text
+//! kernel @k0(b0: in f32, b1: out f32) dims(n) parallel(p in 0..4 step 1) {
+//!   for i1 in 0..n {
+//!     b1[n*p + i1] = exp(b0[i1])
+//!   }
+//! }
+//! ```
+
+use ferrumc_ir::DType;
+use std::fmt::{self, Write as _};
+
+/// How a kernel uses a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BufferRole {
+    /// Read only (function inputs, weights, results of earlier kernels).
+    Input,
+    /// Written by the kernel (and possibly read back after writing the same element).
+    Output,
+    /// Scratch the runtime provides for the duration of the launch.
+    Temp,
+}
+
+impl BufferRole {
+    fn name(self) -> &'static str {
+        match self {
+            BufferRole::Input => "in",
+            BufferRole::Output => "out",
+            BufferRole::Temp => "temp",
+        }
+    }
+}
+
+/// One buffer argument of a kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BufferParam {
+    /// Element type (block-quantized dtypes: raw GGML blocks, only for micro-kernels).
+    pub dtype: DType,
+    pub role: BufferRole,
+}
+
+/// A loop variable. [`Var::PARALLEL`] is the parallel loop's tile start; nested loops and
+/// reductions use `Var(1)`, `Var(2)`, … (printed `i1`, `i2`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Var(pub u32);
+
+impl Var {
+    /// The parallel loop's variable (the first element of the current tile).
+    pub const PARALLEL: Var = Var(0);
+}
+
+impl fmt::Display for Var {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Var::PARALLEL {
+            f.write_str("p")
+        } else {
+            write!(f, "i{}", self.0)
+        }
+    }
+}
+
+/// A scalar local (see the module doc: defined once, before use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LocalId(pub u32);
+
+impl fmt::Display for LocalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t{}", self.0)
+    }
+}
+
+/// An integer polynomial over the kernel's dims: `Σ coef · Π dims[j]`. Terms are kept
+/// sorted with no zero coefficient, so equal sizes compare equal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Size {
+    /// `(coefficient, dim indices of the monomial, sorted)`, sorted by monomial.
+    pub terms: Vec<(i64, Vec<u32>)>,
+}
+
+impl Size {
+    /// The constant `n`.
+    pub fn constant(n: i64) -> Size {
+        Size { terms: if n == 0 { Vec::new() } else { vec![(n, Vec::new())] } }
+    }
+
+    /// The value of dim `j`.
+    pub fn dim(j: u32) -> Size {
+        Size { terms: vec![(1, vec![j])] }
+    }
+
+    /// The value if it has no dims.
+    pub fn as_constant(&self) -> Option<i64> {
+        match self.terms.as_slice() {
+            [] => Some(0),
+            [(c, m)] if m.is_empty() => Some(*c),
+            _ => None,
+        }
+    }
+
+    fn normalize(mut terms: Vec<(i64, Vec<u32>)>) -> Size {
+        for (_, m) in terms.iter_mut() {
+            m.sort_unstable();
+        }
+        terms.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut out: Vec<(i64, Vec<u32>)> = Vec::new();
+        for (c, m) in terms {
+            match out.last_mut() {
+                Some((oc, om)) if *om == m => *oc = oc.wrapping_add(c),
+                _ => out.push((c, m)),
+            }
+        }
+        out.retain(|(c, _)| *c != 0);
+        Size { terms: out }
+    }
+
+    pub fn add(&self, other: &Size) -> Size {
+        Size::normalize(self.terms.iter().chain(&other.terms).cloned().collect())
+    }
+
+    pub fn mul(&self, other: &Size) -> Size {
+        let mut terms = Vec::new();
+        for (a, ma) in &self.terms {
+            for (b, mb) in &other.terms {
+                let mut m = ma.clone();
+                m.extend(mb);
+                terms.push((a.wrapping_mul(*b), m));
+            }
+        }
+        Size::normalize(terms)
+    }
+
+    /// Evaluate with concrete dim values (`None` if a dim index is out of range).
+    pub fn eval(&self, dims: &[i64]) -> Option<i64> {
+        let mut total = 0i64;
+        for (c, m) in &self.terms {
+            let mut v = *c;
+            for j in m {
+                v = v.wrapping_mul(*dims.get(*j as usize)?);
+            }
+            total = total.wrapping_add(v);
+        }
+        Some(total)
+    }
+
+    fn write(&self, f: &mut impl fmt::Write, dims: &[String]) -> fmt::Result {
+        if self.terms.is_empty() {
+            return f.write_str("0");
+        }
+        for (i, (c, m)) in self.terms.iter().enumerate() {
+            let (sign, mag) = if *c < 0 { ("-", c.unsigned_abs()) } else { ("+", c.unsigned_abs()) };
+            if i == 0 {
+                if sign == "-" {
+                    f.write_str("-")?;
+                }
+            } else {
+                write!(f, " {sign} ")?;
+            }
+            let mut first = true;
+            if mag != 1 || m.is_empty() {
+                write!(f, "{mag}")?;
+                first = false;
+            }
+            for j in m {
+                if !first {
+                    f.write_str("*")?;
+                }
+                first = false;
+                match dims.get(*j as usize) {
+                    Some(name) => f.write_str(name)?,
+                    None => write!(f, "d{j}")?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A loop's trip count.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Extent {
+    /// A size over the dims.
+    Size(Size),
+    /// The length of the current parallel tile: `min(tile, parallel.extent - p)`.
+    ParallelTile,
+}
+
+/// The parallel (outermost) loop: `ceil(extent / tile)` iterations, each a tile of `tile`
+/// elements (the last one possibly shorter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoopExtent {
+    pub extent: Size,
+    /// Elements per parallel iteration, at least 1.
+    pub tile: u32,
+}
+
+/// An affine element index: `Σ var·stride + offset`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct IndexExpr {
+    /// At most one term per variable, sorted by variable; no zero strides.
+    pub terms: Vec<(Var, Size)>,
+    pub offset: Size,
+}
+
+impl IndexExpr {
+    /// The constant index `offset`.
+    pub fn constant(offset: Size) -> IndexExpr {
+        IndexExpr { terms: Vec::new(), offset }
+    }
+
+    /// `var · stride`.
+    pub fn var(var: Var, stride: Size) -> IndexExpr {
+        IndexExpr::default().plus_var(var, &stride)
+    }
+
+    /// `self + var · stride`.
+    pub fn plus_var(mut self, var: Var, stride: &Size) -> IndexExpr {
+        match self.terms.iter_mut().find(|(v, _)| *v == var) {
+            Some((_, s)) => *s = s.add(stride),
+            None => self.terms.push((var, stride.clone())),
+        }
+        self.terms.retain(|(_, s)| !s.terms.is_empty());
+        self.terms.sort_by_key(|(v, _)| *v);
+        self
+    }
+
+    /// `self + offset`.
+    pub fn plus_offset(mut self, offset: &Size) -> IndexExpr {
+        self.offset = self.offset.add(offset);
+        self
+    }
+
+    /// The stride of `var` (zero if absent).
+    pub fn stride(&self, var: Var) -> Size {
+        self.terms.iter().find(|(v, _)| *v == var).map(|(_, s)| s.clone()).unwrap_or_default()
+    }
+}
+
+/// Scalar types of expressions and locals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScalarType {
+    F32,
+    I64,
+    Bool,
+}
+
+impl ScalarType {
+    /// The scalar type buffers of `dtype` load as, if any.
+    pub fn of_dtype(dtype: DType) -> Option<ScalarType> {
+        match dtype {
+            DType::F32 => Some(ScalarType::F32),
+            DType::I64 => Some(ScalarType::I64),
+            DType::Bool => Some(ScalarType::Bool),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ScalarType::F32 => "f32",
+            ScalarType::I64 => "i64",
+            ScalarType::Bool => "bool",
+        }
+    }
+}
+
+/// A literal scalar.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Const {
+    F32(f32),
+    I64(i64),
+    Bool(bool),
+}
+
+impl Const {
+    pub fn ty(self) -> ScalarType {
+        match self {
+            Const::F32(_) => ScalarType::F32,
+            Const::I64(_) => ScalarType::I64,
+            Const::Bool(_) => ScalarType::Bool,
+        }
+    }
+}
+
+/// Unary operations. Float-only unless noted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    /// f32 or i64.
+    Neg,
+    /// f32 or i64.
+    Abs,
+    Sqrt,
+    /// `1/√x`.
+    Rsqrt,
+    /// `1/x`.
+    Recip,
+    Exp,
+    Tanh,
+    Erf,
+    /// `1 / (1 + e⁻ˣ)`.
+    Sigmoid,
+}
+
+impl UnaryOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Rsqrt => "rsqrt",
+            UnaryOp::Recip => "recip",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Erf => "erf",
+            UnaryOp::Sigmoid => "sigmoid",
+        }
+    }
+}
+
+/// Binary operations on two operands of one type (f32 or i64; `Div` f32 only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    /// NaN-propagating maximum.
+    Max,
+    /// NaN-propagating minimum.
+    Min,
+}
+
+impl BinaryOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+            BinaryOp::Max => "max",
+            BinaryOp::Min => "min",
+        }
+    }
+
+    fn infix(self) -> Option<&'static str> {
+        match self {
+            BinaryOp::Add => Some("+"),
+            BinaryOp::Sub => Some("-"),
+            BinaryOp::Mul => Some("*"),
+            BinaryOp::Div => Some("/"),
+            _ => None,
+        }
+    }
+}
+
+/// A scalar expression tree, evaluated at the current values of the loop variables.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    /// `buffers[buffer][index]` (the buffer's dtype must have a [`ScalarType`]).
+    Load {
+        buffer: u32,
+        index: IndexExpr,
+    },
+    Const(Const),
+    Unary(UnaryOp, Box<Expr>),
+    Binary(BinaryOp, Box<Expr>, Box<Expr>),
+    /// `cond ? a : b` with a bool `cond` and `a`, `b` of one type.
+    Select(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// Conversion between `f32` and `i64` (and bool → number as 0/1).
+    Cast(ScalarType, Box<Expr>),
+    Local(LocalId),
+    /// The value of a size over the dims, as `i64`.
+    Dim(Size),
+}
+
+impl Expr {
+    pub fn f32(v: f32) -> Expr {
+        Expr::Const(Const::F32(v))
+    }
+    pub fn unary(op: UnaryOp, e: Expr) -> Expr {
+        Expr::Unary(op, Box::new(e))
+    }
+    pub fn binary(op: BinaryOp, a: Expr, b: Expr) -> Expr {
+        Expr::Binary(op, Box::new(a), Box::new(b))
+    }
+    pub fn select(c: Expr, a: Expr, b: Expr) -> Expr {
+        Expr::Select(Box::new(c), Box::new(a), Box::new(b))
+    }
+    pub fn cast(to: ScalarType, e: Expr) -> Expr {
+        Expr::Cast(to, Box::new(e))
+    }
+
+    /// The expression's type, given the kernel's buffers and locals (`None` when it
+    /// refers to something that does not exist or mixes types).
+    pub fn ty(&self, k: &Kernel) -> Option<ScalarType> {
+        match self {
+            Expr::Load { buffer, .. } => ScalarType::of_dtype(k.buffers.get(*buffer as usize)?.dtype),
+            Expr::Const(c) => Some(c.ty()),
+            Expr::Unary(_, e) => e.ty(k),
+            Expr::Binary(_, a, b) => {
+                let t = a.ty(k)?;
+                (b.ty(k)? == t).then_some(t)
+            }
+            Expr::Select(c, a, b) => {
+                let t = a.ty(k)?;
+                (c.ty(k)? == ScalarType::Bool && b.ty(k)? == t).then_some(t)
+            }
+            Expr::Cast(t, _) => Some(*t),
+            Expr::Local(l) => k.locals.get(l.0 as usize).copied(),
+            Expr::Dim(_) => Some(ScalarType::I64),
+        }
+    }
+
+    /// Visit this expression and all its subexpressions, parents first.
+    pub fn visit(&self, f: &mut dyn FnMut(&Expr)) {
+        f(self);
+        match self {
+            Expr::Unary(_, e) | Expr::Cast(_, e) => e.visit(f),
+            Expr::Binary(_, a, b) => {
+                a.visit(f);
+                b.visit(f);
+            }
+            Expr::Select(c, a, b) => {
+                c.visit(f);
+                a.visit(f);
+                b.visit(f);
+            }
+            Expr::Load { .. } | Expr::Const(_) | Expr::Local(_) | Expr::Dim(_) => {}
+        }
+    }
+}
+
+/// How a reduction combines values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReduceKind {
+    Sum,
+    /// NaN-propagating.
+    Max,
+    /// NaN-propagating.
+    Min,
+}
+
+impl ReduceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReduceKind::Sum => "sum",
+            ReduceKind::Max => "max",
+            ReduceKind::Min => "min",
+        }
+    }
+}
+
+/// Which runtime micro-kernel (`abi::RuntimeFnTable` entry) a call uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MicroKernel {
+    /// `sgemm`: dense row-major `b: [k, n]`, row stride `ldb`.
+    Sgemm,
+    /// `sgemm_packed`: `b` in `[⌈n/16⌉, k, 16]` panels.
+    SgemmPacked,
+    /// `gemm_q8_0`: `c = a·wᵀ`, `w: [n, k]` in Q8_0 blocks.
+    GemmQ8_0,
+    /// `gemm_q4_0`: `c = a·wᵀ`, `w: [n, k]` in Q4_0 blocks.
+    GemmQ4_0,
+}
+
+impl MicroKernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            MicroKernel::Sgemm => "sgemm",
+            MicroKernel::SgemmPacked => "sgemm_packed",
+            MicroKernel::GemmQ8_0 => "gemm_q8_0",
+            MicroKernel::GemmQ4_0 => "gemm_q4_0",
+        }
+    }
+}
+
+/// A pointer into a buffer: `&buffers[buffer][offset]` (element offset; for block-quantized
+/// and packed buffers the offset must be 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BufferRef {
+    pub buffer: u32,
+    pub offset: IndexExpr,
+}
+
+/// Arguments of a `GemmFn` call (see `abi::GemmFn`): `c[m, n] (+)= a[m, k] · B`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MicroKernelArgs {
+    pub m: Extent,
+    pub n: Size,
+    pub k: Size,
+    pub a: BufferRef,
+    pub lda: Size,
+    pub b: BufferRef,
+    pub ldb: Size,
+    pub c: BufferRef,
+    pub ldc: Size,
+    pub accumulate: bool,
+}
+
+/// A statement of a kernel body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stmt {
+    /// `for var in 0..extent { body }`.
+    Loop { var: Var, extent: Extent, body: Vec<Stmt> },
+    /// `buffers[buffer][index] = value` (value converted to the buffer's scalar type must
+    /// already match it).
+    Store { buffer: u32, index: IndexExpr, value: Expr },
+    /// `local = value`.
+    Let { local: LocalId, value: Expr },
+    /// `into = init ⊕ value(var=0) ⊕ … ⊕ value(var=extent-1)` with `⊕` given by `kind`
+    /// (f32). Backends may reassociate (several accumulators, vector lanes).
+    Reduce { kind: ReduceKind, var: Var, extent: Extent, init: Expr, value: Expr, into: LocalId },
+    /// A call of a matrix micro-kernel from the runtime's function table.
+    CallMicroKernel { which: MicroKernel, args: MicroKernelArgs },
+}
+
+/// One kernel (see the module doc).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kernel {
+    pub name: String,
+    pub buffers: Vec<BufferParam>,
+    /// Symbol names of the dims, in ABI order.
+    pub dims: Vec<String>,
+    pub parallel: LoopExtent,
+    /// Types of the locals, by [`LocalId`].
+    pub locals: Vec<ScalarType>,
+    pub body: Vec<Stmt>,
+}
+
+impl Kernel {
+    /// The number of parallel iterations under concrete dims.
+    pub fn parallel_iterations(&self, dims: &[i64]) -> Option<u64> {
+        let extent = u64::try_from(self.parallel.extent.eval(dims)?).ok()?;
+        let tile = u64::from(self.parallel.tile.max(1));
+        Some(extent.div_ceil(tile))
+    }
+
+    /// The printed form (same as `Display`).
+    pub fn print(&self) -> String {
+        self.to_string()
+    }
+}
+
+struct Printer<'a> {
+    k: &'a Kernel,
+    out: String,
+}
+
+impl Printer<'_> {
+    fn size(&mut self, s: &Size) {
+        let _ = s.write(&mut self.out, &self.k.dims);
+    }
+
+    fn extent(&mut self, e: &Extent) {
+        match e {
+            Extent::Size(s) => self.size(s),
+            Extent::ParallelTile => self.out.push_str("tile"),
+        }
+    }
+
+    fn index(&mut self, ix: &IndexExpr) {
+        let mut first = true;
+        for (v, s) in &ix.terms {
+            if !first {
+                self.out.push_str(" + ");
+            }
+            first = false;
+            if s.as_constant() == Some(1) {
+                let _ = write!(self.out, "{v}");
+            } else if s.terms.len() == 1 {
+                self.size(s);
+                let _ = write!(self.out, "*{v}");
+            } else {
+                self.out.push('(');
+                self.size(s);
+                let _ = write!(self.out, ")*{v}");
+            }
+        }
+        if !ix.offset.terms.is_empty() || first {
+            if !first {
+                self.out.push_str(" + ");
+            }
+            if ix.offset.terms.len() > 1 && !first {
+                self.out.push('(');
+                self.size(&ix.offset);
+                self.out.push(')');
+            } else {
+                self.size(&ix.offset);
+            }
+        }
+    }
+
+    fn expr(&mut self, e: &Expr) {
+        match e {
+            Expr::Load { buffer, index } => {
+                let _ = write!(self.out, "b{buffer}[");
+                self.index(index);
+                self.out.push(']');
+            }
+            Expr::Const(Const::F32(v)) => {
+                let _ = write!(self.out, "{v:?}");
+            }
+            Expr::Const(Const::I64(v)) => {
+                let _ = write!(self.out, "{v}i64");
+            }
+            Expr::Const(Const::Bool(v)) => {
+                let _ = write!(self.out, "{v}");
+            }
+            Expr::Unary(op, a) => {
+                let _ = write!(self.out, "{}(", op.name());
+                self.expr(a);
+                self.out.push(')');
+            }
+            Expr::Binary(op, a, b) => match op.infix() {
+                Some(sym) => {
+                    self.out.push('(');
+                    self.expr(a);
+                    let _ = write!(self.out, " {sym} ");
+                    self.expr(b);
+                    self.out.push(')');
+                }
+                None => {
+                    let _ = write!(self.out, "{}(", op.name());
+                    self.expr(a);
+                    self.out.push_str(", ");
+                    self.expr(b);
+                    self.out.push(')');
+                }
+            },
+            Expr::Select(c, a, b) => {
+                self.out.push_str("select(");
+                self.expr(c);
+                self.out.push_str(", ");
+                self.expr(a);
+                self.out.push_str(", ");
+                self.expr(b);
+                self.out.push(')');
+            }
+            Expr::Cast(t, a) => {
+                let _ = write!(self.out, "{}(", t.name());
+                self.expr(a);
+                self.out.push(')');
+            }
+            Expr::Local(l) => {
+                let _ = write!(self.out, "{l}");
+            }
+            Expr::Dim(s) => {
+                self.out.push_str("size(");
+                self.size(s);
+                self.out.push(')');
+            }
+        }
+    }
+
+    fn buffer_ref(&mut self, r: &BufferRef) {
+        let _ = write!(self.out, "&b{}[", r.buffer);
+        self.index(&r.offset);
+        self.out.push(']');
+    }
+
+    fn stmts(&mut self, body: &[Stmt], depth: usize) {
+        for s in body {
+            self.stmt(s, depth);
+        }
+    }
+
+    fn indent(&mut self, depth: usize) {
+        for _ in 0..depth {
+            self.out.push_str("  ");
+        }
+    }
+
+    fn stmt(&mut self, s: &Stmt, depth: usize) {
+        self.indent(depth);
+        match s {
+            Stmt::Loop { var, extent, body } => {
+                let _ = write!(self.out, "for {var} in 0..");
+                self.extent(extent);
+                self.out.push_str(" {\n");
+                self.stmts(body, depth + 1);
+                self.indent(depth);
+                self.out.push_str("}\n");
+            }
+            Stmt::Store { buffer, index, value } => {
+                let _ = write!(self.out, "b{buffer}[");
+                self.index(index);
+                self.out.push_str("] = ");
+                self.expr(value);
+                self.out.push('\n');
+            }
+            Stmt::Let { local, value } => {
+                let ty = self.k.locals.get(local.0 as usize).map(|t| t.name()).unwrap_or("?");
+                let _ = write!(self.out, "let {local}: {ty} = ");
+                self.expr(value);
+                self.out.push('\n');
+            }
+            Stmt::Reduce { kind, var, extent, init, value, into } => {
+                let _ = write!(self.out, "let {into}: f32 = reduce_{}({var} in 0..", kind.name());
+                self.extent(extent);
+                self.out.push_str(", init ");
+                self.expr(init);
+                self.out.push_str(") ");
+                self.expr(value);
+                self.out.push('\n');
+            }
+            Stmt::CallMicroKernel { which, args } => {
+                let _ = write!(self.out, "call {}(m ", which.name());
+                self.extent(&args.m);
+                self.out.push_str(", n ");
+                self.size(&args.n);
+                self.out.push_str(", k ");
+                self.size(&args.k);
+                self.out.push_str(", a ");
+                self.buffer_ref(&args.a);
+                self.out.push_str(", lda ");
+                self.size(&args.lda);
+                self.out.push_str(", b ");
+                self.buffer_ref(&args.b);
+                self.out.push_str(", ldb ");
+                self.size(&args.ldb);
+                self.out.push_str(", c ");
+                self.buffer_ref(&args.c);
+                self.out.push_str(", ldc ");
+                self.size(&args.ldc);
+                let _ = writeln!(self.out, ", accumulate {})", args.accumulate);
+            }
+        }
+    }
+}
+
+impl fmt::Display for Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut p = Printer { k: self, out: String::new() };
+        let _ = write!(p.out, "kernel @{}(", self.name);
+        for (i, b) in self.buffers.iter().enumerate() {
+            if i > 0 {
+                p.out.push_str(", ");
+            }
+            let _ = write!(p.out, "b{i}: {} {}", b.role.name(), b.dtype);
+        }
+        p.out.push_str(") dims(");
+        p.out.push_str(&self.dims.join(", "));
+        p.out.push_str(") parallel(p in 0..");
+        p.size(&self.parallel.extent);
+        let _ = writeln!(p.out, " step {}) {{", self.parallel.tile);
+        p.stmts(&self.body, 1);
+        p.out.push_str("}\n");
+        f.write_str(&p.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_normalize_and_evaluate() {
+        let n = Size::dim(0);
+        let s = Size::dim(1).mul(&n).add(&Size::constant(3)).add(&n.mul(&Size::dim(1)));
+        assert_eq!(s.terms, vec![(3, vec![]), (2, vec![0, 1])]);
+        assert_eq!(s.eval(&[4, 5]), Some(43));
+        assert_eq!(Size::constant(2).add(&Size::constant(-2)), Size::constant(0));
+        let mut text = String::new();
+        s.write(&mut text, &["n".into(), "m".into()]).unwrap();
+        assert_eq!(text, "3 + 2*n*m");
+    }
+
+    #[test]
+    fn printing_is_deterministic() {
+        let k = Kernel {
+            name: "k0".into(),
+            buffers: vec![
+                BufferParam { dtype: DType::F32, role: BufferRole::Input },
+                BufferParam { dtype: DType::F32, role: BufferRole::Output },
+            ],
+            dims: vec!["n".into()],
+            parallel: LoopExtent { extent: Size::constant(4), tile: 1 },
+            locals: vec![],
+            body: vec![Stmt::Loop {
+                var: Var(1),
+                extent: Extent::Size(Size::dim(0)),
+                body: vec![Stmt::Store {
+                    buffer: 1,
+                    index: IndexExpr::var(Var::PARALLEL, Size::dim(0)).plus_var(Var(1), &Size::constant(1)),
+                    value: Expr::unary(
+                        UnaryOp::Exp,
+                        Expr::Load { buffer: 0, index: IndexExpr::var(Var(1), Size::constant(1)) },
+                    ),
+                }],
+            }],
+        };
+        let expected = "kernel @k0(b0: in f32, b1: out f32) dims(n) parallel(p in 0..4 step 1) {
+  for i1 in 0..n {
+    b1[n*p + i1] = exp(b0[i1])
+  }
+}
+";
+        assert_eq!(k.print(), expected);
+        assert_eq!(k.print(), k.clone().print());
+    }
+}

@@ -1,0 +1,1079 @@
+//! Lowering of ModelIR fusion groups (the `fusion-groups` pass's output) to [`Kernel`]s.
+//!
+//! One kernel per group, through one of three templates picked by the group's
+//! [`GroupKind`]:
+//!
+//! * **elementwise** and **reduction** groups share the *row template*. The iteration space
+//!   `S` is the anchor reduction's input shape (reduction groups) or the common shape of the
+//!   group's outputs (elementwise groups). Its last axis is the *row* axis `j`; the others
+//!   are walked by the parallel loop (axis 0) and nested loops. When every buffer either
+//!   has all of `S`'s leading dims or none of them (size 1), the leading dims are collapsed
+//!   into one, so the parallel loop runs over all rows. Per row: values that do not vary
+//!   along `j` (reduction results and what is computed from them) become locals; each
+//!   reduction over the last axis becomes a [`Stmt::Reduce`] whose value is the expression
+//!   tree of its prologue; all values that vary along `j` and leave the group are stored in
+//!   one loop over `j`. Numpy broadcasting becomes stride-0 index terms.
+//! * **matmul** groups: `matmul` with a 2-D right operand and `packed_linear` become a
+//!   [`Stmt::CallMicroKernel`] (`sgemm` / `sgemm_packed`; `quantized_linear` with `q8_0`
+//!   or `q4_0` weights: `gemm_q8_0` / `gemm_q4_0`) on a tile of rows, followed by an
+//!   epilogue loop (bias and the group's elementwise ops) over the same rows. `linear` (whose
+//!   `[out, in]` weight the dense `sgemm` cannot read; `prepack-weights` turns weight
+//!   linears into `packed_linear`) becomes a dot-product reduction per output element.
+//!
+//! Anything else is refused with [`CodegenError::Unsupported`] naming the op, so callers can
+//! report coverage.
+
+use crate::kernel::*;
+use crate::CodegenError;
+use ferrumc_ir::dim::Dim;
+use ferrumc_ir::op::GeluApproximation;
+use ferrumc_ir::{DType, Function, GroupKind, Op, OpId, ValueId};
+use std::collections::{HashMap, HashSet};
+
+/// A kernel plus what the runtime needs to launch it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoweredGroup {
+    /// The fusion group this kernel computes.
+    pub group: u32,
+    pub kernel: Kernel,
+    /// The IR value each buffer of the kernel binds, in buffer order.
+    pub buffer_values: Vec<ValueId>,
+    /// The group's ops, in topological order.
+    pub ops: Vec<OpId>,
+}
+
+/// A group id with its kernel or the reason it has none.
+pub type GroupResult = (u32, Result<LoweredGroup, CodegenError>);
+
+/// Rows per parallel iteration of a micro-kernel call.
+pub const GEMM_ROW_TILE: u32 = 16;
+
+/// Lower every fusion group of `f`, in order of group id. Each entry is the group id and
+/// its kernel or the reason it has none.
+pub fn lower_function(f: &Function) -> Result<Vec<GroupResult>, CodegenError> {
+    let order = f.op_order().map_err(|e| CodegenError::Invalid(e.to_string()))?;
+    let mut groups: Vec<u32> = order.iter().filter_map(|o| f.group(*o)).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    Ok(groups.into_iter().map(|g| (g, lower_group(f, g))).collect())
+}
+
+/// Lower fusion group `group` of `f` to one kernel.
+pub fn lower_group(f: &Function, group: u32) -> Result<LoweredGroup, CodegenError> {
+    let order = f.op_order().map_err(|e| CodegenError::Invalid(e.to_string()))?;
+    let ops: Vec<OpId> = order.iter().copied().filter(|o| f.group(*o) == Some(group)).collect();
+    let Some(&first) = ops.first() else {
+        return Err(CodegenError::Invalid(format!("fusion group {group} has no ops")));
+    };
+    let kind = f.group_kind(group).ok_or_else(|| CodegenError::Invalid(format!("fusion group {group} has no kind")))?;
+    let name = format!("{}_g{group}", f.name);
+    if Lowerer::new(f, &ops, &name).outputs().is_empty() {
+        // Dead code (nothing outside reads the group): an empty kernel.
+        let kernel = Kernel {
+            name,
+            buffers: Vec::new(),
+            dims: Vec::new(),
+            parallel: LoopExtent { extent: Size::constant(0), tile: 1 },
+            locals: Vec::new(),
+            body: Vec::new(),
+        };
+        return Ok(LoweredGroup { group, kernel, buffer_values: Vec::new(), ops });
+    }
+    let kernel_result = match kind {
+        GroupKind::Elementwise | GroupKind::Reduction => {
+            // Collapsing the leading dims is an optimisation: fall back to the full nest.
+            match Lowerer::new(f, &ops, &name).row_template(true) {
+                Err(LowerFail::NotCollapsible) => Lowerer::new(f, &ops, &name).row_template(false),
+                other => other,
+            }
+        }
+        GroupKind::Matmul => Lowerer::new(f, &ops, &name).matmul_template(),
+        // `fusion-groups` classifies `packed_linear` as opaque (one op, no epilogue); it is
+        // still a matmul.
+        GroupKind::Opaque if ops.len() == 1 && f.op(first).is_some_and(|d| matches!(d.op, Op::PackedLinear { .. })) => {
+            Lowerer::new(f, &ops, &name).matmul_template()
+        }
+        other => {
+            let op = op_name(f, first);
+            return Err(CodegenError::Unsupported {
+                op,
+                reason: format!("fusion groups of kind `{other}` have no kernel template yet"),
+            });
+        }
+    };
+    let (kernel, buffer_values) = kernel_result.map_err(|e| match e {
+        LowerFail::Error(e) => e,
+        LowerFail::NotCollapsible => CodegenError::Invalid("internal: collapse retry failed".into()),
+    })?;
+    Ok(LoweredGroup { group, kernel, buffer_values, ops })
+}
+
+fn op_name(f: &Function, o: OpId) -> String {
+    f.op(o).map(|d| d.op.name().to_string()).unwrap_or_else(|| "?".into())
+}
+
+enum LowerFail {
+    /// The collapsed row space cannot index some buffer; retry with the full nest.
+    NotCollapsible,
+    Error(CodegenError),
+}
+
+impl From<CodegenError> for LowerFail {
+    fn from(e: CodegenError) -> LowerFail {
+        LowerFail::Error(e)
+    }
+}
+
+type LResult<T> = Result<T, LowerFail>;
+
+fn unsupported(op: &str, reason: impl Into<String>) -> LowerFail {
+    LowerFail::Error(CodegenError::Unsupported { op: op.to_string(), reason: reason.into() })
+}
+
+fn is_one(d: &Dim) -> bool {
+    d.as_fixed() == Some(1)
+}
+
+/// The iteration space of the row and matmul templates: leading coordinates (affine in the
+/// loop variables) and the row axis.
+#[derive(Clone)]
+struct Space {
+    /// The shape `S` the values broadcast to (possibly with leading dims collapsed into one).
+    shape: Vec<Dim>,
+    /// When collapsed: the original shape (leading dims of buffers are compared with it).
+    original: Option<Vec<Dim>>,
+    /// Coordinate of each leading axis (`shape.len() - 1` of them).
+    coords: Vec<IndexExpr>,
+}
+
+/// Where an in-group value lives while its scope's code is built.
+#[derive(Clone)]
+enum Bound {
+    Expr(Expr),
+}
+
+struct Lowerer<'a> {
+    f: &'a Function,
+    ops: &'a [OpId],
+    members: HashSet<OpId>,
+    name: String,
+    dims: Vec<String>,
+    buffers: Vec<BufferParam>,
+    buffer_values: Vec<ValueId>,
+    buffer_of: HashMap<ValueId, u32>,
+    locals: Vec<ScalarType>,
+    next_var: u32,
+    /// Values computed per row (locals), visible in every scope of the row.
+    row_values: HashMap<ValueId, Bound>,
+    /// Fused definitions of values that vary along the row (softmax, rms_norm results).
+    row_defs: HashMap<ValueId, RowDef>,
+    /// Reduction results without keepdims: stored per row, never consumed in the group.
+    rank_reduced: HashSet<ValueId>,
+}
+
+/// A value that varies along the row, defined from its input and per-row locals.
+#[derive(Clone)]
+enum RowDef {
+    /// `exp(x - max) · inv_sum`.
+    Softmax { x: ValueId, max: LocalId, inv_sum: LocalId },
+    /// `(Σ xs) · scale · weight`.
+    RmsNorm { xs: Vec<ValueId>, weight: ValueId, scale: LocalId },
+    /// `Σ xs` (the residual result of `rms_norm_residual`).
+    Sum(Vec<ValueId>),
+    /// The matmul anchor: a local holding its value at the current element, plus bias.
+    Anchor { acc: LocalId, bias: Option<ValueId> },
+}
+
+/// One scope of expression building: `j` is the row variable (None at row level), `lets`
+/// collects `Let`s when the scope is a loop body (None inside a reduction's value tree).
+struct Scope {
+    j: Option<Var>,
+    cache: HashMap<ValueId, Expr>,
+    lets: Option<Vec<Stmt>>,
+}
+
+impl<'a> Lowerer<'a> {
+    fn new(f: &'a Function, ops: &'a [OpId], name: &str) -> Lowerer<'a> {
+        Lowerer {
+            f,
+            ops,
+            members: ops.iter().copied().collect(),
+            name: name.to_string(),
+            dims: Vec::new(),
+            buffers: Vec::new(),
+            buffer_values: Vec::new(),
+            buffer_of: HashMap::new(),
+            locals: Vec::new(),
+            next_var: 1,
+            row_values: HashMap::new(),
+            row_defs: HashMap::new(),
+            rank_reduced: HashSet::new(),
+        }
+    }
+
+    // ------------------------------------------------------------------ helpers
+
+    fn op(&self, o: OpId) -> LResult<&'a ferrumc_ir::OpData> {
+        self.f.op(o).ok_or_else(|| LowerFail::Error(CodegenError::Invalid(format!("erased op {o} in a group"))))
+    }
+
+    fn fresh_var(&mut self) -> Var {
+        let v = Var(self.next_var);
+        self.next_var += 1;
+        v
+    }
+
+    fn fresh_local(&mut self, ty: ScalarType) -> LocalId {
+        self.locals.push(ty);
+        LocalId(self.locals.len() as u32 - 1)
+    }
+
+    fn size(&mut self, d: &Dim) -> LResult<Size> {
+        let Dim::Expr(terms) = d else {
+            return Err(unsupported(&self.name, "a dim is unknown (`?`); run shape-inference first"));
+        };
+        let mut out = Size::default();
+        for (mono, coef) in terms {
+            let mut term = Size::constant(*coef);
+            for sym in mono {
+                let j = match self.dims.iter().position(|s| s == sym) {
+                    Some(j) => j,
+                    None => {
+                        self.dims.push(sym.clone());
+                        self.dims.len() - 1
+                    }
+                };
+                term = term.mul(&Size::dim(j as u32));
+            }
+            out = out.add(&term);
+        }
+        Ok(out)
+    }
+
+    fn product(&mut self, dims: &[Dim]) -> LResult<Size> {
+        let mut s = Size::constant(1);
+        for d in dims {
+            s = s.mul(&self.size(d)?);
+        }
+        Ok(s)
+    }
+
+    fn buffer(&mut self, v: ValueId, role: BufferRole) -> u32 {
+        if let Some(&b) = self.buffer_of.get(&v) {
+            if role == BufferRole::Output {
+                self.buffers[b as usize].role = BufferRole::Output;
+            }
+            return b;
+        }
+        let b = self.buffers.len() as u32;
+        self.buffers.push(BufferParam { dtype: self.f.ty(v).dtype, role });
+        self.buffer_values.push(v);
+        self.buffer_of.insert(v, b);
+        b
+    }
+
+    fn is_member_result(&self, v: ValueId) -> bool {
+        self.f.producer(v).is_some_and(|p| self.members.contains(&p))
+    }
+
+    /// Group outputs: member results used outside the group or returned.
+    fn outputs(&self) -> Vec<ValueId> {
+        let mut out = Vec::new();
+        for &o in self.ops {
+            let Some(d) = self.f.op(o) else { continue };
+            for &r in &d.results {
+                let outside = self.f.value(r).uses.iter().any(|u| !self.members.contains(&u.op))
+                    || self.f.outputs().iter().any(|(_, v)| *v == r);
+                if outside {
+                    out.push(r);
+                }
+            }
+        }
+        out
+    }
+
+    /// Uses of `v` inside the group (+1 if it is also a group output).
+    fn use_count(&self, v: ValueId) -> usize {
+        let inside = self.f.value(v).uses.iter().filter(|u| self.members.contains(&u.op)).count();
+        let outside = self.f.value(v).uses.iter().any(|u| !self.members.contains(&u.op))
+            || self.f.outputs().iter().any(|(_, o)| *o == v);
+        inside + usize::from(outside)
+    }
+
+    fn scalar_type(&self, v: ValueId, op: &str) -> LResult<ScalarType> {
+        let dt = self.f.ty(v).dtype;
+        ScalarType::of_dtype(dt).ok_or_else(|| unsupported(op, format!("dtype {dt} is not supported in kernels yet")))
+    }
+
+    /// The index of element (coords, j) of a buffer of `shape`, broadcast to the space.
+    fn index(&mut self, space: &Space, shape: &[Dim], j: Option<Var>) -> LResult<IndexExpr> {
+        let r = space.shape.len();
+        let mut ix = IndexExpr::default();
+        if shape.is_empty() {
+            return Ok(ix);
+        }
+        let last = &shape[shape.len() - 1];
+        if !is_one(last) {
+            match j {
+                Some(j) => ix = ix.plus_var(j, &Size::constant(1)),
+                None => return Err(LowerFail::Error(CodegenError::Invalid("row value read outside its loop".into()))),
+            }
+        }
+        let row_len = self.size(last)?;
+        let lead = &shape[..shape.len() - 1];
+        match &space.original {
+            Some(orig) => {
+                let orig_lead = &orig[..orig.len().saturating_sub(1)];
+                if lead.iter().all(is_one) {
+                    // Broadcast over all rows.
+                } else if !product(lead).is_unknown() && product(lead) == product(orig_lead) {
+                    // Row-major: any split of the same rows indexes alike (broadcast-equal
+                    // shapes and row-keeping reshapes).
+                    let coord = space.coords[0].clone();
+                    ix = add_scaled(ix, &coord, &row_len);
+                } else {
+                    return Err(LowerFail::NotCollapsible);
+                }
+            }
+            None => {
+                if lead.len() > r - 1 {
+                    return Err(unsupported(&self.name, "a value has a higher rank than the iteration space"));
+                }
+                let mut stride = row_len;
+                for (k, d) in lead.iter().enumerate().rev() {
+                    let axis = r - 1 - lead.len() + k;
+                    if !is_one(d) {
+                        if *d != space.shape[axis] {
+                            return Err(unsupported(&self.name, "shapes do not broadcast provably"));
+                        }
+                        let coord = space.coords[axis].clone();
+                        ix = add_scaled(ix, &coord, &stride);
+                    }
+                    let ds = self.size(d)?;
+                    stride = stride.mul(&ds);
+                }
+            }
+        }
+        Ok(ix)
+    }
+
+    /// The index of a per-row value without the reduced axis (`keepdims = false`).
+    fn row_index(&mut self, space: &Space, shape: &[Dim]) -> LResult<IndexExpr> {
+        let mut padded = shape.to_vec();
+        padded.push(Dim::fixed(1));
+        self.index(space, &padded, None)
+    }
+
+    // ------------------------------------------------------------------ expressions
+
+    /// The expression of value `v` in `scope` (row scope chain: scope cache, then row values).
+    fn expr(&mut self, space: &Space, scope: &mut Scope, v: ValueId) -> LResult<Expr> {
+        if let Some(e) = scope.cache.get(&v) {
+            return Ok(e.clone());
+        }
+        if let Some(Bound::Expr(e)) = self.row_values.get(&v) {
+            return Ok(e.clone());
+        }
+        if self.rank_reduced.contains(&v) {
+            let op = self.f.producer(v).map(|o| op_name(self.f, o)).unwrap_or_default();
+            return Err(unsupported(&op, "a reduction without keepdims feeding ops of its own group"));
+        }
+        let e = if !self.is_member_result(v) {
+            let ty = self.f.ty(v).clone();
+            self.scalar_type(v, &self.name.clone())?;
+            let buffer = self.buffer(v, BufferRole::Input);
+            let index = self.index(space, &ty.shape, scope.j)?;
+            Expr::Load { buffer, index }
+        } else if let Some(def) = self.row_defs.get(&v).cloned() {
+            match def {
+                RowDef::Softmax { x, max, inv_sum } => {
+                    let xe = self.expr(space, scope, x)?;
+                    let ex = Expr::unary(UnaryOp::Exp, Expr::binary(BinaryOp::Sub, xe, Expr::Local(max)));
+                    Expr::binary(BinaryOp::Mul, ex, Expr::Local(inv_sum))
+                }
+                RowDef::RmsNorm { xs, weight, scale } => {
+                    let xe = self.sum_expr(space, scope, &xs)?;
+                    let we = self.expr(space, scope, weight)?;
+                    Expr::binary(BinaryOp::Mul, Expr::binary(BinaryOp::Mul, xe, Expr::Local(scale)), we)
+                }
+                RowDef::Sum(xs) => self.sum_expr(space, scope, &xs)?,
+                RowDef::Anchor { acc, bias } => match bias {
+                    Some(b) => {
+                        let be = self.expr(space, scope, b)?;
+                        Expr::binary(BinaryOp::Add, Expr::Local(acc), be)
+                    }
+                    None => Expr::Local(acc),
+                },
+            }
+        } else {
+            let Some(p) = self.f.producer(v) else {
+                return Err(LowerFail::Error(CodegenError::Invalid("member value without producer".into())));
+            };
+            let data = self.op(p)?;
+            if is_view(&data.op) {
+                // A reshape that keeps rows: the same elements in the collapsed row space.
+                if space.original.is_none() {
+                    return Err(unsupported(data.op.name(), "views are lowered in the collapsed row space only"));
+                }
+                return self.expr(space, scope, data.operands[0]);
+            }
+            let mut args = Vec::with_capacity(data.operands.len());
+            for &a in &data.operands {
+                args.push(self.expr(space, scope, a)?);
+            }
+            let arg_tys: Vec<ScalarType> =
+                data.operands.iter().map(|&a| self.scalar_type(a, data.op.name())).collect::<LResult<_>>()?;
+            let out_ty = self.scalar_type(v, data.op.name())?;
+            elementwise_expr(&data.op, args, &arg_tys, out_ty)?
+        };
+        let e = match (&mut scope.lets, &e) {
+            (_, Expr::Load { .. } | Expr::Local(_) | Expr::Const(_)) => e,
+            (Some(lets), _) if self.use_count(v) >= 2 || duplicates_operand(self.f, v) => {
+                let ty = self.scalar_type(v, &self.name.clone())?;
+                let local = self.fresh_local(ty);
+                lets.push(Stmt::Let { local, value: e });
+                Expr::Local(local)
+            }
+            _ => e,
+        };
+        scope.cache.insert(v, e.clone());
+        Ok(e)
+    }
+
+    fn sum_expr(&mut self, space: &Space, scope: &mut Scope, xs: &[ValueId]) -> LResult<Expr> {
+        let mut acc: Option<Expr> = None;
+        for &x in xs {
+            let e = self.expr(space, scope, x)?;
+            acc = Some(match acc {
+                None => e,
+                Some(a) => Expr::binary(BinaryOp::Add, a, e),
+            });
+        }
+        acc.ok_or_else(|| LowerFail::Error(CodegenError::Invalid("empty sum".into())))
+    }
+
+    /// Whether member op `d` is lowered by the row and matmul templates.
+    fn supported_member(&self, d: &ferrumc_ir::OpData) -> bool {
+        is_supported_elementwise(&d.op)
+            || (is_view(&d.op)
+                && d.results.len() == 1
+                && same_rows(&self.f.ty(d.operands[0]).shape, &self.f.ty(d.results[0]).shape))
+    }
+
+    // ------------------------------------------------------------------ the row template
+
+    fn row_template(mut self, collapse: bool) -> LResult<(Kernel, Vec<ValueId>)> {
+        let f = self.f;
+        // Supported members and the anchor.
+        let mut anchor: Option<OpId> = None;
+        for &o in self.ops {
+            let d = self.op(o)?;
+            let name = d.op.name();
+            if is_reduction_anchor(&d.op) {
+                if anchor.is_some() {
+                    return Err(unsupported(name, "a second reduction in one group"));
+                }
+                anchor = Some(o);
+            } else if !self.supported_member(d) {
+                return Err(unsupported(name, "not lowered by the elementwise/reduction template yet"));
+            }
+        }
+        let outputs = self.outputs();
+        if outputs.is_empty() {
+            return Err(LowerFail::Error(CodegenError::Invalid("group has no outputs".into())));
+        }
+        // The iteration space.
+        let full: Vec<Dim> = match anchor {
+            Some(a) => {
+                let d = self.op(a)?;
+                let x = d.operands[0];
+                let shape = f.ty(x).shape.clone();
+                if shape.is_empty() {
+                    return Err(unsupported(d.op.name(), "reduction of a scalar"));
+                }
+                let last = shape.len() as i64 - 1;
+                let ok = match &d.op {
+                    Op::ReduceSum { axes, .. } | Op::ReduceMean { axes, .. } | Op::ReduceMax { axes, .. } => {
+                        axes.len() == 1 && (axes[0] == -1 || axes[0] == last)
+                    }
+                    Op::Softmax { axis } => *axis == -1 || *axis == last,
+                    Op::RmsNorm { .. } | Op::RmsNormResidual { .. } => true,
+                    _ => false,
+                };
+                if !ok {
+                    return Err(unsupported(d.op.name(), "only reductions over the last axis are lowered yet"));
+                }
+                shape
+            }
+            None => {
+                let s = f.ty(outputs[0]).shape.clone();
+                let differs = |o: &ValueId| {
+                    let t = &f.ty(*o).shape;
+                    if collapse {
+                        !same_rows(t, &s)
+                    } else {
+                        *t != s
+                    }
+                };
+                if outputs.iter().any(differs) {
+                    return Err(unsupported(&op_name(f, self.ops[0]), "elementwise group outputs of different shapes"));
+                }
+                s
+            }
+        };
+        let full = if full.is_empty() { vec![Dim::fixed(1)] } else { full };
+        let r = full.len();
+        // Leading axes: collapsed into one (parallel over all rows) or a loop nest.
+        let (space, parallel, mut nest_vars) = if collapse || r <= 2 {
+            let rows = self.product(&full[..r - 1])?;
+            let space = Space {
+                shape: vec![full[..r - 1].iter().fold(Dim::fixed(1), |a, d| a.mul(d)), full[r - 1].clone()],
+                original: Some(full.clone()),
+                coords: vec![IndexExpr::var(Var::PARALLEL, Size::constant(1))],
+            };
+            (space, LoopExtent { extent: rows, tile: 1 }, Vec::new())
+        } else {
+            let mut coords = vec![IndexExpr::var(Var::PARALLEL, Size::constant(1))];
+            let mut nest = Vec::new();
+            for d in &full[1..r - 1] {
+                let v = self.fresh_var();
+                coords.push(IndexExpr::var(v, Size::constant(1)));
+                let e = self.size(d)?;
+                nest.push((v, e));
+            }
+            let extent = self.size(&full[0])?;
+            (Space { shape: full.clone(), original: None, coords }, LoopExtent { extent, tile: 1 }, nest)
+        };
+        let n_dim = full[r - 1].clone();
+        let n = self.size(&n_dim)?;
+        let row_varies = !is_one(&n_dim);
+
+        // Per-row statements, in op order.
+        let mut row: Vec<Stmt> = Vec::new();
+        let mut row_scope = Scope { j: None, cache: HashMap::new(), lets: Some(Vec::new()) };
+        for &o in self.ops {
+            let d = self.op(o)?;
+            let res = d.results[0];
+            let varies = row_varies && value_varies(f, res, &full);
+            if Some(o) == anchor {
+                self.lower_anchor(&space, o, &n, &mut row)?;
+                continue;
+            }
+            if !varies {
+                // A per-row scalar: computed once per row.
+                let e = self.expr(&space, &mut row_scope, res)?;
+                row.append(row_scope.lets.as_mut().map(std::mem::take).unwrap_or_default().as_mut());
+                let ty = self.scalar_type(res, d.op.name())?;
+                let e = match e {
+                    Expr::Local(_) | Expr::Const(_) => e,
+                    other => {
+                        let local = self.fresh_local(ty);
+                        row.push(Stmt::Let { local, value: other });
+                        Expr::Local(local)
+                    }
+                };
+                row_scope.cache.clear();
+                self.row_values.insert(res, Bound::Expr(e));
+            }
+        }
+        // Stores: per-row outputs at row level, the others in one loop over the row.
+        let j = self.fresh_var();
+        let mut loop_scope = Scope { j: Some(j), cache: HashMap::new(), lets: Some(Vec::new()) };
+        let mut loop_body = Vec::new();
+        for &out in &outputs {
+            let varies = row_varies && value_varies(f, out, &full) && !self.rank_reduced.contains(&out);
+            let shape = f.ty(out).shape.clone();
+            if varies {
+                let value = self.expr(&space, &mut loop_scope, out)?;
+                loop_body.append(loop_scope.lets.as_mut().map(std::mem::take).unwrap_or_default().as_mut());
+                let buffer = self.buffer(out, BufferRole::Output);
+                let index = self.index(&space, &shape, Some(j))?;
+                loop_body.push(Stmt::Store { buffer, index, value });
+            } else {
+                let value = match self.row_values.get(&out) {
+                    Some(Bound::Expr(e)) => e.clone(),
+                    None => self.expr(&space, &mut row_scope, out)?,
+                };
+                let buffer = self.buffer(out, BufferRole::Output);
+                let index = if self.rank_reduced.contains(&out) {
+                    self.row_index(&space, &shape)?
+                } else {
+                    self.index(&space, &shape, None)?
+                };
+                row.push(Stmt::Store { buffer, index, value });
+            }
+        }
+        if !loop_body.is_empty() {
+            row.push(Stmt::Loop { var: j, extent: Extent::Size(n), body: loop_body });
+        }
+        // Wrap the row in the nest of leading loops.
+        let mut body = row;
+        while let Some((v, e)) = nest_vars.pop() {
+            body = vec![Stmt::Loop { var: v, extent: Extent::Size(e), body }];
+        }
+        Ok(self.finish(parallel, body))
+    }
+
+    fn finish(self, parallel: LoopExtent, body: Vec<Stmt>) -> (Kernel, Vec<ValueId>) {
+        let kernel =
+            Kernel { name: self.name, buffers: self.buffers, dims: self.dims, parallel, locals: self.locals, body };
+        (kernel, self.buffer_values)
+    }
+
+    /// Emit the reduction statements of `anchor` into `row` and bind its result.
+    fn lower_anchor(&mut self, space: &Space, anchor: OpId, n: &Size, row: &mut Vec<Stmt>) -> LResult<()> {
+        let d = self.op(anchor)?;
+        let name = d.op.name();
+        let x = d.operands[0];
+        let res = d.results[0];
+        // The reduced input: `x`, or `x + residual` for `rms_norm_residual`.
+        let xs: Vec<ValueId> = match d.op {
+            Op::RmsNormResidual { .. } => d.operands[..2].to_vec(),
+            _ => vec![x],
+        };
+        for &v in xs.iter().chain(&d.results) {
+            if self.scalar_type(v, name)? != ScalarType::F32 {
+                return Err(unsupported(name, "reductions are lowered for f32 only"));
+            }
+        }
+        let mut reduce =
+            |this: &mut Self, kind: ReduceKind, init: f32, map: &dyn Fn(Expr) -> Expr| -> LResult<LocalId> {
+                let var = this.fresh_var();
+                let mut scope = Scope { j: Some(var), cache: HashMap::new(), lets: None };
+                let xe = this.sum_expr(space, &mut scope, &xs)?;
+                let into = this.fresh_local(ScalarType::F32);
+                row.push(Stmt::Reduce {
+                    kind,
+                    var,
+                    extent: Extent::Size(n.clone()),
+                    init: Expr::f32(init),
+                    value: map(xe),
+                    into,
+                });
+                Ok(into)
+            };
+        let n_f32 = match n.as_constant() {
+            Some(c) => Expr::f32(c as f32),
+            None => Expr::cast(ScalarType::F32, size_expr(n)),
+        };
+        match &d.op {
+            Op::ReduceSum { keepdims, .. } | Op::ReduceMean { keepdims, .. } | Op::ReduceMax { keepdims, .. } => {
+                let kind = if matches!(d.op, Op::ReduceMax { .. }) { ReduceKind::Max } else { ReduceKind::Sum };
+                let init = if kind == ReduceKind::Max { f32::NEG_INFINITY } else { 0.0 };
+                let acc = reduce(self, kind, init, &|e| e)?;
+                let value = if matches!(d.op, Op::ReduceMean { .. }) {
+                    let l = self.fresh_local(ScalarType::F32);
+                    row.push(Stmt::Let { local: l, value: Expr::binary(BinaryOp::Div, Expr::Local(acc), n_f32) });
+                    l
+                } else {
+                    acc
+                };
+                if !keepdims {
+                    self.rank_reduced.insert(res);
+                }
+                self.row_values.insert(res, Bound::Expr(Expr::Local(value)));
+            }
+            Op::Softmax { .. } => {
+                let max = reduce(self, ReduceKind::Max, f32::NEG_INFINITY, &|e| e)?;
+                let sum = reduce(self, ReduceKind::Sum, 0.0, &|e| {
+                    Expr::unary(UnaryOp::Exp, Expr::binary(BinaryOp::Sub, e, Expr::Local(max)))
+                })?;
+                let inv_sum = self.fresh_local(ScalarType::F32);
+                row.push(Stmt::Let { local: inv_sum, value: Expr::unary(UnaryOp::Recip, Expr::Local(sum)) });
+                self.row_defs.insert(res, RowDef::Softmax { x, max, inv_sum });
+            }
+            Op::RmsNorm { epsilon } | Op::RmsNormResidual { epsilon } => {
+                let weight = *d.operands.last().unwrap_or(&x);
+                let sumsq = reduce(self, ReduceKind::Sum, 0.0, &|e| Expr::binary(BinaryOp::Mul, e.clone(), e))?;
+                let scale = self.fresh_local(ScalarType::F32);
+                let mean = Expr::binary(BinaryOp::Div, Expr::Local(sumsq), n_f32);
+                row.push(Stmt::Let {
+                    local: scale,
+                    value: Expr::unary(UnaryOp::Rsqrt, Expr::binary(BinaryOp::Add, mean, Expr::f32(*epsilon as f32))),
+                });
+                if let Some(&sum) = d.results.get(1) {
+                    self.row_defs.insert(sum, RowDef::Sum(xs.clone()));
+                }
+                self.row_defs.insert(res, RowDef::RmsNorm { xs, weight, scale });
+            }
+            other => return Err(unsupported(other.name(), "not a supported reduction")),
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ the matmul template
+
+    fn matmul_template(mut self) -> LResult<(Kernel, Vec<ValueId>)> {
+        let f = self.f;
+        let mut anchor = None;
+        for &o in self.ops {
+            let d = self.op(o)?;
+            if matches!(d.op, Op::MatMul | Op::Linear | Op::PackedLinear { .. } | Op::QuantizedLinear | Op::Gemm { .. })
+            {
+                if anchor.is_some() {
+                    return Err(unsupported(d.op.name(), "a second matmul in one group"));
+                }
+                anchor = Some(o);
+            } else if !self.supported_member(d) {
+                return Err(unsupported(d.op.name(), "not lowered as a matmul epilogue yet"));
+            }
+        }
+        let Some(anchor) = anchor else {
+            return Err(LowerFail::Error(CodegenError::Invalid("matmul group without a matmul".into())));
+        };
+        let d = self.op(anchor)?;
+        let name = d.op.name();
+        let x = d.operands[0];
+        let res = d.results[0];
+        let xs = f.ty(x).shape.clone();
+        let out_shape = f.ty(res).shape.clone();
+        if xs.is_empty() || out_shape.is_empty() || f.ty(x).dtype != DType::F32 || f.ty(res).dtype != DType::F32 {
+            return Err(unsupported(name, "only f32 operands of rank ≥ 1 are lowered"));
+        }
+        let k_dim = xs[xs.len() - 1].clone();
+        let n_dim = out_shape[out_shape.len() - 1].clone();
+        let k = self.size(&k_dim)?;
+        let n = self.size(&n_dim)?;
+        let m = self.product(&out_shape[..out_shape.len() - 1])?;
+        // What the anchor computes and with which weight/bias.
+        enum How {
+            Call(MicroKernel, ValueId, Size),
+            Dot(ValueId),
+        }
+        let (how, bias) = match &d.op {
+            Op::MatMul => {
+                let b = d.operands[1];
+                if f.ty(b).rank() != 2 || f.ty(b).dtype != DType::F32 {
+                    return Err(unsupported(name, "matmul is lowered with a 2-D f32 right operand only"));
+                }
+                (How::Call(MicroKernel::Sgemm, b, n.clone()), None)
+            }
+            Op::PackedLinear { .. } => {
+                (How::Call(MicroKernel::SgemmPacked, d.operands[1], Size::constant(0)), d.operands.get(2).copied())
+            }
+            Op::QuantizedLinear => {
+                let w = d.operands[1];
+                let which = match f.ty(w).dtype {
+                    DType::Q8_0 => MicroKernel::GemmQ8_0,
+                    DType::Q4_0 => MicroKernel::GemmQ4_0,
+                    other => return Err(unsupported(name, format!("{other} weights have no micro-kernel yet"))),
+                };
+                if d.operands.len() > 3 {
+                    return Err(unsupported(name, "per-channel scales"));
+                }
+                (How::Call(which, w, Size::constant(0)), d.operands.get(2).copied())
+            }
+            Op::Linear => {
+                let w = d.operands[1];
+                if f.ty(w).rank() != 2 || f.ty(w).dtype != DType::F32 {
+                    return Err(unsupported(name, "linear is lowered with a 2-D f32 weight only"));
+                }
+                (How::Dot(w), d.operands.get(2).copied())
+            }
+            other => return Err(unsupported(other.name(), "no kernel template yet")),
+        };
+        let outputs = self.outputs();
+        if outputs.iter().any(|o| !same_rows(&f.ty(*o).shape, &out_shape) || f.ty(*o).dtype != DType::F32) {
+            return Err(unsupported(name, "epilogue outputs must have the matmul's shape and dtype f32"));
+        }
+        let Some(&first_out) = outputs.first() else {
+            return Err(LowerFail::Error(CodegenError::Invalid("group has no outputs".into())));
+        };
+        let mut body = Vec::new();
+        let j = self.fresh_var();
+        match how {
+            How::Call(which, w, ldb) => {
+                let xb = self.buffer(x, BufferRole::Input);
+                let wb = self.buffer(w, BufferRole::Input);
+                let cb = self.buffer(first_out, BufferRole::Output);
+                body.push(Stmt::CallMicroKernel {
+                    which,
+                    args: MicroKernelArgs {
+                        m: Extent::ParallelTile,
+                        n: n.clone(),
+                        k: k.clone(),
+                        a: BufferRef { buffer: xb, offset: IndexExpr::var(Var::PARALLEL, k.clone()) },
+                        lda: k.clone(),
+                        b: BufferRef { buffer: wb, offset: IndexExpr::default() },
+                        ldb,
+                        c: BufferRef { buffer: cb, offset: IndexExpr::var(Var::PARALLEL, n.clone()) },
+                        ldc: n.clone(),
+                        accumulate: false,
+                    },
+                });
+                // Epilogue over the tile's rows, unless the call already wrote the result.
+                if outputs.len() == 1 && first_out == res && bias.is_none() {
+                    let parallel = LoopExtent { extent: m, tile: GEMM_ROW_TILE };
+                    return Ok(self.finish(parallel, body));
+                }
+                let i = self.fresh_var();
+                let row = IndexExpr::var(Var::PARALLEL, Size::constant(1)).plus_var(i, &Size::constant(1));
+                let space = Space {
+                    shape: vec![Dim::fixed(0), n_dim.clone()],
+                    original: Some(out_shape.clone()),
+                    coords: vec![row],
+                };
+                let acc = self.fresh_local(ScalarType::F32);
+                let acc_index = self.index(&space, &out_shape, Some(j))?;
+                let mut inner = vec![Stmt::Let { local: acc, value: Expr::Load { buffer: cb, index: acc_index } }];
+                self.row_defs.insert(res, RowDef::Anchor { acc, bias });
+                inner.extend(self.epilogue_stores(&space, j, &outputs)?);
+                body.push(Stmt::Loop {
+                    var: i,
+                    extent: Extent::ParallelTile,
+                    body: vec![Stmt::Loop { var: j, extent: Extent::Size(n), body: inner }],
+                });
+                Ok(self.finish(LoopExtent { extent: m, tile: GEMM_ROW_TILE }, body))
+            }
+            How::Dot(w) => {
+                let kv = self.fresh_var();
+                let xb = self.buffer(x, BufferRole::Input);
+                let wb = self.buffer(w, BufferRole::Input);
+                let acc = self.fresh_local(ScalarType::F32);
+                let xi = IndexExpr::var(Var::PARALLEL, k.clone()).plus_var(kv, &Size::constant(1));
+                let wi = IndexExpr::var(j, k.clone()).plus_var(kv, &Size::constant(1));
+                let mut inner = vec![Stmt::Reduce {
+                    kind: ReduceKind::Sum,
+                    var: kv,
+                    extent: Extent::Size(k),
+                    init: Expr::f32(0.0),
+                    value: Expr::binary(
+                        BinaryOp::Mul,
+                        Expr::Load { buffer: xb, index: xi },
+                        Expr::Load { buffer: wb, index: wi },
+                    ),
+                    into: acc,
+                }];
+                let space = Space {
+                    shape: vec![Dim::fixed(0), n_dim.clone()],
+                    original: Some(out_shape.clone()),
+                    coords: vec![IndexExpr::var(Var::PARALLEL, Size::constant(1))],
+                };
+                self.row_defs.insert(res, RowDef::Anchor { acc, bias });
+                inner.extend(self.epilogue_stores(&space, j, &outputs)?);
+                body.push(Stmt::Loop { var: j, extent: Extent::Size(n), body: inner });
+                Ok(self.finish(LoopExtent { extent: m, tile: 1 }, body))
+            }
+        }
+    }
+
+    fn epilogue_stores(&mut self, space: &Space, j: Var, outputs: &[ValueId]) -> LResult<Vec<Stmt>> {
+        let mut scope = Scope { j: Some(j), cache: HashMap::new(), lets: Some(Vec::new()) };
+        let mut stmts = Vec::new();
+        let mut stores = Vec::new();
+        for &out in outputs {
+            let value = self.expr(space, &mut scope, out).map_err(|e| match e {
+                LowerFail::NotCollapsible => {
+                    unsupported(&self.name, "an epilogue operand broadcasts over only some of the leading dims")
+                }
+                other => other,
+            })?;
+            stmts.append(scope.lets.as_mut().map(std::mem::take).unwrap_or_default().as_mut());
+            let buffer = self.buffer(out, BufferRole::Output);
+            let shape = self.f.ty(out).shape.clone();
+            let index = self.index(space, &shape, Some(j))?;
+            stores.push(Stmt::Store { buffer, index, value });
+        }
+        stmts.extend(stores);
+        Ok(stmts)
+    }
+}
+
+/// `ix + coord · scale`.
+fn add_scaled(mut ix: IndexExpr, coord: &IndexExpr, scale: &Size) -> IndexExpr {
+    for (v, s) in &coord.terms {
+        ix = ix.plus_var(*v, &s.mul(scale));
+    }
+    ix.plus_offset(&coord.offset.mul(scale))
+}
+
+/// A size as an i64 expression.
+fn size_expr(s: &Size) -> Expr {
+    Expr::Dim(s.clone())
+}
+
+/// Whether member value `v` varies along the row axis of `space`.
+fn value_varies(f: &Function, v: ValueId, _space: &[Dim]) -> bool {
+    let shape = &f.ty(v).shape;
+    match shape.last() {
+        None => false,
+        Some(last) => !is_one(last),
+    }
+}
+
+fn product(dims: &[Dim]) -> Dim {
+    dims.iter().fold(Dim::fixed(1), |a, d| a.mul(d))
+}
+
+/// Same row length and the same number of rows (so the collapsed row space indexes both alike).
+fn same_rows(a: &[Dim], b: &[Dim]) -> bool {
+    match (a.split_last(), b.split_last()) {
+        (Some((la, ra)), Some((lb, rb))) => {
+            la == lb && !la.is_unknown() && !product(ra).is_unknown() && product(ra) == product(rb)
+        }
+        _ => false,
+    }
+}
+
+/// Views that the templates lower as index maps (only row-keeping ones: see `same_rows`).
+fn is_view(op: &Op) -> bool {
+    matches!(op, Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. })
+}
+
+fn is_reduction_anchor(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::ReduceSum { .. }
+            | Op::ReduceMean { .. }
+            | Op::ReduceMax { .. }
+            | Op::Softmax { .. }
+            | Op::RmsNorm { .. }
+            | Op::RmsNormResidual { .. }
+    )
+}
+
+fn is_supported_elementwise(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Max
+            | Op::Min
+            | Op::Neg
+            | Op::Abs
+            | Op::Exp
+            | Op::Tanh
+            | Op::Sigmoid
+            | Op::Silu
+            | Op::Relu
+            | Op::Sqrt
+            | Op::Rsqrt
+            | Op::Reciprocal
+            | Op::Erf
+            | Op::Gelu { .. }
+            | Op::SiluMul
+            | Op::Where
+            | Op::Cast { .. }
+            | Op::Identity
+    )
+}
+
+/// Ops whose expansion uses an operand more than once (so the operand is bound to a local).
+fn duplicates_operand(f: &Function, v: ValueId) -> bool {
+    f.value(v).uses.iter().any(|u| {
+        f.op(u.op).is_some_and(|d| {
+            matches!(d.op, Op::Silu | Op::Gelu { .. }) || (matches!(d.op, Op::SiluMul) && u.operand == 0)
+        })
+    })
+}
+
+/// The expression of an elementwise op applied to its operands' expressions.
+fn elementwise_expr(op: &Op, mut args: Vec<Expr>, tys: &[ScalarType], out: ScalarType) -> LResult<Expr> {
+    let name = op.name();
+    let float_only = |t: ScalarType| -> LResult<()> {
+        if t == ScalarType::F32 {
+            Ok(())
+        } else {
+            Err(unsupported(name, format!("{} operands are not lowered yet", t.name())))
+        }
+    };
+    let numeric = |t: ScalarType| -> LResult<()> {
+        if t == ScalarType::Bool {
+            Err(unsupported(name, "bool operands are not lowered yet"))
+        } else {
+            Ok(())
+        }
+    };
+    let mut arg = |i: usize| -> Expr { std::mem::replace(&mut args[i], Expr::f32(0.0)) };
+    let t0 = tys.first().copied().unwrap_or(ScalarType::F32);
+    let bin = |bop: BinaryOp, a: Expr, b: Expr| Expr::binary(bop, a, b);
+    let un = |uop: UnaryOp, a: Expr| Expr::unary(uop, a);
+    Ok(match op {
+        Op::Add | Op::Sub | Op::Mul | Op::Max | Op::Min => {
+            numeric(t0)?;
+            let bop = match op {
+                Op::Add => BinaryOp::Add,
+                Op::Sub => BinaryOp::Sub,
+                Op::Mul => BinaryOp::Mul,
+                Op::Max => BinaryOp::Max,
+                _ => BinaryOp::Min,
+            };
+            bin(bop, arg(0), arg(1))
+        }
+        Op::Div => {
+            float_only(t0)?;
+            bin(BinaryOp::Div, arg(0), arg(1))
+        }
+        Op::Neg | Op::Abs => {
+            numeric(t0)?;
+            un(if matches!(op, Op::Neg) { UnaryOp::Neg } else { UnaryOp::Abs }, arg(0))
+        }
+        Op::Relu => {
+            numeric(t0)?;
+            let zero = if t0 == ScalarType::I64 { Expr::Const(Const::I64(0)) } else { Expr::f32(0.0) };
+            bin(BinaryOp::Max, arg(0), zero)
+        }
+        Op::Exp | Op::Tanh | Op::Sigmoid | Op::Sqrt | Op::Rsqrt | Op::Reciprocal | Op::Erf => {
+            float_only(t0)?;
+            let uop = match op {
+                Op::Exp => UnaryOp::Exp,
+                Op::Tanh => UnaryOp::Tanh,
+                Op::Sigmoid => UnaryOp::Sigmoid,
+                Op::Sqrt => UnaryOp::Sqrt,
+                Op::Rsqrt => UnaryOp::Rsqrt,
+                Op::Reciprocal => UnaryOp::Recip,
+                _ => UnaryOp::Erf,
+            };
+            un(uop, arg(0))
+        }
+        Op::Silu => {
+            float_only(t0)?;
+            let x = arg(0);
+            bin(BinaryOp::Mul, x.clone(), un(UnaryOp::Sigmoid, x))
+        }
+        Op::SiluMul => {
+            float_only(t0)?;
+            let (g, u) = (arg(0), arg(1));
+            bin(BinaryOp::Mul, bin(BinaryOp::Mul, g.clone(), un(UnaryOp::Sigmoid, g)), u)
+        }
+        Op::Gelu { approximate } => {
+            float_only(t0)?;
+            let x = arg(0);
+            let inner = match approximate {
+                GeluApproximation::None => {
+                    un(UnaryOp::Erf, bin(BinaryOp::Mul, x.clone(), Expr::f32(std::f32::consts::FRAC_1_SQRT_2)))
+                }
+                GeluApproximation::Tanh => {
+                    let x3 = bin(BinaryOp::Mul, bin(BinaryOp::Mul, x.clone(), x.clone()), x.clone());
+                    let poly = bin(BinaryOp::Add, x.clone(), bin(BinaryOp::Mul, Expr::f32(0.044715), x3));
+                    un(UnaryOp::Tanh, bin(BinaryOp::Mul, Expr::f32(0.797_884_6), poly))
+                }
+            };
+            let half_x = bin(BinaryOp::Mul, Expr::f32(0.5), x);
+            bin(BinaryOp::Mul, half_x, bin(BinaryOp::Add, Expr::f32(1.0), inner))
+        }
+        Op::Where => {
+            if tys.len() != 3 || tys[0] != ScalarType::Bool || tys[1] != tys[2] {
+                return Err(unsupported(name, "operand types"));
+            }
+            let (c, a, b) = (arg(0), arg(1), arg(2));
+            Expr::select(c, a, b)
+        }
+        Op::Cast { .. } => match (t0, out) {
+            (a, b) if a == b => arg(0),
+            (ScalarType::F32, ScalarType::I64) | (ScalarType::I64, ScalarType::F32) => Expr::cast(out, arg(0)),
+            (ScalarType::Bool, ScalarType::F32 | ScalarType::I64) => Expr::cast(out, arg(0)),
+            (a, b) => return Err(unsupported(name, format!("cast {} → {} is not lowered yet", a.name(), b.name()))),
+        },
+        Op::Identity => arg(0),
+        other => return Err(unsupported(other.name(), "not an elementwise op the kernels lower yet")),
+    })
+}
+
+/// Ops of `f` that no kernel template lowers yet (for coverage reports): `(op name, reason)`
+/// per unsupported group.
+pub fn coverage(f: &Function) -> Result<Vec<(u32, String)>, CodegenError> {
+    Ok(lower_function(f)?.into_iter().filter_map(|(g, r)| r.err().map(|e| (g, e.to_string()))).collect())
+}
