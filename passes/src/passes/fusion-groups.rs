@@ -114,7 +114,7 @@ fn classify(op: &Op) -> Class {
         | Op::RmsNorm { .. }
         | Op::RmsNormResidual { .. }
         | Op::LayerNorm { .. } => Class::Reduction,
-        Op::MatMul | Op::Gemm { .. } | Op::Linear | Op::QuantizedLinear => Class::Matmul,
+        Op::MatMul | Op::Gemm { .. } | Op::Linear | Op::QuantizedLinear | Op::PackedLinear { .. } => Class::Matmul,
         Op::Attention { .. } => Class::Attention,
         Op::Reshape { .. }
         | Op::Transpose { .. }
