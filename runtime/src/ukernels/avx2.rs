@@ -5,7 +5,7 @@
 //!   a 2 × 64 tile (more independent FMA chains for GEMV). Partial panels go through a
 //!   16-float stack row.
 //! * Quantized GEMM: 2 (`a` rows) × 3 (`w` rows) dot-product tile (1 × 6 for `m = 1`), each
-//!   block decoded once per tile.
+//!   block decoded once per tile; weight rows in blocks of 96 so they stay in L2.
 //! * exp/tanh/erf: the scalar algorithms on 8 lanes; `2ⁿ` as two exponent-built factors.
 
 use super::{erfc, expc, tanhc, PANEL, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, QK};
@@ -333,31 +333,37 @@ unsafe fn gemm_q<const Q4: bool>(
                 )
             };
         }
-        let mut i0 = 0;
-        while i0 < m {
-            let two = m - i0 >= 2;
-            let mut j0 = 0;
-            if two {
-                while j0 + 3 <= n {
-                    go!(2, 3, i0, j0);
-                    j0 += 3;
+        // Blocks of JB weight rows stay in L2 while every row of `a` passes over them.
+        const JB: usize = 96;
+        let mut jb = 0;
+        while jb < n {
+            let je = (jb + JB).min(n);
+            let mut i0 = 0;
+            while i0 < m {
+                let mut j0 = jb;
+                if m - i0 >= 2 {
+                    while j0 + 3 <= je {
+                        go!(2, 3, i0, j0);
+                        j0 += 3;
+                    }
+                    while j0 < je {
+                        go!(2, 1, i0, j0);
+                        j0 += 1;
+                    }
+                    i0 += 2;
+                } else {
+                    while j0 + 6 <= je {
+                        go!(1, 6, i0, j0);
+                        j0 += 6;
+                    }
+                    while j0 < je {
+                        go!(1, 1, i0, j0);
+                        j0 += 1;
+                    }
+                    i0 += 1;
                 }
-                while j0 < n {
-                    go!(2, 1, i0, j0);
-                    j0 += 1;
-                }
-                i0 += 2;
-            } else {
-                while j0 + 6 <= n {
-                    go!(1, 6, i0, j0);
-                    j0 += 6;
-                }
-                while j0 < n {
-                    go!(1, 1, i0, j0);
-                    j0 += 1;
-                }
-                i0 += 1;
             }
+            jb = je;
         }
     }
 }

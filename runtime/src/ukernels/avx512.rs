@@ -200,31 +200,30 @@ pub unsafe extern "C" fn sgemm(
     }
 }
 
-/// Decodes one Q8_0 block into two vectors (elements 0..16, 16..32), scaled.
+/// Decodes one Q8_0 block's quants into two vectors (elements 0..16, 16..32), unscaled.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 unsafe fn dec_q8(blk: *const u8) -> (__m512, __m512) {
     // SAFETY: `blk` points at a whole block.
     unsafe {
-        let d = _mm512_set1_ps(scale(blk));
         let q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(blk.add(2) as *const __m128i)));
         let q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(blk.add(18) as *const __m128i)));
-        (_mm512_mul_ps(q0, d), _mm512_mul_ps(q1, d))
+        (q0, q1)
     }
 }
 
-/// Decodes one Q4_0 block into two vectors (low nibbles = 0..16, high = 16..32), scaled.
+/// Decodes one Q4_0 block's quants into two vectors (low nibbles = 0..16, high = 16..32),
+/// unscaled (`q − 8`).
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 unsafe fn dec_q4(blk: *const u8) -> (__m512, __m512) {
     // SAFETY: `blk` points at a whole block.
     unsafe {
-        let d = _mm512_set1_ps(scale(blk));
         let bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.add(2) as *const __m128i));
         let eight = _mm512_set1_epi32(8);
         let lo = _mm512_sub_epi32(_mm512_and_si512(bytes, _mm512_set1_epi32(15)), eight);
         let hi = _mm512_sub_epi32(_mm512_srli_epi32::<4>(bytes), eight);
-        (_mm512_mul_ps(_mm512_cvtepi32_ps(lo), d), _mm512_mul_ps(_mm512_cvtepi32_ps(hi), d))
+        (_mm512_cvtepi32_ps(lo), _mm512_cvtepi32_ps(hi))
     }
 }
 
@@ -257,19 +256,32 @@ unsafe fn qtile<const R: usize, const J: usize, const Q4: bool>(
         for blk in 0..nb {
             let mut w0 = [_mm512_setzero_ps(); J];
             let mut w1 = [_mm512_setzero_ps(); J];
+            let mut d = [_mm512_setzero_ps(); J];
             for j in 0..J {
                 let p = w.add(j * row_bytes + blk * bb);
                 let (x, y) = if Q4 { dec_q4(p) } else { dec_q8(p) };
-                w0[j] = x;
-                w1[j] = y;
+                d[j] = _mm512_set1_ps(scale(p));
+                if R == 1 {
+                    w0[j] = x;
+                    w1[j] = y;
+                } else {
+                    w0[j] = _mm512_mul_ps(x, d[j]);
+                    w1[j] = _mm512_mul_ps(y, d[j]);
+                }
             }
             for r in 0..R {
                 let ap = a.add(r * lda + blk * QK);
                 let a0 = _mm512_loadu_ps(ap);
                 let a1 = _mm512_loadu_ps(ap.add(16));
                 for j in 0..J {
-                    acc[r][j] = _mm512_fmadd_ps(w0[j], a0, acc[r][j]);
-                    acc[r][j] = _mm512_fmadd_ps(w1[j], a1, acc[r][j]);
+                    if R == 1 {
+                        // One row of `a`: scale the block's dot product, not the weights.
+                        let t = _mm512_fmadd_ps(w1[j], a1, _mm512_mul_ps(w0[j], a0));
+                        acc[r][j] = _mm512_fmadd_ps(t, d[j], acc[r][j]);
+                    } else {
+                        acc[r][j] = _mm512_fmadd_ps(w0[j], a0, acc[r][j]);
+                        acc[r][j] = _mm512_fmadd_ps(w1[j], a1, acc[r][j]);
+                    }
                 }
             }
         }
