@@ -1,0 +1,559 @@
+//! AVX-512F tier of the micro-kernels (x86-64; the caller checks `avx512f`, `avx2`, `fma`,
+//! `f16c` before calling anything here — [`super::Tier::Avx512`]).
+//!
+//! * f32 GEMM: a 6-row × 64-column register tile (24 zmm accumulators), `a` broadcast, one
+//!   FMA per panel row; `m` tails use smaller row counts, `n` tails fewer panels and masked
+//!   stores. Dense `b` is read in place (row stride `ldb`); only its last partial panel is
+//!   packed (zero padded) into a thread-local buffer.
+//! * Quantized GEMM: a 4 (`a` rows) × 4 (`w` rows) tile of dot-product accumulators; each
+//!   block of a `w` row is decoded once per tile (i8/nibbles → i32 → f32 × scale) and FMA'd
+//!   with 4 rows of `a`; for `m < 4` the tile is 1 × 8 (GEMV for decode) and scales each
+//!   block's dot product instead of the weights. The weight rows two tiles ahead are
+//!   software-prefetched (decode reads them once, from DRAM).
+//! * exp/tanh/erf: the scalar algorithms on 16 lanes, masked tails, `vscalefps` for `2ⁿ`.
+
+use super::{erfc, expc, tanhc, PANEL, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, QK};
+use std::arch::x86_64::*;
+
+const MR: usize = 6;
+const NP: usize = 4;
+
+/// Mask of the first `cols` (≤ 16) lanes.
+#[inline]
+fn lane_mask(cols: usize) -> __mmask16 {
+    if cols >= 16 {
+        0xFFFF
+    } else {
+        ((1u32 << cols) - 1) as __mmask16
+    }
+}
+
+/// One `R × 16·P` tile: `c[r, 16j + l] (+)= Σ_kk a[r, kk] · b[j·ps + kk·ks + l]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn tile<const R: usize, const P: usize>(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ps: usize,
+    ks: usize,
+    c: *mut f32,
+    ldc: usize,
+    last_mask: __mmask16,
+    accumulate: bool,
+) {
+    // SAFETY: the caller guarantees the tile lies inside the matrices.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); P]; R];
+        let mut bp = b;
+        let mut ap = a;
+        for _ in 0..k {
+            let mut bv = [_mm512_setzero_ps(); P];
+            for j in 0..P {
+                bv[j] = _mm512_loadu_ps(bp.add(j * ps));
+            }
+            for r in 0..R {
+                let av = _mm512_set1_ps(*ap.add(r * lda));
+                for j in 0..P {
+                    acc[r][j] = _mm512_fmadd_ps(av, bv[j], acc[r][j]);
+                }
+            }
+            bp = bp.add(ks);
+            ap = ap.add(1);
+        }
+        for r in 0..R {
+            for j in 0..P {
+                let p = c.add(r * ldc + j * 16);
+                let mask = if j == P - 1 { last_mask } else { 0xFFFF };
+                let mut v = acc[r][j];
+                if accumulate {
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, p));
+                }
+                _mm512_mask_storeu_ps(p, mask, v);
+            }
+        }
+    }
+}
+
+/// Runs the tile kernel over `m × ncols`, `b` panels at stride `ps`, k-rows at stride `ks`.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn drive(
+    m: usize,
+    ncols: usize,
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ps: usize,
+    ks: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let panels = ncols.div_ceil(PANEL);
+    let mut p0 = 0;
+    while p0 < panels {
+        let np = (panels - p0).min(NP);
+        let cols = (ncols - p0 * PANEL).min(np * PANEL);
+        let last_mask = lane_mask(cols - (np - 1) * PANEL);
+        let mut i0 = 0;
+        while i0 < m {
+            let mr = (m - i0).min(MR);
+            // SAFETY: the tile lies inside the matrices by construction.
+            unsafe {
+                let (ap, bp, cp) = (a.add(i0 * lda), b.add(p0 * ps), c.add(i0 * ldc + p0 * PANEL));
+                macro_rules! go {
+                    ($r:literal, $p:literal) => {
+                        tile::<$r, $p>(k, ap, lda, bp, ps, ks, cp, ldc, last_mask, accumulate)
+                    };
+                }
+                macro_rules! rows {
+                    ($p:literal) => {
+                        match mr {
+                            1 => go!(1, $p),
+                            2 => go!(2, $p),
+                            3 => go!(3, $p),
+                            4 => go!(4, $p),
+                            5 => go!(5, $p),
+                            _ => go!(6, $p),
+                        }
+                    };
+                }
+                match np {
+                    1 => rows!(1),
+                    2 => rows!(2),
+                    3 => rows!(3),
+                    _ => rows!(4),
+                }
+            }
+            i0 += mr;
+        }
+        p0 += np;
+    }
+}
+
+/// Packed-panel f32 GEMM (see [`super::scalar::sgemm_packed`] for the contract).
+///
+/// # Safety
+/// As [`super::scalar::sgemm_packed`], and the CPU supports this tier.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub unsafe extern "C" fn sgemm_packed(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    b: *const u8,
+    _ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+) {
+    let k = k as usize;
+    // SAFETY: forwarded contract.
+    unsafe {
+        drive(
+            m as usize,
+            n as usize,
+            k,
+            a,
+            lda as usize,
+            b as *const f32,
+            k * PANEL,
+            PANEL,
+            c,
+            ldc as usize,
+            accumulate != 0,
+        )
+    }
+}
+
+/// Dense-`b` f32 GEMM.
+///
+/// # Safety
+/// As [`super::scalar::sgemm`], and the CPU supports this tier.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub unsafe extern "C" fn sgemm(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    b: *const u8,
+    ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+) {
+    let (m, n, k, lda, ldb, ldc) = (m as usize, n as usize, k as usize, lda as usize, ldb as usize, ldc as usize);
+    let b = b as *const f32;
+    let full = n / PANEL * PANEL;
+    // SAFETY: forwarded contract; full panels are read in place, the tail from a packed copy.
+    unsafe {
+        if full > 0 {
+            drive(m, full, k, a, lda, b, PANEL, ldb, c, ldc, accumulate != 0);
+        }
+        if n > full {
+            super::with_packed_tail(k, b, ldb, full, n - full, |bp| {
+                drive(m, n - full, k, a, lda, bp, k * PANEL, PANEL, c.add(full), ldc, accumulate != 0)
+            });
+        }
+    }
+}
+
+/// Decodes one Q8_0 block's quants into two vectors (elements 0..16, 16..32), unscaled.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn dec_q8(blk: *const u8) -> (__m512, __m512) {
+    // SAFETY: `blk` points at a whole block.
+    unsafe {
+        let q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(blk.add(2) as *const __m128i)));
+        let q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(blk.add(18) as *const __m128i)));
+        (q0, q1)
+    }
+}
+
+/// Decodes one Q4_0 block's quants into two vectors (low nibbles = 0..16, high = 16..32),
+/// unscaled (`q − 8`).
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn dec_q4(blk: *const u8) -> (__m512, __m512) {
+    // SAFETY: `blk` points at a whole block.
+    unsafe {
+        let bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.add(2) as *const __m128i));
+        let eight = _mm512_set1_epi32(8);
+        let lo = _mm512_sub_epi32(_mm512_and_si512(bytes, _mm512_set1_epi32(15)), eight);
+        let hi = _mm512_sub_epi32(_mm512_srli_epi32::<4>(bytes), eight);
+        (_mm512_cvtepi32_ps(lo), _mm512_cvtepi32_ps(hi))
+    }
+}
+
+/// The block's f16 scale as f32 (F16C).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn scale(blk: *const u8) -> f32 {
+    // SAFETY: `blk` points at a whole block.
+    let bits = unsafe { std::ptr::read_unaligned(blk as *const u16) };
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
+/// `c[r, j] (+)= Σ a[r, :] · w[j, :]` for an `R × J` tile.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn qtile<const R: usize, const J: usize, const Q4: bool>(
+    nb: usize,
+    a: *const f32,
+    lda: usize,
+    w: *const u8,
+    row_bytes: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let bb = if Q4 { Q4_0_BLOCK_BYTES } else { Q8_0_BLOCK_BYTES };
+    // SAFETY: the caller guarantees the tile lies inside the matrices.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); J]; R];
+        // The next-but-one tile's weight rows: prefetched evenly over this tile's blocks
+        // (several interleaved short row streams defeat the hardware prefetcher).
+        let ahead = w.wrapping_add(2 * J * row_bytes);
+        let lines = (J * bb).div_ceil(64);
+        for blk in 0..nb {
+            let pf = ahead.wrapping_add(blk * J * bb);
+            for l in 0..lines {
+                _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(l * 64) as *const i8);
+            }
+            let mut w0 = [_mm512_setzero_ps(); J];
+            let mut w1 = [_mm512_setzero_ps(); J];
+            let mut d = [_mm512_setzero_ps(); J];
+            for j in 0..J {
+                let p = w.add(j * row_bytes + blk * bb);
+                let (x, y) = if Q4 { dec_q4(p) } else { dec_q8(p) };
+                d[j] = _mm512_set1_ps(scale(p));
+                if R == 1 {
+                    w0[j] = x;
+                    w1[j] = y;
+                } else {
+                    w0[j] = _mm512_mul_ps(x, d[j]);
+                    w1[j] = _mm512_mul_ps(y, d[j]);
+                }
+            }
+            for r in 0..R {
+                let ap = a.add(r * lda + blk * QK);
+                let a0 = _mm512_loadu_ps(ap);
+                let a1 = _mm512_loadu_ps(ap.add(16));
+                for j in 0..J {
+                    if R == 1 {
+                        // One row of `a`: scale the block's dot product, not the weights.
+                        let t = _mm512_fmadd_ps(w1[j], a1, _mm512_mul_ps(w0[j], a0));
+                        acc[r][j] = _mm512_fmadd_ps(t, d[j], acc[r][j]);
+                    } else {
+                        acc[r][j] = _mm512_fmadd_ps(w0[j], a0, acc[r][j]);
+                        acc[r][j] = _mm512_fmadd_ps(w1[j], a1, acc[r][j]);
+                    }
+                }
+            }
+        }
+        for r in 0..R {
+            for j in 0..J {
+                let p = c.add(r * ldc + j);
+                let s = _mm512_reduce_add_ps(acc[r][j]);
+                *p = if accumulate { *p + s } else { s };
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn gemm_q<const Q4: bool>(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    w: *const u8,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+) {
+    let (m, n, lda, ldc, acc) = (m as usize, n as usize, lda as usize, ldc as usize, accumulate != 0);
+    let nb = k as usize / QK;
+    let row_bytes = nb * if Q4 { Q4_0_BLOCK_BYTES } else { Q8_0_BLOCK_BYTES };
+    // SAFETY: every tile lies inside the matrices by construction.
+    unsafe {
+        macro_rules! go {
+            ($r:literal, $j:literal, $i0:expr, $j0:expr) => {
+                qtile::<$r, $j, Q4>(
+                    nb,
+                    a.add($i0 * lda),
+                    lda,
+                    w.add($j0 * row_bytes),
+                    row_bytes,
+                    c.add($i0 * ldc + $j0),
+                    ldc,
+                    acc,
+                )
+            };
+        }
+        if m < 4 {
+            for i in 0..m {
+                let mut j0 = 0;
+                while j0 + 8 <= n {
+                    go!(1, 8, i, j0);
+                    j0 += 8;
+                }
+                while j0 < n {
+                    go!(1, 1, i, j0);
+                    j0 += 1;
+                }
+            }
+            return;
+        }
+        let mut j0 = 0;
+        while j0 < n {
+            let nj = (n - j0).min(4);
+            let mut i0 = 0;
+            while i0 < m {
+                let nr = (m - i0).min(4);
+                macro_rules! rows {
+                    ($j:literal) => {
+                        match nr {
+                            1 => go!(1, $j, i0, j0),
+                            2 => go!(2, $j, i0, j0),
+                            3 => go!(3, $j, i0, j0),
+                            _ => go!(4, $j, i0, j0),
+                        }
+                    };
+                }
+                match nj {
+                    1 => rows!(1),
+                    2 => rows!(2),
+                    3 => rows!(3),
+                    _ => rows!(4),
+                }
+                i0 += nr;
+            }
+            j0 += nj;
+        }
+    }
+}
+
+/// `c (+)= a · wᵀ` with Q8_0 `w`.
+///
+/// # Safety
+/// As [`super::scalar::gemm_q8_0`], and the CPU supports this tier.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub unsafe extern "C" fn gemm_q8_0(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    w: *const u8,
+    _ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+) {
+    // SAFETY: forwarded contract.
+    unsafe { gemm_q::<false>(m, n, k, a, lda, w, c, ldc, accumulate) }
+}
+
+/// `c (+)= a · wᵀ` with Q4_0 `w`.
+///
+/// # Safety
+/// As [`super::scalar::gemm_q4_0`], and the CPU supports this tier.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub unsafe extern "C" fn gemm_q4_0(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    w: *const u8,
+    _ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+) {
+    // SAFETY: forwarded contract.
+    unsafe { gemm_q::<true>(m, n, k, a, lda, w, c, ldc, accumulate) }
+}
+
+/// Horner evaluation helper: `p·x + c`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn fma(p: __m512, x: __m512, c: f32) -> __m512 {
+    _mm512_fmadd_ps(p, x, _mm512_set1_ps(c))
+}
+
+/// 16-lane exp (NaN handled by the callers' final blend).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn exp16(x: __m512) -> __m512 {
+    let xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(expc::LO)), _mm512_set1_ps(expc::HI));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(fma(
+        xc,
+        _mm512_set1_ps(expc::LOG2E),
+        0.5,
+    ));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(expc::C1), xc);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(expc::C2), r);
+    let z = _mm512_mul_ps(r, r);
+    let mut p = fma(_mm512_set1_ps(expc::P0), r, expc::P1);
+    p = fma(p, r, expc::P2);
+    p = fma(p, r, expc::P3);
+    p = fma(p, r, expc::P4);
+    p = fma(p, r, expc::P5);
+    let y = _mm512_add_ps(_mm512_fmadd_ps(p, z, r), _mm512_set1_ps(1.0));
+    _mm512_scalef_ps(y, n)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn keep_nan(x: __m512, y: __m512) -> __m512 {
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+    _mm512_mask_mov_ps(y, nan, x)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn abs_sign(x: __m512) -> (__m512, __m512i) {
+    let bits = _mm512_castps_si512(x);
+    let sign = _mm512_and_si512(bits, _mm512_set1_epi32(i32::MIN));
+    (_mm512_castsi512_ps(_mm512_andnot_si512(_mm512_set1_epi32(i32::MIN), bits)), sign)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn with_sign(v: __m512, sign: __m512i) -> __m512 {
+    _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(v), sign))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn tanh16(x: __m512) -> __m512 {
+    let (ax, sign) = abs_sign(x);
+    let s = _mm512_mul_ps(x, x);
+    let mut p = fma(_mm512_set1_ps(tanhc::T0), s, tanhc::T1);
+    p = fma(p, s, tanhc::T2);
+    p = fma(p, s, tanhc::T3);
+    p = fma(p, s, tanhc::T4);
+    let small = _mm512_fmadd_ps(_mm512_mul_ps(p, s), x, x);
+    let e = exp16(_mm512_add_ps(ax, ax));
+    let big =
+        _mm512_sub_ps(_mm512_set1_ps(1.0), _mm512_div_ps(_mm512_set1_ps(2.0), _mm512_add_ps(e, _mm512_set1_ps(1.0))));
+    let is_small = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(ax, _mm512_set1_ps(tanhc::SMALL));
+    keep_nan(x, _mm512_mask_mov_ps(with_sign(big, sign), is_small, small))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn erf16(x: __m512) -> __m512 {
+    let (ax, sign) = abs_sign(x);
+    let s = _mm512_mul_ps(x, x);
+    let mut p = _mm512_set1_ps(erfc::E[11]);
+    for i in (0..11).rev() {
+        p = fma(p, s, erfc::E[i]);
+    }
+    let small = _mm512_mul_ps(p, x);
+    let t = _mm512_div_ps(_mm512_set1_ps(1.0), fma(ax, _mm512_set1_ps(erfc::P), 1.0));
+    let mut q = fma(_mm512_set1_ps(erfc::A5), t, erfc::A4);
+    q = fma(q, t, erfc::A3);
+    q = fma(q, t, erfc::A2);
+    q = fma(q, t, erfc::A1);
+    q = _mm512_mul_ps(q, t);
+    let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), s));
+    let big = _mm512_fnmadd_ps(q, e, _mm512_set1_ps(1.0));
+    let is_small = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(ax, _mm512_set1_ps(1.0));
+    keep_nan(x, _mm512_mask_mov_ps(with_sign(big, sign), is_small, small))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn map16(x: *const f32, y: *mut f32, n: u64, f: impl Fn(__m512) -> __m512) {
+    let n = n as usize;
+    let mut i = 0;
+    // SAFETY: the caller's contract: `n` floats readable at `x`, writable at `y`.
+    unsafe {
+        while i + 16 <= n {
+            _mm512_storeu_ps(y.add(i), f(_mm512_loadu_ps(x.add(i))));
+            i += 16;
+        }
+        if i < n {
+            let mask = lane_mask(n - i);
+            _mm512_mask_storeu_ps(y.add(i), mask, f(_mm512_maskz_loadu_ps(mask, x.add(i))));
+        }
+    }
+}
+
+/// `y = exp(x)` elementwise.
+///
+/// # Safety
+/// As [`super::scalar::exp`], and the CPU supports this tier.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub unsafe extern "C" fn exp(x: *const f32, y: *mut f32, n: u64) {
+    // SAFETY: forwarded contract.
+    unsafe { map16(x, y, n, |v| keep_nan(v, exp16(v))) }
+}
+
+/// `y = tanh(x)` elementwise.
+///
+/// # Safety
+/// As [`super::scalar::exp`], and the CPU supports this tier.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub unsafe extern "C" fn tanh(x: *const f32, y: *mut f32, n: u64) {
+    // SAFETY: forwarded contract.
+    unsafe { map16(x, y, n, |v| tanh16(v)) }
+}
+
+/// `y = erf(x)` elementwise.
+///
+/// # Safety
+/// As [`super::scalar::exp`], and the CPU supports this tier.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub unsafe extern "C" fn erf(x: *const f32, y: *mut f32, n: u64) {
+    // SAFETY: forwarded contract.
+    unsafe { map16(x, y, n, |v| erf16(v)) }
+}

@@ -1,0 +1,272 @@
+//! Portable scalar tier of the micro-kernels: plain loops, the reference behaviour of every
+//! [`crate::abi::RuntimeFnTable`] entry and the fallback on machines without AVX2.
+
+use super::{erfc, expc, f16_to_f32, tanhc, PANEL, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, QK};
+
+/// Dense-`b` f32 GEMM (see [`crate::abi::GemmFn`]).
+///
+/// # Safety
+/// Pointers and strides must describe valid `m × k`, `k × n` (stride `ldb`) and `m × n`
+/// matrices; `c` must not overlap `a` or `b`.
+pub unsafe extern "C" fn sgemm(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    b: *const u8,
+    ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+) {
+    let (m, n, k, lda, ldb, ldc) = (m as usize, n as usize, k as usize, lda as usize, ldb as usize, ldc as usize);
+    let b = b as *const f32;
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0f32;
+            for kk in 0..k {
+                // SAFETY: in bounds by the caller's contract.
+                unsafe { s += *a.add(i * lda + kk) * *b.add(kk * ldb + j) };
+            }
+            // SAFETY: as above.
+            unsafe { store(c.add(i * ldc + j), s, accumulate) };
+        }
+    }
+}
+
+/// Packed-panel f32 GEMM (`b: [⌈n/16⌉, k, 16]`).
+///
+/// # Safety
+/// As [`sgemm`], with `b` holding `⌈n/16⌉ · k · 16` floats.
+pub unsafe extern "C" fn sgemm_packed(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    b: *const u8,
+    _ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+) {
+    let (m, n, k, lda, ldc) = (m as usize, n as usize, k as usize, lda as usize, ldc as usize);
+    let b = b as *const f32;
+    let mut row = [0.0f32; PANEL];
+    for i in 0..m {
+        for p in 0..n.div_ceil(PANEL) {
+            row.iter_mut().for_each(|x| *x = 0.0);
+            let panel = p * k * PANEL;
+            for kk in 0..k {
+                // SAFETY: in bounds by the caller's contract.
+                let av = unsafe { *a.add(i * lda + kk) };
+                for j in 0..PANEL {
+                    // SAFETY: as above.
+                    row[j] += av * unsafe { *b.add(panel + kk * PANEL + j) };
+                }
+            }
+            for j in 0..PANEL.min(n - p * PANEL) {
+                // SAFETY: as above.
+                unsafe { store(c.add(i * ldc + p * PANEL + j), row[j], accumulate) };
+            }
+        }
+    }
+}
+
+/// `c (+)= a · wᵀ` with Q8_0 `w`.
+///
+/// # Safety
+/// `w` holds `n · k/32` Q8_0 blocks; `k` is a multiple of 32; other pointers as [`sgemm`].
+pub unsafe extern "C" fn gemm_q8_0(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    w: *const u8,
+    _ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        gemm_q(m, n, k, a, lda, w, c, ldc, accumulate, Q8_0_BLOCK_BYTES, |blk, out| {
+            let d = f16_to_f32(u16::from_le_bytes([*blk, *blk.add(1)]));
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = d * f32::from(*blk.add(2 + i) as i8);
+            }
+        })
+    }
+}
+
+/// `c (+)= a · wᵀ` with Q4_0 `w`.
+///
+/// # Safety
+/// As [`gemm_q8_0`] with Q4_0 blocks.
+pub unsafe extern "C" fn gemm_q4_0(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    w: *const u8,
+    _ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        gemm_q(m, n, k, a, lda, w, c, ldc, accumulate, Q4_0_BLOCK_BYTES, |blk, out| {
+            let d = f16_to_f32(u16::from_le_bytes([*blk, *blk.add(1)]));
+            for i in 0..16 {
+                let q = *blk.add(2 + i);
+                out[i] = d * f32::from(q & 15) - d * 8.0;
+                out[i + 16] = d * f32::from(q >> 4) - d * 8.0;
+            }
+        })
+    }
+}
+
+/// Shared quantized GEMM loop: decode one block of a `w` row, dot it with every row of `a`.
+unsafe fn gemm_q(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    w: *const u8,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+    block_bytes: usize,
+    decode: impl Fn(*const u8, &mut [f32; QK]),
+) {
+    let (m, n, k, lda, ldc) = (m as usize, n as usize, k as usize, lda as usize, ldc as usize);
+    let nb = k / QK;
+    let mut buf = [0.0f32; QK];
+    let mut acc = vec![0.0f32; m];
+    for j in 0..n {
+        acc.iter_mut().for_each(|x| *x = 0.0);
+        for blk in 0..nb {
+            // SAFETY: in bounds by the caller's contract.
+            decode(unsafe { w.add((j * nb + blk) * block_bytes) }, &mut buf);
+            for (i, s) in acc.iter_mut().enumerate() {
+                for (t, wv) in buf.iter().enumerate() {
+                    // SAFETY: as above.
+                    *s += wv * unsafe { *a.add(i * lda + blk * QK + t) };
+                }
+            }
+        }
+        for (i, s) in acc.iter().enumerate() {
+            // SAFETY: as above.
+            unsafe { store(c.add(i * ldc + j), *s, accumulate) };
+        }
+    }
+}
+
+/// `*p = v` or `*p += v`.
+#[inline]
+unsafe fn store(p: *mut f32, v: f32, accumulate: u32) {
+    // SAFETY: the caller passes a valid pointer.
+    unsafe {
+        if accumulate != 0 {
+            *p += v;
+        } else {
+            *p = v;
+        }
+    }
+}
+
+/// `y = exp(x)` elementwise.
+///
+/// # Safety
+/// `x` readable and `y` writable for `n` floats (they may be the same buffer).
+pub unsafe extern "C" fn exp(x: *const f32, y: *mut f32, n: u64) {
+    // SAFETY: forwarded contract.
+    unsafe { map(x, y, n, exp1) }
+}
+
+/// `y = tanh(x)` elementwise.
+///
+/// # Safety
+/// As [`exp`].
+pub unsafe extern "C" fn tanh(x: *const f32, y: *mut f32, n: u64) {
+    // SAFETY: forwarded contract.
+    unsafe { map(x, y, n, tanh1) }
+}
+
+/// `y = erf(x)` elementwise.
+///
+/// # Safety
+/// As [`exp`].
+pub unsafe extern "C" fn erf(x: *const f32, y: *mut f32, n: u64) {
+    // SAFETY: forwarded contract.
+    unsafe { map(x, y, n, erf1) }
+}
+
+unsafe fn map(x: *const f32, y: *mut f32, n: u64, f: fn(f32) -> f32) {
+    for i in 0..n as usize {
+        // SAFETY: the caller's contract; reading before writing keeps `x == y` correct.
+        unsafe { *y.add(i) = f(*x.add(i)) };
+    }
+}
+
+/// `2^n` for integral `n ∈ [-150, 128]` as a pair of normal factors.
+#[inline]
+fn pow2_pair(n: i32) -> (f32, f32) {
+    let h = n >> 1;
+    (f32::from_bits(((h + 127) as u32) << 23), f32::from_bits(((n - h + 127) as u32) << 23))
+}
+
+/// Scalar `exp` with the same algorithm as the SIMD tiers.
+pub fn exp1(x: f32) -> f32 {
+    if x.is_nan() {
+        return x;
+    }
+    let xc = x.clamp(expc::LO, expc::HI);
+    let n = (xc * expc::LOG2E + 0.5).floor();
+    let r = xc - n * expc::C1 - n * expc::C2;
+    let z = r * r;
+    let p = ((((expc::P0 * r + expc::P1) * r + expc::P2) * r + expc::P3) * r + expc::P4) * r + expc::P5;
+    let y = p * z + r + 1.0;
+    let (s1, s2) = pow2_pair(n as i32);
+    y * s1 * s2
+}
+
+/// Scalar `tanh` with the same algorithm as the SIMD tiers.
+pub fn tanh1(x: f32) -> f32 {
+    let ax = x.abs();
+    if ax < tanhc::SMALL {
+        let s = x * x;
+        let p = (((tanhc::T0 * s + tanhc::T1) * s + tanhc::T2) * s + tanhc::T3) * s + tanhc::T4;
+        p * s * x + x
+    } else if x.is_nan() {
+        x
+    } else {
+        let e = exp1(2.0 * ax);
+        (1.0 - 2.0 / (e + 1.0)).copysign(x)
+    }
+}
+
+/// Scalar `erf` with the same algorithm as the SIMD tiers.
+pub fn erf1(x: f32) -> f32 {
+    let ax = x.abs();
+    if ax < 1.0 {
+        let s = x * x;
+        let e = &erfc::E;
+        let mut p = e[11];
+        for i in (0..11).rev() {
+            p = p * s + e[i];
+        }
+        p * x
+    } else if x.is_nan() {
+        x
+    } else {
+        let t = 1.0 / (1.0 + erfc::P * ax);
+        let q = ((((erfc::A5 * t + erfc::A4) * t + erfc::A3) * t + erfc::A2) * t + erfc::A1) * t;
+        (1.0 - q * exp1(-ax * ax)).copysign(x)
+    }
+}

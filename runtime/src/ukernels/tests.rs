@@ -1,0 +1,395 @@
+//! Tests of every tier's micro-kernels against naive f64 references (random shapes with
+//! tails, strides, accumulate on/off) and of the math helpers against f64 `exp`/`tanh` and an
+//! f64 `erf` (series + continued fraction) over a sweep including specials.
+
+use super::*;
+use crate::abi::GemmFn;
+
+/// xorshift64*: deterministic test data without dependencies.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [-1, 1).
+    fn f(&mut self) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+const MS: [usize; 6] = [1, 2, 3, 7, 16, 33];
+const NS: [usize; 6] = [1, 15, 16, 17, 64, 100];
+const KS: [usize; 5] = [1, 5, 32, 64, 576];
+const QKS: [usize; 3] = [32, 64, 576];
+const SENTINEL: f32 = 12345.0;
+
+/// The weight formats a GEMM entry reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Dense,
+    Packed,
+    Q8,
+    Q4,
+}
+
+/// Encodes `w: [n, k]` (row-major, the logical weight; for dense/packed it is `bᵀ`) into the
+/// entry's format, and returns the bytes plus the exact f64 values the kernel should see.
+fn encode(kind: Kind, w: &[f32], n: usize, k: usize, ldb: usize) -> (Vec<u8>, Vec<f64>) {
+    let mut exact = vec![0.0f64; n * k];
+    let mut bytes = Vec::new();
+    match kind {
+        Kind::Dense => {
+            let mut b = vec![f32::NAN; k * ldb];
+            for j in 0..n {
+                for kk in 0..k {
+                    b[kk * ldb + j] = w[j * k + kk];
+                    exact[j * k + kk] = f64::from(w[j * k + kk]);
+                }
+            }
+            // Columns past n are NaN: a kernel that reads them poisons the result.
+            bytes = b.iter().flat_map(|x| x.to_le_bytes()).collect();
+        }
+        Kind::Packed => {
+            let panels = n.div_ceil(PANEL);
+            let mut b = vec![0.0f32; panels * k * PANEL];
+            for j in 0..n {
+                for kk in 0..k {
+                    b[(j / PANEL) * k * PANEL + kk * PANEL + j % PANEL] = w[j * k + kk];
+                    exact[j * k + kk] = f64::from(w[j * k + kk]);
+                }
+            }
+            bytes = b.iter().flat_map(|x| x.to_le_bytes()).collect();
+        }
+        Kind::Q8 | Kind::Q4 => {
+            for j in 0..n {
+                for blk in 0..k / QK {
+                    let vals = &w[j * k + blk * QK..j * k + (blk + 1) * QK];
+                    let amax = vals.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                    let d = if kind == Kind::Q8 { amax / 127.0 } else { amax / 8.0 };
+                    let dh = half::f16::from_f32(d);
+                    let dd = f64::from(dh.to_f32());
+                    let id = if d == 0.0 { 0.0 } else { 1.0 / dh.to_f32() };
+                    bytes.extend_from_slice(&dh.to_bits().to_le_bytes());
+                    if kind == Kind::Q8 {
+                        for (t, v) in vals.iter().enumerate() {
+                            let q = (v * id).round().clamp(-127.0, 127.0) as i8;
+                            bytes.push(q as u8);
+                            exact[j * k + blk * QK + t] = dd * f64::from(q);
+                        }
+                    } else {
+                        let q: Vec<u8> = vals.iter().map(|v| ((v * id).round() + 8.0).clamp(0.0, 15.0) as u8).collect();
+                        for t in 0..16 {
+                            bytes.push(q[t] | (q[t + 16] << 4));
+                        }
+                        for t in 0..QK {
+                            exact[j * k + blk * QK + t] = dd * (f64::from(q[t]) - 8.0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (bytes, exact)
+}
+
+/// Runs `f` on one random problem and checks it against the f64 reference.
+fn check_one(f: GemmFn, kind: Kind, m: usize, n: usize, k: usize, accumulate: bool, rng: &mut Rng, what: &str) {
+    let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
+    let a: Vec<f32> = (0..m * lda).map(|_| rng.f()).collect();
+    let w: Vec<f32> = (0..n * k).map(|_| rng.f()).collect();
+    let (b, exact) = encode(kind, &w, n, k, ldb);
+    let mut c: Vec<f32> = (0..m * ldc).map(|i| if i % ldc < n { rng.f() } else { SENTINEL }).collect();
+    let c0 = c.clone();
+    // SAFETY: all buffers are sized for the shapes passed.
+    unsafe {
+        f(
+            m as u64,
+            n as u64,
+            k as u64,
+            a.as_ptr(),
+            lda as u64,
+            b.as_ptr(),
+            ldb as u64,
+            c.as_mut_ptr(),
+            ldc as u64,
+            u32::from(accumulate),
+        )
+    };
+    for i in 0..m {
+        for j in 0..ldc {
+            let got = c[i * ldc + j];
+            if j >= n {
+                assert_eq!(got, SENTINEL, "{what}: wrote past n at ({i},{j}) m={m} n={n} k={k}");
+                continue;
+            }
+            let mut want = if accumulate { f64::from(c0[i * ldc + j]) } else { 0.0 };
+            let mut mag = want.abs();
+            for kk in 0..k {
+                let t = f64::from(a[i * lda + kk]) * exact[j * k + kk];
+                want += t;
+                mag += t.abs();
+            }
+            let err = (f64::from(got) - want).abs();
+            assert!(
+                err <= 1e-5 * mag + 1e-30,
+                "{what} {kind:?}: c[{i},{j}] = {got}, want {want} (err {err:e}, |terms| {mag:e}) m={m} n={n} k={k} acc={accumulate}"
+            );
+        }
+    }
+}
+
+fn check_entry(f: GemmFn, kind: Kind, what: &str) {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let ks: &[usize] = if matches!(kind, Kind::Q8 | Kind::Q4) { &QKS } else { &KS };
+    let mut count = 0;
+    for &m in &MS {
+        for &n in &NS {
+            for &k in ks {
+                check_one(f, kind, m, n, k, count % 2 == 1, &mut rng, what);
+                count += 1;
+            }
+        }
+    }
+    // Degenerate shapes leave `c` alone (m or n = 0) or write zeros / keep `c` (k = 0).
+    check_one(f, kind, 0, 17, 32, false, &mut rng, what);
+    check_one(f, kind, 3, 0, 32, false, &mut rng, what);
+    if !matches!(kind, Kind::Q8 | Kind::Q4) {
+        check_one(f, kind, 3, 17, 0, false, &mut rng, what);
+        check_one(f, kind, 3, 17, 0, true, &mut rng, what);
+    }
+}
+
+fn check_table(t: &RuntimeFnTable, what: &str) {
+    assert_eq!(t.version, FN_TABLE_VERSION);
+    check_entry(t.sgemm, Kind::Dense, what);
+    check_entry(t.sgemm_packed, Kind::Packed, what);
+    check_entry(t.gemm_q8_0, Kind::Q8, what);
+    check_entry(t.gemm_q4_0, Kind::Q4, what);
+}
+
+#[test]
+fn scalar_gemms_match_f64() {
+    check_entry(scalar::sgemm, Kind::Dense, "scalar");
+    check_entry(scalar::sgemm_packed, Kind::Packed, "scalar");
+    check_entry(scalar::gemm_q8_0, Kind::Q8, "scalar");
+    check_entry(scalar::gemm_q4_0, Kind::Q4, "scalar");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_gemms_match_f64() {
+    if !Tier::Avx2.is_supported() {
+        eprintln!("avx2 tier not supported here; skipped");
+        return;
+    }
+    check_entry(avx2::sgemm, Kind::Dense, "avx2");
+    check_entry(avx2::sgemm_packed, Kind::Packed, "avx2");
+    check_entry(avx2::gemm_q8_0, Kind::Q8, "avx2");
+    check_entry(avx2::gemm_q4_0, Kind::Q4, "avx2");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx512_gemms_match_f64() {
+    if !Tier::Avx512.is_supported() {
+        eprintln!("avx512 tier not supported here; skipped");
+        return;
+    }
+    check_entry(avx512::sgemm, Kind::Dense, "avx512");
+    check_entry(avx512::sgemm_packed, Kind::Packed, "avx512");
+    check_entry(avx512::gemm_q8_0, Kind::Q8, "avx512");
+    check_entry(avx512::gemm_q4_0, Kind::Q4, "avx512");
+}
+
+#[test]
+fn fn_table_is_the_best_tier_and_correct() {
+    let t = fn_table();
+    let best = table_for(best_tier()).expect("best tier is supported");
+    assert_eq!(t.sgemm_packed as usize, best.sgemm_packed as usize);
+    assert_eq!(t.erf as usize, best.erf as usize);
+    check_table(&t, "fn_table");
+    assert!(table_for(Tier::Scalar).is_some());
+    assert!(available_tiers().contains(&Tier::Scalar));
+}
+
+/// f64 erf: Maclaurin series for |x| < 3, continued fraction for erfc above.
+fn erf_f64(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    let ax = x.abs();
+    let r = if ax < 3.0 {
+        let (mut term, mut sum, mut n) = (ax, ax, 0.0f64);
+        // term_n = (-1)^n x^(2n+1) / n!; sum += term_n / (2n+1)
+        loop {
+            n += 1.0;
+            term *= -ax * ax / n;
+            let t = term / (2.0 * n + 1.0);
+            sum += t;
+            if t.abs() <= 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        1.0 - erfc_cf(ax)
+    };
+    r.copysign(x)
+}
+
+fn erfc_cf(x: f64) -> f64 {
+    let mut t = x;
+    for i in (1..=200).rev() {
+        t = x + (f64::from(i) / 2.0) / t;
+    }
+    (-x * x).exp() / (std::f64::consts::PI.sqrt() * t)
+}
+
+#[test]
+fn erf_reference_is_consistent() {
+    // The two branches of the reference agree where both converge.
+    for x in [2.5f64, 2.9, 3.0] {
+        let series = {
+            let (mut term, mut sum, mut n) = (x, x, 0.0f64);
+            while n < 200.0 {
+                n += 1.0;
+                term *= -x * x / n;
+                sum += term / (2.0 * n + 1.0);
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        };
+        assert!((series - (1.0 - erfc_cf(x))).abs() < 1e-13, "x={x}");
+    }
+    assert!((erf_f64(0.5) - 0.520_499_877_813_046_5).abs() < 1e-15);
+    assert!((erf_f64(-1.0) + 0.842_700_792_949_714_9).abs() < 1e-15);
+}
+
+fn sweep() -> Vec<f32> {
+    let mut v = vec![
+        0.0,
+        -0.0,
+        1e-45,
+        -1e-45,
+        1e-40,
+        -1e-40,
+        1.17e-38,
+        1e-30,
+        -1e-20,
+        1e-7,
+        0.625,
+        -0.625,
+        1.0,
+        -1.0,
+        3.0,
+        4.0,
+        9.0,
+        f32::MAX,
+        f32::MIN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        88.72,
+        88.73,
+        89.0,
+        -87.0,
+        -87.4,
+        -100.0,
+        -103.9,
+        -104.0,
+        -200.0,
+        1e30,
+        -1e30,
+    ];
+    let mut rng = Rng(42);
+    for _ in 0..200_000 {
+        v.push(rng.f() * 110.0);
+        v.push(rng.f() * 6.0);
+        v.push(rng.f() * 0.7);
+    }
+    // Every float in [0.5, 2) region and around the branch points, one in 64.
+    let mut b = 0x3E00_0000u32;
+    while b < 0x4100_0000 {
+        v.push(f32::from_bits(b));
+        v.push(-f32::from_bits(b));
+        b += 64;
+    }
+    v
+}
+
+/// Max relative error of `f` vs `reference` over the sweep, where the reference's result is
+/// a normal f32; results in the denormal range must be within 1.5 denormal ulps.
+fn max_rel_err(f: UnaryArrayFnAlias, reference: fn(f64) -> f64, name: &str, tier: &str) -> f64 {
+    let xs = sweep();
+    let mut ys = vec![0.0f32; xs.len()];
+    // SAFETY: both buffers hold xs.len() floats.
+    unsafe { f(xs.as_ptr(), ys.as_mut_ptr(), xs.len() as u64) };
+    // In place, odd length (exercises the tail).
+    let mut inplace = xs[..xs.len() - 3].to_vec();
+    // SAFETY: as above.
+    unsafe { f(inplace.as_ptr(), inplace.as_mut_ptr(), inplace.len() as u64) };
+    assert_eq!(
+        inplace[..].iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        ys[..inplace.len()].iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
+    let mut worst = (0.0f64, 0.0f32);
+    for (&x, &y) in xs.iter().zip(&ys) {
+        let want = reference(f64::from(x));
+        let y = f64::from(y);
+        if want.abs() < f64::from(f32::MIN_POSITIVE) {
+            assert!((y - want).abs() <= 1.5 * 1.401e-45, "{tier} {name}({x:e}) = {y:e}, want {want:e}");
+            continue;
+        }
+        if want.abs() > f64::from(f32::MAX) {
+            assert_eq!(y, f64::INFINITY.copysign(want), "{tier} {name}({x:e})");
+            continue;
+        }
+        let rel = (y - want).abs() / want.abs();
+        if rel > worst.0 {
+            worst = (rel, x);
+        }
+    }
+    assert!(worst.0 <= 2e-6, "{tier} {name}: max relative error {:e} at x = {:e}", worst.0, worst.1);
+    // Specials.
+    let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0];
+    let mut out = [0.0f32; 4];
+    // SAFETY: 4 floats each.
+    unsafe { f(specials.as_ptr(), out.as_mut_ptr(), 4) };
+    assert!(out[0].is_nan(), "{tier} {name}(NaN) = {}", out[0]);
+    for i in 1..4 {
+        assert_eq!(f64::from(out[i]), reference(f64::from(specials[i])), "{tier} {name}({})", specials[i]);
+    }
+    eprintln!("{tier} {name}: max relative error {:.3e} at x = {:e}", worst.0, worst.1);
+    worst.0
+}
+
+type UnaryArrayFnAlias = crate::abi::UnaryArrayFn;
+
+fn check_math(exp: UnaryArrayFnAlias, tanh: UnaryArrayFnAlias, erf: UnaryArrayFnAlias, tier: &str) {
+    max_rel_err(exp, f64::exp, "exp", tier);
+    max_rel_err(tanh, f64::tanh, "tanh", tier);
+    max_rel_err(erf, erf_f64, "erf", tier);
+}
+
+#[test]
+fn scalar_math_matches_f64() {
+    check_math(scalar::exp, scalar::tanh, scalar::erf, "scalar");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_math_matches_f64() {
+    if Tier::Avx2.is_supported() {
+        check_math(avx2::exp, avx2::tanh, avx2::erf, "avx2");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx512_math_matches_f64() {
+    if Tier::Avx512.is_supported() {
+        check_math(avx512::exp, avx512::tanh, avx512::erf, "avx512");
+    }
+}
