@@ -232,15 +232,16 @@ fn slice_len_static(d: i64, start: i64, end: i64, step: i64) -> i64 {
 /// * `start == 0`, `end ≥ i32::MAX`, `step == 1` → `d`;
 /// * `start = s > 0`, `end ≥ i32::MAX`, `step == 1` → `d - s`;
 /// * `start = s ≥ 0`, `end = -k < 0`, `step == 1` → `d - k - s`;
-/// * `0 ≤ s < e < i32::MAX`, `step == 1` → `e - s` (e.g. `x[:, 0:1]`);
-/// * `start = -k < 0`, `end ≥ i32::MAX`, `step == 1` → `k` (e.g. `x[:, -1:]`);
+/// * `x[0:1]` and `x[-1:]` (`step == 1`) → `1`: the first or last element, assuming symbolic
+///   dims are non-empty;
 /// * start and end on the same side (both ≥ 0 or both < 0) with an empty range for the
 ///   step's direction → `0`.
 ///
 /// The `d - s` forms assume the symbolic dim is at least as long as the part the slice
-/// cuts off, and the fixed-length forms that it is at least as long as the range the slice
-/// reads (a shorter dim would make the slice shorter; the run time then sees a size that
-/// disagrees with the declared type and reports it).
+/// cuts off, and the one-element forms that it is not empty (otherwise the run time sees a
+/// size that disagrees with the declared type and reports it). Longer fixed-length reads
+/// (`x[0:4]`) stay `?`: exporters use them on dims that may legitimately be shorter, where
+/// ONNX clamps.
 pub fn slice_dim(d: &Dim, start: i64, end: i64, step: i64) -> Dim {
     if let Some(n) = d.as_fixed() {
         return Dim::fixed(slice_len_static(n, start, end, step));
@@ -249,11 +250,8 @@ pub fn slice_dim(d: &Dim, start: i64, end: i64, step: i64) -> Dim {
     if same_side && ((step > 0 && end <= start) || (step < 0 && end >= start)) {
         return Dim::fixed(0);
     }
-    if step == 1 && start >= 0 && end > start && end < SLICE_TO_END {
-        return Dim::fixed(end - start);
-    }
-    if step == 1 && start < 0 && end >= SLICE_TO_END {
-        return Dim::fixed(-start);
+    if step == 1 && ((start == 0 && end == 1) || (start == -1 && end >= SLICE_TO_END)) {
+        return Dim::fixed(1);
     }
     if step == 1 && start >= 0 {
         if end >= SLICE_TO_END {
@@ -1739,10 +1737,11 @@ mod tests {
         assert_eq!(slice_dim(&s, 1, i64::MAX, 1), s.sub(&n(1)));
         assert_eq!(slice_dim(&s, 0, -1, 1), s.sub(&n(1)));
         assert_eq!(slice_dim(&s, 2, -1, 1), s.sub(&n(3)));
-        // Fixed-length reads assume the dim is long enough (the run time checks the result).
+        // One-element reads assume the dim is not empty (the run time checks the result).
         assert_eq!(slice_dim(&s, -1, i64::MAX, 1), n(1), "the last element");
-        assert_eq!(slice_dim(&s, 0, 4, 1), n(4), "min(4, s), taken as 4");
-        assert_eq!(slice_dim(&s, 2, 5, 1), n(3));
+        assert_eq!(slice_dim(&s, 0, 1, 1), n(1), "the first element");
+        assert_eq!(slice_dim(&s, 0, 4, 1), Dim::Unknown, "min(4, s) is not a polynomial");
+        assert_eq!(slice_dim(&s, -2, i64::MAX, 1), Dim::Unknown, "min(2, s)");
         assert_eq!(slice_dim(&s, -3, -1, 1), Dim::Unknown, "negative start and end");
         assert_eq!(slice_dim(&s, 4, 2, 1), n(0));
         assert_eq!(slice_dim(&s, -2, -3, 1), n(0));

@@ -384,6 +384,7 @@ fn slice_static_symbolic_and_dynamic() {
     assert_eq!(inf1(sl(vec![1], vec![-1], vec![i64::MAX], vec![]), &[&x]), f32t("?b, 1, 10"));
     assert_eq!(inf1(sl(vec![-1], vec![-1], vec![i64::MIN], vec![-2]), &[&x]), f32t("?b, ?s, 5"));
     assert_eq!(inf1(sl(vec![], vec![0, 0], vec![1, 1], vec![]), &[&x]), f32t("1, 1, 10"));
+    assert_eq!(inf1(sl(vec![1], vec![0], vec![4], vec![]), &[&x]), f32t("?b, ?, 10"));
     assert_err_contains(&err(sl(vec![0], vec![0], vec![1], vec![0]), &[&x]), "contains 0");
     assert_err_contains(&err(sl(vec![0, 0], vec![0, 0], vec![1, 1], vec![]), &[&x]), "twice");
     assert!(infer(sl(vec![0], vec![0, 1], vec![1], vec![]), &[&x]).is_err());
