@@ -190,3 +190,26 @@ fn unsupported_ops_are_named_in_the_error() {
         }
     }
 }
+
+#[test]
+fn tiled_kernels_split_across_threads_at_any_boundary() {
+    // -O3 packs the linears: micro-kernel groups walk rows in tiles of 16, and the runtime
+    // hands them element ranges whose boundaries are not multiples of the tile.
+    let m = parse_module(&norm_mlp_source()).unwrap_or_else(|e| panic!("fixture: {e}"));
+    let opts = CompileOptions { level: 3, ..CompileOptions::default() };
+    let bytes = compile_module(&m, &InlineWeights, &opts).unwrap();
+    let grains: Vec<u64> =
+        Model::from_bytes(&bytes).unwrap().artifact().manifest().schedules["main"].iter().map(|s| s.grain).collect();
+    assert!(grains.iter().any(|g| *g > 1), "expected a tiled kernel, grains {grains:?}");
+    for threads in [2usize, 3] {
+        let mut model =
+            Model::from_bytes(&bytes).unwrap().with_fn_table(ukernels::fn_table()).unwrap().with_threads(threads);
+        for seq in [17usize, 37, 128] {
+            let x = Rng(seq as u64 * 7).tensor(&[seq, 32], -1.5, 1.5);
+            let rt = to_rt(&x);
+            let got = model.run("main", &[("x", rt.view())]).unwrap();
+            let want = run_function(&m, "main", &[("x".to_string(), x)], &InlineWeights).unwrap();
+            assert_close("y", &from_rt(&got[0].1), &want[0].1, 1e-5);
+        }
+    }
+}
