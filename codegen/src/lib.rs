@@ -2,6 +2,7 @@
 //! then backends: the host CPU through Cranelift ([`cpu`]); PTX and naga arrive later and
 //! consume the same [`kernel::Kernel`].
 
+pub mod compile;
 pub mod cpu;
 pub mod kernel;
 pub mod lower;

@@ -26,7 +26,7 @@
 //! A plan is bucket-specific; [`plan_buckets`] plans a list of buckets and
 //! [`default_buckets`] gives the rule the `memory-plan` pass uses to choose them.
 
-use ferrumc_ir::{Attr, Function, Module, Op, ValueDef, ValueId};
+use ferrumc_ir::{Attr, Function, Module, Op, OpId, ValueDef, ValueId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Every offset and every reserved extent is a multiple of this many bytes (cache line / AVX-512).
@@ -40,9 +40,9 @@ pub struct Buffer {
     pub offset: u64,
     /// Exact storage bytes of the value (dtype storage size, block-quantized dtypes included).
     pub size: u64,
-    /// Index in `op_order` of the defining op.
+    /// Time of the defining op (its index in `op_order` for [`plan_function`]).
     pub first: usize,
-    /// Index in `op_order` of the last use; the op count for function outputs.
+    /// Time of the last use; one past the last time for function outputs.
     pub last: usize,
     /// The value whose storage this view shares (its group's root), if any.
     pub alias_of: Option<ValueId>,
@@ -190,11 +190,26 @@ fn is_view(op: &Op) -> bool {
 /// Plan `f`'s arena for the symbol values in `bucket`. Fails when an arena value has a dim
 /// the bucket does not fix (`?`, or a symbol missing from the bucket), on a cycle, or on
 /// byte-size overflow.
-pub fn plan_function(_m: &Module, f: &Function, bucket: &BTreeMap<String, i64>) -> Result<MemoryPlan, String> {
+pub fn plan_function(m: &Module, f: &Function, bucket: &BTreeMap<String, i64>) -> Result<MemoryPlan, String> {
     let order = f.op_order().map_err(|e| e.to_string())?;
-    let n = order.len();
+    let position: HashMap<OpId, usize> = order.iter().enumerate().map(|(i, o)| (*o, i)).collect();
+    plan_function_at(m, f, bucket, &position)
+}
+
+/// [`plan_function`] with explicit op times instead of positions in `op_order`: `time[op]` is
+/// when the op runs (ops sharing a time run as one step, e.g. a fused kernel that reads its
+/// operands while writing its results, so everything it reads and writes is live together).
+/// Times must respect dependencies (an op's time ≥ its operands' producers' times); buffers'
+/// `first`/`last` are then times, and outputs live until one past the largest time.
+pub fn plan_function_at(
+    _m: &Module,
+    f: &Function,
+    bucket: &BTreeMap<String, i64>,
+    position: &HashMap<OpId, usize>,
+) -> Result<MemoryPlan, String> {
+    let order = f.op_order().map_err(|e| e.to_string())?;
+    let n = position.values().max().map_or(0, |t| t + 1);
     let bindings: HashMap<String, i64> = bucket.iter().map(|(k, v)| (k.clone(), *v)).collect();
-    let position: HashMap<_, usize> = order.iter().enumerate().map(|(i, o)| (*o, i)).collect();
 
     // Weight-derived in one forward sweep (same definition as `matchers::is_weight_derived`).
     let mut constant: HashMap<ValueId, bool> = HashMap::new();
@@ -207,8 +222,9 @@ pub fn plan_function(_m: &Module, f: &Function, bucket: &BTreeMap<String, i64>) 
     let mut values: Vec<ValueId> = Vec::new();
     let mut first: HashMap<ValueId, usize> = HashMap::new();
     let mut root: HashMap<ValueId, ValueId> = HashMap::new();
-    for (i, &id) in order.iter().enumerate() {
+    for &id in &order {
         let Some(data) = f.op(id) else { continue };
+        let i = position.get(&id).copied().ok_or_else(|| format!("op {id:?} has no time"))?;
         let c = data.operands.iter().all(|&v| is_const(&constant, v));
         for &r in &data.results {
             constant.insert(r, c);

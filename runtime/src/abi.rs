@@ -11,7 +11,11 @@
 //!   inputs, outputs), row-major, dense, 64-byte aligned.
 //! * `dims[j]` is the j-th symbolic dim value the step binds (evaluated by the runtime).
 //! * A launch computes iterations `[begin, end)` of the kernel's parallel loop; different
-//!   ranges write disjoint memory.
+//!   ranges write disjoint memory. In artifacts (`ferrumc compile`), a step's extent counts
+//!   the parallel loop's *elements* and its grain is the kernel's tile: a kernel whose loop
+//!   walks tiles of `t` elements runs the tiles whose first element lies in `[begin, end)`
+//!   (tile indices `[⌈begin/t⌉, ⌈end/t⌉)`), since a schedule's polynomial extent cannot
+//!   state `⌈extent/t⌉`. For `t = 1` both readings agree.
 
 /// A generated kernel (see the module doc).
 pub type KernelFn =

@@ -1,7 +1,9 @@
-//! The `ferrumc` command-line driver: import, verify, optimize (`opt`), run (reference
-//! interpreter) and DOT export of ModelIR modules. Every failure prints one `error:` line (or a list of
+//! The `ferrumc` command-line driver: import, verify, optimize (`opt`), compile to an
+//! artifact (`compile`), run (an artifact, or the reference interpreter), `inspect` an
+//! artifact and DOT export of ModelIR modules. Every failure prints one `error:` line (or a list of
 //! verifier errors) and exits non-zero; nothing is written unless the command succeeds.
 
+mod artifact_cmd;
 mod input;
 mod opt;
 mod run;
@@ -38,11 +40,36 @@ enum Command {
         /// The model: a Hugging Face folder or config.json, a `.onnx`, `.fir` or ModelIR `.json` file.
         input: PathBuf,
     },
-    /// Run a function of a model on `.npy` inputs and write each output as `NAME.npy`.
-    Run {
+    /// Compile a model into one artifact file (machine code, schedule, memory plan, weights).
+    Compile {
         /// The model: a Hugging Face folder or config.json, a `.onnx`, `.fir` or ModelIR `.json` file.
         input: PathBuf,
-        /// Execute with the reference interpreter (the only engine until codegen lands).
+        /// Where to write the artifact (e.g. `model.ferrumc`).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Optimization level (`-O0` .. `-O3`, default 2).
+        #[arg(short = 'O', value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=3))]
+        level: Option<u8>,
+        /// Quantize linear weights: q8_0 or q4_0 (the schemes the CPU kernels run).
+        #[arg(long, value_name = "SCHEME")]
+        quantize: Option<String>,
+        /// Largest value of a symbolic dim the artifact accepts, `NAME=N` (repeatable; default:
+        /// `seq`/`past` 128, others 64). The arena is planned for these values.
+        #[arg(long = "max-dim", value_name = "NAME=N")]
+        max_dims: Vec<String>,
+    },
+    /// Print an artifact's header, entry points, schedule, kernels, arena sizes and weights.
+    Inspect {
+        /// The artifact file.
+        input: PathBuf,
+    },
+    /// Run a compiled artifact, or (with `--interp`) a model through the reference interpreter,
+    /// on `.npy` inputs and write each output as `NAME.npy`.
+    Run {
+        /// A compiled artifact (recognized by its magic), or a model: a Hugging Face folder or
+        /// config.json, a `.onnx`, `.fir` or ModelIR `.json` file (needs `--interp`).
+        input: PathBuf,
+        /// Execute the model with the reference interpreter.
         #[arg(long)]
         interp: bool,
         /// Inputs as `NAME=FILE` (`.npy`, or ONNX TensorProto `.pb`), one per function parameter.
@@ -136,11 +163,28 @@ fn execute(command: Command) -> Result<(), CliError> {
             );
             Ok(())
         }
+        Command::Compile { input, output, level, quantize, max_dims } => {
+            let loaded = load_module(&input)?;
+            loaded.verified()?;
+            artifact_cmd::compile(&loaded, level.unwrap_or(2), quantize.as_deref(), &max_dims, &output)
+        }
+        Command::Inspect { input } => artifact_cmd::inspect(&input),
         Command::Run { input, interp, inputs, function, output_dir } => {
+            if artifact_cmd::is_artifact(&input) {
+                if interp {
+                    return Err(CliError::new(format!(
+                        "error: {} is a compiled artifact; --interp runs models, not artifacts",
+                        input.display()
+                    )));
+                }
+                return artifact_cmd::run(&input, &inputs, function.as_deref(), output_dir.as_deref());
+            }
             if !interp {
-                return Err(CliError::new(
-                    "error: compiled execution is not available yet; pass --interp to run the reference interpreter",
-                ));
+                return Err(CliError::new(format!(
+                    "error: {} is not a compiled artifact; compile it with `ferrumc compile`, or pass --interp to \
+                     run the reference interpreter",
+                    input.display()
+                )));
             }
             let loaded = load_module(&input)?;
             loaded.verified()?;

@@ -48,10 +48,22 @@ pub fn run_interpreter(
     let weights = FileWeights::new(loaded.base_dir.clone());
     let outputs = run_function(m, &func.name, &inputs, &weights).map_err(|e| CliError::new(format!("error: {e}")))?;
 
-    // Encode everything before touching the file system, so a failure writes nothing.
+    let files = write_outputs(&outputs, output_dir)?;
+    for (name, tensor) in &outputs {
+        println!("{name}: {}", summarize(tensor));
+    }
+    for path in &files {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Write every output as `DIR/NAME.npy` (when a directory is given); returns the paths.
+/// Everything is encoded before the file system is touched, so a failure writes nothing.
+pub fn write_outputs(outputs: &[(String, Tensor)], output_dir: Option<&Path>) -> Result<Vec<PathBuf>, CliError> {
     let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     if let Some(dir) = output_dir {
-        for (name, tensor) in &outputs {
+        for (name, tensor) in outputs {
             let file_name = output_file_name(name)?;
             let bytes = write_npy(tensor).map_err(|e| CliError::new(format!("error: output `{name}`: {e}")))?;
             files.push((dir.join(file_name), bytes));
@@ -63,17 +75,11 @@ pub fn run_interpreter(
                 .map_err(|e| CliError::new(format!("error: {}: cannot write: {e}", path.display())))?;
         }
     }
-    for (name, tensor) in &outputs {
-        println!("{name}: {}", summarize(tensor));
-    }
-    for (path, _) in &files {
-        println!("wrote {}", path.display());
-    }
-    Ok(())
+    Ok(files.into_iter().map(|(p, _)| p).collect())
 }
 
 /// Read an input tensor: ONNX `TensorProto` for `.pb` files, `.npy` otherwise.
-fn read_input_tensor(path: &Path) -> Result<Tensor, CliError> {
+pub fn read_input_tensor(path: &Path) -> Result<Tensor, CliError> {
     let shown = path.display();
     if path.extension().is_some_and(|e| e == "pb") {
         let bytes = std::fs::read(path).map_err(|e| CliError::new(format!("error: {shown}: cannot read: {e}")))?;
@@ -96,7 +102,7 @@ fn output_file_name(name: &str) -> Result<String, CliError> {
 }
 
 /// One-line description: dtype, shape and the first few values.
-fn summarize(t: &Tensor) -> String {
+pub fn summarize(t: &Tensor) -> String {
     const SHOWN: usize = 8;
     let values: Vec<String> = match &t.data {
         TensorData::Float(v) => v.iter().take(SHOWN).map(|x| format!("{x:.6}")).collect(),

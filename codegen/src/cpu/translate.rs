@@ -52,6 +52,17 @@ fn invalid(kernel: &Kernel, msg: impl std::fmt::Display) -> CodegenError {
     CodegenError::Invalid(format!("kernel `{}`: {msg}", kernel.name))
 }
 
+/// What a kernel's `[begin, end)` launch range counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaunchUnits {
+    /// Parallel iterations (tiles): `JitKernels` and the tests' executor.
+    Iterations,
+    /// Elements of the parallel extent: the kernel runs the tiles whose first element lies
+    /// in the range. Artifacts use this, since their schedules state the extent as a
+    /// polynomial over the symbols, which cannot express `⌈extent / tile⌉`.
+    Elements,
+}
+
 /// How an expression is evaluated: one element, or 4 lanes along `var`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -75,8 +86,19 @@ pub(crate) struct Translator<'a, 'b> {
 }
 
 impl<'a, 'b> Translator<'a, 'b> {
-    /// Emit the whole function body (the builder must be fresh, with the kernel signature).
+    /// Emit the whole function body (the builder must be fresh, with the kernel signature);
+    /// `[begin, end)` counts parallel iterations.
     pub fn translate(b: &'a mut FunctionBuilder<'b>, k: &'a Kernel, isa: &dyn TargetIsa) -> Result<(), CodegenError> {
+        Self::translate_launch(b, k, isa, LaunchUnits::Iterations)
+    }
+
+    /// [`Translator::translate`] with the meaning of `[begin, end)` chosen by `units`.
+    pub fn translate_launch(
+        b: &'a mut FunctionBuilder<'b>,
+        k: &'a Kernel,
+        isa: &dyn TargetIsa,
+        units: LaunchUnits,
+    ) -> Result<(), CodegenError> {
         if k.parallel.tile == 0 {
             return Err(invalid(k, "parallel tile of 0"));
         }
@@ -84,7 +106,16 @@ impl<'a, 'b> Translator<'a, 'b> {
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         let params = b.block_params(entry).to_vec();
-        let (bufs_ptr, dims_ptr, table, begin, end) = (params[0], params[1], params[2], params[3], params[4]);
+        let (bufs_ptr, dims_ptr, table, mut begin, mut end) = (params[0], params[1], params[2], params[3], params[4]);
+        let tile = i64::from(k.parallel.tile);
+        if units == LaunchUnits::Elements && tile > 1 {
+            // Iteration i runs when its first element i·tile lies in [begin, end):
+            // i ∈ [⌈begin/tile⌉, ⌈end/tile⌉), a partition for any chunk boundaries.
+            let b1 = b.ins().iadd_imm_s(begin, tile - 1);
+            begin = b.ins().udiv_imm_u(b1, tile);
+            let e1 = b.ins().iadd_imm_s(end, tile - 1);
+            end = b.ins().udiv_imm_u(e1, tile);
+        }
         let flags = MemFlagsData::trusted().with_readonly();
         let ptr = isa.pointer_type();
         let buffers =
