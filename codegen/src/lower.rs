@@ -1020,7 +1020,8 @@ impl Lowerer<'_> {
         if a_shape.len() != 3 || r_shape.len() != 4 || a_shape[..2] != r_shape[..2] {
             return Err(fail("the reshape must split the last dim of a rank-3 value"));
         }
-        let (Some(hn), Some(dn), Some(nn)) = (r_shape[2].as_fixed(), r_shape[3].as_fixed(), a_shape[2].as_fixed()) else {
+        let (Some(hn), Some(dn), Some(nn)) = (r_shape[2].as_fixed(), r_shape[3].as_fixed(), a_shape[2].as_fixed())
+        else {
             return Err(fail("heads and head size must be static"));
         };
         if hn * dn != nn {
@@ -1040,7 +1041,9 @@ impl Lowerer<'_> {
                 let w = anchor.operands[1];
                 let (which, ldb) = match &anchor.op {
                     Op::MatMul if f.ty(w).rank() == 2 && f.ty(w).dtype == DType::F32 => (MicroKernel::Sgemm, n.clone()),
-                    Op::PackedLinear { .. } if anchor.operands.len() == 2 => (MicroKernel::SgemmPacked, Size::constant(0)),
+                    Op::PackedLinear { .. } if anchor.operands.len() == 2 => {
+                        (MicroKernel::SgemmPacked, Size::constant(0))
+                    }
                     Op::QuantizedLinear if anchor.operands.len() == 2 && f.ty(w).dtype == DType::Q8_0 => {
                         (MicroKernel::GemmQ8_0, Size::constant(0))
                     }
@@ -1078,7 +1081,10 @@ impl Lowerer<'_> {
                     init: Expr::f32(0.0),
                     value: Expr::binary(
                         BinaryOp::Mul,
-                        Expr::Load { buffer: xb, index: IndexExpr::var(Var::PARALLEL, k.clone()).plus_var(kv, &Size::constant(1)) },
+                        Expr::Load {
+                            buffer: xb,
+                            index: IndexExpr::var(Var::PARALLEL, k.clone()).plus_var(kv, &Size::constant(1)),
+                        },
                         Expr::Load { buffer: wb, index: IndexExpr::var(j, k.clone()).plus_var(kv, &Size::constant(1)) },
                     ),
                     into: acc,
@@ -1180,14 +1186,13 @@ impl Lowerer<'_> {
                 row.push(Stmt::Let { local: vf, value: Expr::select(l(valid), Expr::f32(1.0), Expr::f32(0.0)) });
                 row.push(Stmt::Let {
                     local: tbase,
-                    value: Expr::binary(
-                        BinaryOp::Mul,
-                        Expr::select(l(valid), l(pl), Expr::i64(0)),
-                        Expr::i64(half),
-                    ),
+                    value: Expr::binary(BinaryOp::Mul, Expr::select(l(valid), l(pl), Expr::i64(0)), Expr::i64(half)),
                 });
                 let (ia, ib) = if interleaved {
-                    (IndexExpr::var(e, Size::constant(2)), IndexExpr::var(e, Size::constant(2)).plus_offset(&Size::constant(1)))
+                    (
+                        IndexExpr::var(e, Size::constant(2)),
+                        IndexExpr::var(e, Size::constant(2)).plus_offset(&Size::constant(1)),
+                    )
                 } else {
                     (unit(e), unit(e).plus_offset(&Size::constant(half)))
                 };
@@ -1332,9 +1337,8 @@ impl Lowerer<'_> {
                 let ov = self.buffer(presents[1], BufferRole::Output);
                 for (src_past, src_new, dst, d) in [(pkb, kb, ok, dk), (pvb, vb, ov, dv)] {
                     let (hv, tv, ev) = (self.fresh_var(), self.fresh_var(), self.fresh_var());
-                    let head = |len: &Size| {
-                        IndexExpr::var(Var::PARALLEL, c(hkv * d).mul(len)).plus_var(hv, &c(d).mul(len))
-                    };
+                    let head =
+                        |len: &Size| IndexExpr::var(Var::PARALLEL, c(hkv * d).mul(len)).plus_var(hv, &c(d).mul(len));
                     let copy = |from: u32, len: &Size, at: &Size| Stmt::Loop {
                         var: tv,
                         extent: Extent::Size(len.clone()),
@@ -1361,17 +1365,22 @@ impl Lowerer<'_> {
             }
         };
         let ob = self.buffer(out, BufferRole::Output);
-        let (hk, g, i, j, dd, e) =
-            (self.fresh_var(), self.fresh_var(), self.fresh_var(), self.fresh_var(), self.fresh_var(), self.fresh_var());
+        let (hk, g, i, j, dd, e) = (
+            self.fresh_var(),
+            self.fresh_var(),
+            self.fresh_var(),
+            self.fresh_var(),
+            self.fresh_var(),
+            self.fresh_var(),
+        );
         // h = hk·group + g.
         let h_ix = IndexExpr::var(hk, c(group)).plus_var(g, &c(1));
         // q row: ((b·H + h)·S + i)·D.
-        let q_row = IndexExpr::var(Var::PARALLEL, c(hq * dk).mul(&s))
-            .plus_var(i, &c(dk))
-            .plus_offset(&Size::default());
+        let q_row = IndexExpr::var(Var::PARALLEL, c(hq * dk).mul(&s)).plus_var(i, &c(dk)).plus_offset(&Size::default());
         let q_row = add_scaled(q_row, &h_ix, &s.mul(&c(dk)));
         // kv row: ((b·Hkv + hk)·T + j)·D.
-        let kv_row = |d: i64| IndexExpr::var(Var::PARALLEL, c(hkv * d).mul(&t)).plus_var(hk, &c(d).mul(&t)).plus_var(j, &c(d));
+        let kv_row =
+            |d: i64| IndexExpr::var(Var::PARALLEL, c(hkv * d).mul(&t)).plus_var(hk, &c(d).mul(&t)).plus_var(j, &c(d));
         // Output row.
         let o_row = if transposed {
             // ((b·S + i)·H + h)·Dv
@@ -1419,7 +1428,11 @@ impl Lowerer<'_> {
             let load = Expr::Load { buffer: mb, index: ix };
             score = match self.f.ty(mk).dtype {
                 DType::F32 => Expr::binary(BinaryOp::Add, score, load),
-                DType::Bool => Expr::select(Expr::compare(CmpOp::Ne, Expr::cast(ScalarType::I64, load), Expr::i64(0)), score, ninf()),
+                DType::Bool => Expr::select(
+                    Expr::compare(CmpOp::Ne, Expr::cast(ScalarType::I64, load), Expr::i64(0)),
+                    score,
+                    ninf(),
+                ),
                 other => return Err(fail(&format!("{other} masks are not lowered"))),
             };
         }

@@ -47,7 +47,8 @@ fn forward_matches_the_interpreter() {
     let (m, dir) = fixture();
     let mut rng = Rng(7);
     for (b, s) in [(1, 1), (1, 7), (2, 5)] {
-        let inputs = vec![("input_ids".to_string(), ids(&mut rng, b, s, 128)), ("position_ids".into(), positions(b, s, 0))];
+        let inputs =
+            vec![("input_ids".to_string(), ids(&mut rng, b, s, 128)), ("position_ids".into(), positions(b, s, 0))];
         compare(&m, &dir, "forward", &inputs);
     }
 }

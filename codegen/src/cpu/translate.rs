@@ -545,8 +545,10 @@ impl<'a, 'b> Translator<'a, 'b> {
                 Const::Bool(v) => self.b.ins().iconst(types::I8, i64::from(*v)),
             },
             Expr::Local(l) if self.mutable.contains(l) => {
-                let var =
-                    *self.variables.get(l).ok_or_else(|| invalid(self.k, format!("local {l} used before it is bound")))?;
+                let var = *self
+                    .variables
+                    .get(l)
+                    .ok_or_else(|| invalid(self.k, format!("local {l} used before it is bound")))?;
                 let v = self.b.use_var(var);
                 if vector {
                     self.b.ins().splat(VF32, v)

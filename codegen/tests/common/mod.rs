@@ -45,6 +45,9 @@ pub fn compile(src: &str) -> Compiled {
 /// Lower function `name` of an already optimized module (every group must lower).
 pub fn compile_function(module: Module, name: &str) -> Compiled {
     let function = module.functions.iter().position(|f| f.name == name).unwrap();
+    let f = &module.functions[function];
+    let ungrouped: Vec<_> = f.op_order().unwrap().into_iter().filter(|o| f.group(*o).is_none()).collect();
+    assert!(ungrouped.is_empty(), "ops outside fusion groups: {ungrouped:?}");
     let groups: Vec<LoweredGroup> = lower_function(&module.functions[function])
         .unwrap()
         .into_iter()
@@ -232,7 +235,20 @@ pub fn assert_close(name: &str, got: &Tensor, want: &Tensor, rtol: f64) {
 
 /// Compile `src`, run it and the interpreter on `inputs`, compare every output.
 pub fn check(src: &str, inputs: &[(String, Tensor)], rtol: f64) {
+    check_compiled(compile(src), inputs, rtol)
+}
+
+/// [`check`], asserting first that every op is in a fusion group (so no op is evaluated by
+/// the executor's interpreter fallback).
+pub fn check_kernels_only(src: &str, inputs: &[(String, Tensor)], rtol: f64) {
     let c = compile(src);
+    let f = &c.module.functions[0];
+    let ungrouped: Vec<_> = f.op_order().unwrap().into_iter().filter(|o| f.group(*o).is_none()).collect();
+    assert!(ungrouped.is_empty(), "ops outside fusion groups: {ungrouped:?}");
+    check_compiled(c, inputs, rtol)
+}
+
+fn check_compiled(c: Compiled, inputs: &[(String, Tensor)], rtol: f64) {
     let got = run(&c, inputs);
     let want = run_function(&c.module, &c.module.functions[0].name, inputs, &InlineWeights).unwrap();
     for ((name, g), (_, w)) in got.iter().zip(&want) {
