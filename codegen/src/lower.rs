@@ -25,7 +25,9 @@
 //!   goes to a temp buffer, then each row is scattered (and rotated) to its heads.
 //! * **attention** groups (`attention` with an optional head-merging epilogue): online
 //!   softmax per query row, see `attention_template`.
-//! * **data movement**: `gather` along axis 0 (embedding lookup).
+//! * **data movement** (single-op groups): `gather` along axis 0 (embedding lookup); views
+//!   (`reshape`, `squeeze`, `unsqueeze`, `identity`) as flat copies; `transpose`, `expand`,
+//!   static `slice` as strided copies; `concat` as block copies (see `copy_template`).
 //!
 //! Temp buffers ([`BufferRole::Temp`]) are bound to an IR value internal to the group, whose
 //! type gives their size; the runtime allocates them for the launch.
@@ -105,6 +107,7 @@ pub fn lower_group(f: &Function, group: u32) -> Result<LoweredGroup, CodegenErro
         GroupKind::DataMovement if ops.len() == 1 && f.op(first).is_some_and(|d| matches!(d.op, Op::Gather { .. })) => {
             Lowerer::new(f, &ops, &name).gather_template()
         }
+        GroupKind::DataMovement if ops.len() == 1 => Lowerer::new(f, &ops, &name).copy_template(),
         // `fusion-groups` classifies `packed_linear` as opaque (one op, no epilogue); it is
         // still a matmul.
         GroupKind::Opaque if ops.len() == 1 && f.op(first).is_some_and(|d| matches!(d.op, Op::PackedLinear { .. })) => {
@@ -1534,6 +1537,217 @@ impl Lowerer<'_> {
         });
         let batch = self.size(&qs[0])?;
         Ok(self.finish(LoopExtent { extent: batch, tile: 1 }, body))
+    }
+}
+
+/// Elements per parallel iteration of a flat copy.
+pub const COPY_TILE: u32 = 4096;
+
+impl Lowerer<'_> {
+    /// Row-major strides of `shape`.
+    fn strides(&mut self, shape: &[Dim]) -> LResult<Vec<Size>> {
+        let mut st = vec![Size::constant(1); shape.len()];
+        for a in (0..shape.len().saturating_sub(1)).rev() {
+            let d = self.size(&shape[a + 1])?;
+            st[a] = st[a + 1].mul(&d);
+        }
+        Ok(st)
+    }
+
+    /// A loop nest over `shape` storing `out[row-major coords] = src[Σ coord·st + offset]`:
+    /// axis 0 is the parallel loop when `parallel`, else every axis is a nested loop.
+    fn copy_nest(
+        &mut self,
+        shape: &[Dim],
+        out: (u32, IndexExpr, Vec<Size>),
+        src: (u32, IndexExpr, Vec<Size>),
+        parallel: bool,
+    ) -> LResult<Vec<Stmt>> {
+        let (ob, mut oix, ost) = out;
+        let (sb, mut six, sst) = src;
+        let mut vars = Vec::new();
+        for (a, d) in shape.iter().enumerate() {
+            let v = if parallel && a == 0 { Var::PARALLEL } else { self.fresh_var() };
+            oix = oix.plus_var(v, &ost[a]);
+            six = six.plus_var(v, &sst[a]);
+            if !(parallel && a == 0) {
+                vars.push((v, self.size(d)?));
+            }
+        }
+        let mut body = vec![Stmt::Store { buffer: ob, index: oix, value: Expr::Load { buffer: sb, index: six } }];
+        while let Some((v, e)) = vars.pop() {
+            body = vec![Stmt::Loop { var: v, extent: Extent::Size(e), body }];
+        }
+        Ok(body)
+    }
+
+    /// Single-op data-movement groups other than `gather`: views (`reshape`, `squeeze`,
+    /// `unsqueeze`, `identity`) as flat copies in tiles of [`COPY_TILE`]; `transpose` (any
+    /// perm), `expand` (numpy broadcast, provable shapes) and `slice` (static attributes)
+    /// as strided copies parallel over the output's first axis; `concat` as block copies
+    /// parallel over the dims before the axis. Dims may be symbolic (`slice` needs static
+    /// dims on sliced axes unless starts are non-negative with positive steps).
+    fn copy_template(mut self) -> LResult<(Kernel, Vec<ValueId>)> {
+        let d = self.op(self.ops[0])?;
+        let name = d.op.name();
+        let out = d.results[0];
+        let os = self.shape(out);
+        let dtype = self.f.ty(out).dtype;
+        if ScalarType::of_dtype(dtype).is_none() {
+            return Err(unsupported(name, format!("dtype {dtype} is not supported in kernels yet")));
+        }
+        let x = d.operands[0];
+        let xs = self.shape(x);
+        let rank_par = !os.is_empty();
+        let par_extent = |this: &mut Self| -> LResult<Size> {
+            if rank_par {
+                this.size(&os[0])
+            } else {
+                Ok(Size::constant(1))
+            }
+        };
+        match &d.op {
+            Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Identity => {
+                let n = self.product(&os)?;
+                let xb = self.buffer(x, BufferRole::Input);
+                let ob = self.buffer(out, BufferRole::Output);
+                let i = self.fresh_var();
+                let ix = unit(Var::PARALLEL).plus_var(i, &Size::constant(1));
+                let body = vec![Stmt::Loop {
+                    var: i,
+                    extent: Extent::ParallelTile,
+                    body: vec![Stmt::Store {
+                        buffer: ob,
+                        index: ix.clone(),
+                        value: Expr::Load { buffer: xb, index: ix },
+                    }],
+                }];
+                Ok(self.finish(LoopExtent { extent: n, tile: COPY_TILE }, body))
+            }
+            Op::Transpose { perm } => {
+                let r = xs.len();
+                let perm: Vec<usize> = if perm.is_empty() {
+                    (0..r).rev().collect()
+                } else {
+                    perm.iter().map(|&p| if p < 0 { p + r as i64 } else { p } as usize).collect()
+                };
+                if perm.len() != r || perm.iter().any(|&p| p >= r) {
+                    return Err(unsupported(name, "invalid perm"));
+                }
+                let xst = self.strides(&xs)?;
+                let sst: Vec<Size> = perm.iter().map(|&p| xst[p].clone()).collect();
+                let ost = self.strides(&os)?;
+                let xb = self.buffer(x, BufferRole::Input);
+                let ob = self.buffer(out, BufferRole::Output);
+                let body =
+                    self.copy_nest(&os, (ob, IndexExpr::default(), ost), (xb, IndexExpr::default(), sst), rank_par)?;
+                let extent = par_extent(&mut self)?;
+                Ok(self.finish(LoopExtent { extent, tile: 1 }, body))
+            }
+            Op::Expand => {
+                if xs.len() > os.len() {
+                    return Err(unsupported(name, "input rank above the output rank"));
+                }
+                let xst = self.strides(&xs)?;
+                let lead = os.len() - xs.len();
+                let mut sst = vec![Size::default(); os.len()];
+                for (k, dx) in xs.iter().enumerate() {
+                    if !is_one(dx) {
+                        if *dx != os[lead + k] {
+                            return Err(unsupported(name, "shapes do not broadcast provably"));
+                        }
+                        sst[lead + k] = xst[k].clone();
+                    }
+                }
+                let ost = self.strides(&os)?;
+                let xb = self.buffer(x, BufferRole::Input);
+                let ob = self.buffer(out, BufferRole::Output);
+                let body =
+                    self.copy_nest(&os, (ob, IndexExpr::default(), ost), (xb, IndexExpr::default(), sst), rank_par)?;
+                let extent = par_extent(&mut self)?;
+                Ok(self.finish(LoopExtent { extent, tile: 1 }, body))
+            }
+            Op::Slice { axes, starts, ends: _, steps } if d.operands.len() == 1 => {
+                let r = xs.len();
+                let xst = self.strides(&xs)?;
+                let mut sst = xst.clone();
+                let mut offset = Size::default();
+                let axes: Vec<usize> = if axes.is_empty() {
+                    (0..starts.len()).collect()
+                } else {
+                    axes.iter().map(|&a| if a < 0 { a + r as i64 } else { a } as usize).collect()
+                };
+                for (k, &a) in axes.iter().enumerate() {
+                    let (Some(&start), step) = (starts.get(k), steps.get(k).copied().unwrap_or(1)) else {
+                        return Err(unsupported(name, "malformed attributes"));
+                    };
+                    if a >= r || step == 0 {
+                        return Err(unsupported(name, "malformed attributes"));
+                    }
+                    let eff = match xs[a].as_fixed() {
+                        Some(dim) => {
+                            let s = if start < 0 { start.saturating_add(dim) } else { start };
+                            if step > 0 {
+                                s.clamp(0, dim)
+                            } else {
+                                s.clamp(0, (dim - 1).max(0))
+                            }
+                        }
+                        None if start >= 0 && step > 0 => start,
+                        None => return Err(unsupported(name, "negative starts or steps on a symbolic dim")),
+                    };
+                    offset = offset.add(&xst[a].mul(&Size::constant(eff)));
+                    sst[a] = xst[a].mul(&Size::constant(step));
+                }
+                let ost = self.strides(&os)?;
+                let xb = self.buffer(x, BufferRole::Input);
+                let ob = self.buffer(out, BufferRole::Output);
+                let body = self.copy_nest(
+                    &os,
+                    (ob, IndexExpr::default(), ost),
+                    (xb, IndexExpr::constant(offset), sst),
+                    rank_par,
+                )?;
+                let extent = par_extent(&mut self)?;
+                Ok(self.finish(LoopExtent { extent, tile: 1 }, body))
+            }
+            Op::Concat { axis } => {
+                let r = os.len() as i64;
+                let a = if *axis < 0 { axis + r } else { *axis };
+                if a < 0 || a >= r {
+                    return Err(unsupported(name, "axis out of range"));
+                }
+                let a = a as usize;
+                let outer = self.product(&os[..a])?;
+                let out_inner = self.product(&os[a..])?;
+                let ob = self.buffer(out, BufferRole::Output);
+                let mut at = Size::default();
+                let mut body = Vec::new();
+                for &x in &d.operands {
+                    let s = self.shape(x);
+                    let inner = self.product(&s[a..])?;
+                    let xb = self.buffer(x, BufferRole::Input);
+                    let i = self.fresh_var();
+                    body.push(Stmt::Loop {
+                        var: i,
+                        extent: Extent::Size(inner.clone()),
+                        body: vec![Stmt::Store {
+                            buffer: ob,
+                            index: IndexExpr::var(Var::PARALLEL, out_inner.clone())
+                                .plus_var(i, &Size::constant(1))
+                                .plus_offset(&at),
+                            value: Expr::Load {
+                                buffer: xb,
+                                index: IndexExpr::var(Var::PARALLEL, inner.clone()).plus_var(i, &Size::constant(1)),
+                            },
+                        }],
+                    });
+                    at = at.add(&inner);
+                }
+                Ok(self.finish(LoopExtent { extent: outer, tile: 1 }, body))
+            }
+            other => Err(unsupported(other.name(), "not lowered by the data-movement template yet")),
+        }
     }
 }
 

@@ -611,3 +611,33 @@ fn attention_gqa_causal_masks_and_cache() {
         check_kernels_only(&src, &inputs(ins), 1e-4);
     }
 }
+
+#[test]
+fn data_movement_copies() {
+    for n in [1usize, 3, 17] {
+        let src = format!(
+            "module @m
+func @forward(%x: f32[?r, 4, {n}], %y: f32[?r, 2, {n}], %z: f32[4, 1], %w: f32[3, 1]) -> (a: f32[{n}, ?r, 4], b: f32[?r, 6, {n}], c: f32[?r, {m}], d: f32[?r, 2, {s}], e: f32[?r, 4, {n}], f: f32[?r, 3, 4], g: f32[?r, 3, {n}]) {{
+  %0 = transpose %x {{perm = [2, 0, 1]}} : f32[{n}, ?r, 4]
+  %1 = concat %y, %x {{axis = -2}} : f32[?r, 6, {n}]
+  %2 = reshape %x {{allowzero = false}} : f32[?r, {m}]
+  %3 = slice %x {{axes = [1, 2], starts = [-1, 0], ends = [-5, 100], steps = [-2, 2]}} : f32[?r, 2, {s}]
+  %4 = expand %z : f32[?r, 4, {n}]
+  %5 = slice %x {{axes = [1], starts = [1], ends = [4], steps = []}} : f32[?r, 3, {n}]
+  %6 = expand %w : f32[?r, 3, 4]
+  return %0, %1, %2, %3, %4, %6, %5
+}}
+",
+            m = 4 * n,
+            s = n.div_ceil(2)
+        );
+        let mut rng = Rng(600 + n as u64);
+        let ins = vec![
+            ("x", rng.tensor(&[3, 4, n], -1.0, 1.0)),
+            ("y", rng.tensor(&[3, 2, n], -1.0, 1.0)),
+            ("z", rng.tensor(&[4, 1], -1.0, 1.0)),
+            ("w", rng.tensor(&[3, 1], -1.0, 1.0)),
+        ];
+        check_kernels_only(&src, &inputs(ins), 1e-6);
+    }
+}
