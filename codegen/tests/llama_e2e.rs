@@ -1,4 +1,5 @@
-//! End to end: the HF Llama fixture at `-O2`, every group of `forward` and `decode` lowered
+//! End to end: the HF Llama fixture at `-O2` and `-O3` (prepacked weights: `sgemm_packed`
+//! micro-kernel calls), every group of `forward` and `decode` lowered
 //! and JIT-compiled, run group by group by the test executor (`common::run_with`) with the
 //! runtime's real micro-kernel table (`ferrumc_runtime::ukernels::fn_table()`), compared with
 //! the reference interpreter on the same weights (rtol 1e-4, see `common::assert_close`).
@@ -14,10 +15,10 @@ use ferrumc_ir::{DType, Module, Tensor};
 use ferrumc_passes::{preset, PassManager, PassOptions};
 use std::path::{Path, PathBuf};
 
-fn fixture() -> (Module, PathBuf) {
+fn fixture(level: u8) -> (Module, PathBuf) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hf/llama");
     let (mut m, _) = ferrumc_hf::import_hf(&dir).unwrap();
-    let passes = preset(2).unwrap();
+    let passes = preset(level).unwrap();
     PassManager::new(&passes, PassOptions::default()).unwrap().run(&mut m).unwrap();
     (m, dir)
 }
@@ -44,25 +45,29 @@ fn compare(m: &Module, dir: &Path, name: &str, inputs: &[(String, Tensor)]) {
 
 #[test]
 fn forward_matches_the_interpreter() {
-    let (m, dir) = fixture();
-    let mut rng = Rng(7);
-    for (b, s) in [(1, 1), (1, 7), (2, 5)] {
-        let inputs =
-            vec![("input_ids".to_string(), ids(&mut rng, b, s, 128)), ("position_ids".into(), positions(b, s, 0))];
-        compare(&m, &dir, "forward", &inputs);
+    for level in [2, 3] {
+        let (m, dir) = fixture(level);
+        let mut rng = Rng(7);
+        for (b, s) in [(1, 1), (1, 7), (2, 5)] {
+            let inputs =
+                vec![("input_ids".to_string(), ids(&mut rng, b, s, 128)), ("position_ids".into(), positions(b, s, 0))];
+            compare(&m, &dir, "forward", &inputs);
+        }
     }
 }
 
 #[test]
 fn decode_with_cache_matches_the_interpreter() {
-    let (m, dir) = fixture();
-    let mut rng = Rng(11);
-    for (b, s, p) in [(1, 1, 6), (2, 3, 4), (1, 4, 0)] {
-        let mut inputs =
-            vec![("input_ids".to_string(), ids(&mut rng, b, s, 128)), ("position_ids".into(), positions(b, s, p))];
-        for name in ["past_key_0", "past_value_0", "past_key_1", "past_value_1"] {
-            inputs.push((name.to_string(), rng.tensor(&[b, 2, p, 16], -1.0, 1.0)));
+    for level in [2, 3] {
+        let (m, dir) = fixture(level);
+        let mut rng = Rng(11);
+        for (b, s, p) in [(1, 1, 6), (2, 3, 4), (1, 4, 0)] {
+            let mut inputs =
+                vec![("input_ids".to_string(), ids(&mut rng, b, s, 128)), ("position_ids".into(), positions(b, s, p))];
+            for name in ["past_key_0", "past_value_0", "past_key_1", "past_value_1"] {
+                inputs.push((name.to_string(), rng.tensor(&[b, 2, p, 16], -1.0, 1.0)));
+            }
+            compare(&m, &dir, "decode", &inputs);
         }
-        compare(&m, &dir, "decode", &inputs);
     }
 }

@@ -46,8 +46,20 @@ pub fn compile(src: &str) -> Compiled {
 pub fn compile_function(module: Module, name: &str) -> Compiled {
     let function = module.functions.iter().position(|f| f.name == name).unwrap();
     let f = &module.functions[function];
-    let ungrouped: Vec<_> = f.op_order().unwrap().into_iter().filter(|o| f.group(*o).is_none()).collect();
-    assert!(ungrouped.is_empty(), "ops outside fusion groups: {ungrouped:?}");
+    // Ops outside groups must be weight-derived (prepacking): the executor evaluates them
+    // with the interpreter before the kernels run.
+    let mut weight_derived: HashSet<ValueId> = f.weight_values().values().copied().collect();
+    for o in f.op_order().unwrap() {
+        let d = f.op(o).unwrap();
+        if f.group(o).is_none() {
+            assert!(
+                d.operands.iter().all(|v| weight_derived.contains(v)),
+                "op {o} ({}) is outside fusion groups and not weight-derived",
+                d.op.name()
+            );
+            weight_derived.extend(d.results.iter().copied());
+        }
+    }
     let groups: Vec<LoweredGroup> = lower_function(&module.functions[function])
         .unwrap()
         .into_iter()
