@@ -1245,9 +1245,10 @@ impl Lowerer<'_> {
 }
 
 impl Lowerer<'_> {
-    /// The attention template (see the module doc): parallel over the batch; per batch
-    /// element the KV cache is first concatenated into `present_k`/`present_v` (when there
-    /// is one; the scores then read the keys back from there), then every query row runs
+    /// The attention template (see the module doc): parallel over (batch, kv head); per
+    /// iteration the KV cache of that head is first concatenated into `present_k`/`present_v`
+    /// (when there is one; the scores then read the keys back from there), then each of the
+    /// head's `H/Hkv` query heads' rows runs
     /// an *online softmax*: for each key `j`, `s = q·k_j · scale (+ mask)`, masked scores
     /// are `-∞`; with the running maximum `m` and sum `l`, `m' = max(m, s)`,
     /// `c = e^(m − m')`, `w = e^(s − m')`, `l ← l·c + w`, `o ← o·c + w·v_j` (`c = 1, w = 0`
@@ -1327,6 +1328,16 @@ impl Lowerer<'_> {
         let (qb, kb, vb) =
             (self.buffer(q, BufferRole::Input), self.buffer(k, BufferRole::Input), self.buffer(v, BufferRole::Input));
         let mut body = Vec::new();
+        // The parallel variable is `b·Hkv + hk`; `b` and `hk` as locals where needed.
+        let (bl, hkl) = (self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64));
+        body.push(Stmt::Let {
+            local: bl,
+            value: Expr::binary(BinaryOp::Div, Expr::Index(unit(Var::PARALLEL)), Expr::i64(hkv)),
+        });
+        body.push(Stmt::Let {
+            local: hkl,
+            value: Expr::binary(BinaryOp::Rem, Expr::Index(unit(Var::PARALLEL)), Expr::i64(hkv)),
+        });
         // KV cache: present = concat(past, new) along the sequence.
         let (keys, vals) = match past {
             None => (kb, vb),
@@ -1339,9 +1350,8 @@ impl Lowerer<'_> {
                 let ok = self.buffer(presents[0], BufferRole::Output);
                 let ov = self.buffer(presents[1], BufferRole::Output);
                 for (src_past, src_new, dst, d) in [(pkb, kb, ok, dk), (pvb, vb, ov, dv)] {
-                    let (hv, tv, ev) = (self.fresh_var(), self.fresh_var(), self.fresh_var());
-                    let head =
-                        |len: &Size| IndexExpr::var(Var::PARALLEL, c(hkv * d).mul(len)).plus_var(hv, &c(d).mul(len));
+                    let (tv, ev) = (self.fresh_var(), self.fresh_var());
+                    let head = |len: &Size| IndexExpr::var(Var::PARALLEL, c(d).mul(len));
                     let copy = |from: u32, len: &Size, at: &Size| Stmt::Loop {
                         var: tv,
                         extent: Extent::Size(len.clone()),
@@ -1358,40 +1368,46 @@ impl Lowerer<'_> {
                             }],
                         }],
                     };
-                    body.push(Stmt::Loop {
-                        var: hv,
-                        extent: Extent::Size(c(hkv)),
-                        body: vec![copy(src_past, &p_len, &c(0)), copy(src_new, &sn, &p_len)],
-                    });
+                    body.push(copy(src_past, &p_len, &c(0)));
+                    body.push(copy(src_new, &sn, &p_len));
                 }
                 (ok, ov)
             }
         };
         let ob = self.buffer(out, BufferRole::Output);
-        let (hk, g, i, j, dd, e) = (
-            self.fresh_var(),
-            self.fresh_var(),
-            self.fresh_var(),
-            self.fresh_var(),
-            self.fresh_var(),
-            self.fresh_var(),
-        );
-        // h = hk·group + g.
-        let h_ix = IndexExpr::var(hk, c(group)).plus_var(g, &c(1));
-        // q row: ((b·H + h)·S + i)·D.
-        let q_row = IndexExpr::var(Var::PARALLEL, c(hq * dk).mul(&s)).plus_var(i, &c(dk)).plus_offset(&Size::default());
-        let q_row = add_scaled(q_row, &h_ix, &s.mul(&c(dk)));
+        let (g, i, j, dd, e) =
+            (self.fresh_var(), self.fresh_var(), self.fresh_var(), self.fresh_var(), self.fresh_var());
+        let lo = Expr::Local;
+        // q row: ((b·H + h)·S + i)·D with b·H + h = (b·Hkv + hk)·G + g.
+        let q_row =
+            IndexExpr::var(Var::PARALLEL, c(group * dk).mul(&s)).plus_var(g, &s.mul(&c(dk))).plus_var(i, &c(dk));
         // kv row: ((b·Hkv + hk)·T + j)·D.
-        let kv_row =
-            |d: i64| IndexExpr::var(Var::PARALLEL, c(hkv * d).mul(&t)).plus_var(hk, &c(d).mul(&t)).plus_var(j, &c(d));
-        // Output row.
-        let o_row = if transposed {
-            // ((b·S + i)·H + h)·Dv
-            add_scaled(IndexExpr::var(Var::PARALLEL, c(hq * dv).mul(&s)).plus_var(i, &c(hq * dv)), &h_ix, &c(dv))
+        let kv_row = |d: i64| IndexExpr::var(Var::PARALLEL, c(d).mul(&t)).plus_var(j, &c(d));
+        // Output row: base (per parallel iteration) + affine part.
+        let (o_base, o_row) = if transposed {
+            // ((b·S + i)·H + h)·Dv = b·S·H·Dv + hk·G·Dv + i·H·Dv + g·Dv.
+            let base = self.fresh_local(ScalarType::I64);
+            body.push(Stmt::Let {
+                local: base,
+                value: Expr::binary(
+                    BinaryOp::Add,
+                    Expr::binary(BinaryOp::Mul, lo(bl), Expr::Dim(s.mul(&c(hq * dv)))),
+                    Expr::binary(BinaryOp::Mul, lo(hkl), Expr::i64(group * dv)),
+                ),
+            });
+            (Some(base), IndexExpr::var(i, c(hq * dv)).plus_var(g, &c(dv)))
         } else {
-            add_scaled(IndexExpr::var(Var::PARALLEL, c(hq * dv).mul(&s)).plus_var(i, &c(dv)), &h_ix, &s.mul(&c(dv)))
+            (None, IndexExpr::var(Var::PARALLEL, c(group * dv).mul(&s)).plus_var(g, &s.mul(&c(dv))).plus_var(i, &c(dv)))
         };
         let plus = |ix: &IndexExpr, v: Var| ix.clone().plus_var(v, &c(1));
+        let o_load = |v: Var| match o_base {
+            Some(b) => Expr::load_at(ob, lo(b), plus(&o_row, v)),
+            None => Expr::Load { buffer: ob, index: plus(&o_row, v) },
+        };
+        let o_store = |v: Var, value: Expr| match o_base {
+            Some(b) => Stmt::StoreAt { buffer: ob, base: lo(b), index: plus(&o_row, v), value },
+            None => Stmt::Store { buffer: ob, index: plus(&o_row, v), value },
+        };
         let (m, l, sc, s1, mn, dead, cf, w, inv) = (
             self.fresh_local(ScalarType::F32),
             self.fresh_local(ScalarType::F32),
@@ -1403,7 +1419,6 @@ impl Lowerer<'_> {
             self.fresh_local(ScalarType::F32),
             self.fresh_local(ScalarType::F32),
         );
-        let lo = Expr::Local;
         let ninf = || Expr::f32(f32::NEG_INFINITY);
         let scale = scale.unwrap_or(1.0 / (dk as f64).sqrt()) as f32;
         let mut score = Expr::binary(BinaryOp::Mul, lo(sc), Expr::f32(scale));
@@ -1413,8 +1428,15 @@ impl Lowerer<'_> {
                 return Err(fail("mask rank above 4"));
             }
             let full = [qs[0].clone(), qs[1].clone(), qs[2].clone(), Dim::fixed(0)];
-            let coords = [IndexExpr::var(Var::PARALLEL, c(1)), h_ix.clone(), unit(i), unit(j)];
+            // Axis coordinates: b and hk through the base, g, i, j affinely.
             let mut ix = IndexExpr::default();
+            let mut base: Option<Expr> = None;
+            let mut add_base = |term: Expr| {
+                base = Some(match base.take() {
+                    None => term,
+                    Some(b) => Expr::binary(BinaryOp::Add, b, term),
+                })
+            };
             let mut stride = c(1);
             for (kk, d) in ms.iter().enumerate().rev() {
                 let axis = 4 - ms.len() + kk;
@@ -1422,20 +1444,27 @@ impl Lowerer<'_> {
                     if axis < 3 && *d != full[axis] {
                         return Err(fail("the mask must broadcast to [B, H, S, T] provably"));
                     }
-                    ix = add_scaled(ix, &coords[axis], &stride);
+                    match axis {
+                        0 => add_base(Expr::binary(BinaryOp::Mul, lo(bl), Expr::Dim(stride.clone()))),
+                        1 => {
+                            add_base(Expr::binary(BinaryOp::Mul, lo(hkl), Expr::Dim(stride.mul(&c(group)))));
+                            ix = ix.plus_var(g, &stride);
+                        }
+                        2 => ix = ix.plus_var(i, &stride),
+                        _ => ix = ix.plus_var(j, &stride),
+                    }
                 }
                 let ds = self.size(d)?;
                 stride = stride.mul(&ds);
             }
             let mb = self.buffer(mk, BufferRole::Input);
-            let load = Expr::Load { buffer: mb, index: ix };
+            let load = match base {
+                Some(b) => Expr::load_at(mb, b, ix),
+                None => Expr::Load { buffer: mb, index: ix },
+            };
             score = match self.f.ty(mk).dtype {
                 DType::F32 => Expr::binary(BinaryOp::Add, score, load),
-                DType::Bool => Expr::select(
-                    Expr::compare(CmpOp::Ne, Expr::cast(ScalarType::I64, load), Expr::i64(0)),
-                    score,
-                    ninf(),
-                ),
+                DType::Bool => Expr::select(load, score, ninf()),
                 other => return Err(fail(&format!("{other} masks are not lowered"))),
             };
         }
@@ -1456,7 +1485,6 @@ impl Lowerer<'_> {
             ),
             into: sc,
         };
-        let o_at = |v: Var| Expr::Load { buffer: ob, index: plus(&o_row, v) };
         let per_key = vec![
             dot,
             Stmt::Let { local: s1, value: score },
@@ -1485,15 +1513,14 @@ impl Lowerer<'_> {
             Stmt::Loop {
                 var: e,
                 extent: Extent::Size(c(dv)),
-                body: vec![Stmt::Store {
-                    buffer: ob,
-                    index: plus(&o_row, e),
-                    value: Expr::binary(
+                body: vec![o_store(
+                    e,
+                    Expr::binary(
                         BinaryOp::Add,
-                        Expr::binary(BinaryOp::Mul, o_at(e), lo(cf)),
+                        Expr::binary(BinaryOp::Mul, o_load(e), lo(cf)),
                         Expr::binary(BinaryOp::Mul, lo(w), Expr::Load { buffer: vals, index: plus(&kv_row(dv), e) }),
                     ),
-                }],
+                )],
             },
             Stmt::Assign { local: m, value: lo(mn) },
         ];
@@ -1502,11 +1529,7 @@ impl Lowerer<'_> {
         let row = vec![
             Stmt::Let { local: m, value: ninf() },
             Stmt::Let { local: l, value: Expr::f32(0.0) },
-            Stmt::Loop {
-                var: e0,
-                extent: Extent::Size(c(dv)),
-                body: vec![Stmt::Store { buffer: ob, index: plus(&o_row, e0), value: Expr::f32(0.0) }],
-            },
+            Stmt::Loop { var: e0, extent: Extent::Size(c(dv)), body: vec![o_store(e0, Expr::f32(0.0))] },
             Stmt::Loop { var: j, extent: Extent::Size(t.clone()), body: per_key },
             Stmt::Let {
                 local: inv,
@@ -1519,24 +1542,16 @@ impl Lowerer<'_> {
             Stmt::Loop {
                 var: e2,
                 extent: Extent::Size(c(dv)),
-                body: vec![Stmt::Store {
-                    buffer: ob,
-                    index: plus(&o_row, e2),
-                    value: Expr::binary(BinaryOp::Mul, o_at(e2), lo(inv)),
-                }],
+                body: vec![o_store(e2, Expr::binary(BinaryOp::Mul, o_load(e2), lo(inv)))],
             },
         ];
         body.push(Stmt::Loop {
-            var: hk,
-            extent: Extent::Size(c(hkv)),
-            body: vec![Stmt::Loop {
-                var: g,
-                extent: Extent::Size(c(group)),
-                body: vec![Stmt::Loop { var: i, extent: Extent::Size(s), body: row }],
-            }],
+            var: g,
+            extent: Extent::Size(c(group)),
+            body: vec![Stmt::Loop { var: i, extent: Extent::Size(s), body: row }],
         });
         let batch = self.size(&qs[0])?;
-        Ok(self.finish(LoopExtent { extent: batch, tile: 1 }, body))
+        Ok(self.finish(LoopExtent { extent: batch.mul(&c(hkv)), tile: 1 }, body))
     }
 }
 

@@ -518,7 +518,7 @@ struct Att {
     causal: bool,
     /// Past length (a KV cache) or none.
     past: Option<usize>,
-    /// "none", "f32" or "bool".
+    /// "none", "f32" (`[B, 1, S, T]`), "f32h" (`[B, H, S, T]`) or "bool" (`[S, T]`).
     mask: &'static str,
     /// Transpose + head-merging reshape epilogue.
     merge: bool,
@@ -534,6 +534,7 @@ fn attention_src(a: &Att) -> String {
     let mut operands = "%q, %k, %v".to_string();
     match a.mask {
         "f32" => params.push_str(&format!(", %m: f32[?b, 1, ?s, {t}]")),
+        "f32h" => params.push_str(&format!(", %m: f32[?b, {h}, ?s, {t}]")),
         "bool" => params.push_str(&format!(", %m: bool[?s, {t}]")),
         _ => {}
     }
@@ -581,6 +582,7 @@ fn attention_gqa_causal_masks_and_cache() {
         Att { causal: true, past: Some(4), mask: "none", merge: false, d: 7, dv: 9, s: 3 },
         Att { causal: false, past: Some(3), mask: "f32", merge: false, d: 8, dv: 8, s: 5 },
         Att { causal: true, past: None, mask: "f32", merge: true, d: 17, dv: 17, s: 6 },
+        Att { causal: true, past: Some(3), mask: "f32h", merge: true, d: 8, dv: 5, s: 2 },
         Att { causal: false, past: Some(2), mask: "bool", merge: false, d: 4, dv: 4, s: 3 },
         Att { causal: true, past: Some(0), mask: "bool", merge: true, d: 4, dv: 6, s: 4 },
     ];
@@ -597,6 +599,7 @@ fn attention_gqa_causal_masks_and_cache() {
         ];
         match a.mask {
             "f32" => ins.push(("m", rng.tensor(&[b, 1, a.s, t], -2.0, 2.0))),
+            "f32h" => ins.push(("m", rng.tensor(&[b, h, a.s, t], -2.0, 2.0))),
             "bool" => {
                 // Row 0 fully masked (→ zeros), the others random.
                 let vals = (0..a.s * t).map(|i| if i < t { 0.0 } else { (rng.below(3) != 0) as u8 as f64 }).collect();
