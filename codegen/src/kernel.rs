@@ -22,6 +22,18 @@
 //! the runtime's matrix micro-kernels ([`Stmt::CallMicroKernel`], the entries of
 //! `abi::RuntimeFnTable`).
 //!
+//! Locals are immutable unless reassigned by [`Stmt::Assign`] (a *mutable* local: defined
+//! by a `Let`, then reassigned in the same or an enclosed scope; a read sees the latest
+//! assignment in program order — loop-carried state such as the running maximum of an
+//! online softmax).
+//!
+//! Data-dependent addressing ([`Expr::LoadAt`], [`Stmt::StoreAt`]) adds an `i64` *base*
+//! expression to an affine index; the base must not vary along the loop it is used in when
+//! that loop is vectorized (backends evaluate it once per element otherwise). Kernels that
+//! read through indices loaded from buffers (gather, rotary tables) clamp them into range
+//! first, so no access leaves its buffer; what out-of-range indices compute is documented
+//! by the lowering (the runtime checks indices before launch).
+//!
 //! Sizes ([`Size`]) are integer polynomials over the dims (ModelIR dims are polynomials
 //! over symbols too), and indices ([`IndexExpr`]) are affine: `Σ var·stride + offset`,
 //! strides and offset being [`Size`]s, counted in elements. Backends may rely on that: a
@@ -360,7 +372,8 @@ impl UnaryOp {
     }
 }
 
-/// Binary operations on two operands of one type (f32 or i64; `Div` f32 only).
+/// Binary operations on two operands of one type (f32 or i64; `Rem` i64 only; i64 `Div`
+/// and `Rem` truncate toward zero, division by zero is undefined).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BinaryOp {
     Add,
@@ -371,6 +384,31 @@ pub enum BinaryOp {
     Max,
     /// NaN-propagating minimum.
     Min,
+    /// Integer remainder (i64).
+    Rem,
+}
+
+/// Comparisons (f32: ordered, false with NaN; i64: signed unless noted) giving a bool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CmpOp {
+    Lt,
+    Le,
+    Eq,
+    Ne,
+    /// Unsigned `<` on i64 (`0 ≤ a < b` for non-negative `b` in one comparison).
+    ULt,
+}
+
+impl CmpOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            CmpOp::Lt => "lt",
+            CmpOp::Le => "le",
+            CmpOp::Eq => "eq",
+            CmpOp::Ne => "ne",
+            CmpOp::ULt => "ult",
+        }
+    }
 }
 
 impl BinaryOp {
@@ -382,6 +420,7 @@ impl BinaryOp {
             BinaryOp::Div => "div",
             BinaryOp::Max => "max",
             BinaryOp::Min => "min",
+            BinaryOp::Rem => "rem",
         }
     }
 
@@ -414,6 +453,16 @@ pub enum Expr {
     Local(LocalId),
     /// The value of a size over the dims, as `i64`.
     Dim(Size),
+    /// The value of an affine index over the loop variables, as `i64`.
+    Index(IndexExpr),
+    /// `a ⋈ b` for two operands of one type (f32 or i64), a bool.
+    Compare(CmpOp, Box<Expr>, Box<Expr>),
+    /// `buffers[buffer][base + index]` with an `i64` `base`.
+    LoadAt {
+        buffer: u32,
+        base: Box<Expr>,
+        index: IndexExpr,
+    },
 }
 
 impl Expr {
@@ -431,6 +480,15 @@ impl Expr {
     }
     pub fn cast(to: ScalarType, e: Expr) -> Expr {
         Expr::Cast(to, Box::new(e))
+    }
+    pub fn i64(v: i64) -> Expr {
+        Expr::Const(Const::I64(v))
+    }
+    pub fn compare(op: CmpOp, a: Expr, b: Expr) -> Expr {
+        Expr::Compare(op, Box::new(a), Box::new(b))
+    }
+    pub fn load_at(buffer: u32, base: Expr, index: IndexExpr) -> Expr {
+        Expr::LoadAt { buffer, base: Box::new(base), index }
     }
 
     /// The expression's type, given the kernel's buffers and locals (`None` when it
@@ -450,7 +508,15 @@ impl Expr {
             }
             Expr::Cast(t, _) => Some(*t),
             Expr::Local(l) => k.locals.get(l.0 as usize).copied(),
-            Expr::Dim(_) => Some(ScalarType::I64),
+            Expr::Dim(_) | Expr::Index(_) => Some(ScalarType::I64),
+            Expr::Compare(_, a, b) => {
+                let t = a.ty(k)?;
+                (b.ty(k)? == t && t != ScalarType::Bool).then_some(ScalarType::Bool)
+            }
+            Expr::LoadAt { buffer, base, .. } => {
+                (base.ty(k)? == ScalarType::I64).then_some(())?;
+                ScalarType::of_dtype(k.buffers.get(*buffer as usize)?.dtype)
+            }
         }
     }
 
@@ -459,7 +525,8 @@ impl Expr {
         f(self);
         match self {
             Expr::Unary(_, e) | Expr::Cast(_, e) => e.visit(f),
-            Expr::Binary(_, a, b) => {
+            Expr::LoadAt { base, .. } => base.visit(f),
+            Expr::Binary(_, a, b) | Expr::Compare(_, a, b) => {
                 a.visit(f);
                 b.visit(f);
             }
@@ -468,7 +535,7 @@ impl Expr {
                 a.visit(f);
                 b.visit(f);
             }
-            Expr::Load { .. } | Expr::Const(_) | Expr::Local(_) | Expr::Dim(_) => {}
+            Expr::Load { .. } | Expr::Const(_) | Expr::Local(_) | Expr::Dim(_) | Expr::Index(_) => {}
         }
     }
 }
@@ -550,6 +617,10 @@ pub enum Stmt {
     Store { buffer: u32, index: IndexExpr, value: Expr },
     /// `local = value`.
     Let { local: LocalId, value: Expr },
+    /// `local = value` for a local already defined by a `Let` (see the module doc).
+    Assign { local: LocalId, value: Expr },
+    /// `buffers[buffer][base + index] = value` with an `i64` `base`.
+    StoreAt { buffer: u32, base: Expr, index: IndexExpr, value: Expr },
     /// `into = init ⊕ value(var=0) ⊕ … ⊕ value(var=extent-1)` with `⊕` given by `kind`
     /// (f32). Backends may reassociate (several accumulators, vector lanes).
     Reduce { kind: ReduceKind, var: Var, extent: Extent, init: Expr, value: Expr, into: LocalId },
@@ -692,6 +763,25 @@ impl Printer<'_> {
                 self.size(s);
                 self.out.push(')');
             }
+            Expr::Index(ix) => {
+                self.out.push_str("index(");
+                self.index(ix);
+                self.out.push(')');
+            }
+            Expr::Compare(op, a, b) => {
+                let _ = write!(self.out, "{}(", op.name());
+                self.expr(a);
+                self.out.push_str(", ");
+                self.expr(b);
+                self.out.push(')');
+            }
+            Expr::LoadAt { buffer, base, index } => {
+                let _ = write!(self.out, "b{buffer}[");
+                self.expr(base);
+                self.out.push_str(" + ");
+                self.index(index);
+                self.out.push(']');
+            }
         }
     }
 
@@ -734,6 +824,20 @@ impl Printer<'_> {
             Stmt::Let { local, value } => {
                 let ty = self.k.locals.get(local.0 as usize).map(|t| t.name()).unwrap_or("?");
                 let _ = write!(self.out, "let {local}: {ty} = ");
+                self.expr(value);
+                self.out.push('\n');
+            }
+            Stmt::Assign { local, value } => {
+                let _ = write!(self.out, "{local} := ");
+                self.expr(value);
+                self.out.push('\n');
+            }
+            Stmt::StoreAt { buffer, base, index, value } => {
+                let _ = write!(self.out, "b{buffer}[");
+                self.expr(base);
+                self.out.push_str(" + ");
+                self.index(index);
+                self.out.push_str("] = ");
                 self.expr(value);
                 self.out.push('\n');
             }

@@ -20,6 +20,18 @@
 //!   `[out, in]` weight the dense `sgemm` cannot read; `prepack-weights` turns weight
 //!   linears into `packed_linear`) becomes a dot-product reduction per output element.
 //!
+//! * **matmul with a head split**: a matmul whose epilogue is `reshape → transpose
+//!   {perm = [0, 2, 1, 3]} [→ rotary_embedding]` (Llama's q/k/v projections): the product
+//!   goes to a temp buffer, then each row is scattered (and rotated) to its heads.
+//! * **attention** groups (`attention` with an optional head-merging epilogue): online
+//!   softmax per query row, see `attention_template`.
+//! * **data movement** (single-op groups): `gather` along axis 0 (embedding lookup); views
+//!   (`reshape`, `squeeze`, `unsqueeze`, `identity`) as flat copies; `transpose`, `expand`,
+//!   static `slice` as strided copies; `concat` as block copies (see `copy_template`).
+//!
+//! Temp buffers ([`BufferRole::Temp`]) are bound to an IR value internal to the group, whose
+//! type gives their size; the runtime allocates them for the launch.
+//!
 //! Anything else is refused with [`CodegenError::Unsupported`] naming the op, so callers can
 //! report coverage.
 
@@ -87,7 +99,15 @@ pub fn lower_group(f: &Function, group: u32) -> Result<LoweredGroup, CodegenErro
                 other => other,
             }
         }
+        GroupKind::Matmul if ops.iter().any(|o| f.op(*o).is_some_and(|d| is_head_split_op(f, d))) => {
+            Lowerer::new(f, &ops, &name).matmul_heads_template()
+        }
         GroupKind::Matmul => Lowerer::new(f, &ops, &name).matmul_template(),
+        GroupKind::Attention => Lowerer::new(f, &ops, &name).attention_template(),
+        GroupKind::DataMovement if ops.len() == 1 && f.op(first).is_some_and(|d| matches!(d.op, Op::Gather { .. })) => {
+            Lowerer::new(f, &ops, &name).gather_template()
+        }
+        GroupKind::DataMovement if ops.len() == 1 => Lowerer::new(f, &ops, &name).copy_template(),
         // `fusion-groups` classifies `packed_linear` as opaque (one op, no epilogue); it is
         // still a matmul.
         GroupKind::Opaque if ops.len() == 1 && f.op(first).is_some_and(|d| matches!(d.op, Op::PackedLinear { .. })) => {
@@ -879,6 +899,873 @@ impl<'a> Lowerer<'a> {
     }
 }
 
+// ---------------------------------------------------------------------- data-dependent templates
+
+/// `Index(ix)` as an expression.
+fn ix_expr(ix: IndexExpr) -> Expr {
+    Expr::Index(ix)
+}
+
+fn unit(v: Var) -> IndexExpr {
+    IndexExpr::var(v, Size::constant(1))
+}
+
+impl Lowerer<'_> {
+    fn f32_only(&self, v: ValueId, op: &str) -> LResult<()> {
+        if self.f.ty(v).dtype == DType::F32 {
+            Ok(())
+        } else {
+            Err(unsupported(op, format!("{} operands are not lowered yet", self.f.ty(v).dtype)))
+        }
+    }
+
+    fn shape(&self, v: ValueId) -> Vec<Dim> {
+        self.f.ty(v).shape.clone()
+    }
+
+    /// The gather template: `gather data, indices {axis = 0}` (embedding lookup). Parallel
+    /// over the index elements; each copies one row of `data`. Negative indices wrap once;
+    /// indices still out of range (which the runtime rejects before launch) read row 0 and
+    /// produce zeros (`row · 0`, so finite data is assumed), never memory outside `data`.
+    fn gather_template(mut self) -> LResult<(Kernel, Vec<ValueId>)> {
+        let d = self.op(self.ops[0])?;
+        let Op::Gather { axis } = d.op else {
+            return Err(unsupported(d.op.name(), "not lowered by the data-movement template yet"));
+        };
+        let (data, ids, out) = (d.operands[0], d.operands[1], d.results[0]);
+        let ds = self.shape(data);
+        if (axis != 0 && axis != -(ds.len() as i64)) || ds.is_empty() {
+            return Err(unsupported("gather", "only gathers along axis 0 are lowered"));
+        }
+        self.f32_only(data, "gather")?;
+        if self.f.ty(ids).dtype != DType::I64 {
+            return Err(unsupported("gather", "only i64 indices are lowered"));
+        }
+        let rows_n = self.product(&self.shape(ids))?;
+        let v = self.size(&ds[0])?;
+        let row = self.product(&ds[1..])?;
+        let (db, ib, ob) = (
+            self.buffer(data, BufferRole::Input),
+            self.buffer(ids, BufferRole::Input),
+            self.buffer(out, BufferRole::Output),
+        );
+        let (idx, wrapped, valid, safe, vf, base) = (
+            self.fresh_local(ScalarType::I64),
+            self.fresh_local(ScalarType::I64),
+            self.fresh_local(ScalarType::Bool),
+            self.fresh_local(ScalarType::I64),
+            self.fresh_local(ScalarType::F32),
+            self.fresh_local(ScalarType::I64),
+        );
+        let j = self.fresh_var();
+        let l = Expr::Local;
+        let body = vec![
+            Stmt::Let { local: idx, value: Expr::Load { buffer: ib, index: unit(Var::PARALLEL) } },
+            Stmt::Let {
+                local: wrapped,
+                value: Expr::select(
+                    Expr::compare(CmpOp::Lt, l(idx), Expr::i64(0)),
+                    Expr::binary(BinaryOp::Add, l(idx), Expr::Dim(v.clone())),
+                    l(idx),
+                ),
+            },
+            Stmt::Let { local: valid, value: Expr::compare(CmpOp::ULt, l(wrapped), Expr::Dim(v)) },
+            Stmt::Let { local: safe, value: Expr::select(l(valid), l(wrapped), Expr::i64(0)) },
+            Stmt::Let { local: vf, value: Expr::select(l(valid), Expr::f32(1.0), Expr::f32(0.0)) },
+            Stmt::Let { local: base, value: Expr::binary(BinaryOp::Mul, l(safe), Expr::Dim(row.clone())) },
+            Stmt::Loop {
+                var: j,
+                extent: Extent::Size(row.clone()),
+                body: vec![Stmt::Store {
+                    buffer: ob,
+                    index: IndexExpr::var(Var::PARALLEL, row).plus_var(j, &Size::constant(1)),
+                    value: Expr::binary(BinaryOp::Mul, Expr::load_at(db, l(base), unit(j)), l(vf)),
+                }],
+            },
+        ];
+        Ok(self.finish(LoopExtent { extent: rows_n, tile: 1 }, body))
+    }
+
+    /// The matmul template with a head-split tail: `A = matmul-op(x, w)` of shape
+    /// `[B, S, H·D]`, then `reshape → [B, S, H, D]`, `transpose {perm = [0, 2, 1, 3]}` and
+    /// optionally `rotary_embedding` (the Llama q/k/v projections). The product goes to a
+    /// temp buffer (bound to `A`, sized by its type) one tile of rows at a time; each row
+    /// `r = b·S + s` is then scattered to `out[b, :, s, :]` (rotated when there is a
+    /// rotary op: positions out of the tables' range rotate by zero tables, i.e. produce
+    /// zeros; the runtime rejects them before launch).
+    fn matmul_heads_template(mut self) -> LResult<(Kernel, Vec<ValueId>)> {
+        let f = self.f;
+        let ops: Vec<&ferrumc_ir::OpData> = self.ops.iter().map(|o| self.op(*o)).collect::<LResult<_>>()?;
+        let fail = |why: &str| unsupported("matmul", format!("head-split epilogue: {why}"));
+        let [anchor, reshape, transpose, rest @ ..] = ops.as_slice() else {
+            return Err(fail("expected matmul, reshape, transpose[, rotary_embedding]"));
+        };
+        let rotary = match rest {
+            [] => None,
+            [r] if matches!(r.op, Op::RotaryEmbedding { .. }) => Some(*r),
+            _ => return Err(fail("expected matmul, reshape, transpose[, rotary_embedding]")),
+        };
+        let a_val = anchor.results[0];
+        if !matches!(reshape.op, Op::Reshape { .. })
+            || reshape.operands[0] != a_val
+            || !matches!(&transpose.op, Op::Transpose { perm } if perm == &[0, 2, 1, 3])
+            || transpose.operands[0] != reshape.results[0]
+            || rotary.is_some_and(|r| r.operands[0] != transpose.results[0])
+        {
+            return Err(fail("ops do not form a chain"));
+        }
+        let out = rotary.map(|r| r.results[0]).unwrap_or(transpose.results[0]);
+        if self.outputs() != vec![out] {
+            return Err(fail("only the chain's last value may leave the group"));
+        }
+        let a_shape = self.shape(a_val);
+        let r_shape = self.shape(reshape.results[0]);
+        if a_shape.len() != 3 || r_shape.len() != 4 || a_shape[..2] != r_shape[..2] {
+            return Err(fail("the reshape must split the last dim of a rank-3 value"));
+        }
+        let (Some(hn), Some(dn), Some(nn)) = (r_shape[2].as_fixed(), r_shape[3].as_fixed(), a_shape[2].as_fixed())
+        else {
+            return Err(fail("heads and head size must be static"));
+        };
+        if hn * dn != nn {
+            return Err(fail("the reshape must split the last dim"));
+        }
+        self.f32_only(a_val, "matmul")?;
+        let x = anchor.operands[0];
+        let xs = self.shape(x);
+        let k = self.size(&xs[xs.len() - 1])?;
+        let n = Size::constant(nn);
+        let s_dim = self.size(&a_shape[1])?;
+        let m = self.product(&a_shape[..2])?;
+        let xb = self.buffer(x, BufferRole::Input);
+        let tb = self.buffer(a_val, BufferRole::Temp);
+        let (tile, mut body) = match &anchor.op {
+            Op::MatMul | Op::PackedLinear { .. } | Op::QuantizedLinear => {
+                let w = anchor.operands[1];
+                let (which, ldb) = match &anchor.op {
+                    Op::MatMul if f.ty(w).rank() == 2 && f.ty(w).dtype == DType::F32 => (MicroKernel::Sgemm, n.clone()),
+                    Op::PackedLinear { .. } if anchor.operands.len() == 2 => {
+                        (MicroKernel::SgemmPacked, Size::constant(0))
+                    }
+                    Op::QuantizedLinear if anchor.operands.len() == 2 && f.ty(w).dtype == DType::Q8_0 => {
+                        (MicroKernel::GemmQ8_0, Size::constant(0))
+                    }
+                    Op::QuantizedLinear if anchor.operands.len() == 2 && f.ty(w).dtype == DType::Q4_0 => {
+                        (MicroKernel::GemmQ4_0, Size::constant(0))
+                    }
+                    _ => return Err(fail("unsupported weight form or bias")),
+                };
+                let wb = self.buffer(w, BufferRole::Input);
+                let call = Stmt::CallMicroKernel {
+                    which,
+                    args: MicroKernelArgs {
+                        m: Extent::ParallelTile,
+                        n: n.clone(),
+                        k: k.clone(),
+                        a: BufferRef { buffer: xb, offset: IndexExpr::var(Var::PARALLEL, k.clone()) },
+                        lda: k.clone(),
+                        b: BufferRef { buffer: wb, offset: IndexExpr::default() },
+                        ldb,
+                        c: BufferRef { buffer: tb, offset: IndexExpr::var(Var::PARALLEL, n.clone()) },
+                        ldc: n.clone(),
+                        accumulate: false,
+                    },
+                };
+                (GEMM_ROW_TILE, vec![call])
+            }
+            Op::Linear if anchor.operands.len() == 2 && f.ty(anchor.operands[1]).dtype == DType::F32 => {
+                let wb = self.buffer(anchor.operands[1], BufferRole::Input);
+                let (j, kv) = (self.fresh_var(), self.fresh_var());
+                let acc = self.fresh_local(ScalarType::F32);
+                let reduce = Stmt::Reduce {
+                    kind: ReduceKind::Sum,
+                    var: kv,
+                    extent: Extent::Size(k.clone()),
+                    init: Expr::f32(0.0),
+                    value: Expr::binary(
+                        BinaryOp::Mul,
+                        Expr::Load {
+                            buffer: xb,
+                            index: IndexExpr::var(Var::PARALLEL, k.clone()).plus_var(kv, &Size::constant(1)),
+                        },
+                        Expr::Load { buffer: wb, index: IndexExpr::var(j, k.clone()).plus_var(kv, &Size::constant(1)) },
+                    ),
+                    into: acc,
+                };
+                let store = Stmt::Store {
+                    buffer: tb,
+                    index: IndexExpr::var(Var::PARALLEL, n.clone()).plus_var(j, &Size::constant(1)),
+                    value: Expr::Local(acc),
+                };
+                (1, vec![Stmt::Loop { var: j, extent: Extent::Size(n.clone()), body: vec![reduce, store] }])
+            }
+            _ => return Err(fail("unsupported matmul form")),
+        };
+        // Scatter the tile's rows.
+        let ob = self.buffer(out, BufferRole::Output);
+        let i = self.fresh_var();
+        let r = IndexExpr::var(Var::PARALLEL, Size::constant(1)).plus_var(i, &Size::constant(1));
+        let (bl, sl, base) =
+            (self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64));
+        let l = Expr::Local;
+        let head_stride = s_dim.mul(&Size::constant(dn));
+        let mut row = vec![
+            Stmt::Let { local: bl, value: Expr::binary(BinaryOp::Div, ix_expr(r.clone()), Expr::Dim(s_dim.clone())) },
+            Stmt::Let { local: sl, value: Expr::binary(BinaryOp::Rem, ix_expr(r.clone()), Expr::Dim(s_dim.clone())) },
+            Stmt::Let {
+                local: base,
+                value: Expr::binary(
+                    BinaryOp::Add,
+                    Expr::binary(BinaryOp::Mul, l(bl), Expr::Dim(head_stride.mul(&Size::constant(hn)))),
+                    Expr::binary(BinaryOp::Mul, l(sl), Expr::i64(dn)),
+                ),
+            },
+        ];
+        let h = self.fresh_var();
+        let e = self.fresh_var();
+        // temp[r, h·D + c] and out[base + h·S·D + c].
+        let src = |c: IndexExpr| -> IndexExpr {
+            let mut ix = IndexExpr::var(Var::PARALLEL, n.clone()).plus_var(i, &n).plus_var(h, &Size::constant(dn));
+            for (v, st) in &c.terms {
+                ix = ix.plus_var(*v, st);
+            }
+            ix.plus_offset(&c.offset)
+        };
+        let dst = |c: IndexExpr| -> IndexExpr {
+            let mut ix = IndexExpr::var(h, head_stride.clone());
+            for (v, st) in &c.terms {
+                ix = ix.plus_var(*v, st);
+            }
+            ix.plus_offset(&c.offset)
+        };
+        let mut per_head = Vec::new();
+        match rotary {
+            None => per_head.push(Stmt::Loop {
+                var: e,
+                extent: Extent::Size(Size::constant(dn)),
+                body: vec![Stmt::StoreAt {
+                    buffer: ob,
+                    base: l(base),
+                    index: dst(unit(e)),
+                    value: Expr::Load { buffer: tb, index: src(unit(e)) },
+                }],
+            }),
+            Some(rot) => {
+                let Op::RotaryEmbedding { interleaved, rotary_dim } = rot.op else {
+                    return Err(fail("internal: not a rotary op"));
+                };
+                let rd = if rotary_dim == 0 { dn } else { rotary_dim };
+                if rd <= 0 || rd > dn || rd % 2 != 0 {
+                    return Err(unsupported("rotary_embedding", "rotary_dim must be even and at most head_dim"));
+                }
+                let half = rd / 2;
+                let (cos, sin, pos) = (rot.operands[1], rot.operands[2], rot.operands[3]);
+                self.f32_only(cos, "rotary_embedding")?;
+                self.f32_only(sin, "rotary_embedding")?;
+                let cs = self.shape(cos);
+                let ps = self.shape(pos);
+                if cs.len() != 2 || cs[1].as_fixed() != Some(half) || self.shape(sin) != cs || ps.len() != 2 {
+                    return Err(unsupported("rotary_embedding", "tables must be [max_pos, rotary_dim/2]"));
+                }
+                let max_pos = self.size(&cs[0])?;
+                let (cb, sb, pb) = (
+                    self.buffer(cos, BufferRole::Input),
+                    self.buffer(sin, BufferRole::Input),
+                    self.buffer(pos, BufferRole::Input),
+                );
+                let (pl, valid, vf, tbase) = (
+                    self.fresh_local(ScalarType::I64),
+                    self.fresh_local(ScalarType::Bool),
+                    self.fresh_local(ScalarType::F32),
+                    self.fresh_local(ScalarType::I64),
+                );
+                let pos_load = if is_one(&ps[0]) {
+                    Expr::load_at(pb, l(sl), IndexExpr::default())
+                } else {
+                    Expr::Load { buffer: pb, index: r.clone() }
+                };
+                row.push(Stmt::Let { local: pl, value: pos_load });
+                row.push(Stmt::Let { local: valid, value: Expr::compare(CmpOp::ULt, l(pl), Expr::Dim(max_pos)) });
+                row.push(Stmt::Let { local: vf, value: Expr::select(l(valid), Expr::f32(1.0), Expr::f32(0.0)) });
+                row.push(Stmt::Let {
+                    local: tbase,
+                    value: Expr::binary(BinaryOp::Mul, Expr::select(l(valid), l(pl), Expr::i64(0)), Expr::i64(half)),
+                });
+                let (ia, ib) = if interleaved {
+                    (
+                        IndexExpr::var(e, Size::constant(2)),
+                        IndexExpr::var(e, Size::constant(2)).plus_offset(&Size::constant(1)),
+                    )
+                } else {
+                    (unit(e), unit(e).plus_offset(&Size::constant(half)))
+                };
+                let a = Expr::Load { buffer: tb, index: src(ia.clone()) };
+                let b = Expr::Load { buffer: tb, index: src(ib.clone()) };
+                let c = Expr::binary(BinaryOp::Mul, Expr::load_at(cb, l(tbase), unit(e)), l(vf));
+                let sn = Expr::binary(BinaryOp::Mul, Expr::load_at(sb, l(tbase), unit(e)), l(vf));
+                let mul = |x: &Expr, y: &Expr| Expr::binary(BinaryOp::Mul, x.clone(), y.clone());
+                per_head.push(Stmt::Loop {
+                    var: e,
+                    extent: Extent::Size(Size::constant(half)),
+                    body: vec![
+                        Stmt::StoreAt {
+                            buffer: ob,
+                            base: l(base),
+                            index: dst(ia),
+                            value: Expr::binary(BinaryOp::Sub, mul(&a, &c), mul(&b, &sn)),
+                        },
+                        Stmt::StoreAt {
+                            buffer: ob,
+                            base: l(base),
+                            index: dst(ib),
+                            value: Expr::binary(BinaryOp::Add, mul(&b, &c), mul(&a, &sn)),
+                        },
+                    ],
+                });
+                if rd < dn {
+                    let e2 = self.fresh_var();
+                    let c2 = unit(e2).plus_offset(&Size::constant(rd));
+                    per_head.push(Stmt::Loop {
+                        var: e2,
+                        extent: Extent::Size(Size::constant(dn - rd)),
+                        body: vec![Stmt::StoreAt {
+                            buffer: ob,
+                            base: l(base),
+                            index: dst(c2.clone()),
+                            value: Expr::Load { buffer: tb, index: src(c2) },
+                        }],
+                    });
+                }
+            }
+        }
+        row.push(Stmt::Loop { var: h, extent: Extent::Size(Size::constant(hn)), body: per_head });
+        body.push(Stmt::Loop { var: i, extent: Extent::ParallelTile, body: row });
+        Ok(self.finish(LoopExtent { extent: m, tile }, body))
+    }
+}
+
+impl Lowerer<'_> {
+    /// The attention template (see the module doc): parallel over (batch, kv head); per
+    /// iteration the KV cache of that head is first concatenated into `present_k`/`present_v`
+    /// (when there is one; the scores then read the keys back from there), then each of the
+    /// head's `H/Hkv` query heads' rows runs
+    /// an *online softmax*: for each key `j`, `s = q·k_j · scale (+ mask)`, masked scores
+    /// are `-∞`; with the running maximum `m` and sum `l`, `m' = max(m, s)`,
+    /// `c = e^(m − m')`, `w = e^(s − m')`, `l ← l·c + w`, `o ← o·c + w·v_j` (`c = 1, w = 0`
+    /// while `m' = −∞`), finally `o ← o / l` (zeros for a fully masked row, `l = 0`). The
+    /// output row `o` lives in the output buffer (at its place after an optional
+    /// `transpose {perm = [0, 2, 1, 3]}` and head-merging `reshape` epilogue).
+    fn attention_template(mut self) -> LResult<(Kernel, Vec<ValueId>)> {
+        let ops: Vec<&ferrumc_ir::OpData> = self.ops.iter().map(|o| self.op(*o)).collect::<LResult<_>>()?;
+        let fail = |why: &str| unsupported("attention", why.to_string());
+        let (att, tail) = match ops.split_first() {
+            Some((a, t)) if matches!(a.op, Op::Attention { .. }) => (*a, t),
+            _ => return Err(fail("the group must start with the attention op")),
+        };
+        let Op::Attention { scale, causal } = att.op else {
+            return Err(fail("internal: not attention"));
+        };
+        // The epilogue: none, or transpose [0,2,1,3] then optionally a reshape merging heads.
+        let mut out = att.results[0];
+        let mut transposed = false;
+        for t in tail {
+            match &t.op {
+                Op::Transpose { perm } if !transposed && perm == &[0, 2, 1, 3] && t.operands[0] == out => {
+                    transposed = true;
+                    out = t.results[0];
+                }
+                Op::Reshape { .. } if transposed && t.operands[0] == out => {
+                    let (a, b) = (self.shape(out), self.shape(t.results[0]));
+                    if b.len() != 3 || a[..2] != b[..2] || a[2].mul(&a[3]) != b[2] {
+                        return Err(fail("only a reshape merging heads follows the transpose"));
+                    }
+                    out = t.results[0];
+                }
+                _ => return Err(fail("unsupported epilogue op")),
+            }
+        }
+        let mut outputs = self.outputs();
+        outputs.retain(|v| *v != out);
+        let presents: Vec<ValueId> = att.results[1..].to_vec();
+        if outputs.iter().any(|v| !presents.contains(v)) {
+            return Err(fail("intermediate values of the group are used outside it"));
+        }
+        let (q, k, v) = (att.operands[0], att.operands[1], att.operands[2]);
+        let (mask, past) = match att.operands.len() {
+            3 => (None, None),
+            4 => (Some(att.operands[3]), None),
+            5 => (None, Some((att.operands[3], att.operands[4]))),
+            6 => (Some(att.operands[3]), Some((att.operands[4], att.operands[5]))),
+            _ => return Err(fail("3 to 6 operands")),
+        };
+        for &x in [q, k, v].iter().chain(past.as_ref().map(|(a, b)| [*a, *b]).iter().flatten()) {
+            self.f32_only(x, "attention")?;
+            if self.f.ty(x).rank() != 4 {
+                return Err(fail("q, k, v and the cache must be 4-D"));
+            }
+        }
+        let (qs, ks, vs) = (self.shape(q), self.shape(k), self.shape(v));
+        let Some(hq) = qs[1].as_fixed() else { return Err(fail("static heads")) };
+        let Some(hkv) = ks[1].as_fixed() else { return Err(fail("static heads")) };
+        let (Some(dk), Some(dv)) = (qs[3].as_fixed(), vs[3].as_fixed()) else {
+            return Err(fail("static head sizes"));
+        };
+        if hkv == 0 || hq % hkv != 0 {
+            return Err(fail("query heads must be a multiple of kv heads"));
+        }
+        let group = hq / hkv;
+        let s = self.size(&qs[2])?;
+        let sn = self.size(&ks[2])?;
+        let p_len = match past {
+            Some((pk, _)) => {
+                let ps = self.shape(pk);
+                self.size(&ps[2])?
+            }
+            None => Size::constant(0),
+        };
+        let t = p_len.add(&sn);
+        let c = |n: i64| Size::constant(n);
+        let (qb, kb, vb) =
+            (self.buffer(q, BufferRole::Input), self.buffer(k, BufferRole::Input), self.buffer(v, BufferRole::Input));
+        let mut body = Vec::new();
+        // The parallel variable is `b·Hkv + hk`; `b` and `hk` as locals where needed.
+        let (bl, hkl) = (self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64));
+        body.push(Stmt::Let {
+            local: bl,
+            value: Expr::binary(BinaryOp::Div, Expr::Index(unit(Var::PARALLEL)), Expr::i64(hkv)),
+        });
+        body.push(Stmt::Let {
+            local: hkl,
+            value: Expr::binary(BinaryOp::Rem, Expr::Index(unit(Var::PARALLEL)), Expr::i64(hkv)),
+        });
+        // KV cache: present = concat(past, new) along the sequence.
+        let (keys, vals) = match past {
+            None => (kb, vb),
+            Some((pk, pv)) => {
+                if presents.len() != 2 {
+                    return Err(fail("a KV cache needs the present_k/present_v results"));
+                }
+                let pkb = self.buffer(pk, BufferRole::Input);
+                let pvb = self.buffer(pv, BufferRole::Input);
+                let ok = self.buffer(presents[0], BufferRole::Output);
+                let ov = self.buffer(presents[1], BufferRole::Output);
+                for (src_past, src_new, dst, d) in [(pkb, kb, ok, dk), (pvb, vb, ov, dv)] {
+                    let (tv, ev) = (self.fresh_var(), self.fresh_var());
+                    let head = |len: &Size| IndexExpr::var(Var::PARALLEL, c(d).mul(len));
+                    let copy = |from: u32, len: &Size, at: &Size| Stmt::Loop {
+                        var: tv,
+                        extent: Extent::Size(len.clone()),
+                        body: vec![Stmt::Loop {
+                            var: ev,
+                            extent: Extent::Size(c(d)),
+                            body: vec![Stmt::Store {
+                                buffer: dst,
+                                index: head(&t).plus_var(tv, &c(d)).plus_var(ev, &c(1)).plus_offset(&at.mul(&c(d))),
+                                value: Expr::Load {
+                                    buffer: from,
+                                    index: head(len).plus_var(tv, &c(d)).plus_var(ev, &c(1)),
+                                },
+                            }],
+                        }],
+                    };
+                    body.push(copy(src_past, &p_len, &c(0)));
+                    body.push(copy(src_new, &sn, &p_len));
+                }
+                (ok, ov)
+            }
+        };
+        let ob = self.buffer(out, BufferRole::Output);
+        let (g, i, j, dd, e) =
+            (self.fresh_var(), self.fresh_var(), self.fresh_var(), self.fresh_var(), self.fresh_var());
+        let lo = Expr::Local;
+        // q row: ((b·H + h)·S + i)·D with b·H + h = (b·Hkv + hk)·G + g.
+        let q_row =
+            IndexExpr::var(Var::PARALLEL, c(group * dk).mul(&s)).plus_var(g, &s.mul(&c(dk))).plus_var(i, &c(dk));
+        // kv row: ((b·Hkv + hk)·T + j)·D.
+        let kv_row = |d: i64| IndexExpr::var(Var::PARALLEL, c(d).mul(&t)).plus_var(j, &c(d));
+        // Output row: base (per parallel iteration) + affine part.
+        let (o_base, o_row) = if transposed {
+            // ((b·S + i)·H + h)·Dv = b·S·H·Dv + hk·G·Dv + i·H·Dv + g·Dv.
+            let base = self.fresh_local(ScalarType::I64);
+            body.push(Stmt::Let {
+                local: base,
+                value: Expr::binary(
+                    BinaryOp::Add,
+                    Expr::binary(BinaryOp::Mul, lo(bl), Expr::Dim(s.mul(&c(hq * dv)))),
+                    Expr::binary(BinaryOp::Mul, lo(hkl), Expr::i64(group * dv)),
+                ),
+            });
+            (Some(base), IndexExpr::var(i, c(hq * dv)).plus_var(g, &c(dv)))
+        } else {
+            (None, IndexExpr::var(Var::PARALLEL, c(group * dv).mul(&s)).plus_var(g, &s.mul(&c(dv))).plus_var(i, &c(dv)))
+        };
+        let plus = |ix: &IndexExpr, v: Var| ix.clone().plus_var(v, &c(1));
+        let o_load = |v: Var| match o_base {
+            Some(b) => Expr::load_at(ob, lo(b), plus(&o_row, v)),
+            None => Expr::Load { buffer: ob, index: plus(&o_row, v) },
+        };
+        let o_store = |v: Var, value: Expr| match o_base {
+            Some(b) => Stmt::StoreAt { buffer: ob, base: lo(b), index: plus(&o_row, v), value },
+            None => Stmt::Store { buffer: ob, index: plus(&o_row, v), value },
+        };
+        let (m, l, sc, s1, mn, dead, cf, w, inv) = (
+            self.fresh_local(ScalarType::F32),
+            self.fresh_local(ScalarType::F32),
+            self.fresh_local(ScalarType::F32),
+            self.fresh_local(ScalarType::F32),
+            self.fresh_local(ScalarType::F32),
+            self.fresh_local(ScalarType::Bool),
+            self.fresh_local(ScalarType::F32),
+            self.fresh_local(ScalarType::F32),
+            self.fresh_local(ScalarType::F32),
+        );
+        let ninf = || Expr::f32(f32::NEG_INFINITY);
+        let scale = scale.unwrap_or(1.0 / (dk as f64).sqrt()) as f32;
+        let mut score = Expr::binary(BinaryOp::Mul, lo(sc), Expr::f32(scale));
+        if let Some(mk) = mask {
+            let ms = self.shape(mk);
+            if ms.len() > 4 {
+                return Err(fail("mask rank above 4"));
+            }
+            let full = [qs[0].clone(), qs[1].clone(), qs[2].clone(), Dim::fixed(0)];
+            // Axis coordinates: b and hk through the base, g, i, j affinely.
+            let mut ix = IndexExpr::default();
+            let mut base: Option<Expr> = None;
+            let mut add_base = |term: Expr| {
+                base = Some(match base.take() {
+                    None => term,
+                    Some(b) => Expr::binary(BinaryOp::Add, b, term),
+                })
+            };
+            let mut stride = c(1);
+            for (kk, d) in ms.iter().enumerate().rev() {
+                let axis = 4 - ms.len() + kk;
+                if !is_one(d) {
+                    if axis < 3 && *d != full[axis] {
+                        return Err(fail("the mask must broadcast to [B, H, S, T] provably"));
+                    }
+                    match axis {
+                        0 => add_base(Expr::binary(BinaryOp::Mul, lo(bl), Expr::Dim(stride.clone()))),
+                        1 => {
+                            add_base(Expr::binary(BinaryOp::Mul, lo(hkl), Expr::Dim(stride.mul(&c(group)))));
+                            ix = ix.plus_var(g, &stride);
+                        }
+                        2 => ix = ix.plus_var(i, &stride),
+                        _ => ix = ix.plus_var(j, &stride),
+                    }
+                }
+                let ds = self.size(d)?;
+                stride = stride.mul(&ds);
+            }
+            let mb = self.buffer(mk, BufferRole::Input);
+            let load = match base {
+                Some(b) => Expr::load_at(mb, b, ix),
+                None => Expr::Load { buffer: mb, index: ix },
+            };
+            score = match self.f.ty(mk).dtype {
+                DType::F32 => Expr::binary(BinaryOp::Add, score, load),
+                DType::Bool => Expr::select(load, score, ninf()),
+                other => return Err(fail(&format!("{other} masks are not lowered"))),
+            };
+        }
+        if causal {
+            // Visible iff j ≤ i + (T − S).
+            let lim = unit(i).plus_offset(&t.add(&s.mul(&c(-1))));
+            score = Expr::select(Expr::compare(CmpOp::Le, Expr::Index(unit(j)), Expr::Index(lim)), score, ninf());
+        }
+        let dot = Stmt::Reduce {
+            kind: ReduceKind::Sum,
+            var: dd,
+            extent: Extent::Size(c(dk)),
+            init: Expr::f32(0.0),
+            value: Expr::binary(
+                BinaryOp::Mul,
+                Expr::Load { buffer: qb, index: plus(&q_row, dd) },
+                Expr::Load { buffer: keys, index: plus(&kv_row(dk), dd) },
+            ),
+            into: sc,
+        };
+        let per_key = vec![
+            dot,
+            Stmt::Let { local: s1, value: score },
+            Stmt::Let { local: mn, value: Expr::binary(BinaryOp::Max, lo(m), lo(s1)) },
+            Stmt::Let { local: dead, value: Expr::compare(CmpOp::Eq, lo(mn), ninf()) },
+            Stmt::Let {
+                local: cf,
+                value: Expr::select(
+                    lo(dead),
+                    Expr::f32(1.0),
+                    Expr::unary(UnaryOp::Exp, Expr::binary(BinaryOp::Sub, lo(m), lo(mn))),
+                ),
+            },
+            Stmt::Let {
+                local: w,
+                value: Expr::select(
+                    lo(dead),
+                    Expr::f32(0.0),
+                    Expr::unary(UnaryOp::Exp, Expr::binary(BinaryOp::Sub, lo(s1), lo(mn))),
+                ),
+            },
+            Stmt::Assign {
+                local: l,
+                value: Expr::binary(BinaryOp::Add, Expr::binary(BinaryOp::Mul, lo(l), lo(cf)), lo(w)),
+            },
+            Stmt::Loop {
+                var: e,
+                extent: Extent::Size(c(dv)),
+                body: vec![o_store(
+                    e,
+                    Expr::binary(
+                        BinaryOp::Add,
+                        Expr::binary(BinaryOp::Mul, o_load(e), lo(cf)),
+                        Expr::binary(BinaryOp::Mul, lo(w), Expr::Load { buffer: vals, index: plus(&kv_row(dv), e) }),
+                    ),
+                )],
+            },
+            Stmt::Assign { local: m, value: lo(mn) },
+        ];
+        let e2 = self.fresh_var();
+        let e0 = self.fresh_var();
+        let row = vec![
+            Stmt::Let { local: m, value: ninf() },
+            Stmt::Let { local: l, value: Expr::f32(0.0) },
+            Stmt::Loop { var: e0, extent: Extent::Size(c(dv)), body: vec![o_store(e0, Expr::f32(0.0))] },
+            Stmt::Loop { var: j, extent: Extent::Size(t.clone()), body: per_key },
+            Stmt::Let {
+                local: inv,
+                value: Expr::select(
+                    Expr::compare(CmpOp::Lt, Expr::f32(0.0), lo(l)),
+                    Expr::unary(UnaryOp::Recip, lo(l)),
+                    Expr::f32(0.0),
+                ),
+            },
+            Stmt::Loop {
+                var: e2,
+                extent: Extent::Size(c(dv)),
+                body: vec![o_store(e2, Expr::binary(BinaryOp::Mul, o_load(e2), lo(inv)))],
+            },
+        ];
+        body.push(Stmt::Loop {
+            var: g,
+            extent: Extent::Size(c(group)),
+            body: vec![Stmt::Loop { var: i, extent: Extent::Size(s), body: row }],
+        });
+        let batch = self.size(&qs[0])?;
+        Ok(self.finish(LoopExtent { extent: batch.mul(&c(hkv)), tile: 1 }, body))
+    }
+}
+
+/// Elements per parallel iteration of a flat copy.
+pub const COPY_TILE: u32 = 4096;
+
+impl Lowerer<'_> {
+    /// Row-major strides of `shape`.
+    fn strides(&mut self, shape: &[Dim]) -> LResult<Vec<Size>> {
+        let mut st = vec![Size::constant(1); shape.len()];
+        for a in (0..shape.len().saturating_sub(1)).rev() {
+            let d = self.size(&shape[a + 1])?;
+            st[a] = st[a + 1].mul(&d);
+        }
+        Ok(st)
+    }
+
+    /// A loop nest over `shape` storing `out[row-major coords] = src[Σ coord·st + offset]`:
+    /// axis 0 is the parallel loop when `parallel`, else every axis is a nested loop.
+    fn copy_nest(
+        &mut self,
+        shape: &[Dim],
+        out: (u32, IndexExpr, Vec<Size>),
+        src: (u32, IndexExpr, Vec<Size>),
+        parallel: bool,
+    ) -> LResult<Vec<Stmt>> {
+        let (ob, mut oix, ost) = out;
+        let (sb, mut six, sst) = src;
+        let mut vars = Vec::new();
+        for (a, d) in shape.iter().enumerate() {
+            let v = if parallel && a == 0 { Var::PARALLEL } else { self.fresh_var() };
+            oix = oix.plus_var(v, &ost[a]);
+            six = six.plus_var(v, &sst[a]);
+            if !(parallel && a == 0) {
+                vars.push((v, self.size(d)?));
+            }
+        }
+        let mut body = vec![Stmt::Store { buffer: ob, index: oix, value: Expr::Load { buffer: sb, index: six } }];
+        while let Some((v, e)) = vars.pop() {
+            body = vec![Stmt::Loop { var: v, extent: Extent::Size(e), body }];
+        }
+        Ok(body)
+    }
+
+    /// Single-op data-movement groups other than `gather`: views (`reshape`, `squeeze`,
+    /// `unsqueeze`, `identity`) as flat copies in tiles of [`COPY_TILE`]; `transpose` (any
+    /// perm), `expand` (numpy broadcast, provable shapes) and `slice` (static attributes)
+    /// as strided copies parallel over the output's first axis; `concat` as block copies
+    /// parallel over the dims before the axis. Dims may be symbolic (`slice` needs static
+    /// dims on sliced axes unless starts are non-negative with positive steps).
+    fn copy_template(mut self) -> LResult<(Kernel, Vec<ValueId>)> {
+        let d = self.op(self.ops[0])?;
+        let name = d.op.name();
+        let out = d.results[0];
+        let os = self.shape(out);
+        let dtype = self.f.ty(out).dtype;
+        if ScalarType::of_dtype(dtype).is_none() {
+            return Err(unsupported(name, format!("dtype {dtype} is not supported in kernels yet")));
+        }
+        let x = d.operands[0];
+        let xs = self.shape(x);
+        let rank_par = !os.is_empty();
+        let par_extent = |this: &mut Self| -> LResult<Size> {
+            if rank_par {
+                this.size(&os[0])
+            } else {
+                Ok(Size::constant(1))
+            }
+        };
+        match &d.op {
+            Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Identity => {
+                let n = self.product(&os)?;
+                let xb = self.buffer(x, BufferRole::Input);
+                let ob = self.buffer(out, BufferRole::Output);
+                let i = self.fresh_var();
+                let ix = unit(Var::PARALLEL).plus_var(i, &Size::constant(1));
+                let body = vec![Stmt::Loop {
+                    var: i,
+                    extent: Extent::ParallelTile,
+                    body: vec![Stmt::Store {
+                        buffer: ob,
+                        index: ix.clone(),
+                        value: Expr::Load { buffer: xb, index: ix },
+                    }],
+                }];
+                Ok(self.finish(LoopExtent { extent: n, tile: COPY_TILE }, body))
+            }
+            Op::Transpose { perm } => {
+                let r = xs.len();
+                let perm: Vec<usize> = if perm.is_empty() {
+                    (0..r).rev().collect()
+                } else {
+                    perm.iter().map(|&p| if p < 0 { p + r as i64 } else { p } as usize).collect()
+                };
+                if perm.len() != r || perm.iter().any(|&p| p >= r) {
+                    return Err(unsupported(name, "invalid perm"));
+                }
+                let xst = self.strides(&xs)?;
+                let sst: Vec<Size> = perm.iter().map(|&p| xst[p].clone()).collect();
+                let ost = self.strides(&os)?;
+                let xb = self.buffer(x, BufferRole::Input);
+                let ob = self.buffer(out, BufferRole::Output);
+                let body =
+                    self.copy_nest(&os, (ob, IndexExpr::default(), ost), (xb, IndexExpr::default(), sst), rank_par)?;
+                let extent = par_extent(&mut self)?;
+                Ok(self.finish(LoopExtent { extent, tile: 1 }, body))
+            }
+            Op::Expand => {
+                if xs.len() > os.len() {
+                    return Err(unsupported(name, "input rank above the output rank"));
+                }
+                let xst = self.strides(&xs)?;
+                let lead = os.len() - xs.len();
+                let mut sst = vec![Size::default(); os.len()];
+                for (k, dx) in xs.iter().enumerate() {
+                    if !is_one(dx) {
+                        if *dx != os[lead + k] {
+                            return Err(unsupported(name, "shapes do not broadcast provably"));
+                        }
+                        sst[lead + k] = xst[k].clone();
+                    }
+                }
+                let ost = self.strides(&os)?;
+                let xb = self.buffer(x, BufferRole::Input);
+                let ob = self.buffer(out, BufferRole::Output);
+                let body =
+                    self.copy_nest(&os, (ob, IndexExpr::default(), ost), (xb, IndexExpr::default(), sst), rank_par)?;
+                let extent = par_extent(&mut self)?;
+                Ok(self.finish(LoopExtent { extent, tile: 1 }, body))
+            }
+            Op::Slice { axes, starts, ends: _, steps } if d.operands.len() == 1 => {
+                let r = xs.len();
+                let xst = self.strides(&xs)?;
+                let mut sst = xst.clone();
+                let mut offset = Size::default();
+                let axes: Vec<usize> = if axes.is_empty() {
+                    (0..starts.len()).collect()
+                } else {
+                    axes.iter().map(|&a| if a < 0 { a + r as i64 } else { a } as usize).collect()
+                };
+                for (k, &a) in axes.iter().enumerate() {
+                    let (Some(&start), step) = (starts.get(k), steps.get(k).copied().unwrap_or(1)) else {
+                        return Err(unsupported(name, "malformed attributes"));
+                    };
+                    if a >= r || step == 0 {
+                        return Err(unsupported(name, "malformed attributes"));
+                    }
+                    let eff = match xs[a].as_fixed() {
+                        Some(dim) => {
+                            let s = if start < 0 { start.saturating_add(dim) } else { start };
+                            if step > 0 {
+                                s.clamp(0, dim)
+                            } else {
+                                s.clamp(0, (dim - 1).max(0))
+                            }
+                        }
+                        None if start >= 0 && step > 0 => start,
+                        None => return Err(unsupported(name, "negative starts or steps on a symbolic dim")),
+                    };
+                    offset = offset.add(&xst[a].mul(&Size::constant(eff)));
+                    sst[a] = xst[a].mul(&Size::constant(step));
+                }
+                let ost = self.strides(&os)?;
+                let xb = self.buffer(x, BufferRole::Input);
+                let ob = self.buffer(out, BufferRole::Output);
+                let body = self.copy_nest(
+                    &os,
+                    (ob, IndexExpr::default(), ost),
+                    (xb, IndexExpr::constant(offset), sst),
+                    rank_par,
+                )?;
+                let extent = par_extent(&mut self)?;
+                Ok(self.finish(LoopExtent { extent, tile: 1 }, body))
+            }
+            Op::Concat { axis } => {
+                let r = os.len() as i64;
+                let a = if *axis < 0 { axis + r } else { *axis };
+                if a < 0 || a >= r {
+                    return Err(unsupported(name, "axis out of range"));
+                }
+                let a = a as usize;
+                let outer = self.product(&os[..a])?;
+                let out_inner = self.product(&os[a..])?;
+                let ob = self.buffer(out, BufferRole::Output);
+                let mut at = Size::default();
+                let mut body = Vec::new();
+                for &x in &d.operands {
+                    let s = self.shape(x);
+                    let inner = self.product(&s[a..])?;
+                    let xb = self.buffer(x, BufferRole::Input);
+                    let i = self.fresh_var();
+                    body.push(Stmt::Loop {
+                        var: i,
+                        extent: Extent::Size(inner.clone()),
+                        body: vec![Stmt::Store {
+                            buffer: ob,
+                            index: IndexExpr::var(Var::PARALLEL, out_inner.clone())
+                                .plus_var(i, &Size::constant(1))
+                                .plus_offset(&at),
+                            value: Expr::Load {
+                                buffer: xb,
+                                index: IndexExpr::var(Var::PARALLEL, inner.clone()).plus_var(i, &Size::constant(1)),
+                            },
+                        }],
+                    });
+                    at = at.add(&inner);
+                }
+                Ok(self.finish(LoopExtent { extent: outer, tile: 1 }, body))
+            }
+            other => Err(unsupported(other.name(), "not lowered by the data-movement template yet")),
+        }
+    }
+}
+
 /// `ix + coord · scale`.
 fn add_scaled(mut ix: IndexExpr, coord: &IndexExpr, scale: &Size) -> IndexExpr {
     for (v, s) in &coord.terms {
@@ -911,6 +1798,15 @@ fn same_rows(a: &[Dim], b: &[Dim]) -> bool {
         (Some((la, ra)), Some((lb, rb))) => {
             la == lb && !la.is_unknown() && !product(ra).is_unknown() && product(ra) == product(rb)
         }
+        _ => false,
+    }
+}
+
+/// Ops that make a matmul group a head-split group (`matmul_heads_template`).
+fn is_head_split_op(f: &Function, d: &ferrumc_ir::OpData) -> bool {
+    match d.op {
+        Op::Transpose { .. } | Op::RotaryEmbedding { .. } => true,
+        Op::Reshape { .. } => !same_rows(&f.ty(d.operands[0]).shape, &f.ty(d.results[0]).shape),
         _ => false,
     }
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{check, Rng};
+use common::{check, check_kernels_only, Rng};
 use ferrumc_ir::{DType, Tensor};
 
 const SIZES: [usize; 5] = [1, 3, 5, 17, 64];
@@ -426,5 +426,221 @@ func @forward(%x: f32[1, ?t, {n}], %r: f32[?t, {n}], %w: f32[{n}], %wt: f32[{n},
             ]),
             1e-4,
         );
+    }
+}
+
+fn i64_tensor(shape: &[usize], v: Vec<i64>) -> Tensor {
+    Tensor::from_f64(DType::I64, shape.to_vec(), v.into_iter().map(|x| x as f64).collect()).unwrap()
+}
+
+#[test]
+fn gather_rows_with_negative_indices() {
+    for n in SIZES {
+        let src = format!(
+            "module @m
+func @forward(%e: f32[11, {n}], %ids: i64[?b, ?s]) -> (y: f32[?b, ?s, {n}]) {{
+  %0 = gather %e, %ids {{axis = 0}} : f32[?b, ?s, {n}]
+  return %0
+}}
+"
+        );
+        let mut rng = Rng(300 + n as u64);
+        let e = rng.tensor(&[11, n], -2.0, 2.0);
+        let ids = i64_tensor(&[2, 3], vec![0, 10, -1, 4, -11, 7]);
+        check_kernels_only(&src, &inputs(vec![("e", e), ("ids", ids)]), 1e-6);
+    }
+}
+
+/// `linear`/`matmul` → reshape into heads → transpose → optional rotary (one matmul group).
+fn head_split_src(proj: &str, rotary: Option<(bool, i64)>, d: usize) -> String {
+    let (h, k) = (3, 5);
+    let n = h * d;
+    let (wty, op) = match proj {
+        "linear" => (format!("f32[{n}, {k}]"), "linear"),
+        _ => (format!("f32[{k}, {n}]"), "matmul"),
+    };
+    let half = match rotary {
+        Some((_, rd)) if rd > 0 => rd as usize / 2,
+        _ => d / 2,
+    };
+    let (rot_params, rot_op, last) = match rotary {
+        Some((interleaved, rd)) => (
+            format!(", %cos: f32[9, {half}], %sin: f32[9, {half}], %pos: i64[?b, ?s]"),
+            format!(
+                "  %3 = rotary_embedding %2, %cos, %sin, %pos {{interleaved = {interleaved}, rotary_dim = {rd}}} : f32[?b, {h}, ?s, {d}]\n"
+            ),
+            "%3",
+        ),
+        None => (String::new(), String::new(), "%2"),
+    };
+    format!(
+        "module @m
+func @forward(%x: f32[?b, ?s, {k}], %w: {wty}{rot_params}) -> (y: f32[?b, {h}, ?s, {d}]) {{
+  %0 = {op} %x, %w : f32[?b, ?s, {n}]
+  %1 = reshape %0 {{allowzero = false}} : f32[?b, ?s, {h}, {d}]
+  %2 = transpose %1 {{perm = [0, 2, 1, 3]}} : f32[?b, {h}, ?s, {d}]
+{rot_op}  return {last}
+}}
+"
+    )
+}
+
+/// (projection op, rotary (interleaved, rotary_dim), head size).
+type HeadCase = (&'static str, Option<(bool, i64)>, usize);
+
+#[test]
+fn head_split_projections_with_rotary() {
+    let cases: [HeadCase; 6] = [
+        ("linear", None, 3),
+        ("matmul", None, 5),
+        ("linear", Some((false, 0)), 4),
+        ("matmul", Some((false, 0)), 18),
+        ("linear", Some((true, 0)), 6),
+        ("matmul", Some((false, 4)), 10),
+    ];
+    for (i, (proj, rot, d)) in cases.into_iter().enumerate() {
+        let src = head_split_src(proj, rot, d);
+        let (b, s, k, n) = (2, 5, 5, 3 * d);
+        let mut rng = Rng(400 + i as u64);
+        let mut ins = vec![("x", rng.tensor(&[b, s, k], -1.0, 1.0))];
+        ins.push(("w", if proj == "linear" { rng.tensor(&[n, k], -1.0, 1.0) } else { rng.tensor(&[k, n], -1.0, 1.0) }));
+        if let Some((_, rd)) = rot {
+            let half = if rd > 0 { rd as usize / 2 } else { d / 2 };
+            ins.push(("cos", rng.tensor(&[9, half], -1.0, 1.0)));
+            ins.push(("sin", rng.tensor(&[9, half], -1.0, 1.0)));
+            ins.push(("pos", i64_tensor(&[b, s], (0..(b * s) as i64).map(|p| (p * 7) % 9).collect())));
+        }
+        check_kernels_only(&src, &inputs(ins), 1e-4);
+    }
+}
+
+struct Att {
+    causal: bool,
+    /// Past length (a KV cache) or none.
+    past: Option<usize>,
+    /// "none", "f32" (`[B, 1, S, T]`), "f32h" (`[B, H, S, T]`) or "bool" (`[S, T]`).
+    mask: &'static str,
+    /// Transpose + head-merging reshape epilogue.
+    merge: bool,
+    d: usize,
+    dv: usize,
+    s: usize,
+}
+
+fn attention_src(a: &Att) -> String {
+    let (h, hkv, d, dv) = (4, 2, a.d, a.dv);
+    let t = if a.past.is_some() { "?p+?s" } else { "?s" };
+    let mut params = format!("%q: f32[?b, {h}, ?s, {d}], %k: f32[?b, {hkv}, ?s, {d}], %v: f32[?b, {hkv}, ?s, {dv}]");
+    let mut operands = "%q, %k, %v".to_string();
+    match a.mask {
+        "f32" => params.push_str(&format!(", %m: f32[?b, 1, ?s, {t}]")),
+        "f32h" => params.push_str(&format!(", %m: f32[?b, {h}, ?s, {t}]")),
+        "bool" => params.push_str(&format!(", %m: bool[?s, {t}]")),
+        _ => {}
+    }
+    if a.mask != "none" {
+        operands.push_str(", %m");
+    }
+    let mut results = format!("f32[?b, {h}, ?s, {dv}]");
+    let mut outs = format!("y: f32[?b, {h}, ?s, {dv}]");
+    let mut values = "%0".to_string();
+    let mut rets = "%0".to_string();
+    if a.past.is_some() {
+        params.push_str(&format!(", %pk: f32[?b, {hkv}, ?p, {d}], %pv: f32[?b, {hkv}, ?p, {dv}]"));
+        operands.push_str(", %pk, %pv");
+        results.push_str(&format!(", f32[?b, {hkv}, ?p+?s, {d}], f32[?b, {hkv}, ?p+?s, {dv}]"));
+        outs.push_str(&format!(", pk2: f32[?b, {hkv}, ?p+?s, {d}], pv2: f32[?b, {hkv}, ?p+?s, {dv}]"));
+        values.push_str(", %1, %2");
+        rets.push_str(", %1, %2");
+    }
+    let mut epilogue = String::new();
+    if a.merge {
+        outs = outs.replacen(&format!("y: f32[?b, {h}, ?s, {dv}]"), &format!("y: f32[?b, ?s, {}]", h * dv), 1);
+        epilogue = format!(
+            "  %3 = transpose %0 {{perm = [0, 2, 1, 3]}} : f32[?b, ?s, {h}, {dv}]\n  %4 = reshape %3 {{allowzero = false}} : f32[?b, ?s, {}]\n",
+            h * dv
+        );
+        rets = rets.replacen("%0", "%4", 1);
+    }
+    format!(
+        "module @m
+func @forward({params}) -> ({outs}) {{
+  {values} = attention {operands} {{causal = {}}} : {results}
+{epilogue}  return {rets}
+}}
+",
+        a.causal
+    )
+}
+
+#[test]
+fn attention_gqa_causal_masks_and_cache() {
+    let cases = [
+        Att { causal: true, past: None, mask: "none", merge: true, d: 16, dv: 16, s: 7 },
+        Att { causal: true, past: None, mask: "none", merge: false, d: 5, dv: 3, s: 1 },
+        Att { causal: true, past: Some(6), mask: "none", merge: true, d: 16, dv: 16, s: 1 },
+        Att { causal: true, past: Some(4), mask: "none", merge: false, d: 7, dv: 9, s: 3 },
+        Att { causal: false, past: Some(3), mask: "f32", merge: false, d: 8, dv: 8, s: 5 },
+        Att { causal: true, past: None, mask: "f32", merge: true, d: 17, dv: 17, s: 6 },
+        Att { causal: true, past: Some(3), mask: "f32h", merge: true, d: 8, dv: 5, s: 2 },
+        Att { causal: false, past: Some(2), mask: "bool", merge: false, d: 4, dv: 4, s: 3 },
+        Att { causal: true, past: Some(0), mask: "bool", merge: true, d: 4, dv: 6, s: 4 },
+    ];
+    for (ci, a) in cases.iter().enumerate() {
+        let src = attention_src(a);
+        let (b, h, hkv) = (2, 4, 2);
+        let p = a.past.unwrap_or(0);
+        let t = p + a.s;
+        let mut rng = Rng(500 + ci as u64);
+        let mut ins = vec![
+            ("q", rng.tensor(&[b, h, a.s, a.d], -1.0, 1.0)),
+            ("k", rng.tensor(&[b, hkv, a.s, a.d], -1.0, 1.0)),
+            ("v", rng.tensor(&[b, hkv, a.s, a.dv], -1.0, 1.0)),
+        ];
+        match a.mask {
+            "f32" => ins.push(("m", rng.tensor(&[b, 1, a.s, t], -2.0, 2.0))),
+            "f32h" => ins.push(("m", rng.tensor(&[b, h, a.s, t], -2.0, 2.0))),
+            "bool" => {
+                // Row 0 fully masked (→ zeros), the others random.
+                let vals = (0..a.s * t).map(|i| if i < t { 0.0 } else { (rng.below(3) != 0) as u8 as f64 }).collect();
+                ins.push(("m", Tensor::from_f64(DType::Bool, vec![a.s, t], vals).unwrap()));
+            }
+            _ => {}
+        }
+        if a.past.is_some() {
+            ins.push(("pk", rng.tensor(&[b, hkv, p, a.d], -1.0, 1.0)));
+            ins.push(("pv", rng.tensor(&[b, hkv, p, a.dv], -1.0, 1.0)));
+        }
+        check_kernels_only(&src, &inputs(ins), 1e-4);
+    }
+}
+
+#[test]
+fn data_movement_copies() {
+    for n in [1usize, 3, 17] {
+        let src = format!(
+            "module @m
+func @forward(%x: f32[?r, 4, {n}], %y: f32[?r, 2, {n}], %z: f32[4, 1], %w: f32[3, 1]) -> (a: f32[{n}, ?r, 4], b: f32[?r, 6, {n}], c: f32[?r, {m}], d: f32[?r, 2, {s}], e: f32[?r, 4, {n}], f: f32[?r, 3, 4], g: f32[?r, 3, {n}]) {{
+  %0 = transpose %x {{perm = [2, 0, 1]}} : f32[{n}, ?r, 4]
+  %1 = concat %y, %x {{axis = -2}} : f32[?r, 6, {n}]
+  %2 = reshape %x {{allowzero = false}} : f32[?r, {m}]
+  %3 = slice %x {{axes = [1, 2], starts = [-1, 0], ends = [-5, 100], steps = [-2, 2]}} : f32[?r, 2, {s}]
+  %4 = expand %z : f32[?r, 4, {n}]
+  %5 = slice %x {{axes = [1], starts = [1], ends = [4], steps = []}} : f32[?r, 3, {n}]
+  %6 = expand %w : f32[?r, 3, 4]
+  return %0, %1, %2, %3, %4, %6, %5
+}}
+",
+            m = 4 * n,
+            s = n.div_ceil(2)
+        );
+        let mut rng = Rng(600 + n as u64);
+        let ins = vec![
+            ("x", rng.tensor(&[3, 4, n], -1.0, 1.0)),
+            ("y", rng.tensor(&[3, 2, n], -1.0, 1.0)),
+            ("z", rng.tensor(&[4, 1], -1.0, 1.0)),
+            ("w", rng.tensor(&[3, 1], -1.0, 1.0)),
+        ];
+        check_kernels_only(&src, &inputs(ins), 1e-6);
     }
 }

@@ -12,16 +12,17 @@
 //! runs 4 lanes at a time (`f32x4`), then a scalar tail. A [`Stmt::Reduce`] with such a
 //! value runs 8 elements per iteration in two `f32x4` accumulators (two independent
 //! dependency chains), folds them, then finishes with a scalar tail. Everything else is
-//! scalar. Sizes are recomputed from the dims where used; Cranelift's e-graph pass merges
+//! scalar. Mutable locals ([`Stmt::Assign`]) are Cranelift `Variable`s (the frontend builds
+//! their SSA form); all other locals are plain SSA values. Sizes are recomputed from the dims where used; Cranelift's e-graph pass merges
 //! and hoists them.
 
 use super::math;
 use crate::kernel::*;
 use crate::CodegenError;
-use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Signature, Type, Value};
 use cranelift_codegen::isa::{CallConv, TargetIsa};
-use cranelift_frontend::FunctionBuilder;
+use cranelift_frontend::{FunctionBuilder, Variable};
 use ferrumc_ir::DType;
 use ferrumc_runtime::abi::RuntimeFnTable;
 use std::collections::{HashMap, HashSet};
@@ -83,6 +84,32 @@ pub(crate) struct Translator<'a, 'b> {
     tile_len: Option<Value>,
     /// Local → (value, is a vector).
     locals: HashMap<LocalId, (Value, bool)>,
+    /// Locals reassigned somewhere in the kernel, and their variables once defined.
+    mutable: HashSet<LocalId>,
+    variables: HashMap<LocalId, Variable>,
+}
+
+fn collect_assigned(body: &[Stmt], out: &mut HashSet<LocalId>) {
+    for s in body {
+        match s {
+            Stmt::Assign { local, .. } => {
+                out.insert(*local);
+            }
+            Stmt::Loop { body, .. } => collect_assigned(body, out),
+            _ => {}
+        }
+    }
+}
+
+/// Whether `e` is the same for every value of `var` and evaluates without vectors.
+fn invariant_scalar(e: &Expr, var: Var) -> bool {
+    let mut ok = true;
+    e.visit(&mut |x| match x {
+        Expr::Load { .. } | Expr::LoadAt { .. } => ok = false,
+        Expr::Index(ix) => ok &= ix.stride(var).terms.is_empty(),
+        _ => {}
+    });
+    ok
 }
 
 impl<'a, 'b> Translator<'a, 'b> {
@@ -132,7 +159,10 @@ impl<'a, 'b> Translator<'a, 'b> {
             vars: HashMap::new(),
             tile_len: None,
             locals: HashMap::new(),
+            mutable: HashSet::new(),
+            variables: HashMap::new(),
         };
+        collect_assigned(&k.body, &mut t.mutable);
         t.emit_loop(begin, end, 1, &[], &mut |t, it, _| {
             let tile = i64::from(t.k.parallel.tile);
             let p = if tile == 1 { it } else { t.b.ins().imul_imm_s(it, tile) };
@@ -251,9 +281,17 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
     }
 
-    fn address(&mut self, buffer: u32, ix: &IndexExpr) -> Result<Value, CodegenError> {
+    /// The address of `buffers[buffer][base + ix]` (`base` evaluated as a scalar).
+    fn address_at(&mut self, buffer: u32, base: Option<&Expr>, ix: &IndexExpr) -> Result<Value, CodegenError> {
         let (bytes, _, _) = self.elem_bytes(buffer)?;
-        let i = self.index(ix)?;
+        let mut i = self.index(ix)?;
+        if let Some(base) = base {
+            if base.ty(self.k) != Some(ScalarType::I64) {
+                return Err(invalid(self.k, "a dynamic base must be an i64"));
+            }
+            let bv = self.expr(base, Mode::Scalar)?;
+            i = self.b.ins().iadd(i, bv);
+        }
         let off = self.b.ins().imul_imm_s(i, bytes);
         Ok(self.b.ins().iadd(self.buffers[buffer as usize], off))
     }
@@ -312,24 +350,34 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.vars.remove(var);
                 Ok(())
             }
-            Stmt::Store { buffer, index, value } => {
-                let (_, _, sty) = self.elem_bytes(*buffer)?;
-                let vty = value.ty(self.k).ok_or_else(|| invalid(self.k, "ill-typed stored value"))?;
-                if vty != sty {
-                    return Err(invalid(self.k, format!("storing {} into a {} buffer", vty.name(), sty.name())));
-                }
-                let v = self.expr(value, mode)?;
-                let addr = self.address(*buffer, index)?;
-                self.b.ins().store(MemFlagsData::trusted(), v, addr, 0);
-                Ok(())
-            }
-            Stmt::Let { local, value } => {
+            Stmt::Store { buffer, index, value } => self.store(*buffer, None, index, value, mode),
+            Stmt::StoreAt { buffer, base, index, value } => self.store(*buffer, Some(base), index, value, mode),
+            Stmt::Let { local, value } | Stmt::Assign { local, value } => {
                 let want = self.k.locals.get(local.0 as usize).copied();
                 if value.ty(self.k) != want || want.is_none() {
                     return Err(invalid(self.k, format!("local {local} bound to a value of another type")));
                 }
                 let v = self.expr(value, mode)?;
-                self.locals.insert(*local, (v, matches!(mode, Mode::Vector(_))));
+                if self.mutable.contains(local) {
+                    if mode != Mode::Scalar {
+                        return Err(invalid(self.k, "a mutable local in a vector loop"));
+                    }
+                    let var = match (self.variables.get(local), s) {
+                        (Some(var), _) => *var,
+                        (None, Stmt::Let { .. }) => {
+                            let ty = self.b.func.dfg.value_type(v);
+                            let var = self.b.declare_var(ty);
+                            self.variables.insert(*local, var);
+                            var
+                        }
+                        (None, _) => return Err(invalid(self.k, format!("local {local} assigned before its let"))),
+                    };
+                    self.b.def_var(var, v);
+                } else if matches!(s, Stmt::Assign { .. }) {
+                    return Err(invalid(self.k, "internal: assignment to an immutable local"));
+                } else {
+                    self.locals.insert(*local, (v, matches!(mode, Mode::Vector(_))));
+                }
                 Ok(())
             }
             Stmt::Reduce { kind, var, extent, init, value, into } => {
@@ -350,6 +398,25 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.call(*which, args)
             }
         }
+    }
+
+    fn store(
+        &mut self,
+        buffer: u32,
+        base: Option<&Expr>,
+        index: &IndexExpr,
+        value: &Expr,
+        mode: Mode,
+    ) -> Result<(), CodegenError> {
+        let (_, _, sty) = self.elem_bytes(buffer)?;
+        let vty = value.ty(self.k).ok_or_else(|| invalid(self.k, "ill-typed stored value"))?;
+        if vty != sty {
+            return Err(invalid(self.k, format!("storing {} into a {} buffer", vty.name(), sty.name())));
+        }
+        let v = self.expr(value, mode)?;
+        let addr = self.address_at(buffer, base, index)?;
+        self.b.ins().store(MemFlagsData::trusted(), v, addr, 0);
+        Ok(())
     }
 
     fn combine(&mut self, kind: ReduceKind, a: Value, b: Value) -> Value {
@@ -438,8 +505,15 @@ impl<'a, 'b> Translator<'a, 'b> {
                     && index.stride(var).as_constant() == Some(1)
                     && self.vector_expr_ok(value, var, &HashSet::new())
             }
+            Stmt::StoreAt { buffer, base, index, value } => {
+                self.k.buffers.get(*buffer as usize).is_some_and(|b| b.dtype == DType::F32)
+                    && index.stride(var).as_constant() == Some(1)
+                    && invariant_scalar(base, var)
+                    && self.vector_expr_ok(value, var, &HashSet::new())
+            }
             Stmt::Let { local, value } => {
                 self.k.locals.get(local.0 as usize) == Some(&ScalarType::F32)
+                    && !self.mutable.contains(local)
                     && self.vector_expr_ok(value, var, &HashSet::new())
             }
             _ => false,
@@ -448,19 +522,24 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     /// Whether `e` can be evaluated 4 lanes at a time along `var`.
     fn vector_expr_ok(&self, e: &Expr, var: Var, _vector_locals: &HashSet<LocalId>) -> bool {
-        let mut ok = true;
-        e.visit(&mut |x| match x {
-            Expr::Load { buffer, index } => {
-                let s = index.stride(var);
-                ok &= self.k.buffers.get(*buffer as usize).is_some_and(|b| b.dtype == DType::F32)
-                    && (s.terms.is_empty() || s.as_constant() == Some(1));
+        let f32_buffer = |b: u32| self.k.buffers.get(b as usize).is_some_and(|b| b.dtype == DType::F32);
+        let unit_or_zero = |ix: &IndexExpr| {
+            let s = ix.stride(var);
+            s.terms.is_empty() || s.as_constant() == Some(1)
+        };
+        match e {
+            Expr::Load { buffer, index } => f32_buffer(*buffer) && unit_or_zero(index),
+            Expr::LoadAt { buffer, base, index } => {
+                f32_buffer(*buffer) && unit_or_zero(index) && invariant_scalar(base, var)
             }
-            Expr::Const(c) => ok &= c.ty() == ScalarType::F32,
-            Expr::Local(l) => ok &= self.k.locals.get(l.0 as usize) == Some(&ScalarType::F32),
-            Expr::Unary(..) | Expr::Binary(..) => {}
-            Expr::Select(..) | Expr::Cast(..) | Expr::Dim(_) => ok = false,
-        });
-        ok
+            Expr::Const(c) => c.ty() == ScalarType::F32,
+            Expr::Local(l) => self.k.locals.get(l.0 as usize) == Some(&ScalarType::F32),
+            Expr::Unary(_, a) => self.vector_expr_ok(a, var, _vector_locals),
+            Expr::Binary(_, a, b) => {
+                self.vector_expr_ok(a, var, _vector_locals) && self.vector_expr_ok(b, var, _vector_locals)
+            }
+            Expr::Select(..) | Expr::Cast(..) | Expr::Dim(_) | Expr::Index(_) | Expr::Compare(..) => false,
+        }
     }
 
     // ------------------------------------------------------------------ expressions
@@ -473,9 +552,14 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
         let fty = if vector { VF32 } else { types::F32 };
         Ok(match e {
-            Expr::Load { buffer, index } => {
+            Expr::Load { .. } | Expr::LoadAt { .. } => {
+                let (buffer, base, index) = match e {
+                    Expr::Load { buffer, index } => (buffer, None, index),
+                    Expr::LoadAt { buffer, base, index } => (buffer, Some(&**base), index),
+                    _ => return Err(invalid(self.k, "internal: not a load")),
+                };
                 let (_, cty, _) = self.elem_bytes(*buffer)?;
-                let addr = self.address(*buffer, index)?;
+                let addr = self.address_at(*buffer, base, index)?;
                 let flags = MemFlagsData::trusted();
                 match mode {
                     Mode::Vector(var) if !index.stride(var).terms.is_empty() => self.b.ins().load(VF32, flags, addr, 0),
@@ -491,6 +575,18 @@ impl<'a, 'b> Translator<'a, 'b> {
                 Const::I64(v) => self.b.ins().iconst(types::I64, *v),
                 Const::Bool(v) => self.b.ins().iconst(types::I8, i64::from(*v)),
             },
+            Expr::Local(l) if self.mutable.contains(l) => {
+                let var = *self
+                    .variables
+                    .get(l)
+                    .ok_or_else(|| invalid(self.k, format!("local {l} used before it is bound")))?;
+                let v = self.b.use_var(var);
+                if vector {
+                    self.b.ins().splat(VF32, v)
+                } else {
+                    v
+                }
+            }
             Expr::Local(l) => {
                 let (v, is_vec) =
                     *self.locals.get(l).ok_or_else(|| invalid(self.k, format!("local {l} used before it is bound")))?;
@@ -501,6 +597,34 @@ impl<'a, 'b> Translator<'a, 'b> {
                 }
             }
             Expr::Dim(s) => self.size(s)?,
+            Expr::Index(ix) => self.index(ix)?,
+            Expr::Compare(op, a, b) => {
+                let at = a.ty(self.k).ok_or_else(|| invalid(self.k, "ill-typed comparison"))?;
+                let x = self.expr(a, Mode::Scalar)?;
+                let y = self.expr(b, Mode::Scalar)?;
+                match at {
+                    ScalarType::F32 => {
+                        let cc = match op {
+                            CmpOp::Lt => FloatCC::LessThan,
+                            CmpOp::Le => FloatCC::LessThanOrEqual,
+                            CmpOp::Eq => FloatCC::Equal,
+                            CmpOp::Ne => FloatCC::OrderedNotEqual,
+                            CmpOp::ULt => return Err(invalid(self.k, "unsigned comparison of floats")),
+                        };
+                        self.b.ins().fcmp(cc, x, y)
+                    }
+                    _ => {
+                        let cc = match op {
+                            CmpOp::Lt => IntCC::SignedLessThan,
+                            CmpOp::Le => IntCC::SignedLessThanOrEqual,
+                            CmpOp::Eq => IntCC::Equal,
+                            CmpOp::Ne => IntCC::NotEqual,
+                            CmpOp::ULt => IntCC::UnsignedLessThan,
+                        };
+                        self.b.ins().icmp(cc, x, y)
+                    }
+                }
+            }
             Expr::Unary(op, a) => {
                 let x = self.expr(a, mode)?;
                 if ty == ScalarType::I64 {
@@ -543,6 +667,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                         BinaryOp::Div => self.b.ins().fdiv(x, y),
                         BinaryOp::Max => self.b.ins().fmax(x, y),
                         BinaryOp::Min => self.b.ins().fmin(x, y),
+                        BinaryOp::Rem => return Err(invalid(self.k, "rem of floats")),
                     },
                     ScalarType::I64 => match op {
                         BinaryOp::Add => self.b.ins().iadd(x, y),
@@ -550,7 +675,8 @@ impl<'a, 'b> Translator<'a, 'b> {
                         BinaryOp::Mul => self.b.ins().imul(x, y),
                         BinaryOp::Max => self.b.ins().smax(x, y),
                         BinaryOp::Min => self.b.ins().smin(x, y),
-                        BinaryOp::Div => return Err(invalid(self.k, "integer division is not lowered")),
+                        BinaryOp::Div => self.b.ins().sdiv(x, y),
+                        BinaryOp::Rem => self.b.ins().srem(x, y),
                     },
                     ScalarType::Bool => return Err(invalid(self.k, format!("{} of bools", op.name()))),
                 }

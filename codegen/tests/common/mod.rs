@@ -19,6 +19,8 @@ use std::collections::{HashMap, HashSet};
 /// A function compiled to kernels.
 pub struct Compiled {
     pub module: Module,
+    /// Index of the compiled function in `module.functions`.
+    pub function: usize,
     pub groups: Vec<LoweredGroup>,
     pub jit: JitKernels,
 }
@@ -37,7 +39,35 @@ pub fn compile(src: &str) -> Compiled {
     let (module, groups) = lower(src);
     let kernels: Vec<_> = groups.iter().map(|g| g.kernel.clone()).collect();
     let jit = JitKernels::compile(&kernels).unwrap_or_else(|e| panic!("{e}\n{}", kernels[0]));
-    Compiled { module, groups, jit }
+    Compiled { module, function: 0, groups, jit }
+}
+
+/// Lower function `name` of an already optimized module (every group must lower).
+pub fn compile_function(module: Module, name: &str) -> Compiled {
+    let function = module.functions.iter().position(|f| f.name == name).unwrap();
+    let f = &module.functions[function];
+    // Ops outside groups must be weight-derived (prepacking): the executor evaluates them
+    // with the interpreter before the kernels run.
+    let mut weight_derived: HashSet<ValueId> = f.weight_values().values().copied().collect();
+    for o in f.op_order().unwrap() {
+        let d = f.op(o).unwrap();
+        if f.group(o).is_none() {
+            assert!(
+                d.operands.iter().all(|v| weight_derived.contains(v)),
+                "op {o} ({}) is outside fusion groups and not weight-derived",
+                d.op.name()
+            );
+            weight_derived.extend(d.results.iter().copied());
+        }
+    }
+    let groups: Vec<LoweredGroup> = lower_function(&module.functions[function])
+        .unwrap()
+        .into_iter()
+        .map(|(g, r)| r.unwrap_or_else(|e| panic!("group {g}: {e}")))
+        .collect();
+    let kernels: Vec<_> = groups.iter().map(|g| g.kernel.clone()).collect();
+    let jit = JitKernels::compile(&kernels).unwrap();
+    Compiled { module, function, groups, jit }
 }
 
 /// 64-byte aligned storage.
@@ -83,7 +113,17 @@ fn storage_len(dtype: DType, shape: &[usize]) -> usize {
 
 /// Run the compiled function on `inputs`.
 pub fn run(c: &Compiled, inputs: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
-    let f = &c.module.functions[0];
+    run_with(c, inputs, &InlineWeights, &reference_table())
+}
+
+/// Run the compiled function with weights from `weights` and micro-kernels from `table`.
+pub fn run_with(
+    c: &Compiled,
+    inputs: &[(String, Tensor)],
+    weights: &dyn WeightProvider,
+    table: &RuntimeFnTable,
+) -> Vec<(String, Tensor)> {
+    let f = &c.module.functions[c.function];
     let mut bindings: HashMap<String, i64> = HashMap::new();
     let mut values: HashMap<ValueId, Buf> = HashMap::new();
     for (name, v) in f.params() {
@@ -97,9 +137,8 @@ pub fn run(c: &Compiled, inputs: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
     }
     for (name, v) in f.weight_values() {
         let decl = c.module.weight_decl(name).unwrap();
-        values.insert(*v, Buf::from_tensor(&InlineWeights.load(decl).unwrap()));
+        values.insert(*v, Buf::from_tensor(&weights.load(decl).unwrap()));
     }
-    let table = reference_table();
     let order = f.op_order().unwrap();
     let ungrouped: Vec<_> = order.iter().copied().filter(|o| f.group(*o).is_none()).collect();
     let mut done_groups: HashSet<usize> = HashSet::new();
@@ -136,7 +175,7 @@ pub fn run(c: &Compiled, inputs: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
             if !ready {
                 continue;
             }
-            launch(c, gi, &mut values, &bindings, &table);
+            launch(c, gi, &mut values, &bindings, table);
             done_groups.insert(gi);
             progress = true;
         }
@@ -160,10 +199,10 @@ fn launch(
     bindings: &HashMap<String, i64>,
     table: &RuntimeFnTable,
 ) {
-    let f = &c.module.functions[0];
+    let f = &c.module.functions[c.function];
     let g = &c.groups[gi];
     for (v, b) in g.buffer_values.iter().zip(&g.kernel.buffers) {
-        if b.role == BufferRole::Output && !values.contains_key(v) {
+        if b.role != BufferRole::Input && !values.contains_key(v) {
             let ty = f.ty(*v);
             let shape: Vec<usize> = ty.eval_shape(bindings).unwrap().into_iter().map(|d| d as usize).collect();
             let len = storage_len(ty.dtype, &shape);
@@ -208,7 +247,20 @@ pub fn assert_close(name: &str, got: &Tensor, want: &Tensor, rtol: f64) {
 
 /// Compile `src`, run it and the interpreter on `inputs`, compare every output.
 pub fn check(src: &str, inputs: &[(String, Tensor)], rtol: f64) {
+    check_compiled(compile(src), inputs, rtol)
+}
+
+/// [`check`], asserting first that every op is in a fusion group (so no op is evaluated by
+/// the executor's interpreter fallback).
+pub fn check_kernels_only(src: &str, inputs: &[(String, Tensor)], rtol: f64) {
     let c = compile(src);
+    let f = &c.module.functions[0];
+    let ungrouped: Vec<_> = f.op_order().unwrap().into_iter().filter(|o| f.group(*o).is_none()).collect();
+    assert!(ungrouped.is_empty(), "ops outside fusion groups: {ungrouped:?}");
+    check_compiled(c, inputs, rtol)
+}
+
+fn check_compiled(c: Compiled, inputs: &[(String, Tensor)], rtol: f64) {
     let got = run(&c, inputs);
     let want = run_function(&c.module, &c.module.functions[0].name, inputs, &InlineWeights).unwrap();
     for ((name, g), (_, w)) in got.iter().zip(&want) {
