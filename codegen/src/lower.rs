@@ -806,21 +806,7 @@ impl<'a> Lowerer<'a> {
                 let xb = self.buffer(x, BufferRole::Input);
                 let wb = self.buffer(w, BufferRole::Input);
                 let cb = self.buffer(first_out, BufferRole::Output);
-                body.push(Stmt::CallMicroKernel {
-                    which,
-                    args: MicroKernelArgs {
-                        m: Extent::ParallelTile,
-                        n: n.clone(),
-                        k: k.clone(),
-                        a: BufferRef { buffer: xb, offset: IndexExpr::var(Var::PARALLEL, k.clone()) },
-                        lda: k.clone(),
-                        b: BufferRef { buffer: wb, offset: IndexExpr::default() },
-                        ldb,
-                        c: BufferRef { buffer: cb, offset: IndexExpr::var(Var::PARALLEL, n.clone()) },
-                        ldc: n.clone(),
-                        accumulate: false,
-                    },
-                });
+                body.push(row_tile_gemm(which, xb, wb, cb, &n, &k, ldb));
                 // Epilogue over the tile's rows, unless the call already wrote the result.
                 if outputs.len() == 1 && first_out == res && bias.is_none() {
                     let parallel = LoopExtent { extent: m, tile: GEMM_ROW_TILE };
@@ -1056,21 +1042,7 @@ impl Lowerer<'_> {
                     _ => return Err(fail("unsupported weight form or bias")),
                 };
                 let wb = self.buffer(w, BufferRole::Input);
-                let call = Stmt::CallMicroKernel {
-                    which,
-                    args: MicroKernelArgs {
-                        m: Extent::ParallelTile,
-                        n: n.clone(),
-                        k: k.clone(),
-                        a: BufferRef { buffer: xb, offset: IndexExpr::var(Var::PARALLEL, k.clone()) },
-                        lda: k.clone(),
-                        b: BufferRef { buffer: wb, offset: IndexExpr::default() },
-                        ldb,
-                        c: BufferRef { buffer: tb, offset: IndexExpr::var(Var::PARALLEL, n.clone()) },
-                        ldc: n.clone(),
-                        accumulate: false,
-                    },
-                };
+                let call = row_tile_gemm(which, xb, wb, tb, &n, &k, ldb);
                 (GEMM_ROW_TILE, vec![call])
             }
             Op::Linear if anchor.operands.len() == 2 && f.ty(anchor.operands[1]).dtype == DType::F32 => {
@@ -1814,6 +1786,26 @@ fn is_head_split_op(f: &Function, d: &ferrumc_ir::OpData) -> bool {
 /// Views that the templates lower as index maps (only row-keeping ones: see `same_rows`).
 fn is_view(op: &Op) -> bool {
     matches!(op, Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. })
+}
+
+/// A micro-kernel call computing the parallel tile's rows of `c[rows, n] = x[rows, k] · w`:
+/// row-major `x` and `c` (strides `k` and `n`), `w` in the layout `which` reads.
+fn row_tile_gemm(which: MicroKernel, xb: u32, wb: u32, cb: u32, n: &Size, k: &Size, ldb: Size) -> Stmt {
+    Stmt::CallMicroKernel {
+        which,
+        args: MicroKernelArgs {
+            m: Extent::ParallelTile,
+            n: n.clone(),
+            k: k.clone(),
+            a: BufferRef { buffer: xb, offset: IndexExpr::var(Var::PARALLEL, k.clone()) },
+            lda: k.clone(),
+            b: BufferRef { buffer: wb, offset: IndexExpr::default() },
+            ldb,
+            c: BufferRef { buffer: cb, offset: IndexExpr::var(Var::PARALLEL, n.clone()) },
+            ldc: n.clone(),
+            accumulate: false,
+        },
+    }
 }
 
 fn is_reduction_anchor(op: &Op) -> bool {

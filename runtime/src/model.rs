@@ -379,7 +379,7 @@ impl Model {
         // Inputs not 64-byte aligned are copied.
         let mut copies: Vec<Option<AlignedBuf>> = views
             .iter()
-            .map(|v| (v.data.as_ptr() as usize % 64 != 0).then(|| AlignedBuf::from_bytes(v.data)))
+            .map(|v| (!(v.data.as_ptr() as usize).is_multiple_of(64)).then(|| AlignedBuf::from_bytes(v.data)))
             .collect();
         let in_ptrs: Vec<*mut u8> = views
             .iter()

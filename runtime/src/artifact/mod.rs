@@ -133,7 +133,7 @@ impl DType {
     /// the size overflows.
     pub fn byte_len(self, numel: u64) -> Option<u64> {
         let (per, bytes) = self.block();
-        if numel % per != 0 {
+        if !numel.is_multiple_of(per) {
             return None;
         }
         (numel / per).checked_mul(bytes)
