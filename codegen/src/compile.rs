@@ -46,7 +46,7 @@ use ferrumc_ir::dim::Dim;
 use ferrumc_ir::interp::eval_single_op;
 use ferrumc_ir::weights::WeightProvider;
 use ferrumc_ir::{DType, Function, Module, Op, OpId, Tensor, ValueDef, ValueId};
-use ferrumc_passes::memory_plan::{default_buckets, function_symbols, plan_function_at};
+use ferrumc_passes::memory_plan::{default_buckets, function_symbols, plan_function_at, MemoryPlan};
 use ferrumc_passes::{PassManager, PassOptions, QuantScheme};
 use ferrumc_runtime::artifact::{self, ArtifactBuilder, Binding, Bucket, EntryPoint, Poly, Step, TensorSig, Term};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -473,10 +473,11 @@ fn compile_function(
         }
         let mut bindings = Vec::new();
         for (v, bp) in l.buffer_values.iter().zip(&l.kernel.buffers) {
-            if bp.role == BufferRole::Temp {
-                return Err(c.unsupported(&l.kernel.name, "kernels with temp buffers are not scheduled yet"));
-            }
-            let binding = if c.constant.contains(v) || matches!(f.value(*v).def, ValueDef::Weight { .. }) {
+            // A temp is a value internal to the group: the plan gives it a slot live for
+            // exactly this step, and every parallel iteration uses its own rows of it.
+            let binding = if bp.role == BufferRole::Temp {
+                arena_binding(&plan, f, *v)?
+            } else if c.constant.contains(v) || matches!(f.value(*v).def, ValueDef::Weight { .. }) {
                 Binding::Weight { index: weight_binding(&mut c, *v, b, weight_index)? }
             } else {
                 let s = c.storage_of(*v);
@@ -488,15 +489,7 @@ fn compile_function(
                     }
                     Binding::Input { index }
                 } else {
-                    let buf = plan.buffer(*v).ok_or_else(|| CompileError::MemoryPlan {
-                        function: f.name.clone(),
-                        reason: format!("{v} has no arena buffer"),
-                    })?;
-                    let off = i64::try_from(buf.offset).map_err(|_| CompileError::MemoryPlan {
-                        function: f.name.clone(),
-                        reason: "arena offset overflows".into(),
-                    })?;
-                    Binding::Arena { offset: Poly::constant(off) }
+                    arena_binding(&plan, f, *v)?
                 }
             };
             bindings.push(binding);
@@ -521,6 +514,16 @@ fn compile_function(
         vec![Bucket { bounds, arena_size: Poly::constant(arena) }],
     );
     Ok(())
+}
+
+/// The arena slot the memory plan gave `v`.
+fn arena_binding(plan: &MemoryPlan, f: &Function, v: ValueId) -> Result<Binding, CompileError> {
+    let buf = plan
+        .buffer(v)
+        .ok_or_else(|| CompileError::MemoryPlan { function: f.name.clone(), reason: format!("{v} has no arena buffer") })?;
+    let off = i64::try_from(buf.offset)
+        .map_err(|_| CompileError::MemoryPlan { function: f.name.clone(), reason: "arena offset overflows".into() })?;
+    Ok(Binding::Arena { offset: Poly::constant(off) })
 }
 
 /// The artifact weight index of weight-derived `v`, adding it on first use.
