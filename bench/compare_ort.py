@@ -1,0 +1,136 @@
+"""ferrumc vs onnxruntime on the SmolLM2-135M-shaped Llama (f32, random weights), in one run.
+
+For T = 1, 16 and 128 the full forward of the same model is timed with both, alternating
+(onnxruntime on the dynamo-exported ONNX through bench/ort_baseline.py, ferrumc on its compiled
+artifact through `ferrumc bench`), each in its own process so that peak resident memory is
+measured per engine. Then ferrumc's KV-cache decode step at context 128 (f32 and Q8_0). Prints a
+markdown table of medians, minimums and ratios (ferrumc / onnxruntime), plus compile time,
+artifact load time and peak memory.
+
+    python bench/compare_ort.py [--model-dir DIR] [--threads 2] [--iters 20] [--warmup 3]
+
+DIR holds `hf/` and `onnx/model.onnx` as written by bench/make_smollm_shape.py (generated there
+when missing; needs torch and transformers). Needs numpy and onnxruntime; builds nothing: run
+`cargo build --release -p ferrumc` first.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def run_checked(cmd):
+    """Runs `cmd`, exiting with its stderr if it fails."""
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"error: {' '.join(cmd)} failed ({p.returncode}):\n{p.stderr}")
+    return p.stdout
+
+
+def run_with_rss(cmd):
+    """Runs `cmd`, returns (stdout, peak resident memory in MB of that process alone)."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Read all output before reaping so large outputs cannot block the child.
+    out = p.stdout.read()
+    err = p.stderr.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        sys.exit(f"error: {' '.join(cmd)} failed ({p.returncode}):\n{err}")
+    return out, usage.ru_maxrss / 1024
+
+
+def ort_time(onnx, seq, args):
+    out, rss = run_with_rss(
+        [sys.executable, os.path.join(HERE, "ort_baseline.py"), onnx, "--threads", str(args.threads),
+         "--iters", str(args.iters), "--warmup", str(args.warmup), "--seqs", str(seq)]
+    )
+    m = re.search(rf"^\s*{seq}\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", out, re.M)
+    if not m:
+        sys.exit(f"error: cannot parse ort_baseline output:\n{out}")
+    return {"median": float(m.group(1)), "min": float(m.group(2)), "p90": float(m.group(3)), "rss": rss}
+
+
+def ferrumc_time(ferrumc, artifact, inputs, args, function="forward", extra=()):
+    cmd = [ferrumc, "bench", artifact, "--function", function, "--threads", str(args.threads),
+           "--iters", str(args.iters), "--warmup", str(args.warmup), "--json", *extra]
+    for name, path in inputs:
+        cmd += ["--input", f"{name}={path}"]
+    out, rss = run_with_rss(cmd)
+    r = json.loads(out.strip().splitlines()[-1])
+    return {"median": r["median_ms"], "min": r["min_ms"], "p90": r["p90_ms"], "load": r["load_ms"], "rss": rss}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "smol"))
+    ap.add_argument("--ferrumc", default=os.path.join(ROOT, "target", "release", "ferrumc"))
+    ap.add_argument("--level", default="3")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    args = ap.parse_args()
+
+    hf = os.path.join(args.model_dir, "hf")
+    onnx = os.path.join(args.model_dir, "onnx", "model.onnx")
+    if not (os.path.exists(hf) and os.path.exists(onnx)):
+        subprocess.run([sys.executable, os.path.join(HERE, "make_smollm_shape.py"), args.model_dir], check=True)
+    work = tempfile.mkdtemp(prefix="ferrumc-bench-")
+    artifacts = {}
+    compile_s = {}
+    for label, extra in (("f32", []), ("q8_0", ["--quantize", "q8_0"])):
+        path = os.path.join(work, f"smol-{label}.ferrumc")
+        t0 = time.perf_counter()
+        run_checked([args.ferrumc, "compile", hf, f"-O{args.level}", *extra, "-o", path])
+        compile_s[label] = time.perf_counter() - t0
+        artifacts[label] = path
+
+    def npy(name, array):
+        path = os.path.join(work, name + ".npy")
+        np.save(path, array)
+        return path
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for seq in (1, 16, 128):
+        ids = npy(f"ids{seq}", rng.integers(0, 49152, size=(1, seq), dtype=np.int64))
+        pos = npy(f"pos{seq}", np.arange(seq, dtype=np.int64).reshape(1, seq))
+        o = ort_time(onnx, seq, args)
+        f = ferrumc_time(args.ferrumc, artifacts["f32"], [("input_ids", ids), ("position_ids", pos)], args)
+        rows.append((f"forward T={seq}", f, o))
+    ids = npy("ids_dec", rng.integers(0, 49152, size=(1, 1), dtype=np.int64))
+    pos = npy("pos_dec", np.array([[128]], dtype=np.int64))
+    ort_t1 = rows[0][2]
+    for label in ("f32", "q8_0"):
+        f = ferrumc_time(args.ferrumc, artifacts[label], [("input_ids", ids), ("position_ids", pos)], args,
+                         function="decode", extra=["--past", "128"])
+        rows.append((f"decode ctx 128, {label} (vs ort f32 T=1)", f, ort_t1))
+
+    print(f"\n{args.threads} threads, {args.iters} timed runs after {args.warmup} warm-up, ms\n")
+    print("| case | ferrumc median | ferrumc min | onnxruntime median | onnxruntime min | ratio (median) |")
+    print("|---|---|---|---|---|---|")
+    for name, f, o in rows:
+        print(f"| {name} | {f['median']:.2f} | {f['min']:.2f} | {o['median']:.2f} | {o['min']:.2f} "
+              f"| {f['median'] / o['median']:.2f}× |")
+    peak_f = max(f["rss"] for _, f, _ in rows[:3])
+    peak_o = max(o["rss"] for _, _, o in rows[:3])
+    print(f"\ncompile -O{args.level}: f32 {compile_s['f32']:.2f} s, q8_0 {compile_s['q8_0']:.2f} s; "
+          f"artifact load {rows[0][1]['load']:.1f} ms; "
+          f"artifact sizes {os.path.getsize(artifacts['f32']) / 1e6:.0f} MB / {os.path.getsize(artifacts['q8_0']) / 1e6:.0f} MB")
+    print(f"peak resident memory (forward runs): ferrumc {peak_f:.0f} MB, onnxruntime {peak_o:.0f} MB")
+    for p in os.listdir(work):
+        os.remove(os.path.join(work, p))
+    os.rmdir(work)
+
+
+if __name__ == "__main__":
+    main()
