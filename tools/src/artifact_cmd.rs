@@ -54,7 +54,7 @@ fn load_artifact(path: &Path) -> Result<Model, CliError> {
     Model::from_bytes(&bytes).map_err(|e| CliError::new(format!("error: {}: {e}", path.display())))
 }
 
-fn to_runtime(name: &str, t: &Tensor) -> Result<RtTensor, CliError> {
+pub fn to_runtime(name: &str, t: &Tensor) -> Result<RtTensor, CliError> {
     use ferrumc_ir::DType as D;
     let dtype = match t.dtype {
         D::F32 => RtDType::F32,
@@ -71,7 +71,7 @@ fn to_runtime(name: &str, t: &Tensor) -> Result<RtTensor, CliError> {
     RtTensor::new(dtype, t.shape.clone(), bytes).map_err(|e| CliError::new(format!("error: input `{name}`: {e}")))
 }
 
-fn from_runtime(name: &str, t: &RtTensor) -> Result<Tensor, CliError> {
+pub fn from_runtime(name: &str, t: &RtTensor) -> Result<Tensor, CliError> {
     use ferrumc_ir::DType as D;
     let dtype = match t.dtype() {
         RtDType::F32 => D::F32,
