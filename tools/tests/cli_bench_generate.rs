@@ -164,3 +164,25 @@ fn greedy_generation_matches_transformers() {
     let mlp = compile("examples/mlp/model.fir", &dir, "mlp.ferrumc");
     fails_with(&ferrumc(&["generate", &mlp, "--prompt-ids", "1"]), "decode");
 }
+
+/// With the `tokenizers` feature: a word-level `tokenizer.json` (`w<i>` ↔ id i) beside the
+/// artifact is found by default, the text prompt encodes to the same ids as `--prompt-ids`,
+/// and the generated ids are decoded.
+#[cfg(feature = "tokenizers")]
+#[test]
+fn text_prompts_go_through_the_tokenizer_beside_the_artifact() {
+    let dir = scratch("tok");
+    let art = compile("tests/fixtures/hf/llama", &dir, "llama.ferrumc");
+    let vocab: serde_json::Map<String, Value> = (0..128).map(|i| (format!("w{i}"), Value::from(i))).collect();
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+        "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "w0"},
+    });
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).expect("write tokenizer");
+    let by_ids = generated(&ok(&ferrumc(&["generate", &art, "--prompt-ids", "1,2,3,4", "-n", "8"])));
+    let out = ok(&ferrumc(&["generate", &art, "--prompt", "w1 w2 w3 w4", "-n", "8"]));
+    assert_eq!(generated(&out), by_ids);
+    let words: Vec<String> = by_ids.iter().map(|i| format!("w{i}")).collect();
+    assert!(out.contains(&format!("text: {}", words.join(" "))), "{out}");
+}
