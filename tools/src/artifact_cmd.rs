@@ -2,6 +2,7 @@
 //! `ferrumc_runtime::Model` with the shipped micro-kernels) and `ferrumc inspect`.
 
 use crate::input::{CliError, LoadedModule};
+use crate::progress::CompileBar;
 use crate::run::{read_input_tensor, summarize, write_outputs};
 use ferrumc_codegen::compile::{compile_module, CompileOptions};
 use ferrumc_ir::weights::FileWeights;
@@ -41,7 +42,11 @@ pub fn compile(
         }
     }
     let weights = FileWeights::new(loaded.base_dir.clone());
-    let bytes = compile_module(&loaded.module, &weights, &options).map_err(|e| CliError::new(format!("error: {e}")))?;
+    let bar = CompileBar::for_stderr();
+    options.progress = bar.hook();
+    let compiled = compile_module(&loaded.module, &weights, &options);
+    bar.finish();
+    let bytes = compiled.map_err(|e| CliError::new(format!("error: {e}")))?;
     std::fs::write(output, &bytes)
         .map_err(|e| CliError::new(format!("error: {}: cannot write: {e}", output.display())))?;
     println!("wrote {} ({} bytes)", output.display(), bytes.len());

@@ -8,6 +8,7 @@ mod bench;
 mod generate;
 mod input;
 mod opt;
+mod progress;
 mod run;
 mod runnable;
 
