@@ -4,7 +4,7 @@
 //! text, or one JSON object with `--json`.
 
 use crate::input::CliError;
-use crate::runnable::{bind_inputs, open, pick_entry, InputArgs};
+use crate::runnable::{bind_inputs, describe_inputs, open, pick_entry, InputArgs};
 use ferrumc_runtime::model::TensorView;
 use std::path::Path;
 use std::time::Instant;
@@ -65,6 +65,7 @@ pub fn bench(req: &BenchRequest<'_>) -> Result<(), CliError> {
     let s = stats(&samples).ok_or_else(|| CliError::new("error: --iters must be at least 1"))?;
     let threads = runnable.model.threads();
     let load_ms = runnable.load_time.as_secs_f64() * 1e3;
+    let init_ms = runnable.init_time.as_secs_f64() * 1e3;
     let compile_ms = runnable.compile_time.map(|d| d.as_secs_f64() * 1e3);
     if req.json {
         let report = serde_json::json!({
@@ -75,6 +76,7 @@ pub fn bench(req: &BenchRequest<'_>) -> Result<(), CliError> {
             "iters": req.iters,
             "compile_ms": compile_ms,
             "load_ms": load_ms,
+            "init_ms": init_ms,
             "median_ms": s.median,
             "min_ms": s.min,
             "p90_ms": s.p90,
@@ -85,11 +87,11 @@ pub fn bench(req: &BenchRequest<'_>) -> Result<(), CliError> {
         if let Some(c) = compile_ms {
             println!("compile: {c:.1} ms (in memory, nothing written)");
         }
-        println!("load: {load_ms:.3} ms");
+        println!("load: {load_ms:.3} ms (map + validate), init: {init_ms:.3} ms (threads, arenas)");
         println!(
             "entry: {} ({}), {threads} thread(s), {} warmup, {} timed",
             ep.name,
-            shapes.join(" "),
+            describe_inputs(&inputs),
             req.warmup,
             req.iters
         );

@@ -294,6 +294,7 @@ pub fn generate(req: &GenerateRequest<'_>) -> Result<(), CliError> {
             "generated_ids": generated,
             "text": text,
             "load_ms": runnable.load_time.as_secs_f64() * 1e3,
+            "init_ms": runnable.init_time.as_secs_f64() * 1e3,
             "compile_ms": runnable.compile_time.map(|d| d.as_secs_f64() * 1e3),
             "prefill_ms": prefill_ms,
             "decode_ms_per_token": per_token,

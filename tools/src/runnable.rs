@@ -21,8 +21,10 @@ pub struct Runnable {
     pub model: Model,
     /// Time spent compiling in memory (`None` for an artifact file).
     pub compile_time: Option<Duration>,
-    /// Time to map and validate the artifact, start the threads and allocate arenas.
+    /// Time to map (or copy) and validate the artifact.
     pub load_time: Duration,
+    /// Time to attach the micro-kernels, start the threads and allocate the arenas (`init`).
+    pub init_time: Duration,
     /// The folder the artifact or model input lives in (where `tokenizer.json` is looked for).
     pub base_dir: PathBuf,
 }
@@ -57,7 +59,7 @@ pub fn open(input: &Path, level: u8, threads: Option<usize>) -> Result<Runnable,
         model = model.with_threads(t);
     }
     model.init().map_err(|e| CliError::new(format!("error: {shown}: {e}")))?;
-    Ok(Runnable { model, compile_time, load_time: load_time + start.elapsed(), base_dir })
+    Ok(Runnable { model, compile_time, load_time, init_time: start.elapsed(), base_dir })
 }
 
 /// The entry point to run: `function`, else `default` if present, else the first.
@@ -100,6 +102,25 @@ pub fn zeros(sig: &TensorSig, shape: Vec<usize>) -> Result<RtTensor, CliError> {
     })?;
     RtTensor::new(sig.dtype, shape, vec![0u8; bytes])
         .map_err(|e| CliError::new(format!("error: input `{}`: {e}", sig.name)))
+}
+
+/// `name[shape]` for each input, with runs of `past_*` inputs of one shape folded into one
+/// entry (`60× past_*[1, 3, 128, 64]`) so a decode entry point fits on a line.
+pub fn describe_inputs(inputs: &[(String, RtTensor)]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < inputs.len() {
+        let (name, t) = &inputs[i];
+        let run = inputs[i..].iter().take_while(|(n, u)| n.starts_with("past_") && u.shape() == t.shape()).count();
+        if run > 1 {
+            parts.push(format!("{run}× past_*{:?}", t.shape()));
+            i += run;
+        } else {
+            parts.push(format!("{name}{:?}", t.shape()));
+            i += 1;
+        }
+    }
+    parts.join(", ")
 }
 
 /// The bindings of the signature's symbols that plain-symbol dims of the given inputs fix
