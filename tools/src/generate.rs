@@ -343,7 +343,7 @@ fn check_vocab_and_bounds(
         }
     }
     // The last step runs with past = prompt + new_tokens - 2 (the last token is never fed).
-    let largest_past = (prompt.len() + new_tokens).saturating_sub(2) as i64;
+    let largest_past = i64::try_from(prompt.len().saturating_add(new_tokens).saturating_sub(2)).unwrap_or(i64::MAX);
     if let Some(max_past) = sig.past_symbol.as_ref().and_then(|s| bounds.get(s)) {
         if new_tokens > 1 && largest_past > *max_past {
             return Err(CliError::new(format!(

@@ -6,6 +6,7 @@
 
 use crate::artifact_cmd::{is_artifact, to_runtime};
 use crate::input::{load_module, CliError};
+use crate::progress::CompileBar;
 use crate::run::read_input_tensor;
 use ferrumc_codegen::compile::{compile_module, CompileOptions};
 use ferrumc_ir::weights::FileWeights;
@@ -42,10 +43,12 @@ pub fn open(input: &Path, level: u8, threads: Option<usize>) -> Result<Runnable,
         let loaded = load_module(input)?;
         loaded.verified()?;
         let start = Instant::now();
-        let options = CompileOptions { level, ..CompileOptions::default() };
+        let bar = CompileBar::for_stderr();
+        let options = CompileOptions { level, progress: bar.hook(), ..CompileOptions::default() };
         let weights = FileWeights::new(loaded.base_dir.clone());
-        let bytes = compile_module(&loaded.module, &weights, &options)
-            .map_err(|e| CliError::new(format!("error: {shown}: {e}")))?;
+        let compiled = compile_module(&loaded.module, &weights, &options);
+        bar.finish();
+        let bytes = compiled.map_err(|e| CliError::new(format!("error: {shown}: {e}")))?;
         let compile_time = start.elapsed();
         let start = Instant::now();
         let model = Model::from_bytes(&bytes).map_err(|e| CliError::new(format!("error: {shown}: {e}")))?;
