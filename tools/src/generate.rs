@@ -222,11 +222,12 @@ fn parse_ids(text: &str) -> Result<Vec<i64>, CliError> {
     }
 }
 
-/// `tokenizer.json` from `--tokenizer`, else beside the artifact or inside the model folder.
+/// `tokenizer.json` from `--tokenizer`, else beside the artifact or inside the model folder
+/// (a file found there is ignored by a build without the `tokenizers` feature).
 fn tokenizer_path(explicit: Option<&Path>, base_dir: &Path) -> Option<PathBuf> {
     match explicit {
         Some(p) => Some(p.to_path_buf()),
-        None => Some(base_dir.join("tokenizer.json")).filter(|p| p.is_file()),
+        None => Some(base_dir.join("tokenizer.json")).filter(|p| cfg!(feature = "tokenizers") && p.is_file()),
     }
 }
 
@@ -242,6 +243,12 @@ pub fn generate(req: &GenerateRequest<'_>) -> Result<(), CliError> {
         (Some(ids), None) => parse_ids(ids)?,
         (None, Some(text)) => match &tokenizer {
             Some(t) => t.encode(text)?,
+            None if !cfg!(feature = "tokenizers") => {
+                return Err(CliError::new(
+                    "error: --prompt needs tokenizer support, which this ferrumc was built without; rebuild with \
+                     `--features tokenizers`, or pass --prompt-ids",
+                ))
+            }
             None => {
                 return Err(CliError::new(format!(
                     "error: --prompt needs a tokenizer: no tokenizer.json in {} (pass --tokenizer PATH, or \
