@@ -58,12 +58,52 @@ pub const DEFAULT_DIM_BOUND: i64 = 64;
 /// What to compile with.
 #[derive(Debug, Clone, Default)]
 pub struct CompileOptions {
+    /// Called as compilation advances (a progress display); does nothing by default.
+    pub progress: ProgressHook,
     /// The `-O` level (0..=3).
     pub level: u8,
     /// Weight quantization (`quantize-weights`), if any.
     pub quantize: Option<QuantScheme>,
     /// Largest value per symbol the artifact accepts (overrides the default bucket rule).
     pub dim_bounds: BTreeMap<String, i64>,
+}
+
+/// How far [`compile_module`] has come, reported through [`CompileOptions::progress`].
+#[derive(Debug, Clone, Copy)]
+pub enum CompileProgress<'a> {
+    /// The pass pipeline runs.
+    Optimizing,
+    /// Code generation for entry point `function` starts: `groups` fusion groups, each
+    /// loading and evaluating the weights it reads and compiling its kernel.
+    Function { function: &'a str, groups: usize },
+    /// The next fusion group of the current function starts.
+    Group,
+}
+
+/// The callback type behind a [`ProgressHook`].
+pub type ProgressFn = dyn Fn(CompileProgress<'_>) + Send + Sync;
+
+/// A progress callback (a cloneable, optional `Fn`).
+#[derive(Clone, Default)]
+pub struct ProgressHook(Option<std::sync::Arc<ProgressFn>>);
+
+impl ProgressHook {
+    /// A hook calling `f` at every [`CompileProgress`] event.
+    pub fn new(f: impl Fn(CompileProgress<'_>) + Send + Sync + 'static) -> Self {
+        Self(Some(std::sync::Arc::new(f)))
+    }
+
+    fn report(&self, event: CompileProgress<'_>) {
+        if let Some(f) = &self.0 {
+            f(event);
+        }
+    }
+}
+
+impl std::fmt::Debug for ProgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "ProgressHook(set)" } else { "ProgressHook(none)" })
+    }
 }
 
 /// Why compilation failed.
@@ -127,6 +167,7 @@ pub fn compile_module(
 /// Step 1 of [`compile_module`]: the optimized, grouped clone of `m` the kernels are made
 /// from (also the right oracle for the interpreter when weights are quantized).
 pub fn optimize_module(m: &Module, options: &CompileOptions) -> Result<Module, CompileError> {
+    options.progress.report(CompileProgress::Optimizing);
     let mut m = m.clone();
     let popts = PassOptions { quantize: options.quantize, ..PassOptions::default() };
     PassManager::for_level(options.level, &["fusion-groups", "memory-plan"], popts)
@@ -466,7 +507,9 @@ fn compile_function(
     }
 
     let mut steps = Vec::new();
+    options.progress.report(CompileProgress::Function { function: &f.name, groups: sched.len() });
     for g in sched {
+        options.progress.report(CompileProgress::Group);
         let Some(l) = kernels.get(&g) else { continue };
         if l.kernel.buffers.is_empty() {
             continue;

@@ -2,6 +2,7 @@
 //! `ferrumc_runtime::Model` with the shipped micro-kernels) and `ferrumc inspect`.
 
 use crate::input::{CliError, LoadedModule};
+use crate::progress::CompileBar;
 use crate::run::{read_input_tensor, summarize, write_outputs};
 use ferrumc_codegen::compile::{compile_module, CompileOptions};
 use ferrumc_ir::weights::FileWeights;
@@ -41,7 +42,11 @@ pub fn compile(
         }
     }
     let weights = FileWeights::new(loaded.base_dir.clone());
-    let bytes = compile_module(&loaded.module, &weights, &options).map_err(|e| CliError::new(format!("error: {e}")))?;
+    let bar = CompileBar::for_stderr();
+    options.progress = bar.hook();
+    let compiled = compile_module(&loaded.module, &weights, &options);
+    bar.finish();
+    let bytes = compiled.map_err(|e| CliError::new(format!("error: {e}")))?;
     std::fs::write(output, &bytes)
         .map_err(|e| CliError::new(format!("error: {}: cannot write: {e}", output.display())))?;
     println!("wrote {} ({} bytes)", output.display(), bytes.len());
@@ -54,7 +59,7 @@ fn load_artifact(path: &Path) -> Result<Model, CliError> {
     Model::from_bytes(&bytes).map_err(|e| CliError::new(format!("error: {}: {e}", path.display())))
 }
 
-fn to_runtime(name: &str, t: &Tensor) -> Result<RtTensor, CliError> {
+pub fn to_runtime(name: &str, t: &Tensor) -> Result<RtTensor, CliError> {
     use ferrumc_ir::DType as D;
     let dtype = match t.dtype {
         D::F32 => RtDType::F32,
@@ -71,7 +76,7 @@ fn to_runtime(name: &str, t: &Tensor) -> Result<RtTensor, CliError> {
     RtTensor::new(dtype, t.shape.clone(), bytes).map_err(|e| CliError::new(format!("error: input `{name}`: {e}")))
 }
 
-fn from_runtime(name: &str, t: &RtTensor) -> Result<Tensor, CliError> {
+pub fn from_runtime(name: &str, t: &RtTensor) -> Result<Tensor, CliError> {
     use ferrumc_ir::DType as D;
     let dtype = match t.dtype() {
         RtDType::F32 => D::F32,

@@ -4,9 +4,13 @@
 //! verifier errors) and exits non-zero; nothing is written unless the command succeeds.
 
 mod artifact_cmd;
+mod bench;
+mod generate;
 mod input;
 mod opt;
+mod progress;
 mod run;
+mod runnable;
 
 use clap::{Parser, Subcommand};
 use ferrumc_ir::{json, text};
@@ -82,6 +86,90 @@ enum Command {
         #[arg(long)]
         output_dir: Option<PathBuf>,
     },
+    /// Time an entry point: load (timed separately), warm up, then time N runs; print median,
+    /// min, p90 and mean milliseconds. A model that is not an artifact is compiled in memory first.
+    Bench {
+        /// A compiled artifact, or a model (Hugging Face folder or config.json, `.onnx`, `.fir`,
+        /// ModelIR `.json`), compiled in memory (nothing written) before timing.
+        input: PathBuf,
+        /// Inputs as `NAME=FILE` (`.npy`, or ONNX TensorProto `.pb`).
+        #[arg(long = "input", value_name = "NAME=FILE")]
+        inputs: Vec<String>,
+        /// Zero-filled inputs as `NAME=SHAPE`, e.g. `past_key_0=1x2x128x16`.
+        #[arg(long = "zeros", value_name = "NAME=SHAPE")]
+        zeros: Vec<String>,
+        /// Synthesize every `past_*` input not given as zeros with this past length (KV-cache
+        /// decode at context N).
+        #[arg(long, value_name = "N")]
+        past: Option<usize>,
+        /// The entry point (default: `forward` if present, else the first).
+        #[arg(long)]
+        function: Option<String>,
+        /// Untimed runs before timing.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Timed runs.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        iters: u64,
+        /// Threads kernels run on, the caller's included (default: all available).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        threads: Option<u64>,
+        /// Optimization level for a model compiled in memory (`-O0` .. `-O3`, default 2).
+        #[arg(short = 'O', value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=3))]
+        level: Option<u8>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate tokens with a decoder's KV-cache `decode` entry point: prefill the prompt,
+    /// then one token per step (greedy by default; sampling with --temperature/--top-k/--top-p).
+    Generate {
+        /// A compiled artifact with a `decode` entry point, or a decoder model (e.g. a Hugging
+        /// Face folder), compiled in memory first.
+        input: PathBuf,
+        /// The prompt as token ids, e.g. `1,2,3`.
+        #[arg(long, value_name = "IDS", conflicts_with = "prompt", required_unless_present = "prompt")]
+        prompt_ids: Option<String>,
+        /// The prompt as text (needs a tokenizer and the `tokenizers` build feature).
+        #[arg(long)]
+        prompt: Option<String>,
+        /// The `tokenizer.json` (default: `tokenizer.json` beside the artifact / in the model folder).
+        #[arg(long, value_name = "PATH")]
+        tokenizer: Option<PathBuf>,
+        /// New tokens to generate.
+        #[arg(short = 'n', long = "max-new-tokens", default_value_t = 16)]
+        new_tokens: usize,
+        /// Greedy decoding (the default unless a sampling option is given).
+        #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p", "seed"])]
+        greedy: bool,
+        /// Sample with this temperature (default 1.0 once any sampling option is given; 0 = greedy).
+        #[arg(long)]
+        temperature: Option<f32>,
+        /// Sample only among the K most likely tokens (0: all).
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// Sample only from the smallest set of tokens whose probability reaches P (nucleus).
+        #[arg(long)]
+        top_p: Option<f32>,
+        /// Seed of the sampler's random generator (default 0).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Divide positive / multiply negative logits of tokens already present by this.
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f32,
+        /// Stop after generating this token id.
+        #[arg(long, value_name = "ID")]
+        eos: Option<i64>,
+        /// Threads kernels run on, the caller's included (default: all available).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        threads: Option<u64>,
+        /// Optimization level for a model compiled in memory (`-O0` .. `-O3`, default 2).
+        #[arg(short = 'O', value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=3))]
+        level: Option<u8>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run optimization passes (by name or an -O preset) and write the optimized module.
     Opt {
         /// The model: a Hugging Face folder or config.json, a `.onnx`, `.fir` or ModelIR `.json` file.
@@ -123,7 +211,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit with status 1 like every other error (clap's default is 2);
+    // `--help` and `--version` print and succeed.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+        }
+    };
     match execute(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -189,6 +285,60 @@ fn execute(command: Command) -> Result<(), CliError> {
             let loaded = load_module(&input)?;
             loaded.verified()?;
             run::run_interpreter(&loaded, &inputs, function.as_deref(), output_dir.as_deref())
+        }
+        Command::Bench { input, inputs, zeros, past, function, warmup, iters, threads, level, json } => {
+            bench::bench(&bench::BenchRequest {
+                input: &input,
+                level: level.unwrap_or(2),
+                inputs: runnable::InputArgs { files: &inputs, zeros: &zeros, past },
+                function: function.as_deref(),
+                warmup,
+                iters: usize::try_from(iters).unwrap_or(usize::MAX),
+                threads: threads.map(|t| usize::try_from(t).unwrap_or(1)),
+                json,
+            })
+        }
+        Command::Generate {
+            input,
+            prompt_ids,
+            prompt,
+            tokenizer,
+            new_tokens,
+            greedy,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            repetition_penalty,
+            eos,
+            threads,
+            level,
+            json,
+        } => {
+            let sampled = !greedy && (temperature.is_some() || top_k.is_some() || top_p.is_some() || seed.is_some());
+            let sampling = if sampled {
+                generate::SamplingParams {
+                    temperature: temperature.unwrap_or(1.0),
+                    top_k: top_k.unwrap_or(0),
+                    top_p: top_p.unwrap_or(1.0),
+                    repetition_penalty,
+                    rng_seed: seed.unwrap_or(0),
+                }
+            } else {
+                generate::SamplingParams { repetition_penalty, ..generate::SamplingParams::greedy() }
+            };
+            generate::generate(&generate::GenerateRequest {
+                input: &input,
+                level: level.unwrap_or(2),
+                prompt_ids: prompt_ids.as_deref(),
+                prompt: prompt.as_deref(),
+                tokenizer: tokenizer.as_deref(),
+                new_tokens,
+                sampling,
+                eos,
+                threads: threads.map(|t| usize::try_from(t).unwrap_or(1)),
+                json,
+            })
         }
         Command::Opt {
             input,
