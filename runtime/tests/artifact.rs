@@ -4,10 +4,12 @@
 //! flip and every truncation rejected; version, CPU-feature, target and shape errors.
 
 use ferrumc_runtime::abi::{RuntimeFnTable, FN_TABLE_VERSION};
+use ferrumc_runtime::artifact::format::FORMAT_VERSION;
 use ferrumc_runtime::artifact::writer::reseal;
 use ferrumc_runtime::artifact::{Artifact, ArtifactBuilder, Binding, Bucket, DType, EntryPoint, Poly, Step, TensorSig};
 use ferrumc_runtime::error::RuntimeError;
 use ferrumc_runtime::model::{Model, Tensor};
+use sha2::{Digest, Sha256};
 
 /// `out[i] = in[i] + 1.0` for `i` in `[begin, end)`, `in = buffers[0]`, `out = buffers[1]`
 /// (System V x86-64; assembled with GNU as, checked with objdump):
@@ -343,9 +345,12 @@ fn corrupt_contents_with_a_valid_checksum_never_panic() {
 #[test]
 fn wrong_format_and_fn_table_versions_are_reported() {
     let mut b = toy_builder();
-    b.format_version(2);
+    b.format_version(FORMAT_VERSION + 1);
     let r = Artifact::from_bytes(&b.build_unchecked());
-    assert!(matches!(r, Err(RuntimeError::UnsupportedVersion { found: 2, supported: 1 })), "{r:?}");
+    assert!(
+        matches!(r, Err(RuntimeError::UnsupportedVersion { found, supported: FORMAT_VERSION }) if found == FORMAT_VERSION + 1),
+        "{r:?}"
+    );
     let mut b = toy_builder();
     b.fn_table_version(FN_TABLE_VERSION + 1);
     let r = Artifact::from_bytes(&b.build_unchecked());
@@ -354,6 +359,40 @@ fn wrong_format_and_fn_table_versions_are_reported() {
     bad_table.version += 1;
     let m = Model::from_bytes(&toy_builder().build().unwrap()).unwrap();
     assert!(matches!(m.with_fn_table(bad_table), Err(RuntimeError::FnTableVersion { .. })));
+}
+
+#[test]
+fn an_intact_version_1_file_sealed_with_sha256_is_an_old_version_not_tampered() {
+    // Version 1 ended in a SHA-256 of the body; reproduce such a file exactly.
+    let mut b = toy_builder();
+    b.format_version(1);
+    let mut bytes = b.build_unchecked();
+    let body_len = bytes.len() - 32;
+    let digest = Sha256::digest(&bytes[..body_len]);
+    bytes[body_len..].copy_from_slice(&digest);
+    let r = Artifact::from_bytes(&bytes);
+    assert!(matches!(r, Err(RuntimeError::UnsupportedVersion { found: 1, supported: FORMAT_VERSION })), "{r:?}");
+    // The same file with one body byte changed is tampered, whatever its version field says.
+    for i in [8, 12, body_len / 2, body_len - 1] {
+        let mut t = bytes.clone();
+        t[i] ^= 0x01;
+        assert!(matches!(Artifact::from_bytes(&t), Err(RuntimeError::Tampered)), "byte {i}");
+    }
+}
+
+#[test]
+fn the_checksum_is_blake3_of_the_body() {
+    // An independent reference: the trailing 32 bytes are BLAKE3 of everything before them,
+    // whether the body is hashed on one thread (small) or all cores (large weights).
+    for weight_len in [4usize, 3 << 20] {
+        let mut b = toy_builder();
+        let values: Vec<u8> = (0..weight_len).map(|i| (i * 7 % 251) as u8).collect();
+        b.add_weight("big", DType::U8, &[weight_len as u64], &values).unwrap();
+        let bytes = b.build().unwrap();
+        let body_len = bytes.len() - 32;
+        assert_eq!(&bytes[body_len..], blake3::hash(&bytes[..body_len]).as_bytes(), "{weight_len}");
+        assert!(Artifact::from_bytes(&bytes).is_ok());
+    }
 }
 
 #[test]

@@ -12,7 +12,6 @@ use super::format::{self, align_up, Enc, SectionKind, ALIGN, FORMAT_VERSION, MAG
 use super::{Bucket, DType, EntryPoint, KernelInfo, Manifest, StateInfo, Step, WeightInfo};
 use crate::abi::FN_TABLE_VERSION;
 use crate::error::{Result, RuntimeError};
-use sha2::{Digest, Sha256};
 
 /// Byte alignment of each kernel inside `CODE`.
 const KERNEL_ALIGN: usize = 16;
@@ -190,7 +189,7 @@ impl ArtifactBuilder {
             out.resize(off as usize, 0);
             out.extend_from_slice(payload);
         }
-        let digest = Sha256::digest(&out);
+        let digest = format::checksum(&out);
         out.extend_from_slice(&digest);
         out
     }
@@ -200,6 +199,6 @@ impl ArtifactBuilder {
 /// patch headers). Does nothing if `bytes` is shorter than a checksum.
 pub fn reseal(bytes: &mut [u8]) {
     let Some(body_len) = bytes.len().checked_sub(format::CHECKSUM_LEN) else { return };
-    let digest = Sha256::digest(&bytes[..body_len]);
+    let digest = format::checksum(&bytes[..body_len]);
     bytes[body_len..].copy_from_slice(&digest);
 }
