@@ -10,8 +10,13 @@
 //!    — anything else, and any group lowering refuses, is a [`CompileError::Unsupported`]
 //!    naming the op;
 //! 3. every weight-derived value a kernel reads (transposes, packing, quantization) is
-//!    evaluated once with the reference interpreter (`interp::eval_single_op`, op by op) and
-//!    stored as an artifact weight; plain weights are read through the [`WeightProvider`];
+//!    evaluated once and stored as an artifact weight; plain weights are read through the
+//!    [`WeightProvider`]. Pure data movement on plain types (views, transposes, constant
+//!    padding: what `prepack-weights` emits) is evaluated on the bytes ([`crate::weight_eval`]);
+//!    everything else with the reference interpreter (`interp::eval_single_op`, op by op).
+//!    A value is identified by its derivation (the op chain down to the weight names), so a
+//!    packed weight every entry point reads is evaluated and stored once; the artifact
+//!    builder also stores equal bytes once;
 //! 4. each kernel is compiled by Cranelift for the host ISA into relocation-free machine code
 //!    (compiling with a bare `Context`, refusing code with relocations), launched in
 //!    [`LaunchUnits::Elements`]: a step's parallel extent is the kernel's element extent (a
@@ -37,6 +42,7 @@ use crate::cpu::host_isa;
 use crate::cpu::translate::{kernel_signature, LaunchUnits, Translator};
 use crate::kernel::{BufferRole, Kernel, Size};
 use crate::lower::{lower_function, LoweredGroup};
+use crate::weight_eval::{self, ByteTensor};
 use crate::CodegenError;
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::isa::TargetIsa;
@@ -50,6 +56,7 @@ use ferrumc_passes::memory_plan::{default_buckets, function_symbols, plan_functi
 use ferrumc_passes::{PassManager, PassOptions, QuantScheme};
 use ferrumc_runtime::artifact::{self, ArtifactBuilder, Binding, Bucket, EntryPoint, Poly, Step, TensorSig, Term};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 /// The bound of symbols other than `seq` and `past` when [`CompileOptions::dim_bounds`] does
 /// not name them (see the module doc).
@@ -64,6 +71,9 @@ pub struct CompileOptions {
     pub quantize: Option<QuantScheme>,
     /// Largest value per symbol the artifact accepts (overrides the default bucket rule).
     pub dim_bounds: BTreeMap<String, i64>,
+    /// Evaluate every weight-derived value with the reference interpreter, never on bytes
+    /// (slower; the output is the same — tests compare the two).
+    pub interpret_weights: bool,
 }
 
 /// Why compilation failed.
@@ -95,6 +105,34 @@ pub enum CompileError {
     Artifact(#[from] ferrumc_runtime::error::RuntimeError),
 }
 
+/// Wall time per compile phase, printed to stderr at the end of [`compile_module`] when the
+/// environment variable `FERRUMC_TIME` is set (diagnostics only; never part of the output).
+#[derive(Debug, Default)]
+struct PhaseTimes {
+    phases: Vec<(&'static str, Duration)>,
+}
+
+impl PhaseTimes {
+    /// Adds the time since `start` to `phase`; returns now (the next phase's start).
+    fn lap(&mut self, phase: &'static str, start: Instant) -> Instant {
+        let now = Instant::now();
+        match self.phases.iter_mut().find(|(p, _)| *p == phase) {
+            Some((_, d)) => *d += now - start,
+            None => self.phases.push((phase, now - start)),
+        }
+        now
+    }
+
+    fn report(&self) {
+        if std::env::var_os("FERRUMC_TIME").is_none() {
+            return;
+        }
+        for (phase, d) in &self.phases {
+            eprintln!("ferrumc compile: {phase:<16} {:8.3} s", d.as_secs_f64());
+        }
+    }
+}
+
 fn is_view(op: &Op) -> bool {
     matches!(op, Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Identity)
 }
@@ -105,7 +143,10 @@ pub fn compile_module(
     weights: &dyn WeightProvider,
     options: &CompileOptions,
 ) -> Result<Vec<u8>, CompileError> {
+    let mut times = PhaseTimes::default();
+    let start = Instant::now();
     let m = optimize_module(m, options)?;
+    times.lap("passes", start);
 
     let isa = host_isa().map_err(|e| CompileError::Backend { kernel: "-".into(), reason: e.to_string() })?;
     let mut b = ArtifactBuilder::new(&isa.triple().to_string());
@@ -117,11 +158,15 @@ pub fn compile_module(
     b.metadata("compile.quantize", &options.quantize.as_ref().map_or("none".to_string(), |q| q.to_string()));
     b.metadata("model.name", &m.name);
 
-    let mut weight_index: BTreeMap<String, u32> = BTreeMap::new();
+    let mut weight_index: HashMap<String, u32> = HashMap::new();
     for f in &m.functions {
-        compile_function(&m, f, weights, options, &*isa, &mut b, &mut weight_index)?;
+        compile_function(&m, f, weights, options, &*isa, &mut b, &mut weight_index, &mut times)?;
     }
-    Ok(b.build()?)
+    let start = Instant::now();
+    let bytes = b.build()?;
+    times.lap("build artifact", start);
+    times.report();
+    Ok(bytes)
 }
 
 /// Step 1 of [`compile_module`]: the optimized, grouped clone of `m` the kernels are made
@@ -265,6 +310,83 @@ impl FnCompiler<'_> {
         self.evaluated.get(&v).cloned().ok_or_else(|| CompileError::Invalid(format!("{v}: not evaluated")))
     }
 
+    /// `v` evaluated by the interpreter, as artifact bytes.
+    fn eval_to_bytes(&mut self, v: ValueId) -> Result<ByteTensor, CompileError> {
+        let t = self.eval(v)?;
+        let bytes =
+            t.to_le_bytes().map_err(|e| CompileError::Weight { name: format!("{v}"), reason: e.to_string() })?;
+        Ok(ByteTensor { dtype: t.dtype, shape: t.shape, bytes })
+    }
+
+    /// `v` as artifact bytes: the chain of byte-evaluable ops above it ([`weight_eval::byte_op`])
+    /// applied to the bytes of what they start from — a weight whose stored bytes are exact,
+    /// or anything else evaluated by the interpreter. Same bytes as [`Self::eval_to_bytes`].
+    fn eval_bytes(&mut self, v: ValueId) -> Result<ByteTensor, CompileError> {
+        let f = self.f;
+        let declared_shape = |x: ValueId| -> Option<Vec<usize>> {
+            f.ty(x).fixed_shape()?.iter().map(|&d| usize::try_from(d).ok()).collect()
+        };
+        // Walk down through byte-evaluable ops, remembering each (result, op, shape).
+        let mut chain: Vec<(ValueId, &str, weight_eval::ByteOp, Vec<usize>)> = Vec::new();
+        let mut x = v;
+        while let ValueDef::Result { op, index: 0 } = &f.value(x).def {
+            let Some(data) = f.op(*op) else { break };
+            let Some(&src) = data.operands.first() else { break };
+            let (Some(byte_op), Some(shape)) =
+                (weight_eval::byte_op(&data.op, f.ty(src).dtype, f.ty(src).shape.len()), declared_shape(x))
+            else {
+                break;
+            };
+            if data.results.len() != 1 || f.ty(x).dtype != f.ty(src).dtype {
+                break;
+            }
+            chain.push((x, data.op.name(), byte_op, shape));
+            x = src;
+        }
+        let mut t = match &f.value(x).def {
+            ValueDef::Weight { name } if weight_eval::bytes_are_exact(f.ty(x).dtype) => {
+                let decl = self
+                    .m
+                    .weight_decl(name)
+                    .ok_or_else(|| CompileError::Weight { name: name.clone(), reason: "not declared".into() })?;
+                let t = self
+                    .provider
+                    .load(decl)
+                    .map_err(|e| CompileError::Weight { name: name.clone(), reason: e.to_string() })?;
+                let bytes =
+                    t.to_le_bytes().map_err(|e| CompileError::Weight { name: name.clone(), reason: e.to_string() })?;
+                ByteTensor { dtype: t.dtype, shape: t.shape, bytes }
+            }
+            _ => self.eval_to_bytes(x)?,
+        };
+        if t.dtype != f.ty(x).dtype && !chain.is_empty() {
+            return Err(CompileError::Invalid(format!("{x}: evaluated as {}, declared {}", t.dtype, f.ty(x))));
+        }
+        for (r, op_name, byte_op, shape) in chain.into_iter().rev() {
+            t = weight_eval::apply(&byte_op, t, &shape).map_err(|reason| CompileError::Weight {
+                name: format!("{r}"),
+                reason: format!("evaluating `{op_name}`: {reason}"),
+            })?;
+        }
+        Ok(t)
+    }
+
+    /// A description of how `v` is computed from weights — ops with their attributes and
+    /// result types down to weight names — equal for equal derivations in any function.
+    fn derivation(&self, v: ValueId) -> Result<String, CompileError> {
+        let f = self.f;
+        Ok(match &f.value(v).def {
+            ValueDef::Weight { name } => format!("weight {name:?}"),
+            ValueDef::Result { op, index } => {
+                let data = f.op(*op).ok_or_else(|| CompileError::Invalid(format!("{v}: no defining op")))?;
+                let operands =
+                    data.operands.iter().map(|&o| self.derivation(o)).collect::<Result<Vec<_>, _>>()?.join(", ");
+                format!("{:?}#{index}: {} ({operands})", data.op, f.ty(v))
+            }
+            ValueDef::Param { .. } => return Err(CompileError::Invalid(format!("{v}: an input is not a weight"))),
+        })
+    }
+
     /// Follows aliasing view ops back to the value that owns the bytes.
     fn storage_of(&self, mut v: ValueId) -> ValueId {
         loop {
@@ -280,6 +402,7 @@ impl FnCompiler<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn compile_function(
     m: &Module,
     f: &Function,
@@ -287,8 +410,10 @@ fn compile_function(
     options: &CompileOptions,
     isa: &dyn TargetIsa,
     b: &mut ArtifactBuilder,
-    weight_index: &mut BTreeMap<String, u32>,
+    weight_index: &mut HashMap<String, u32>,
+    times: &mut PhaseTimes,
 ) -> Result<(), CompileError> {
+    let mut start = Instant::now();
     let order = f.op_order().map_err(|e| CompileError::Invalid(e.to_string()))?;
     let mut c =
         FnCompiler { m, f, provider, constant: HashSet::new(), evaluated: HashMap::new(), alias_ops: HashSet::new() };
@@ -325,6 +450,7 @@ fn compile_function(
         }
     }
     let lowered = lower_function(f).map_err(|e| CompileError::Invalid(e.to_string()))?;
+    start = times.lap("lower", start);
     let mut kernels: BTreeMap<u32, LoweredGroup> = BTreeMap::new();
     for (g, r) in lowered {
         if views_only.contains(&g) {
@@ -451,6 +577,7 @@ fn compile_function(
     let plan = plan_function_at(m, f, &bucket, &time)
         .and_then(|p| p.verify().map(|()| p))
         .map_err(|reason| CompileError::MemoryPlan { function: f.name.clone(), reason })?;
+    start = times.lap("schedule+plan", start);
 
     // Outputs own their storage.
     let mut output_of: HashMap<ValueId, u32> = HashMap::new();
@@ -478,7 +605,10 @@ fn compile_function(
             let binding = if bp.role == BufferRole::Temp {
                 arena_binding(&plan, f, *v)?
             } else if c.constant.contains(v) || matches!(f.value(*v).def, ValueDef::Weight { .. }) {
-                Binding::Weight { index: weight_binding(&mut c, *v, b, weight_index)? }
+                start = times.lap("schedule+plan", start);
+                let index = weight_binding(&mut c, *v, b, weight_index, options.interpret_weights)?;
+                start = times.lap("weights", start);
+                Binding::Weight { index }
             } else {
                 let s = c.storage_of(*v);
                 if let Some(i) = output_of.get(&s) {
@@ -495,7 +625,9 @@ fn compile_function(
             bindings.push(binding);
         }
         let k = &l.kernel;
+        start = times.lap("schedule+plan", start);
         let code = compile_kernel(k, isa)?;
+        start = times.lap("cranelift", start);
         let kernel = b.add_kernel(&k.name, &code);
         let dims = k.dims.iter().map(|d| Poly::symbol(d)).collect();
         let extent = size_poly(&k.parallel.extent, &k.dims)
@@ -508,6 +640,7 @@ fn compile_function(
     let bounds: Vec<(String, i64)> = bucket.iter().map(|(s, v)| (s.clone(), *v)).collect();
     let text: Vec<String> = bounds.iter().map(|(s, v)| format!("{s}<={v}")).collect();
     b.metadata(&format!("memory_plan.{}.bounds", f.name), &text.join(","));
+    times.lap("schedule+plan", start);
     b.add_entry_point(
         EntryPoint { name: f.name.clone(), inputs, outputs },
         steps,
@@ -518,21 +651,29 @@ fn compile_function(
 
 /// The arena slot the memory plan gave `v`.
 fn arena_binding(plan: &MemoryPlan, f: &Function, v: ValueId) -> Result<Binding, CompileError> {
-    let buf = plan
-        .buffer(v)
-        .ok_or_else(|| CompileError::MemoryPlan { function: f.name.clone(), reason: format!("{v} has no arena buffer") })?;
+    let buf = plan.buffer(v).ok_or_else(|| CompileError::MemoryPlan {
+        function: f.name.clone(),
+        reason: format!("{v} has no arena buffer"),
+    })?;
     let off = i64::try_from(buf.offset)
         .map_err(|_| CompileError::MemoryPlan { function: f.name.clone(), reason: "arena offset overflows".into() })?;
     Ok(Binding::Arena { offset: Poly::constant(off) })
 }
 
-/// The artifact weight index of weight-derived `v`, adding it on first use.
+/// The artifact weight index of weight-derived `v`, adding it on first use. `weight_index` is
+/// keyed by [`FnCompiler::derivation`], so every function reading the same derived value (the
+/// same ops on the same weights) shares one weight, evaluated once.
 fn weight_binding(
     c: &mut FnCompiler<'_>,
     v: ValueId,
     b: &mut ArtifactBuilder,
-    weight_index: &mut BTreeMap<String, u32>,
+    weight_index: &mut HashMap<String, u32>,
+    interpret: bool,
 ) -> Result<u32, CompileError> {
+    let key = c.derivation(v)?;
+    if let Some(i) = weight_index.get(&key) {
+        return Ok(*i);
+    }
     let name = match &c.f.value(v).def {
         ValueDef::Weight { name } => name.clone(),
         ValueDef::Result { op, .. } => {
@@ -541,18 +682,17 @@ fn weight_binding(
         }
         ValueDef::Param { .. } => return Err(CompileError::Invalid(format!("{v}: an input is not a weight"))),
     };
-    if let Some(i) = weight_index.get(&name) {
-        return Ok(*i);
-    }
-    let t = c.eval(v)?;
+    let t = if interpret { c.eval_to_bytes(v)? } else { c.eval_bytes(v)? };
+    // Intermediate tensors are not needed again: derived values are shared through
+    // `weight_index`, and holding them would keep an f64 copy of every weight alive.
+    c.evaluated.clear();
     let dtype = rt_dtype(t.dtype).ok_or_else(|| CompileError::Weight {
         name: name.clone(),
         reason: format!("dtype {} has no artifact form", t.dtype),
     })?;
-    let bytes = t.to_le_bytes().map_err(|e| CompileError::Weight { name: name.clone(), reason: e.to_string() })?;
     let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
-    let i = b.add_weight(&name, dtype, &shape, &bytes)?;
-    weight_index.insert(name, i);
+    let i = b.add_weight_vec(&name, dtype, &shape, t.bytes)?;
+    weight_index.insert(key, i);
     Ok(i)
 }
 

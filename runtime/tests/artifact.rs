@@ -298,6 +298,34 @@ fn building_is_deterministic() {
 }
 
 #[test]
+fn equal_weight_bytes_are_stored_once_and_every_name_still_reads_them() {
+    let a: Vec<u8> = (0..4096u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let mut other = a.clone();
+    other[4095] ^= 1;
+    let mut one = toy_builder();
+    one.add_weight("a", DType::F32, &[1024, 4], &a).unwrap();
+    let single = one.build().unwrap();
+    let mut b = toy_builder();
+    b.add_weight("a", DType::F32, &[1024, 4], &a).unwrap();
+    b.add_weight("a_again", DType::F32, &[1024, 4], &a).unwrap();
+    b.add_weight("a_as_bytes", DType::U8, &[16384], &a).unwrap();
+    b.add_weight("almost_a", DType::F32, &[1024, 4], &other).unwrap();
+    let bytes = b.build().unwrap();
+    let art = Artifact::from_bytes(&bytes).unwrap();
+    let ws = &art.manifest().weights;
+    let offset = |name: &str| ws.iter().find(|w| w.name == name).unwrap().offset;
+    assert_eq!(offset("a"), offset("a_again"));
+    assert_eq!(offset("a"), offset("a_as_bytes"));
+    assert_ne!(offset("a"), offset("almost_a"));
+    assert_eq!(art.weight("a_again").unwrap(), (DType::F32, &[1024u64, 4][..], &a[..]));
+    assert_eq!(art.weight("a_as_bytes").unwrap(), (DType::U8, &[16384u64][..], &a[..]));
+    assert_eq!(art.weight("almost_a").unwrap().2, &other[..]);
+    // Only `almost_a` (plus its alignment padding) and the three table entries were added.
+    let growth = bytes.len() - single.len();
+    assert!(growth >= other.len() && growth < other.len() + 256, "{growth}");
+}
+
+#[test]
 fn every_single_byte_flip_is_rejected() {
     let bytes = toy_builder().build().unwrap();
     for i in 0..bytes.len() {

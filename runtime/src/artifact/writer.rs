@@ -7,11 +7,17 @@
 //! because schedules refer to them by index. Padding is zeros. `build` validates its own
 //! output with the reader's structural checks, so a builder never emits a file the runtime
 //! would reject as malformed.
+//!
+//! Weight bytes are stored once by content: a weight whose bytes equal an earlier weight's
+//! (found by a BLAKE3 hash, confirmed by comparing the bytes) gets its own table entry (name,
+//! dtype, shape) pointing at the earlier bytes. Each weight's bytes are kept in their own
+//! buffer until `build`, which copies them into the output once.
 
-use super::format::{self, align_up, Enc, SectionKind, ALIGN, FORMAT_VERSION, MAGIC};
+use super::format::{self, align_up, Enc, SectionKind, CHECKSUM_LEN, FORMAT_VERSION, MAGIC};
 use super::{Bucket, DType, EntryPoint, KernelInfo, Manifest, StateInfo, Step, WeightInfo};
 use crate::abi::FN_TABLE_VERSION;
 use crate::error::{Result, RuntimeError};
+use std::collections::HashMap;
 
 /// Byte alignment of each kernel inside `CODE`.
 const KERNEL_ALIGN: usize = 16;
@@ -21,7 +27,12 @@ const KERNEL_ALIGN: usize = 16;
 pub struct ArtifactBuilder {
     manifest: Manifest,
     code: Vec<u8>,
-    weight_data: Vec<u8>,
+    /// Distinct weight contents in `WEIGHT_DATA` order: `(offset, bytes)`.
+    weight_blobs: Vec<(u64, Vec<u8>)>,
+    /// `WEIGHT_DATA` length so far.
+    weight_data_len: u64,
+    /// Indices into `weight_blobs` by the BLAKE3 hash of their bytes (candidates for sharing).
+    blobs_by_hash: HashMap<[u8; CHECKSUM_LEN], Vec<usize>>,
     format_version: u32,
 }
 
@@ -37,7 +48,9 @@ impl ArtifactBuilder {
                 ..Manifest::default()
             },
             code: Vec::new(),
-            weight_data: Vec::new(),
+            weight_blobs: Vec::new(),
+            weight_data_len: 0,
+            blobs_by_hash: HashMap::new(),
             format_version: FORMAT_VERSION,
         }
     }
@@ -90,8 +103,14 @@ impl ArtifactBuilder {
     }
 
     /// Appends a weight (bytes in the layout the kernels expect); returns its index. Fails if
-    /// `bytes` does not hold exactly `shape`'s elements of `dtype`.
+    /// `bytes` does not hold exactly `shape`'s elements of `dtype`. Bytes equal to an earlier
+    /// weight's are not stored again: the new entry points at the earlier bytes.
     pub fn add_weight(&mut self, name: &str, dtype: DType, shape: &[u64], bytes: &[u8]) -> Result<u32> {
+        self.add_weight_vec(name, dtype, shape, bytes.to_vec())
+    }
+
+    /// [`ArtifactBuilder::add_weight`] taking ownership of the bytes (no copy).
+    pub fn add_weight_vec(&mut self, name: &str, dtype: DType, shape: &[u64], bytes: Vec<u8>) -> Result<u32> {
         let numel = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
         if numel.and_then(|n| dtype.byte_len(n)) != Some(bytes.len() as u64) {
             return Err(RuntimeError::InvalidTensor {
@@ -99,16 +118,21 @@ impl ArtifactBuilder {
                 reason: format!("{} bytes do not hold a {dtype} tensor of shape {shape:?}", bytes.len()),
             });
         }
-        self.weight_data.resize(self.weight_data.len().next_multiple_of(ALIGN as usize), 0);
+        let len = bytes.len() as u64;
+        let hash = format::checksum(&bytes);
+        let candidates = self.blobs_by_hash.entry(hash).or_default();
+        let offset = match candidates.iter().map(|&i| &self.weight_blobs[i]).find(|(_, b)| *b == bytes) {
+            Some((offset, _)) => *offset,
+            None => {
+                let offset = align_up(self.weight_data_len);
+                candidates.push(self.weight_blobs.len());
+                self.weight_blobs.push((offset, bytes));
+                self.weight_data_len = offset + len;
+                offset
+            }
+        };
         let index = self.manifest.weights.len() as u32;
-        self.manifest.weights.push(WeightInfo {
-            name: name.to_string(),
-            dtype,
-            shape: shape.to_vec(),
-            offset: self.weight_data.len() as u64,
-            len: bytes.len() as u64,
-        });
-        self.weight_data.extend_from_slice(bytes);
+        self.manifest.weights.push(WeightInfo { name: name.to_string(), dtype, shape: shape.to_vec(), offset, len });
         Ok(index)
     }
 
@@ -145,20 +169,29 @@ impl ArtifactBuilder {
     /// Serializes without validating (tests that need an invalid file).
     pub fn build_unchecked(&self) -> Vec<u8> {
         let m = &self.manifest;
-        let mut sections: Vec<(SectionKind, Vec<u8>)> = Vec::new();
+        // Small sections are encoded here; CODE and WEIGHT_DATA are copied straight into the
+        // output (`None`), so the big bytes are copied once.
+        let mut sections: Vec<(SectionKind, Option<Vec<u8>>, u64)> = Vec::new();
         for kind in SectionKind::ALL {
             let mut e = Enc::default();
             match kind {
-                SectionKind::Code => e.buf.extend_from_slice(&self.code),
+                SectionKind::Code => {
+                    sections.push((kind, None, self.code.len() as u64));
+                    continue;
+                }
+                SectionKind::WeightData => {
+                    sections.push((kind, None, self.weight_data_len));
+                    continue;
+                }
                 SectionKind::Kernels => format::enc_kernels(&mut e, &m.kernels),
                 SectionKind::Schedule => format::enc_schedules(&mut e, &m.schedules),
                 SectionKind::MemoryPlan => format::enc_memory_plan(&mut e, &m.states, &m.memory_plans),
                 SectionKind::EntryPoints => format::enc_entry_points(&mut e, &m.entry_points),
                 SectionKind::Weights => format::enc_weights(&mut e, &m.weights),
-                SectionKind::WeightData => e.buf.extend_from_slice(&self.weight_data),
                 SectionKind::Metadata => format::enc_metadata(&mut e, &m.metadata),
             }
-            sections.push((kind, e.buf));
+            let len = e.buf.len() as u64;
+            sections.push((kind, Some(e.buf), len));
         }
 
         let mut h = Enc::default();
@@ -176,18 +209,29 @@ impl ArtifactBuilder {
         let mut offset = align_up(table_end);
         h.count(sections.len());
         let mut offsets = Vec::new();
-        for (kind, payload) in &sections {
+        for (kind, _, len) in &sections {
             h.u32(*kind as u32);
             h.u32(0);
             h.u64(offset);
-            h.u64(payload.len() as u64);
+            h.u64(*len);
             offsets.push(offset);
-            offset = align_up(offset + payload.len() as u64);
+            offset = align_up(offset + len);
         }
-        let mut out = h.buf;
-        for ((_, payload), off) in sections.iter().zip(offsets) {
+        let body_len = offsets.last().zip(sections.last()).map_or(h.buf.len() as u64, |(o, (_, _, l))| o + l);
+        let mut out = Vec::with_capacity(body_len as usize + CHECKSUM_LEN);
+        out.extend_from_slice(&h.buf);
+        for ((kind, payload, _), off) in sections.iter().zip(offsets) {
             out.resize(off as usize, 0);
-            out.extend_from_slice(payload);
+            match (kind, payload) {
+                (_, Some(p)) => out.extend_from_slice(p),
+                (SectionKind::Code, None) => out.extend_from_slice(&self.code),
+                (_, None) => {
+                    for (blob_offset, blob) in &self.weight_blobs {
+                        out.resize((off + blob_offset) as usize, 0);
+                        out.extend_from_slice(blob);
+                    }
+                }
+            }
         }
         let digest = format::checksum(&out);
         out.extend_from_slice(&digest);
