@@ -50,7 +50,7 @@ use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use ferrumc_ir::dim::Dim;
 use ferrumc_ir::interp::eval_single_op;
-use ferrumc_ir::weights::WeightProvider;
+use ferrumc_ir::weights::{static_shape, WeightError, WeightProvider};
 use ferrumc_ir::{DType, Function, Module, Op, OpId, Tensor, ValueDef, ValueId};
 use ferrumc_passes::memory_plan::{default_buckets, function_symbols, plan_function_at, MemoryPlan};
 use ferrumc_passes::{PassManager, PassOptions, QuantScheme};
@@ -349,13 +349,10 @@ impl FnCompiler<'_> {
                     .m
                     .weight_decl(name)
                     .ok_or_else(|| CompileError::Weight { name: name.clone(), reason: "not declared".into() })?;
-                let t = self
-                    .provider
-                    .load(decl)
-                    .map_err(|e| CompileError::Weight { name: name.clone(), reason: e.to_string() })?;
-                let bytes =
-                    t.to_le_bytes().map_err(|e| CompileError::Weight { name: name.clone(), reason: e.to_string() })?;
-                ByteTensor { dtype: t.dtype, shape: t.shape, bytes }
+                let weight_err = |e: WeightError| CompileError::Weight { name: name.clone(), reason: e.to_string() };
+                let shape = static_shape(decl).map_err(weight_err)?;
+                let bytes = self.provider.load_le_bytes(decl).map_err(weight_err)?;
+                ByteTensor { dtype: decl.ty.dtype, shape, bytes }
             }
             _ => self.eval_to_bytes(x)?,
         };

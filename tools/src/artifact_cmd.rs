@@ -48,10 +48,10 @@ pub fn compile(
     Ok(())
 }
 
+/// Memory-maps and validates the artifact (no copy: the weights are used where the page
+/// cache holds them, so the run's memory is the file plus its arenas).
 fn load_artifact(path: &Path) -> Result<Model, CliError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| CliError::new(format!("error: {}: cannot read: {e}", path.display())))?;
-    Model::from_bytes(&bytes).map_err(|e| CliError::new(format!("error: {}: {e}", path.display())))
+    Model::load(path).map_err(|e| CliError::new(format!("error: {}: {e}", path.display())))
 }
 
 fn to_runtime(name: &str, t: &Tensor) -> Result<RtTensor, CliError> {
