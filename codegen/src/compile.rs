@@ -46,6 +46,7 @@ use crate::weight_eval::{self, ByteTensor};
 use crate::CodegenError;
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::isa::TargetIsa;
+use cranelift_codegen::settings::Configurable;
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use ferrumc_ir::dim::Dim;
@@ -148,12 +149,13 @@ pub fn compile_module(
     let m = optimize_module(m, options)?;
     times.lap("passes", start);
 
-    let isa = host_isa().map_err(|e| CompileError::Backend { kernel: "-".into(), reason: e.to_string() })?;
+    let (isa, baseline) = artifact_isa()?;
     let mut b = ArtifactBuilder::new(&isa.triple().to_string());
     b.ferrumc_version(env!("CARGO_PKG_VERSION"));
     for f in cpu_features(&*isa) {
         b.require_cpu_feature(&f);
     }
+    b.metadata("compile.cpu_baseline", baseline);
     b.metadata("compile.opt_level", &options.level.to_string());
     b.metadata("compile.quantize", &options.quantize.as_ref().map_or("none".to_string(), |q| q.to_string()));
     b.metadata("model.name", &m.name);
@@ -181,7 +183,45 @@ pub fn optimize_module(m: &Module, options: &CompileOptions) -> Result<Module, C
     Ok(m)
 }
 
-/// The host features the ISA's code may use, spelled as `is_x86_feature_detected!` names.
+/// The x86-64 features of [`X86_64_BASELINE`] (`x86-64-v3` plus AVX, which Cranelift's
+/// preset leaves out although every v3 CPU has it), as `is_x86_feature_detected!` names.
+pub const X86_64_BASELINE_FEATURES: [&str; 12] =
+    ["avx", "avx2", "bmi1", "bmi2", "cmpxchg16b", "fma", "lzcnt", "popcnt", "sse3", "sse4.1", "sse4.2", "ssse3"];
+
+/// The CPU level kernels are compiled for on x86-64 hosts that have it.
+pub const X86_64_BASELINE: &str = "x86-64-v3";
+
+/// The ISA artifacts are compiled for, and its name for the `compile.cpu_baseline` metadata.
+///
+/// On x86-64 this is a fixed level, [`X86_64_BASELINE`], not everything the compiling host
+/// has: an artifact then loads on every x86-64-v3 machine (Haswell / Zen 1 and later), and
+/// the same input gives the same bytes on any such host. The heavy lifting is in the
+/// runtime's micro-kernels, which pick AVX-512, AVX2 or scalar code at run time on the
+/// machine that runs the artifact, so the kernels' own code loses little by not using
+/// AVX-512. A host below the baseline compiles for its own features (`host`), as does every
+/// other architecture.
+fn artifact_isa() -> Result<(cranelift_codegen::isa::OwnedTargetIsa, &'static str), CompileError> {
+    let backend = |reason: String| CompileError::Backend { kernel: "-".into(), reason };
+    let host_has_baseline =
+        X86_64_BASELINE_FEATURES.iter().all(|f| ferrumc_runtime::artifact::reader::host_has_cpu_feature(f));
+    if cfg!(target_arch = "x86_64") && host_has_baseline {
+        let mut flags = cranelift_codegen::settings::builder();
+        let mut isa = cranelift_native::builder_with_options(false).map_err(|e| backend(e.to_string()))?;
+        let set = |b: &mut dyn Configurable, name: &str, value: &str| {
+            b.set(name, value).map_err(|e| backend(format!("setting `{name}`: {e}")))
+        };
+        set(&mut flags, "opt_level", "speed")?;
+        set(&mut flags, "is_pic", "false")?;
+        isa.enable(X86_64_BASELINE).map_err(|e| backend(format!("preset `{X86_64_BASELINE}`: {e}")))?;
+        set(&mut isa, "has_avx", "true")?;
+        let isa = isa.finish(cranelift_codegen::settings::Flags::new(flags)).map_err(|e| backend(e.to_string()))?;
+        return Ok((isa, X86_64_BASELINE));
+    }
+    let isa = host_isa().map_err(|e| backend(e.to_string()))?;
+    Ok((isa, "host"))
+}
+
+/// The features the ISA's code may use, spelled as `is_x86_feature_detected!` names.
 fn cpu_features(isa: &dyn TargetIsa) -> Vec<String> {
     let mut out = BTreeSet::new();
     for v in isa.isa_flags() {

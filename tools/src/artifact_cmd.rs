@@ -137,11 +137,11 @@ pub fn run(
 
 /// `ferrumc inspect model.ferrumc`.
 pub fn inspect(path: &Path) -> Result<(), CliError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| CliError::new(format!("error: {}: cannot read: {e}", path.display())))?;
-    let a = Artifact::from_bytes(&bytes).map_err(|e| CliError::new(format!("error: {}: {e}", path.display())))?;
+    // Memory-mapped and fully validated (checksum, versions, target, CPU features) like `run`.
+    let a = Artifact::open(path).map_err(|e| CliError::new(format!("error: {}: {e}", path.display())))?;
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or_default();
     let m = a.manifest();
-    println!("{}: ferrumc artifact, {} bytes", path.display(), bytes.len());
+    println!("{}: ferrumc artifact, {size} bytes", path.display());
     println!("ferrumc version: {}", m.ferrumc_version);
     println!("target: {}", m.target);
     println!("cpu features: {}", m.cpu_features.join(", "));

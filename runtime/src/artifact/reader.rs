@@ -261,7 +261,9 @@ pub fn host_has_cpu_feature(feature: &str) -> bool {
             "avx512bf16",
             "avx512fp16",
             "avx512vbmi",
-            "avxvnni"
+            "avx512bitalg",
+            "avxvnni",
+            "cmpxchg16b"
         )
     }
     #[cfg(target_arch = "aarch64")]
