@@ -144,6 +144,23 @@ pub fn compile_module(
     weights: &dyn WeightProvider,
     options: &CompileOptions,
 ) -> Result<Vec<u8>, CompileError> {
+    let b = compile_to_builder(m, weights, options)?;
+    let start = Instant::now();
+    let bytes = b.build()?;
+    if std::env::var_os("FERRUMC_TIME").is_some() {
+        eprintln!("ferrumc compile: {:<16} {:8.3} s", "build artifact", start.elapsed().as_secs_f64());
+    }
+    Ok(bytes)
+}
+
+/// [`compile_module`] up to the filled [`ArtifactBuilder`], whose
+/// [`ArtifactBuilder::write_to`] streams the same bytes to a file without assembling them in
+/// memory (what `ferrumc compile` does: the artifact is then held once, not twice).
+pub fn compile_to_builder(
+    m: &Module,
+    weights: &dyn WeightProvider,
+    options: &CompileOptions,
+) -> Result<ArtifactBuilder, CompileError> {
     let mut times = PhaseTimes::default();
     let start = Instant::now();
     let m = optimize_module(m, options)?;
@@ -164,11 +181,8 @@ pub fn compile_module(
     for f in &m.functions {
         compile_function(&m, f, weights, options, &*isa, &mut b, &mut weight_index, &mut times)?;
     }
-    let start = Instant::now();
-    let bytes = b.build()?;
-    times.lap("build artifact", start);
     times.report();
-    Ok(bytes)
+    Ok(b)
 }
 
 /// Step 1 of [`compile_module`]: the optimized, grouped clone of `m` the kernels are made

@@ -326,6 +326,33 @@ fn equal_weight_bytes_are_stored_once_and_every_name_still_reads_them() {
 }
 
 #[test]
+fn streaming_writes_the_same_bytes_as_build() {
+    let mut b = toy_builder();
+    let big: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 253) as u8).collect();
+    b.add_weight("big", DType::U8, &[big.len() as u64], &big).unwrap();
+    b.add_weight("big_again", DType::U8, &[big.len() as u64], &big).unwrap();
+    b.add_weight("odd", DType::U8, &[3], &[1, 2, 3]).unwrap();
+    for builder in [toy_builder(), b] {
+        let mut streamed = Vec::new();
+        let n = builder.write_to(&mut streamed).unwrap();
+        assert_eq!(n as usize, streamed.len());
+        assert!(streamed == builder.build().unwrap(), "streamed bytes differ");
+    }
+    // A builder `build` refuses is refused by `write_to` too, before anything is written.
+    let mut bad = toy_builder();
+    bad.require_cpu_feature("b").require_cpu_feature("a");
+    bad.add_entry_point(
+        EntryPoint { name: "broken".into(), inputs: vec![], outputs: vec![] },
+        vec![Step { kernel: 99, bindings: vec![], dims: vec![], extent: Poly::constant(1), grain: 0 }],
+        vec![Bucket { bounds: vec![], arena_size: Poly::constant(0) }],
+    );
+    assert!(bad.build().is_err());
+    let mut sink = Vec::new();
+    assert!(bad.write_to(&mut sink).is_err());
+    assert!(sink.is_empty());
+}
+
+#[test]
 fn every_single_byte_flip_is_rejected() {
     let bytes = toy_builder().build().unwrap();
     for i in 0..bytes.len() {

@@ -3,7 +3,7 @@
 
 use crate::input::{CliError, LoadedModule};
 use crate::run::{read_input_tensor, summarize, write_outputs};
-use ferrumc_codegen::compile::{compile_module, CompileOptions};
+use ferrumc_codegen::compile::{compile_to_builder, CompileOptions};
 use ferrumc_ir::weights::FileWeights;
 use ferrumc_ir::Tensor;
 use ferrumc_passes::QuantScheme;
@@ -41,10 +41,21 @@ pub fn compile(
         }
     }
     let weights = FileWeights::new(loaded.base_dir.clone());
-    let bytes = compile_module(&loaded.module, &weights, &options).map_err(|e| CliError::new(format!("error: {e}")))?;
-    std::fs::write(output, &bytes)
-        .map_err(|e| CliError::new(format!("error: {}: cannot write: {e}", output.display())))?;
-    println!("wrote {} ({} bytes)", output.display(), bytes.len());
+    let builder =
+        compile_to_builder(&loaded.module, &weights, &options).map_err(|e| CliError::new(format!("error: {e}")))?;
+    // Streamed to the file (validated first), so the artifact is not held twice in memory; a
+    // failed write removes the partial file.
+    let cannot_write = |e: String| CliError::new(format!("error: {}: cannot write: {e}", output.display()));
+    let written = std::fs::File::create(output).map_err(|e| cannot_write(e.to_string())).and_then(|file| {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        let n = builder.write_to(&mut w).map_err(|e| cannot_write(e.to_string()))?;
+        std::io::Write::flush(&mut w).map_err(|e| cannot_write(e.to_string()))?;
+        Ok(n)
+    });
+    let written = written.inspect_err(|_| {
+        let _ = std::fs::remove_file(output);
+    })?;
+    println!("wrote {} ({written} bytes)", output.display());
     Ok(())
 }
 

@@ -29,12 +29,17 @@ const PARALLEL_HASH_MIN: usize = 1 << 20;
 /// computed on all cores for large bodies (the digest does not depend on how it is split).
 pub fn checksum(body: &[u8]) -> [u8; CHECKSUM_LEN] {
     let mut h = blake3::Hasher::new();
-    if body.len() >= PARALLEL_HASH_MIN {
-        h.update_rayon(body);
-    } else {
-        h.update(body);
-    }
+    checksum_update(&mut h, body);
     *h.finalize().as_bytes()
+}
+
+/// Feeds `bytes` to a running checksum (the digest does not depend on how the body is cut).
+pub fn checksum_update(h: &mut blake3::Hasher, bytes: &[u8]) {
+    if bytes.len() >= PARALLEL_HASH_MIN {
+        h.update_rayon(bytes);
+    } else {
+        h.update(bytes);
+    }
 }
 
 /// Section kinds (the `u32` in the section table).

@@ -47,7 +47,17 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed> {
         }
         return Err(RuntimeError::Tampered);
     }
+    parse_body(body)
+}
 
+/// Everything [`parse`] checks after the checksum, on the bytes before it (`body`). Reads
+/// the header, section table and every section except the contents of `CODE` and
+/// `WEIGHT_DATA` (only their bounds).
+pub(crate) fn parse_body(body: &[u8]) -> Result<Parsed> {
+    if body.len() < MAGIC.len() || body[..MAGIC.len()] != MAGIC {
+        return Err(RuntimeError::BadMagic);
+    }
+    let body_len = body.len();
     let mut h = Dec::new(&body[MAGIC.len()..], "header");
     let version = h.u32()?;
     if version != FORMAT_VERSION {

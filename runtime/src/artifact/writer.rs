@@ -13,11 +13,12 @@
 //! dtype, shape) pointing at the earlier bytes. Each weight's bytes are kept in their own
 //! buffer until `build`, which copies them into the output once.
 
-use super::format::{self, align_up, Enc, SectionKind, CHECKSUM_LEN, FORMAT_VERSION, MAGIC};
+use super::format::{self, align_up, Enc, SectionKind, ALIGN, CHECKSUM_LEN, FORMAT_VERSION, MAGIC};
 use super::{Bucket, DType, EntryPoint, KernelInfo, Manifest, StateInfo, Step, WeightInfo};
 use crate::abi::FN_TABLE_VERSION;
 use crate::error::{Result, RuntimeError};
 use std::collections::HashMap;
+use std::io::Write;
 
 /// Byte alignment of each kernel inside `CODE`.
 const KERNEL_ALIGN: usize = 16;
@@ -168,19 +169,66 @@ impl ArtifactBuilder {
 
     /// Serializes without validating (tests that need an invalid file).
     pub fn build_unchecked(&self) -> Vec<u8> {
+        let layout = self.layout();
+        let mut out = Vec::with_capacity(layout.body_len as usize + CHECKSUM_LEN);
+        let written: std::io::Result<()> = self.write_body(&layout, &mut |chunk| {
+            out.extend_from_slice(chunk);
+            Ok(())
+        });
+        debug_assert!(written.is_ok(), "writing to a vector cannot fail");
+        let digest = format::checksum(&out);
+        out.extend_from_slice(&digest);
+        out
+    }
+
+    /// Validates like [`ArtifactBuilder::build`] and writes the same bytes to `w` without
+    /// assembling the file in memory (the weights are not copied again): for artifacts of
+    /// hundreds of megabytes. Returns the number of bytes written.
+    pub fn write_to(&self, w: &mut dyn Write) -> Result<u64> {
+        let layout = self.layout();
+        // The reader's structural checks read every section except the contents of CODE and
+        // WEIGHT_DATA, so they run on a copy whose WEIGHT_DATA stays zero: `vec![0; n]` is
+        // allocated zeroed by the OS, and pages never written take no memory.
+        let mut shadow = vec![0u8; layout.body_len as usize];
+        let mut at = 0usize;
+        let weight_data = layout.offset_of(SectionKind::WeightData);
+        let weight_data = weight_data..weight_data + self.weight_data_len;
+        self.write_body(&layout, &mut |chunk| {
+            // Pieces never straddle the section's bounds (padding stops at them).
+            if !weight_data.contains(&(at as u64)) {
+                shadow[at..at + chunk.len()].copy_from_slice(chunk);
+            }
+            at += chunk.len();
+            Ok(())
+        })?;
+        super::reader::parse_body(&shadow)?;
+        drop(shadow);
+
+        let mut hasher = blake3::Hasher::new();
+        let mut written = 0u64;
+        self.write_body(&layout, &mut |chunk| {
+            format::checksum_update(&mut hasher, chunk);
+            written += chunk.len() as u64;
+            w.write_all(chunk)
+        })?;
+        w.write_all(hasher.finalize().as_bytes())?;
+        Ok(written + CHECKSUM_LEN as u64)
+    }
+
+    /// Encodes the small sections and the header and places every section.
+    fn layout(&self) -> Layout {
         let m = &self.manifest;
-        // Small sections are encoded here; CODE and WEIGHT_DATA are copied straight into the
-        // output (`None`), so the big bytes are copied once.
-        let mut sections: Vec<(SectionKind, Option<Vec<u8>>, u64)> = Vec::new();
+        let mut sections: Vec<(SectionKind, Option<Vec<u8>>, u64, u64)> = Vec::new();
         for kind in SectionKind::ALL {
             let mut e = Enc::default();
             match kind {
+                // Copied straight from the builder when written.
                 SectionKind::Code => {
-                    sections.push((kind, None, self.code.len() as u64));
+                    sections.push((kind, None, self.code.len() as u64, 0));
                     continue;
                 }
                 SectionKind::WeightData => {
-                    sections.push((kind, None, self.weight_data_len));
+                    sections.push((kind, None, self.weight_data_len, 0));
                     continue;
                 }
                 SectionKind::Kernels => format::enc_kernels(&mut e, &m.kernels),
@@ -191,7 +239,7 @@ impl ArtifactBuilder {
                 SectionKind::Metadata => format::enc_metadata(&mut e, &m.metadata),
             }
             let len = e.buf.len() as u64;
-            sections.push((kind, Some(e.buf), len));
+            sections.push((kind, Some(e.buf), len, 0));
         }
 
         let mut h = Enc::default();
@@ -207,35 +255,67 @@ impl ArtifactBuilder {
         // Section table: 4 + 24 per entry.
         let table_end = h.buf.len() as u64 + 4 + 24 * sections.len() as u64;
         let mut offset = align_up(table_end);
+        let mut body_len = table_end;
         h.count(sections.len());
-        let mut offsets = Vec::new();
-        for (kind, _, len) in &sections {
+        for (kind, _, len, at) in &mut sections {
             h.u32(*kind as u32);
             h.u32(0);
             h.u64(offset);
             h.u64(*len);
-            offsets.push(offset);
-            offset = align_up(offset + len);
+            *at = offset;
+            body_len = offset + *len;
+            offset = align_up(offset + *len);
         }
-        let body_len = offsets.last().zip(sections.last()).map_or(h.buf.len() as u64, |(o, (_, _, l))| o + l);
-        let mut out = Vec::with_capacity(body_len as usize + CHECKSUM_LEN);
-        out.extend_from_slice(&h.buf);
-        for ((kind, payload, _), off) in sections.iter().zip(offsets) {
-            out.resize(off as usize, 0);
+        Layout { header: h.buf, sections, body_len }
+    }
+
+    /// Emits the body (everything before the checksum) in order, in pieces.
+    fn write_body(&self, layout: &Layout, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        const ZEROS: [u8; ALIGN as usize] = [0; ALIGN as usize];
+        let mut pos = 0u64;
+        let pad_to = |pos: &mut u64, to: u64, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>| {
+            while *pos < to {
+                let n = (to - *pos).min(ALIGN) as usize;
+                sink(&ZEROS[..n])?;
+                *pos += n as u64;
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        sink(&layout.header)?;
+        pos += layout.header.len() as u64;
+        for (kind, payload, len, at) in &layout.sections {
+            pad_to(&mut pos, *at, sink)?;
             match (kind, payload) {
-                (_, Some(p)) => out.extend_from_slice(p),
-                (SectionKind::Code, None) => out.extend_from_slice(&self.code),
+                (_, Some(p)) => sink(p)?,
+                (SectionKind::Code, None) => sink(&self.code)?,
                 (_, None) => {
                     for (blob_offset, blob) in &self.weight_blobs {
-                        out.resize((off + blob_offset) as usize, 0);
-                        out.extend_from_slice(blob);
+                        pad_to(&mut pos, at + blob_offset, sink)?;
+                        sink(blob)?;
+                        pos += blob.len() as u64;
                     }
+                    pad_to(&mut pos, at + len, sink)?;
+                    continue;
                 }
             }
+            pos += len;
         }
-        let digest = format::checksum(&out);
-        out.extend_from_slice(&digest);
-        out
+        Ok(())
+    }
+}
+
+/// Where everything goes in the file: the encoded header, each section as `(kind, encoded
+/// payload or None for CODE / WEIGHT_DATA, length, file offset)`, and the body length.
+#[derive(Debug)]
+struct Layout {
+    header: Vec<u8>,
+    sections: Vec<(SectionKind, Option<Vec<u8>>, u64, u64)>,
+    body_len: u64,
+}
+
+impl Layout {
+    fn offset_of(&self, kind: SectionKind) -> u64 {
+        self.sections.iter().find(|s| s.0 == kind).map_or(0, |s| s.3)
     }
 }
 
