@@ -10,8 +10,13 @@
 //!    — anything else, and any group lowering refuses, is a [`CompileError::Unsupported`]
 //!    naming the op;
 //! 3. every weight-derived value a kernel reads (transposes, packing, quantization) is
-//!    evaluated once with the reference interpreter (`interp::eval_single_op`, op by op) and
-//!    stored as an artifact weight; plain weights are read through the [`WeightProvider`];
+//!    evaluated once and stored as an artifact weight; plain weights are read through the
+//!    [`WeightProvider`]. Pure data movement on plain types (views, transposes, constant
+//!    padding: what `prepack-weights` emits) is evaluated on the bytes ([`crate::weight_eval`]);
+//!    everything else with the reference interpreter (`interp::eval_single_op`, op by op).
+//!    A value is identified by its derivation (the op chain down to the weight names), so a
+//!    packed weight every entry point reads is evaluated and stored once; the artifact
+//!    builder also stores equal bytes once;
 //! 4. each kernel is compiled by Cranelift for the host ISA into relocation-free machine code
 //!    (compiling with a bare `Context`, refusing code with relocations), launched in
 //!    [`LaunchUnits::Elements`]: a step's parallel extent is the kernel's element extent (a
@@ -37,19 +42,22 @@ use crate::cpu::host_isa;
 use crate::cpu::translate::{kernel_signature, LaunchUnits, Translator};
 use crate::kernel::{BufferRole, Kernel, Size};
 use crate::lower::{lower_function, LoweredGroup};
+use crate::weight_eval::{self, ByteTensor};
 use crate::CodegenError;
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::isa::TargetIsa;
+use cranelift_codegen::settings::Configurable;
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use ferrumc_ir::dim::Dim;
 use ferrumc_ir::interp::eval_single_op;
-use ferrumc_ir::weights::WeightProvider;
+use ferrumc_ir::weights::{static_shape, WeightError, WeightProvider};
 use ferrumc_ir::{DType, Function, Module, Op, OpId, Tensor, ValueDef, ValueId};
 use ferrumc_passes::memory_plan::{default_buckets, function_symbols, plan_function_at, MemoryPlan};
 use ferrumc_passes::{PassManager, PassOptions, QuantScheme};
 use ferrumc_runtime::artifact::{self, ArtifactBuilder, Binding, Bucket, EntryPoint, Poly, Step, TensorSig, Term};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 /// The bound of symbols other than `seq` and `past` when [`CompileOptions::dim_bounds`] does
 /// not name them (see the module doc).
@@ -66,6 +74,9 @@ pub struct CompileOptions {
     pub quantize: Option<QuantScheme>,
     /// Largest value per symbol the artifact accepts (overrides the default bucket rule).
     pub dim_bounds: BTreeMap<String, i64>,
+    /// Evaluate every weight-derived value with the reference interpreter, never on bytes
+    /// (slower; the output is the same — tests compare the two).
+    pub interpret_weights: bool,
 }
 
 /// How far [`compile_module`] has come, reported through [`CompileOptions::progress`].
@@ -135,6 +146,34 @@ pub enum CompileError {
     Artifact(#[from] ferrumc_runtime::error::RuntimeError),
 }
 
+/// Wall time per compile phase, printed to stderr at the end of [`compile_module`] when the
+/// environment variable `FERRUMC_TIME` is set (diagnostics only; never part of the output).
+#[derive(Debug, Default)]
+struct PhaseTimes {
+    phases: Vec<(&'static str, Duration)>,
+}
+
+impl PhaseTimes {
+    /// Adds the time since `start` to `phase`; returns now (the next phase's start).
+    fn lap(&mut self, phase: &'static str, start: Instant) -> Instant {
+        let now = Instant::now();
+        match self.phases.iter_mut().find(|(p, _)| *p == phase) {
+            Some((_, d)) => *d += now - start,
+            None => self.phases.push((phase, now - start)),
+        }
+        now
+    }
+
+    fn report(&self) {
+        if std::env::var_os("FERRUMC_TIME").is_none() {
+            return;
+        }
+        for (phase, d) in &self.phases {
+            eprintln!("ferrumc compile: {phase:<16} {:8.3} s", d.as_secs_f64());
+        }
+    }
+}
+
 fn is_view(op: &Op) -> bool {
     matches!(op, Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Identity)
 }
@@ -145,23 +184,45 @@ pub fn compile_module(
     weights: &dyn WeightProvider,
     options: &CompileOptions,
 ) -> Result<Vec<u8>, CompileError> {
-    let m = optimize_module(m, options)?;
+    let b = compile_to_builder(m, weights, options)?;
+    let start = Instant::now();
+    let bytes = b.build()?;
+    if std::env::var_os("FERRUMC_TIME").is_some() {
+        eprintln!("ferrumc compile: {:<16} {:8.3} s", "build artifact", start.elapsed().as_secs_f64());
+    }
+    Ok(bytes)
+}
 
-    let isa = host_isa().map_err(|e| CompileError::Backend { kernel: "-".into(), reason: e.to_string() })?;
+/// [`compile_module`] up to the filled [`ArtifactBuilder`], whose
+/// [`ArtifactBuilder::write_to`] streams the same bytes to a file without assembling them in
+/// memory (what `ferrumc compile` does: the artifact is then held once, not twice).
+pub fn compile_to_builder(
+    m: &Module,
+    weights: &dyn WeightProvider,
+    options: &CompileOptions,
+) -> Result<ArtifactBuilder, CompileError> {
+    let mut times = PhaseTimes::default();
+    let start = Instant::now();
+    let m = optimize_module(m, options)?;
+    times.lap("passes", start);
+
+    let (isa, baseline) = artifact_isa()?;
     let mut b = ArtifactBuilder::new(&isa.triple().to_string());
     b.ferrumc_version(env!("CARGO_PKG_VERSION"));
     for f in cpu_features(&*isa) {
         b.require_cpu_feature(&f);
     }
+    b.metadata("compile.cpu_baseline", baseline);
     b.metadata("compile.opt_level", &options.level.to_string());
     b.metadata("compile.quantize", &options.quantize.as_ref().map_or("none".to_string(), |q| q.to_string()));
     b.metadata("model.name", &m.name);
 
-    let mut weight_index: BTreeMap<String, u32> = BTreeMap::new();
+    let mut weight_index: HashMap<String, u32> = HashMap::new();
     for f in &m.functions {
-        compile_function(&m, f, weights, options, &*isa, &mut b, &mut weight_index)?;
+        compile_function(&m, f, weights, options, &*isa, &mut b, &mut weight_index, &mut times)?;
     }
-    Ok(b.build()?)
+    times.report();
+    Ok(b)
 }
 
 /// Step 1 of [`compile_module`]: the optimized, grouped clone of `m` the kernels are made
@@ -177,7 +238,45 @@ pub fn optimize_module(m: &Module, options: &CompileOptions) -> Result<Module, C
     Ok(m)
 }
 
-/// The host features the ISA's code may use, spelled as `is_x86_feature_detected!` names.
+/// The x86-64 features of [`X86_64_BASELINE`] (`x86-64-v3` plus AVX, which Cranelift's
+/// preset leaves out although every v3 CPU has it), as `is_x86_feature_detected!` names.
+pub const X86_64_BASELINE_FEATURES: [&str; 12] =
+    ["avx", "avx2", "bmi1", "bmi2", "cmpxchg16b", "fma", "lzcnt", "popcnt", "sse3", "sse4.1", "sse4.2", "ssse3"];
+
+/// The CPU level kernels are compiled for on x86-64 hosts that have it.
+pub const X86_64_BASELINE: &str = "x86-64-v3";
+
+/// The ISA artifacts are compiled for, and its name for the `compile.cpu_baseline` metadata.
+///
+/// On x86-64 this is a fixed level, [`X86_64_BASELINE`], not everything the compiling host
+/// has: an artifact then loads on every x86-64-v3 machine (Haswell / Zen 1 and later), and
+/// the same input gives the same bytes on any such host. The heavy lifting is in the
+/// runtime's micro-kernels, which pick AVX-512, AVX2 or scalar code at run time on the
+/// machine that runs the artifact, so the kernels' own code loses little by not using
+/// AVX-512. A host below the baseline compiles for its own features (`host`), as does every
+/// other architecture.
+fn artifact_isa() -> Result<(cranelift_codegen::isa::OwnedTargetIsa, &'static str), CompileError> {
+    let backend = |reason: String| CompileError::Backend { kernel: "-".into(), reason };
+    let host_has_baseline =
+        X86_64_BASELINE_FEATURES.iter().all(|f| ferrumc_runtime::artifact::reader::host_has_cpu_feature(f));
+    if cfg!(target_arch = "x86_64") && host_has_baseline {
+        let mut flags = cranelift_codegen::settings::builder();
+        let mut isa = cranelift_native::builder_with_options(false).map_err(|e| backend(e.to_string()))?;
+        let set = |b: &mut dyn Configurable, name: &str, value: &str| {
+            b.set(name, value).map_err(|e| backend(format!("setting `{name}`: {e}")))
+        };
+        set(&mut flags, "opt_level", "speed")?;
+        set(&mut flags, "is_pic", "false")?;
+        isa.enable(X86_64_BASELINE).map_err(|e| backend(format!("preset `{X86_64_BASELINE}`: {e}")))?;
+        set(&mut isa, "has_avx", "true")?;
+        let isa = isa.finish(cranelift_codegen::settings::Flags::new(flags)).map_err(|e| backend(e.to_string()))?;
+        return Ok((isa, X86_64_BASELINE));
+    }
+    let isa = host_isa().map_err(|e| backend(e.to_string()))?;
+    Ok((isa, "host"))
+}
+
+/// The features the ISA's code may use, spelled as `is_x86_feature_detected!` names.
 fn cpu_features(isa: &dyn TargetIsa) -> Vec<String> {
     let mut out = BTreeSet::new();
     for v in isa.isa_flags() {
@@ -306,6 +405,80 @@ impl FnCompiler<'_> {
         self.evaluated.get(&v).cloned().ok_or_else(|| CompileError::Invalid(format!("{v}: not evaluated")))
     }
 
+    /// `v` evaluated by the interpreter, as artifact bytes.
+    fn eval_to_bytes(&mut self, v: ValueId) -> Result<ByteTensor, CompileError> {
+        let t = self.eval(v)?;
+        let bytes =
+            t.to_le_bytes().map_err(|e| CompileError::Weight { name: format!("{v}"), reason: e.to_string() })?;
+        Ok(ByteTensor { dtype: t.dtype, shape: t.shape, bytes })
+    }
+
+    /// `v` as artifact bytes: the chain of byte-evaluable ops above it ([`weight_eval::byte_op`])
+    /// applied to the bytes of what they start from — a weight whose stored bytes are exact,
+    /// or anything else evaluated by the interpreter. Same bytes as [`Self::eval_to_bytes`].
+    fn eval_bytes(&mut self, v: ValueId) -> Result<ByteTensor, CompileError> {
+        let f = self.f;
+        let declared_shape = |x: ValueId| -> Option<Vec<usize>> {
+            f.ty(x).fixed_shape()?.iter().map(|&d| usize::try_from(d).ok()).collect()
+        };
+        // Walk down through byte-evaluable ops, remembering each (result, op, shape).
+        let mut chain: Vec<(ValueId, &str, weight_eval::ByteOp, Vec<usize>)> = Vec::new();
+        let mut x = v;
+        while let ValueDef::Result { op, index: 0 } = &f.value(x).def {
+            let Some(data) = f.op(*op) else { break };
+            let Some(&src) = data.operands.first() else { break };
+            let (Some(byte_op), Some(shape)) =
+                (weight_eval::byte_op(&data.op, f.ty(src).dtype, f.ty(src).shape.len()), declared_shape(x))
+            else {
+                break;
+            };
+            if data.results.len() != 1 || f.ty(x).dtype != f.ty(src).dtype {
+                break;
+            }
+            chain.push((x, data.op.name(), byte_op, shape));
+            x = src;
+        }
+        let mut t = match &f.value(x).def {
+            ValueDef::Weight { name } if weight_eval::bytes_are_exact(f.ty(x).dtype) => {
+                let decl = self
+                    .m
+                    .weight_decl(name)
+                    .ok_or_else(|| CompileError::Weight { name: name.clone(), reason: "not declared".into() })?;
+                let weight_err = |e: WeightError| CompileError::Weight { name: name.clone(), reason: e.to_string() };
+                let shape = static_shape(decl).map_err(weight_err)?;
+                let bytes = self.provider.load_le_bytes(decl).map_err(weight_err)?;
+                ByteTensor { dtype: decl.ty.dtype, shape, bytes }
+            }
+            _ => self.eval_to_bytes(x)?,
+        };
+        if t.dtype != f.ty(x).dtype && !chain.is_empty() {
+            return Err(CompileError::Invalid(format!("{x}: evaluated as {}, declared {}", t.dtype, f.ty(x))));
+        }
+        for (r, op_name, byte_op, shape) in chain.into_iter().rev() {
+            t = weight_eval::apply(&byte_op, t, &shape).map_err(|reason| CompileError::Weight {
+                name: format!("{r}"),
+                reason: format!("evaluating `{op_name}`: {reason}"),
+            })?;
+        }
+        Ok(t)
+    }
+
+    /// A description of how `v` is computed from weights — ops with their attributes and
+    /// result types down to weight names — equal for equal derivations in any function.
+    fn derivation(&self, v: ValueId) -> Result<String, CompileError> {
+        let f = self.f;
+        Ok(match &f.value(v).def {
+            ValueDef::Weight { name } => format!("weight {name:?}"),
+            ValueDef::Result { op, index } => {
+                let data = f.op(*op).ok_or_else(|| CompileError::Invalid(format!("{v}: no defining op")))?;
+                let operands =
+                    data.operands.iter().map(|&o| self.derivation(o)).collect::<Result<Vec<_>, _>>()?.join(", ");
+                format!("{:?}#{index}: {} ({operands})", data.op, f.ty(v))
+            }
+            ValueDef::Param { .. } => return Err(CompileError::Invalid(format!("{v}: an input is not a weight"))),
+        })
+    }
+
     /// Follows aliasing view ops back to the value that owns the bytes.
     fn storage_of(&self, mut v: ValueId) -> ValueId {
         loop {
@@ -321,6 +494,7 @@ impl FnCompiler<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn compile_function(
     m: &Module,
     f: &Function,
@@ -328,8 +502,10 @@ fn compile_function(
     options: &CompileOptions,
     isa: &dyn TargetIsa,
     b: &mut ArtifactBuilder,
-    weight_index: &mut BTreeMap<String, u32>,
+    weight_index: &mut HashMap<String, u32>,
+    times: &mut PhaseTimes,
 ) -> Result<(), CompileError> {
+    let mut start = Instant::now();
     let order = f.op_order().map_err(|e| CompileError::Invalid(e.to_string()))?;
     let mut c =
         FnCompiler { m, f, provider, constant: HashSet::new(), evaluated: HashMap::new(), alias_ops: HashSet::new() };
@@ -366,6 +542,7 @@ fn compile_function(
         }
     }
     let lowered = lower_function(f).map_err(|e| CompileError::Invalid(e.to_string()))?;
+    start = times.lap("lower", start);
     let mut kernels: BTreeMap<u32, LoweredGroup> = BTreeMap::new();
     for (g, r) in lowered {
         if views_only.contains(&g) {
@@ -492,6 +669,7 @@ fn compile_function(
     let plan = plan_function_at(m, f, &bucket, &time)
         .and_then(|p| p.verify().map(|()| p))
         .map_err(|reason| CompileError::MemoryPlan { function: f.name.clone(), reason })?;
+    start = times.lap("schedule+plan", start);
 
     // Outputs own their storage.
     let mut output_of: HashMap<ValueId, u32> = HashMap::new();
@@ -521,7 +699,10 @@ fn compile_function(
             let binding = if bp.role == BufferRole::Temp {
                 arena_binding(&plan, f, *v)?
             } else if c.constant.contains(v) || matches!(f.value(*v).def, ValueDef::Weight { .. }) {
-                Binding::Weight { index: weight_binding(&mut c, *v, b, weight_index)? }
+                start = times.lap("schedule+plan", start);
+                let index = weight_binding(&mut c, *v, b, weight_index, options.interpret_weights)?;
+                start = times.lap("weights", start);
+                Binding::Weight { index }
             } else {
                 let s = c.storage_of(*v);
                 if let Some(i) = output_of.get(&s) {
@@ -538,7 +719,9 @@ fn compile_function(
             bindings.push(binding);
         }
         let k = &l.kernel;
+        start = times.lap("schedule+plan", start);
         let code = compile_kernel(k, isa)?;
+        start = times.lap("cranelift", start);
         let kernel = b.add_kernel(&k.name, &code);
         let dims = k.dims.iter().map(|d| Poly::symbol(d)).collect();
         let extent = size_poly(&k.parallel.extent, &k.dims)
@@ -551,6 +734,7 @@ fn compile_function(
     let bounds: Vec<(String, i64)> = bucket.iter().map(|(s, v)| (s.clone(), *v)).collect();
     let text: Vec<String> = bounds.iter().map(|(s, v)| format!("{s}<={v}")).collect();
     b.metadata(&format!("memory_plan.{}.bounds", f.name), &text.join(","));
+    times.lap("schedule+plan", start);
     b.add_entry_point(
         EntryPoint { name: f.name.clone(), inputs, outputs },
         steps,
@@ -561,21 +745,29 @@ fn compile_function(
 
 /// The arena slot the memory plan gave `v`.
 fn arena_binding(plan: &MemoryPlan, f: &Function, v: ValueId) -> Result<Binding, CompileError> {
-    let buf = plan
-        .buffer(v)
-        .ok_or_else(|| CompileError::MemoryPlan { function: f.name.clone(), reason: format!("{v} has no arena buffer") })?;
+    let buf = plan.buffer(v).ok_or_else(|| CompileError::MemoryPlan {
+        function: f.name.clone(),
+        reason: format!("{v} has no arena buffer"),
+    })?;
     let off = i64::try_from(buf.offset)
         .map_err(|_| CompileError::MemoryPlan { function: f.name.clone(), reason: "arena offset overflows".into() })?;
     Ok(Binding::Arena { offset: Poly::constant(off) })
 }
 
-/// The artifact weight index of weight-derived `v`, adding it on first use.
+/// The artifact weight index of weight-derived `v`, adding it on first use. `weight_index` is
+/// keyed by [`FnCompiler::derivation`], so every function reading the same derived value (the
+/// same ops on the same weights) shares one weight, evaluated once.
 fn weight_binding(
     c: &mut FnCompiler<'_>,
     v: ValueId,
     b: &mut ArtifactBuilder,
-    weight_index: &mut BTreeMap<String, u32>,
+    weight_index: &mut HashMap<String, u32>,
+    interpret: bool,
 ) -> Result<u32, CompileError> {
+    let key = c.derivation(v)?;
+    if let Some(i) = weight_index.get(&key) {
+        return Ok(*i);
+    }
     let name = match &c.f.value(v).def {
         ValueDef::Weight { name } => name.clone(),
         ValueDef::Result { op, .. } => {
@@ -584,18 +776,17 @@ fn weight_binding(
         }
         ValueDef::Param { .. } => return Err(CompileError::Invalid(format!("{v}: an input is not a weight"))),
     };
-    if let Some(i) = weight_index.get(&name) {
-        return Ok(*i);
-    }
-    let t = c.eval(v)?;
+    let t = if interpret { c.eval_to_bytes(v)? } else { c.eval_bytes(v)? };
+    // Intermediate tensors are not needed again: derived values are shared through
+    // `weight_index`, and holding them would keep an f64 copy of every weight alive.
+    c.evaluated.clear();
     let dtype = rt_dtype(t.dtype).ok_or_else(|| CompileError::Weight {
         name: name.clone(),
         reason: format!("dtype {} has no artifact form", t.dtype),
     })?;
-    let bytes = t.to_le_bytes().map_err(|e| CompileError::Weight { name: name.clone(), reason: e.to_string() })?;
     let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
-    let i = b.add_weight(&name, dtype, &shape, &bytes)?;
-    weight_index.insert(name, i);
+    let i = b.add_weight_vec(&name, dtype, &shape, t.bytes)?;
+    weight_index.insert(key, i);
     Ok(i)
 }
 

@@ -6,6 +6,7 @@ pub mod compile;
 pub mod cpu;
 pub mod kernel;
 pub mod lower;
+pub(crate) mod weight_eval;
 
 /// Why codegen failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -28,6 +28,35 @@ use std::sync::{Arc, Mutex};
 pub trait WeightProvider {
     /// The weight's tensor. Its dtype and shape must equal `decl.ty`.
     fn load(&self, decl: &WeightDecl) -> Result<Tensor, WeightError>;
+
+    /// The weight's little-endian storage bytes: always exactly `load(decl)?.to_le_bytes()`.
+    /// Providers that hold the bytes override this to skip the `f64` tensor (the compiler
+    /// reads every weight of an LLM this way).
+    fn load_le_bytes(&self, decl: &WeightDecl) -> Result<Vec<u8>, WeightError> {
+        self.load(decl)?
+            .to_le_bytes()
+            .map_err(|e| WeightError::Other { weight: decl.name.clone(), message: e.to_string() })
+    }
+}
+
+/// Whether `bytes` of a plain `dtype` survive decoding to `f64` values and encoding back
+/// unchanged: integers always; floats unless a NaN could change its payload; booleans if
+/// every byte is 0 or 1. Quantized blocks never (they are dequantized).
+fn round_trips_exactly(dtype: DType, bytes: &[u8]) -> bool {
+    match dtype {
+        DType::I64 | DType::I32 | DType::I8 | DType::U8 => true,
+        DType::Bool => bytes.iter().all(|&b| b <= 1),
+        DType::F32 => {
+            bytes.chunks_exact(4).all(|c| (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x7f80_0000) != 0x7f80_0000)
+        }
+        DType::F64 => bytes.chunks_exact(8).all(|c| {
+            let bits = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            bits & 0x7ff0_0000_0000_0000 != 0x7ff0_0000_0000_0000
+        }),
+        DType::F16 => bytes.chunks_exact(2).all(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 != 0x7c00),
+        DType::BF16 => bytes.chunks_exact(2).all(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7f80 != 0x7f80),
+        _ => false,
+    }
 }
 
 /// Why a weight could not be loaded.
@@ -163,6 +192,22 @@ impl FileWeights {
         file: &str,
         tensor: &str,
     ) -> Result<Tensor, WeightError> {
+        let (bytes, range) = self.safetensors_bytes(decl, shape, file, tensor)?;
+        Tensor::from_le_bytes(decl.ty.dtype, shape.to_vec(), &bytes[range]).map_err(|e| WeightError::Decode {
+            weight: decl.name.clone(),
+            file: file.into(),
+            message: format!("tensor `{tensor}`: {e}"),
+        })
+    }
+
+    /// The mapped file and the byte range of `tensor`, checked against `decl`.
+    fn safetensors_bytes(
+        &self,
+        decl: &WeightDecl,
+        shape: &[usize],
+        file: &str,
+        tensor: &str,
+    ) -> Result<(Arc<Mmap>, std::ops::Range<usize>), WeightError> {
         let weight = decl.name.as_str();
         let (path, bytes) = self.map(weight, file)?;
         let header = {
@@ -202,8 +247,8 @@ impl FileWeights {
         // read_metadata validated that the offsets are contiguous and fit the buffer.
         let data_start = 8usize.checked_add(*header_len).and_then(|s| s.checked_add(start));
         let data_end = 8usize.checked_add(*header_len).and_then(|s| s.checked_add(end));
-        let data = match (data_start, data_end) {
-            (Some(s), Some(e)) => bytes.get(s..e),
+        let range = match (data_start, data_end) {
+            (Some(s), Some(e)) if e >= s && e <= bytes.len() => Some(s..e),
             _ => None,
         }
         .ok_or_else(|| WeightError::Safetensors {
@@ -214,21 +259,17 @@ impl FileWeights {
         if decl.ty.dtype.is_quantized() {
             let numel = checked_numel(shape).unwrap_or(usize::MAX) as u64;
             let need = decl.ty.dtype.storage_bytes(numel, shape.last().copied().unwrap_or(1) as u64);
-            if found_dtype != Some(DType::U8) || need != Some(data.len() as u64) {
+            if found_dtype != Some(DType::U8) || need != Some(range.len() as u64) {
                 let expected = match need {
                     Some(n) => format!("a u8 tensor of {n} bytes holding {} storage", decl.ty),
                     None => format!("{} (whose storage size is invalid)", decl.ty),
                 };
-                return Err(mismatch(expected, format!("{found_desc} ({} bytes)", data.len())));
+                return Err(mismatch(expected, format!("{found_desc} ({} bytes)", range.len())));
             }
         } else if found_dtype != Some(decl.ty.dtype) || info.shape != shape {
             return Err(mismatch(decl.ty.to_string(), found_desc));
         }
-        Tensor::from_le_bytes(decl.ty.dtype, shape.to_vec(), data).map_err(|e| WeightError::Decode {
-            weight: weight.into(),
-            file: file.into(),
-            message: format!("tensor `{tensor}`: {e}"),
-        })
+        Ok((bytes, range))
     }
 
     fn load_raw(&self, decl: &WeightDecl, shape: &[usize], file: &str, offset: u64) -> Result<Tensor, WeightError> {
@@ -323,6 +364,20 @@ impl WeightProvider for FileWeights {
             }
         }
     }
+
+    fn load_le_bytes(&self, decl: &WeightDecl) -> Result<Vec<u8>, WeightError> {
+        if let WeightSource::Safetensors { file, tensor } = &decl.source {
+            let shape = static_shape(decl)?;
+            let (bytes, range) = self.safetensors_bytes(decl, &shape, file, tensor)?;
+            let data = &bytes[range];
+            if !decl.ty.dtype.is_quantized() && round_trips_exactly(decl.ty.dtype, data) {
+                return Ok(data.to_vec());
+            }
+        }
+        self.load(decl)?
+            .to_le_bytes()
+            .map_err(|e| WeightError::Other { weight: decl.name.clone(), message: e.to_string() })
+    }
 }
 
 #[cfg(test)]
@@ -403,6 +458,38 @@ mod tests {
         assert!(i.bit_eq(&lit));
         assert!(InlineWeights.load(&decl("c", TensorType::fixed(DType::F32, &[1]), WeightSource::Inline(lit))).is_ok());
         assert!(InlineWeights.load(&decl("w", TensorType::fixed(DType::F32, &[2, 2]), st("w"))).is_err());
+    }
+
+    #[test]
+    fn load_le_bytes_equals_the_decoded_tensors_bytes() {
+        // The fast path copies the stored bytes; the reference decodes to f64 and encodes.
+        let dir = TempDir::new();
+        let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
+        let nan_f32 = f32_bytes(&[1.0, f32::from_bits(0x7f80_0001), -0.0]);
+        write_safetensors(
+            &dir.0.join("m.safetensors"),
+            &[
+                ("f", safetensors::Dtype::F32, vec![2, 2], f32_bytes(&[1.5, -0.0, 1e-42, 3.0e38])),
+                ("nan", safetensors::Dtype::F32, vec![3], nan_f32),
+                ("h", safetensors::Dtype::F16, vec![2], [f16(0.1), f16(-2.0)].concat()),
+                ("ids", safetensors::Dtype::I64, vec![2], [7i64, -1].iter().flat_map(|x| x.to_le_bytes()).collect()),
+                ("b", safetensors::Dtype::BOOL, vec![3], vec![0, 1, 2]),
+            ],
+        );
+        let p = FileWeights::new(&dir.0);
+        let st = |t: &str| WeightSource::Safetensors { file: "m.safetensors".into(), tensor: t.into() };
+        for (name, dtype, shape) in [
+            ("f", DType::F32, vec![2, 2]),
+            ("nan", DType::F32, vec![3]),
+            ("h", DType::F16, vec![2]),
+            ("ids", DType::I64, vec![2]),
+            ("b", DType::Bool, vec![3]),
+        ] {
+            let d = decl(name, TensorType::fixed(dtype, &shape), st(name));
+            let want = p.load(&d).unwrap().to_le_bytes().unwrap();
+            assert_eq!(p.load_le_bytes(&d).unwrap(), want, "{name}");
+        }
+        assert!(p.load_le_bytes(&decl("f", TensorType::fixed(DType::F32, &[4]), st("f"))).is_err());
     }
 
     #[test]

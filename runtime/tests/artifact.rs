@@ -4,10 +4,12 @@
 //! flip and every truncation rejected; version, CPU-feature, target and shape errors.
 
 use ferrumc_runtime::abi::{RuntimeFnTable, FN_TABLE_VERSION};
+use ferrumc_runtime::artifact::format::FORMAT_VERSION;
 use ferrumc_runtime::artifact::writer::reseal;
 use ferrumc_runtime::artifact::{Artifact, ArtifactBuilder, Binding, Bucket, DType, EntryPoint, Poly, Step, TensorSig};
 use ferrumc_runtime::error::RuntimeError;
 use ferrumc_runtime::model::{Model, Tensor};
+use sha2::{Digest, Sha256};
 
 /// `out[i] = in[i] + 1.0` for `i` in `[begin, end)`, `in = buffers[0]`, `out = buffers[1]`
 /// (System V x86-64; assembled with GNU as, checked with objdump):
@@ -296,6 +298,61 @@ fn building_is_deterministic() {
 }
 
 #[test]
+fn equal_weight_bytes_are_stored_once_and_every_name_still_reads_them() {
+    let a: Vec<u8> = (0..4096u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let mut other = a.clone();
+    other[4095] ^= 1;
+    let mut one = toy_builder();
+    one.add_weight("a", DType::F32, &[1024, 4], &a).unwrap();
+    let single = one.build().unwrap();
+    let mut b = toy_builder();
+    b.add_weight("a", DType::F32, &[1024, 4], &a).unwrap();
+    b.add_weight("a_again", DType::F32, &[1024, 4], &a).unwrap();
+    b.add_weight("a_as_bytes", DType::U8, &[16384], &a).unwrap();
+    b.add_weight("almost_a", DType::F32, &[1024, 4], &other).unwrap();
+    let bytes = b.build().unwrap();
+    let art = Artifact::from_bytes(&bytes).unwrap();
+    let ws = &art.manifest().weights;
+    let offset = |name: &str| ws.iter().find(|w| w.name == name).unwrap().offset;
+    assert_eq!(offset("a"), offset("a_again"));
+    assert_eq!(offset("a"), offset("a_as_bytes"));
+    assert_ne!(offset("a"), offset("almost_a"));
+    assert_eq!(art.weight("a_again").unwrap(), (DType::F32, &[1024u64, 4][..], &a[..]));
+    assert_eq!(art.weight("a_as_bytes").unwrap(), (DType::U8, &[16384u64][..], &a[..]));
+    assert_eq!(art.weight("almost_a").unwrap().2, &other[..]);
+    // Only `almost_a` (plus its alignment padding) and the three table entries were added.
+    let growth = bytes.len() - single.len();
+    assert!(growth >= other.len() && growth < other.len() + 256, "{growth}");
+}
+
+#[test]
+fn streaming_writes_the_same_bytes_as_build() {
+    let mut b = toy_builder();
+    let big: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 253) as u8).collect();
+    b.add_weight("big", DType::U8, &[big.len() as u64], &big).unwrap();
+    b.add_weight("big_again", DType::U8, &[big.len() as u64], &big).unwrap();
+    b.add_weight("odd", DType::U8, &[3], &[1, 2, 3]).unwrap();
+    for builder in [toy_builder(), b] {
+        let mut streamed = Vec::new();
+        let n = builder.write_to(&mut streamed).unwrap();
+        assert_eq!(n as usize, streamed.len());
+        assert!(streamed == builder.build().unwrap(), "streamed bytes differ");
+    }
+    // A builder `build` refuses is refused by `write_to` too, before anything is written.
+    let mut bad = toy_builder();
+    bad.require_cpu_feature("b").require_cpu_feature("a");
+    bad.add_entry_point(
+        EntryPoint { name: "broken".into(), inputs: vec![], outputs: vec![] },
+        vec![Step { kernel: 99, bindings: vec![], dims: vec![], extent: Poly::constant(1), grain: 0 }],
+        vec![Bucket { bounds: vec![], arena_size: Poly::constant(0) }],
+    );
+    assert!(bad.build().is_err());
+    let mut sink = Vec::new();
+    assert!(bad.write_to(&mut sink).is_err());
+    assert!(sink.is_empty());
+}
+
+#[test]
 fn every_single_byte_flip_is_rejected() {
     let bytes = toy_builder().build().unwrap();
     for i in 0..bytes.len() {
@@ -343,9 +400,12 @@ fn corrupt_contents_with_a_valid_checksum_never_panic() {
 #[test]
 fn wrong_format_and_fn_table_versions_are_reported() {
     let mut b = toy_builder();
-    b.format_version(2);
+    b.format_version(FORMAT_VERSION + 1);
     let r = Artifact::from_bytes(&b.build_unchecked());
-    assert!(matches!(r, Err(RuntimeError::UnsupportedVersion { found: 2, supported: 1 })), "{r:?}");
+    assert!(
+        matches!(r, Err(RuntimeError::UnsupportedVersion { found, supported: FORMAT_VERSION }) if found == FORMAT_VERSION + 1),
+        "{r:?}"
+    );
     let mut b = toy_builder();
     b.fn_table_version(FN_TABLE_VERSION + 1);
     let r = Artifact::from_bytes(&b.build_unchecked());
@@ -354,6 +414,40 @@ fn wrong_format_and_fn_table_versions_are_reported() {
     bad_table.version += 1;
     let m = Model::from_bytes(&toy_builder().build().unwrap()).unwrap();
     assert!(matches!(m.with_fn_table(bad_table), Err(RuntimeError::FnTableVersion { .. })));
+}
+
+#[test]
+fn an_intact_version_1_file_sealed_with_sha256_is_an_old_version_not_tampered() {
+    // Version 1 ended in a SHA-256 of the body; reproduce such a file exactly.
+    let mut b = toy_builder();
+    b.format_version(1);
+    let mut bytes = b.build_unchecked();
+    let body_len = bytes.len() - 32;
+    let digest = Sha256::digest(&bytes[..body_len]);
+    bytes[body_len..].copy_from_slice(&digest);
+    let r = Artifact::from_bytes(&bytes);
+    assert!(matches!(r, Err(RuntimeError::UnsupportedVersion { found: 1, supported: FORMAT_VERSION })), "{r:?}");
+    // The same file with one body byte changed is tampered, whatever its version field says.
+    for i in [8, 12, body_len / 2, body_len - 1] {
+        let mut t = bytes.clone();
+        t[i] ^= 0x01;
+        assert!(matches!(Artifact::from_bytes(&t), Err(RuntimeError::Tampered)), "byte {i}");
+    }
+}
+
+#[test]
+fn the_checksum_is_blake3_of_the_body() {
+    // An independent reference: the trailing 32 bytes are BLAKE3 of everything before them,
+    // whether the body is hashed on one thread (small) or all cores (large weights).
+    for weight_len in [4usize, 3 << 20] {
+        let mut b = toy_builder();
+        let values: Vec<u8> = (0..weight_len).map(|i| (i * 7 % 251) as u8).collect();
+        b.add_weight("big", DType::U8, &[weight_len as u64], &values).unwrap();
+        let bytes = b.build().unwrap();
+        let body_len = bytes.len() - 32;
+        assert_eq!(&bytes[body_len..], blake3::hash(&bytes[..body_len]).as_bytes(), "{weight_len}");
+        assert!(Artifact::from_bytes(&bytes).is_ok());
+    }
 }
 
 #[test]

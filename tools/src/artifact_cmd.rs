@@ -4,7 +4,7 @@
 use crate::input::{CliError, LoadedModule};
 use crate::progress::CompileBar;
 use crate::run::{read_input_tensor, summarize, write_outputs};
-use ferrumc_codegen::compile::{compile_module, CompileOptions};
+use ferrumc_codegen::compile::{compile_to_builder, CompileOptions};
 use ferrumc_ir::weights::FileWeights;
 use ferrumc_ir::Tensor;
 use ferrumc_passes::QuantScheme;
@@ -44,19 +44,29 @@ pub fn compile(
     let weights = FileWeights::new(loaded.base_dir.clone());
     let bar = CompileBar::for_stderr();
     options.progress = bar.hook();
-    let compiled = compile_module(&loaded.module, &weights, &options);
+    let compiled = compile_to_builder(&loaded.module, &weights, &options);
     bar.finish();
-    let bytes = compiled.map_err(|e| CliError::new(format!("error: {e}")))?;
-    std::fs::write(output, &bytes)
-        .map_err(|e| CliError::new(format!("error: {}: cannot write: {e}", output.display())))?;
-    println!("wrote {} ({} bytes)", output.display(), bytes.len());
+    let builder = compiled.map_err(|e| CliError::new(format!("error: {e}")))?;
+    // Streamed to the file (validated first), so the artifact is not held twice in memory; a
+    // failed write removes the partial file.
+    let cannot_write = |e: String| CliError::new(format!("error: {}: cannot write: {e}", output.display()));
+    let written = std::fs::File::create(output).map_err(|e| cannot_write(e.to_string())).and_then(|file| {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        let n = builder.write_to(&mut w).map_err(|e| cannot_write(e.to_string()))?;
+        std::io::Write::flush(&mut w).map_err(|e| cannot_write(e.to_string()))?;
+        Ok(n)
+    });
+    let written = written.inspect_err(|_| {
+        let _ = std::fs::remove_file(output);
+    })?;
+    println!("wrote {} ({written} bytes)", output.display());
     Ok(())
 }
 
+/// Memory-maps and validates the artifact (no copy: the weights are used where the page
+/// cache holds them, so the run's memory is the file plus its arenas).
 fn load_artifact(path: &Path) -> Result<Model, CliError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| CliError::new(format!("error: {}: cannot read: {e}", path.display())))?;
-    Model::from_bytes(&bytes).map_err(|e| CliError::new(format!("error: {}: {e}", path.display())))
+    Model::load(path).map_err(|e| CliError::new(format!("error: {}: {e}", path.display())))
 }
 
 pub fn to_runtime(name: &str, t: &Tensor) -> Result<RtTensor, CliError> {
@@ -142,11 +152,11 @@ pub fn run(
 
 /// `ferrumc inspect model.ferrumc`.
 pub fn inspect(path: &Path) -> Result<(), CliError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| CliError::new(format!("error: {}: cannot read: {e}", path.display())))?;
-    let a = Artifact::from_bytes(&bytes).map_err(|e| CliError::new(format!("error: {}: {e}", path.display())))?;
+    // Memory-mapped and fully validated (checksum, versions, target, CPU features) like `run`.
+    let a = Artifact::open(path).map_err(|e| CliError::new(format!("error: {}: {e}", path.display())))?;
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or_default();
     let m = a.manifest();
-    println!("{}: ferrumc artifact, {} bytes", path.display(), bytes.len());
+    println!("{}: ferrumc artifact, {size} bytes", path.display());
     println!("ferrumc version: {}", m.ferrumc_version);
     println!("target: {}", m.target);
     println!("cpu features: {}", m.cpu_features.join(", "));

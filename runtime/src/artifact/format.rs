@@ -11,12 +11,36 @@ use std::collections::BTreeMap;
 
 /// The first 8 bytes of every artifact.
 pub const MAGIC: [u8; 8] = *b"FERRUMC\0";
-/// The format version this runtime writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this runtime writes and reads. Version 2 replaced version 1's
+/// trailing SHA-256 with BLAKE3 (same place, same length), hashed on all cores.
+pub const FORMAT_VERSION: u32 = 2;
+/// The last format version sealed with SHA-256: such a file is recognized (its SHA-256
+/// matches) and refused with `UnsupportedVersion` rather than reported as tampered.
+pub const LAST_SHA256_VERSION: u32 = 1;
 /// Section alignment in the file (and of weights inside `WEIGHT_DATA`).
 pub const ALIGN: u64 = 64;
-/// Bytes of the trailing SHA-256.
+/// Bytes of the trailing checksum (BLAKE3 since version 2, SHA-256 before).
 pub const CHECKSUM_LEN: usize = 32;
+/// Bodies at least this long are hashed on all cores (rayon); below it threads cost more
+/// than they save. BLAKE3's tree makes the digest the same either way.
+const PARALLEL_HASH_MIN: usize = 1 << 20;
+
+/// The checksum of an artifact body (everything before the trailing checksum): BLAKE3,
+/// computed on all cores for large bodies (the digest does not depend on how it is split).
+pub fn checksum(body: &[u8]) -> [u8; CHECKSUM_LEN] {
+    let mut h = blake3::Hasher::new();
+    checksum_update(&mut h, body);
+    *h.finalize().as_bytes()
+}
+
+/// Feeds `bytes` to a running checksum (the digest does not depend on how the body is cut).
+pub fn checksum_update(h: &mut blake3::Hasher, bytes: &[u8]) {
+    if bytes.len() >= PARALLEL_HASH_MIN {
+        h.update_rayon(bytes);
+    } else {
+        h.update(bytes);
+    }
+}
 
 /// Section kinds (the `u32` in the section table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -6,7 +6,7 @@
 //!   executable.
 //! * [`expr`]: [`Poly`], the symbolic size expressions.
 //!
-//! # Layout (format version 1)
+//! # Layout (format version 2)
 //!
 //! All integers are little-endian. `str` = `u32` byte length + UTF-8 bytes; `list<T>` =
 //! `u32` count + that many `T`; `poly` = `list<term>`, `term` = `i64` coefficient +
@@ -16,7 +16,7 @@
 //! ```text
 //! offset  size  field
 //! 0       8     magic "FERRUMC\0"
-//! 8       4     u32 format version (1)
+//! 8       4     u32 format version (2)
 //! 12      4     u32 runtime function-table version (abi::FN_TABLE_VERSION)
 //! 16      ...   str ferrumc version, str target triple, list<str> required CPU features
 //!               (sorted, deduplicated; e.g. "avx2", "avx512f", "fma")
@@ -24,7 +24,7 @@
 //!               sorted by kind, each kind exactly once
 //! ...     ...   zero padding, then the sections, each at a 64-byte aligned offset, in
 //!               table order, zero padding between them
-//! N-32    32    SHA-256 of bytes [0, N-32)
+//! N-32    32    BLAKE3 of bytes [0, N-32) (version 1: SHA-256)
 //! ```
 //!
 //! Sections (kind number, name, payload):

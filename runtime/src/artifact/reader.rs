@@ -1,15 +1,15 @@
 //! [`Artifact`]: validates artifact bytes and maps their machine code executable.
 //!
-//! Order of checks: magic → SHA-256 over the whole file (nothing else is trusted before it
+//! Order of checks: magic → BLAKE3 checksum over the whole file (nothing else is trusted before it
 //! matches) → format version → function-table version → section table → sections → cross
 //! references → target architecture → host CPU features. Only then is the code copied into
 //! fresh page-aligned memory and made executable.
 
-use super::format::{self, Dec, SectionKind, ALIGN, CHECKSUM_LEN, FORMAT_VERSION, MAGIC};
+use super::format::{self, Dec, SectionKind, ALIGN, CHECKSUM_LEN, FORMAT_VERSION, LAST_SHA256_VERSION, MAGIC};
 use super::{Binding, DType, Manifest};
 use crate::abi::{KernelFn, FN_TABLE_VERSION};
 use crate::error::{Result, RuntimeError};
-use memmap2::{Mmap, MmapMut};
+use memmap2::{Mmap, MmapMut, MmapOptions};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -36,10 +36,28 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed> {
         return Err(RuntimeError::Tampered);
     };
     let (body, sum) = bytes.split_at(body_len);
-    if Sha256::digest(body).as_slice() != sum {
+    if format::checksum(body) != sum {
+        // An intact file of a version sealed with SHA-256 is old, not tampered: say so. The
+        // version field is only a hint here; the SHA-256 over the whole body must match.
+        let old = body.get(MAGIC.len()..MAGIC.len() + 4).and_then(|v| v.try_into().ok()).map(u32::from_le_bytes);
+        if let Some(found) = old.filter(|&v| v <= LAST_SHA256_VERSION) {
+            if Sha256::digest(body).as_slice() == sum {
+                return Err(RuntimeError::UnsupportedVersion { found, supported: FORMAT_VERSION });
+            }
+        }
         return Err(RuntimeError::Tampered);
     }
+    parse_body(body)
+}
 
+/// Everything [`parse`] checks after the checksum, on the bytes before it (`body`). Reads
+/// the header, section table and every section except the contents of `CODE` and
+/// `WEIGHT_DATA` (only their bounds).
+pub(crate) fn parse_body(body: &[u8]) -> Result<Parsed> {
+    if body.len() < MAGIC.len() || body[..MAGIC.len()] != MAGIC {
+        return Err(RuntimeError::BadMagic);
+    }
+    let body_len = body.len();
     let mut h = Dec::new(&body[MAGIC.len()..], "header");
     let version = h.u32()?;
     if version != FORMAT_VERSION {
@@ -253,7 +271,9 @@ pub fn host_has_cpu_feature(feature: &str) -> bool {
             "avx512bf16",
             "avx512fp16",
             "avx512vbmi",
-            "avxvnni"
+            "avx512bitalg",
+            "avxvnni",
+            "cmpxchg16b"
         )
     }
     #[cfg(target_arch = "aarch64")]
@@ -320,10 +340,12 @@ impl Artifact {
             std::io::Read::read_to_end(&mut &file, &mut bytes)?;
             return Self::from_bytes(&bytes);
         }
+        // Pre-faulted (`MAP_POPULATE`): the checksum reads every page anyway, and faulting them
+        // in one kernel call is cheaper than one fault per page during hashing or the first run.
         // SAFETY: a read-only private mapping; the documented contract is that the file is not
         // modified while mapped. Everything read from it is bounds-checked, so a violation can
         // at worst yield wrong values, and code is copied out before it is made executable.
-        let map = unsafe { Mmap::map(&file)? };
+        let map = unsafe { MmapOptions::new().populate().map(&file)? };
         Self::from_storage(map)
     }
 

@@ -7,12 +7,18 @@
 //! because schedules refer to them by index. Padding is zeros. `build` validates its own
 //! output with the reader's structural checks, so a builder never emits a file the runtime
 //! would reject as malformed.
+//!
+//! Weight bytes are stored once by content: a weight whose bytes equal an earlier weight's
+//! (found by a BLAKE3 hash, confirmed by comparing the bytes) gets its own table entry (name,
+//! dtype, shape) pointing at the earlier bytes. Each weight's bytes are kept in their own
+//! buffer until `build`, which copies them into the output once.
 
-use super::format::{self, align_up, Enc, SectionKind, ALIGN, FORMAT_VERSION, MAGIC};
+use super::format::{self, align_up, Enc, SectionKind, ALIGN, CHECKSUM_LEN, FORMAT_VERSION, MAGIC};
 use super::{Bucket, DType, EntryPoint, KernelInfo, Manifest, StateInfo, Step, WeightInfo};
 use crate::abi::FN_TABLE_VERSION;
 use crate::error::{Result, RuntimeError};
-use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::Write;
 
 /// Byte alignment of each kernel inside `CODE`.
 const KERNEL_ALIGN: usize = 16;
@@ -22,7 +28,12 @@ const KERNEL_ALIGN: usize = 16;
 pub struct ArtifactBuilder {
     manifest: Manifest,
     code: Vec<u8>,
-    weight_data: Vec<u8>,
+    /// Distinct weight contents in `WEIGHT_DATA` order: `(offset, bytes)`.
+    weight_blobs: Vec<(u64, Vec<u8>)>,
+    /// `WEIGHT_DATA` length so far.
+    weight_data_len: u64,
+    /// Indices into `weight_blobs` by the BLAKE3 hash of their bytes (candidates for sharing).
+    blobs_by_hash: HashMap<[u8; CHECKSUM_LEN], Vec<usize>>,
     format_version: u32,
 }
 
@@ -38,7 +49,9 @@ impl ArtifactBuilder {
                 ..Manifest::default()
             },
             code: Vec::new(),
-            weight_data: Vec::new(),
+            weight_blobs: Vec::new(),
+            weight_data_len: 0,
+            blobs_by_hash: HashMap::new(),
             format_version: FORMAT_VERSION,
         }
     }
@@ -91,8 +104,14 @@ impl ArtifactBuilder {
     }
 
     /// Appends a weight (bytes in the layout the kernels expect); returns its index. Fails if
-    /// `bytes` does not hold exactly `shape`'s elements of `dtype`.
+    /// `bytes` does not hold exactly `shape`'s elements of `dtype`. Bytes equal to an earlier
+    /// weight's are not stored again: the new entry points at the earlier bytes.
     pub fn add_weight(&mut self, name: &str, dtype: DType, shape: &[u64], bytes: &[u8]) -> Result<u32> {
+        self.add_weight_vec(name, dtype, shape, bytes.to_vec())
+    }
+
+    /// [`ArtifactBuilder::add_weight`] taking ownership of the bytes (no copy).
+    pub fn add_weight_vec(&mut self, name: &str, dtype: DType, shape: &[u64], bytes: Vec<u8>) -> Result<u32> {
         let numel = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
         if numel.and_then(|n| dtype.byte_len(n)) != Some(bytes.len() as u64) {
             return Err(RuntimeError::InvalidTensor {
@@ -100,16 +119,21 @@ impl ArtifactBuilder {
                 reason: format!("{} bytes do not hold a {dtype} tensor of shape {shape:?}", bytes.len()),
             });
         }
-        self.weight_data.resize(self.weight_data.len().next_multiple_of(ALIGN as usize), 0);
+        let len = bytes.len() as u64;
+        let hash = format::checksum(&bytes);
+        let candidates = self.blobs_by_hash.entry(hash).or_default();
+        let offset = match candidates.iter().map(|&i| &self.weight_blobs[i]).find(|(_, b)| *b == bytes) {
+            Some((offset, _)) => *offset,
+            None => {
+                let offset = align_up(self.weight_data_len);
+                candidates.push(self.weight_blobs.len());
+                self.weight_blobs.push((offset, bytes));
+                self.weight_data_len = offset + len;
+                offset
+            }
+        };
         let index = self.manifest.weights.len() as u32;
-        self.manifest.weights.push(WeightInfo {
-            name: name.to_string(),
-            dtype,
-            shape: shape.to_vec(),
-            offset: self.weight_data.len() as u64,
-            len: bytes.len() as u64,
-        });
-        self.weight_data.extend_from_slice(bytes);
+        self.manifest.weights.push(WeightInfo { name: name.to_string(), dtype, shape: shape.to_vec(), offset, len });
         Ok(index)
     }
 
@@ -145,21 +169,77 @@ impl ArtifactBuilder {
 
     /// Serializes without validating (tests that need an invalid file).
     pub fn build_unchecked(&self) -> Vec<u8> {
+        let layout = self.layout();
+        let mut out = Vec::with_capacity(layout.body_len as usize + CHECKSUM_LEN);
+        let written: std::io::Result<()> = self.write_body(&layout, &mut |chunk| {
+            out.extend_from_slice(chunk);
+            Ok(())
+        });
+        debug_assert!(written.is_ok(), "writing to a vector cannot fail");
+        let digest = format::checksum(&out);
+        out.extend_from_slice(&digest);
+        out
+    }
+
+    /// Validates like [`ArtifactBuilder::build`] and writes the same bytes to `w` without
+    /// assembling the file in memory (the weights are not copied again): for artifacts of
+    /// hundreds of megabytes. Returns the number of bytes written.
+    pub fn write_to(&self, w: &mut dyn Write) -> Result<u64> {
+        let layout = self.layout();
+        // The reader's structural checks read every section except the contents of CODE and
+        // WEIGHT_DATA, so they run on a copy whose WEIGHT_DATA stays zero: `vec![0; n]` is
+        // allocated zeroed by the OS, and pages never written take no memory.
+        let mut shadow = vec![0u8; layout.body_len as usize];
+        let mut at = 0usize;
+        let weight_data = layout.offset_of(SectionKind::WeightData);
+        let weight_data = weight_data..weight_data + self.weight_data_len;
+        self.write_body(&layout, &mut |chunk| {
+            // Pieces never straddle the section's bounds (padding stops at them).
+            if !weight_data.contains(&(at as u64)) {
+                shadow[at..at + chunk.len()].copy_from_slice(chunk);
+            }
+            at += chunk.len();
+            Ok(())
+        })?;
+        super::reader::parse_body(&shadow)?;
+        drop(shadow);
+
+        let mut hasher = blake3::Hasher::new();
+        let mut written = 0u64;
+        self.write_body(&layout, &mut |chunk| {
+            format::checksum_update(&mut hasher, chunk);
+            written += chunk.len() as u64;
+            w.write_all(chunk)
+        })?;
+        w.write_all(hasher.finalize().as_bytes())?;
+        Ok(written + CHECKSUM_LEN as u64)
+    }
+
+    /// Encodes the small sections and the header and places every section.
+    fn layout(&self) -> Layout {
         let m = &self.manifest;
-        let mut sections: Vec<(SectionKind, Vec<u8>)> = Vec::new();
+        let mut sections: Vec<(SectionKind, Option<Vec<u8>>, u64, u64)> = Vec::new();
         for kind in SectionKind::ALL {
             let mut e = Enc::default();
             match kind {
-                SectionKind::Code => e.buf.extend_from_slice(&self.code),
+                // Copied straight from the builder when written.
+                SectionKind::Code => {
+                    sections.push((kind, None, self.code.len() as u64, 0));
+                    continue;
+                }
+                SectionKind::WeightData => {
+                    sections.push((kind, None, self.weight_data_len, 0));
+                    continue;
+                }
                 SectionKind::Kernels => format::enc_kernels(&mut e, &m.kernels),
                 SectionKind::Schedule => format::enc_schedules(&mut e, &m.schedules),
                 SectionKind::MemoryPlan => format::enc_memory_plan(&mut e, &m.states, &m.memory_plans),
                 SectionKind::EntryPoints => format::enc_entry_points(&mut e, &m.entry_points),
                 SectionKind::Weights => format::enc_weights(&mut e, &m.weights),
-                SectionKind::WeightData => e.buf.extend_from_slice(&self.weight_data),
                 SectionKind::Metadata => format::enc_metadata(&mut e, &m.metadata),
             }
-            sections.push((kind, e.buf));
+            let len = e.buf.len() as u64;
+            sections.push((kind, Some(e.buf), len, 0));
         }
 
         let mut h = Enc::default();
@@ -175,24 +255,67 @@ impl ArtifactBuilder {
         // Section table: 4 + 24 per entry.
         let table_end = h.buf.len() as u64 + 4 + 24 * sections.len() as u64;
         let mut offset = align_up(table_end);
+        let mut body_len = table_end;
         h.count(sections.len());
-        let mut offsets = Vec::new();
-        for (kind, payload) in &sections {
+        for (kind, _, len, at) in &mut sections {
             h.u32(*kind as u32);
             h.u32(0);
             h.u64(offset);
-            h.u64(payload.len() as u64);
-            offsets.push(offset);
-            offset = align_up(offset + payload.len() as u64);
+            h.u64(*len);
+            *at = offset;
+            body_len = offset + *len;
+            offset = align_up(offset + *len);
         }
-        let mut out = h.buf;
-        for ((_, payload), off) in sections.iter().zip(offsets) {
-            out.resize(off as usize, 0);
-            out.extend_from_slice(payload);
+        Layout { header: h.buf, sections, body_len }
+    }
+
+    /// Emits the body (everything before the checksum) in order, in pieces.
+    fn write_body(&self, layout: &Layout, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        const ZEROS: [u8; ALIGN as usize] = [0; ALIGN as usize];
+        let mut pos = 0u64;
+        let pad_to = |pos: &mut u64, to: u64, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>| {
+            while *pos < to {
+                let n = (to - *pos).min(ALIGN) as usize;
+                sink(&ZEROS[..n])?;
+                *pos += n as u64;
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        sink(&layout.header)?;
+        pos += layout.header.len() as u64;
+        for (kind, payload, len, at) in &layout.sections {
+            pad_to(&mut pos, *at, sink)?;
+            match (kind, payload) {
+                (_, Some(p)) => sink(p)?,
+                (SectionKind::Code, None) => sink(&self.code)?,
+                (_, None) => {
+                    for (blob_offset, blob) in &self.weight_blobs {
+                        pad_to(&mut pos, at + blob_offset, sink)?;
+                        sink(blob)?;
+                        pos += blob.len() as u64;
+                    }
+                    pad_to(&mut pos, at + len, sink)?;
+                    continue;
+                }
+            }
+            pos += len;
         }
-        let digest = Sha256::digest(&out);
-        out.extend_from_slice(&digest);
-        out
+        Ok(())
+    }
+}
+
+/// Where everything goes in the file: the encoded header, each section as `(kind, encoded
+/// payload or None for CODE / WEIGHT_DATA, length, file offset)`, and the body length.
+#[derive(Debug)]
+struct Layout {
+    header: Vec<u8>,
+    sections: Vec<(SectionKind, Option<Vec<u8>>, u64, u64)>,
+    body_len: u64,
+}
+
+impl Layout {
+    fn offset_of(&self, kind: SectionKind) -> u64 {
+        self.sections.iter().find(|s| s.0 == kind).map_or(0, |s| s.3)
     }
 }
 
@@ -200,6 +323,6 @@ impl ArtifactBuilder {
 /// patch headers). Does nothing if `bytes` is shorter than a checksum.
 pub fn reseal(bytes: &mut [u8]) {
     let Some(body_len) = bytes.len().checked_sub(format::CHECKSUM_LEN) else { return };
-    let digest = Sha256::digest(&bytes[..body_len]);
+    let digest = format::checksum(&bytes[..body_len]);
     bytes[body_len..].copy_from_slice(&digest);
 }
