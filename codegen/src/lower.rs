@@ -189,6 +189,9 @@ struct Lowerer<'a> {
     row_defs: HashMap<ValueId, RowDef>,
     /// Reduction results without keepdims: stored per row, never consumed in the group.
     rank_reduced: HashSet<ValueId>,
+    /// Column-split matmul epilogues: the row axis' index is `col_base + j` (the parallel
+    /// tile's first column plus the loop variable), not `j`.
+    col_base: Option<IndexExpr>,
 }
 
 /// A value that varies along the row, defined from its input and per-row locals.
@@ -228,6 +231,7 @@ impl<'a> Lowerer<'a> {
             row_values: HashMap::new(),
             row_defs: HashMap::new(),
             rank_reduced: HashSet::new(),
+            col_base: None,
         }
     }
 
@@ -335,7 +339,12 @@ impl<'a> Lowerer<'a> {
         let last = &shape[shape.len() - 1];
         if !is_one(last) {
             match j {
-                Some(j) => ix = ix.plus_var(j, &Size::constant(1)),
+                Some(j) => {
+                    ix = ix.plus_var(j, &Size::constant(1));
+                    if let Some(cb) = &self.col_base {
+                        ix = add_scaled(ix, cb, &Size::constant(1));
+                    }
+                }
                 None => return Err(LowerFail::Error(CodegenError::Invalid("row value read outside its loop".into()))),
             }
         }
@@ -802,6 +811,38 @@ impl<'a> Lowerer<'a> {
         let mut body = Vec::new();
         let j = self.fresh_var();
         match how {
+            How::Call(which, w, ldb) if gemm_col_tile(&n).is_some() => {
+                // Column split: every launch multiplies all `m` rows by its tile of columns,
+                // so one-row products (decode) use every thread and each weight column is
+                // read once per step.
+                let tile = gemm_col_tile(&n).unwrap_or(PANEL_COLS);
+                let xb = self.buffer(x, BufferRole::Input);
+                let wb = self.buffer(w, BufferRole::Input);
+                let cb = self.buffer(first_out, BufferRole::Output);
+                body.push(col_tile_gemm(which, xb, wb, cb, &m, &n, &k, ldb));
+                let parallel = LoopExtent { extent: n.clone(), tile };
+                if outputs.len() == 1 && first_out == res && bias.is_none() {
+                    return Ok(self.finish(parallel, body));
+                }
+                let i = self.fresh_var();
+                let space = Space {
+                    shape: vec![Dim::fixed(0), n_dim.clone()],
+                    original: Some(out_shape.clone()),
+                    coords: vec![unit(i)],
+                };
+                self.col_base = Some(unit(Var::PARALLEL));
+                let acc = self.fresh_local(ScalarType::F32);
+                let acc_index = self.index(&space, &out_shape, Some(j))?;
+                let mut inner = vec![Stmt::Let { local: acc, value: Expr::Load { buffer: cb, index: acc_index } }];
+                self.row_defs.insert(res, RowDef::Anchor { acc, bias });
+                inner.extend(self.epilogue_stores(&space, j, &outputs)?);
+                body.push(Stmt::Loop {
+                    var: i,
+                    extent: Extent::Size(m),
+                    body: vec![Stmt::Loop { var: j, extent: Extent::ParallelTile, body: inner }],
+                });
+                Ok(self.finish(parallel, body))
+            }
             How::Call(which, w, ldb) => {
                 let xb = self.buffer(x, BufferRole::Input);
                 let wb = self.buffer(w, BufferRole::Input);
@@ -1216,7 +1257,83 @@ impl Lowerer<'_> {
     }
 }
 
+/// What [`Lowerer::attention_rows_template`] needs of an attention group.
+struct AttentionShape {
+    q: ValueId,
+    k: ValueId,
+    v: ValueId,
+    /// The group's output (the attention result, or its transposed/merged view).
+    out: ValueId,
+    transposed: bool,
+    hq: i64,
+    /// Query heads per kv head.
+    group: i64,
+    dk: i64,
+    dv: i64,
+    scale: f32,
+    causal: bool,
+}
+
 impl Lowerer<'_> {
+    /// Attention without a mask or KV cache (prefill / `forward`): parallel over query rows
+    /// (`(b·H + h)·S + i`, one `attention_row` call each), so long sequences use every thread
+    /// and causal rows (which see `i + (T − S) + 1` keys) are spread evenly over the chunks.
+    fn attention_rows_template(mut self, a: AttentionShape, qs: &[Dim]) -> LResult<(Kernel, Vec<ValueId>)> {
+        let c = |n: i64| Size::constant(n);
+        let ks = self.shape(a.k);
+        let s = self.size(&qs[2])?;
+        let t = self.size(&ks[2])?;
+        let batch = self.size(&qs[0])?;
+        let (qb, kb, vb) = (
+            self.buffer(a.q, BufferRole::Input),
+            self.buffer(a.k, BufferRole::Input),
+            self.buffer(a.v, BufferRole::Input),
+        );
+        let ob = self.buffer(a.out, BufferRole::Output);
+        let row = || Expr::Index(unit(Var::PARALLEL));
+        let (head, i, kvh) =
+            (self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64));
+        let lo = Expr::Local;
+        let mul = |x: Expr, y: Expr| Expr::binary(BinaryOp::Mul, x, y);
+        let add = |x: Expr, y: Expr| Expr::binary(BinaryOp::Add, x, y);
+        let mut body = vec![
+            // head = b·H + h, i = the row within the head, kvh = b·Hkv + h / G.
+            Stmt::Let { local: head, value: Expr::binary(BinaryOp::Div, row(), Expr::Dim(s.clone())) },
+            Stmt::Let { local: i, value: Expr::binary(BinaryOp::Rem, row(), Expr::Dim(s.clone())) },
+            Stmt::Let { local: kvh, value: Expr::binary(BinaryOp::Div, lo(head), Expr::i64(a.group)) },
+        ];
+        let o_base = if a.transposed {
+            // ((b·S + i)·H + h)·Dv with b = head / H, h = head % H.
+            let (b, h) = (self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64));
+            let base = self.fresh_local(ScalarType::I64);
+            body.push(Stmt::Let { local: b, value: Expr::binary(BinaryOp::Div, lo(head), Expr::i64(a.hq)) });
+            body.push(Stmt::Let { local: h, value: Expr::binary(BinaryOp::Rem, lo(head), Expr::i64(a.hq)) });
+            let bs_i = add(mul(lo(b), Expr::Dim(s.clone())), lo(i));
+            body.push(Stmt::Let { local: base, value: mul(add(mul(bs_i, Expr::i64(a.hq)), lo(h)), Expr::i64(a.dv)) });
+            lo(base)
+        } else {
+            mul(row(), Expr::i64(a.dv))
+        };
+        let keys = if a.causal {
+            // Visible iff j ≤ i + (T − S).
+            add(lo(i), Expr::Dim(t.add(&s.mul(&c(-1))).add(&c(1))))
+        } else {
+            Expr::Dim(t.clone())
+        };
+        let at = |buffer: u32, base: Expr| DynRef { buffer, base: Some(base), index: IndexExpr::default() };
+        body.push(Stmt::CallAttentionRow(Box::new(AttentionRowArgs {
+            q: DynRef { buffer: qb, base: None, index: IndexExpr::var(Var::PARALLEL, c(a.dk)) },
+            k: at(kb, mul(lo(kvh), Expr::Dim(t.mul(&c(a.dk))))),
+            v: at(vb, mul(lo(kvh), Expr::Dim(t.mul(&c(a.dv))))),
+            o: at(ob, o_base),
+            keys,
+            dk: a.dk,
+            dv: a.dv,
+            scale: a.scale,
+        })));
+        Ok(self.finish(LoopExtent { extent: batch.mul(&c(a.hq)).mul(&s), tile: 1 }, body))
+    }
+
     /// The attention template (see the module doc): parallel over (batch, kv head); per
     /// iteration the KV cache of that head is first concatenated into `present_k`/`present_v`
     /// (when there is one; the scores then read the keys back from there), then each of the
@@ -1297,6 +1414,13 @@ impl Lowerer<'_> {
         };
         let t = p_len.add(&sn);
         let c = |n: i64| Size::constant(n);
+        let scale = scale.unwrap_or(1.0 / (dk as f64).sqrt()) as f32;
+        if mask.is_none() && past.is_none() {
+            return self.attention_rows_template(
+                AttentionShape { q, k, v, out, transposed, hq, group, dk, dv, scale, causal },
+                &qs,
+            );
+        }
         let (qb, kb, vb) =
             (self.buffer(q, BufferRole::Input), self.buffer(k, BufferRole::Input), self.buffer(v, BufferRole::Input));
         let mut body = Vec::new();
@@ -1311,7 +1435,7 @@ impl Lowerer<'_> {
             value: Expr::binary(BinaryOp::Rem, Expr::Index(unit(Var::PARALLEL)), Expr::i64(hkv)),
         });
         // KV cache: present = concat(past, new) along the sequence.
-        let (keys, vals) = match past {
+        let (keys_buf, vals) = match past {
             None => (kb, vb),
             Some((pk, pv)) => {
                 if presents.len() != 2 {
@@ -1372,6 +1496,33 @@ impl Lowerer<'_> {
             (None, IndexExpr::var(Var::PARALLEL, c(group * dv).mul(&s)).plus_var(g, &s.mul(&c(dv))).plus_var(i, &c(dv)))
         };
         let plus = |ix: &IndexExpr, v: Var| ix.clone().plus_var(v, &c(1));
+        if mask.is_none() {
+            // One `attention_row` call per query row over the present keys (the cache copy
+            // above ran first in this same iteration); causal rows see `i + (T − S) + 1` keys.
+            let keys = if causal {
+                Expr::Index(unit(i).plus_offset(&t.add(&s.mul(&c(-1))).add(&c(1))))
+            } else {
+                Expr::Dim(t.clone())
+            };
+            let kv_base = |d: i64| IndexExpr::var(Var::PARALLEL, c(d).mul(&t));
+            let call = Stmt::CallAttentionRow(Box::new(AttentionRowArgs {
+                q: DynRef { buffer: qb, base: None, index: q_row.clone() },
+                k: DynRef { buffer: keys_buf, base: None, index: kv_base(dk) },
+                v: DynRef { buffer: vals, base: None, index: kv_base(dv) },
+                o: DynRef { buffer: ob, base: o_base.map(lo), index: o_row.clone() },
+                keys,
+                dk,
+                dv,
+                scale,
+            }));
+            body.push(Stmt::Loop {
+                var: g,
+                extent: Extent::Size(c(group)),
+                body: vec![Stmt::Loop { var: i, extent: Extent::Size(s), body: vec![call] }],
+            });
+            let batch = self.size(&qs[0])?;
+            return Ok(self.finish(LoopExtent { extent: batch.mul(&c(hkv)), tile: 1 }, body));
+        }
         let o_load = |v: Var| match o_base {
             Some(b) => Expr::load_at(ob, lo(b), plus(&o_row, v)),
             None => Expr::Load { buffer: ob, index: plus(&o_row, v) },
@@ -1392,7 +1543,6 @@ impl Lowerer<'_> {
             self.fresh_local(ScalarType::F32),
         );
         let ninf = || Expr::f32(f32::NEG_INFINITY);
-        let scale = scale.unwrap_or(1.0 / (dk as f64).sqrt()) as f32;
         let mut score = Expr::binary(BinaryOp::Mul, lo(sc), Expr::f32(scale));
         if let Some(mk) = mask {
             let ms = self.shape(mk);
@@ -1453,7 +1603,7 @@ impl Lowerer<'_> {
             value: Expr::binary(
                 BinaryOp::Mul,
                 Expr::Load { buffer: qb, index: plus(&q_row, dd) },
-                Expr::Load { buffer: keys, index: plus(&kv_row(dk), dd) },
+                Expr::Load { buffer: keys_buf, index: plus(&kv_row(dk), dd) },
             ),
             into: sc,
         };
@@ -1795,13 +1945,57 @@ fn row_tile_gemm(which: MicroKernel, xb: u32, wb: u32, cb: u32, n: &Size, k: &Si
         which,
         args: MicroKernelArgs {
             m: Extent::ParallelTile,
-            n: n.clone(),
+            n: Extent::Size(n.clone()),
             k: k.clone(),
             a: BufferRef { buffer: xb, offset: IndexExpr::var(Var::PARALLEL, k.clone()) },
             lda: k.clone(),
             b: BufferRef { buffer: wb, offset: IndexExpr::default() },
             ldb,
             c: BufferRef { buffer: cb, offset: IndexExpr::var(Var::PARALLEL, n.clone()) },
+            ldc: n.clone(),
+            accumulate: false,
+        },
+    }
+}
+
+/// Columns of a packed weight panel (`ukernels::PANEL`).
+const PANEL_COLS: u32 = 16;
+
+/// Columns per parallel tile of a column-split matmul, or `None` when `n` is not a constant
+/// of at least 64 (then the product is split over rows). Wide tiles keep the micro-kernel's
+/// 64-column register tile busy; narrower ones balance two threads over the few tiles of
+/// mid-sized products (576 columns: 18 tiles of 32, not 9 of 64).
+fn gemm_col_tile(n: &Size) -> Option<u32> {
+    match n.as_constant()? {
+        n if n >= 1024 => Some(64),
+        n if n >= 64 => Some(32),
+        _ => None,
+    }
+}
+
+/// A micro-kernel call computing the parallel tile's columns of `c[m, n] = x[m, k] · w` for
+/// all `m` rows: `w`'s columns from the tile's first (`Var::PARALLEL`) on — dense `[k, n]`
+/// rows at stride `ldb`, packed panels `[⌈n/16⌉, k, 16]` (a tile starts on a panel), or
+/// quantized rows `[n, k]` — and `c`'s columns likewise (row stride `n`).
+#[allow(clippy::too_many_arguments)]
+fn col_tile_gemm(which: MicroKernel, xb: u32, wb: u32, cb: u32, m: &Size, n: &Size, k: &Size, ldb: Size) -> Stmt {
+    let w_offset = match which {
+        MicroKernel::Sgemm => IndexExpr::var(Var::PARALLEL, Size::constant(1)),
+        MicroKernel::SgemmPacked | MicroKernel::GemmQ8_0 | MicroKernel::GemmQ4_0 => {
+            IndexExpr::var(Var::PARALLEL, k.clone())
+        }
+    };
+    Stmt::CallMicroKernel {
+        which,
+        args: MicroKernelArgs {
+            m: Extent::Size(m.clone()),
+            n: Extent::ParallelTile,
+            k: k.clone(),
+            a: BufferRef { buffer: xb, offset: IndexExpr::default() },
+            lda: k.clone(),
+            b: BufferRef { buffer: wb, offset: w_offset },
+            ldb,
+            c: BufferRef { buffer: cb, offset: IndexExpr::var(Var::PARALLEL, Size::constant(1)) },
             ldc: n.clone(),
             accumulate: false,
         },

@@ -106,7 +106,12 @@ fn time_runs(
 }
 
 /// Token ids and positions of shape `[1, seq]`, positions starting at `first_pos`.
-fn ids_and_positions(rng: &mut Rng, vocab: usize, seq: usize, first_pos: usize) -> Result<Vec<(String, Tensor)>, String> {
+fn ids_and_positions(
+    rng: &mut Rng,
+    vocab: usize,
+    seq: usize,
+    first_pos: usize,
+) -> Result<Vec<(String, Tensor)>, String> {
     let ids: Vec<i64> = (0..seq).map(|_| (rng.next() % vocab as u64) as i64).collect();
     let pos: Vec<i64> = (first_pos..first_pos + seq).map(|p| p as i64).collect();
     Ok(vec![

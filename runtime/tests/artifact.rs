@@ -67,6 +67,7 @@ fn test_table() -> RuntimeFnTable {
         exp: exp_array,
         tanh: tanh_array,
         erf: tanh_array,
+        attention_row: ferrumc_runtime::ukernels::scalar::attention_row,
     }
 }
 

@@ -557,3 +557,132 @@ pub unsafe extern "C" fn erf(x: *const f32, y: *mut f32, n: u64) {
     // SAFETY: forwarded contract.
     unsafe { map16(x, y, n, |v| erf16(v)) }
 }
+
+/// `Σ_l v[l]` of 16 lanes.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn hsum(v: __m512) -> f32 {
+    _mm512_reduce_add_ps(v)
+}
+
+/// One query row of softmax attention (see [`crate::abi::AttentionRowFn`]): scores four keys
+/// at a time (16-lane FMAs over `dk`, masked tail), 16-lane `exp` of the shifted scores, then
+/// the weighted sum of value rows with up to 8 accumulators (128 columns) per pass over the
+/// keys.
+///
+/// # Safety
+/// As [`super::scalar::attention_row`], and the CPU supports this tier.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub unsafe extern "C" fn attention_row(
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    keys: u64,
+    dk: u64,
+    dv: u64,
+    scale: f32,
+    o: *mut f32,
+) {
+    let (keys, dk, dv) = (keys as usize, dk as usize, dv as usize);
+    if keys == 0 {
+        // SAFETY: `o` is writable for `dv` floats.
+        unsafe { std::ptr::write_bytes(o, 0, dv) };
+        return;
+    }
+    // SAFETY: the caller's contract; every access below stays inside the rows it names.
+    super::with_scratch(keys, |scores| unsafe { row(q, k, v, keys, dk, dv, scale, o, scores) })
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn row(
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    keys: usize,
+    dk: usize,
+    dv: usize,
+    scale: f32,
+    o: *mut f32,
+    scores: &mut [f32],
+) {
+    // SAFETY (whole body): pointers as the caller's contract states; `scores` has `keys` slots.
+    unsafe {
+        let dot4 = |j: usize| {
+            let mut acc = [_mm512_setzero_ps(); 4];
+            let mut d = 0;
+            while d < dk {
+                let mask = lane_mask(dk - d);
+                let qv = _mm512_maskz_loadu_ps(mask, q.add(d));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mask, k.add((j + r) * dk + d)), *a);
+                }
+                d += 16;
+            }
+            acc
+        };
+        let mut j = 0;
+        let mut maxv = f32::NEG_INFINITY;
+        while j + 4 <= keys {
+            let acc = dot4(j);
+            for r in 0..4 {
+                let s = scale * hsum(acc[r]);
+                scores[j + r] = s;
+                maxv = maxv.max(s);
+            }
+            j += 4;
+        }
+        while j < keys {
+            let mut a = _mm512_setzero_ps();
+            let mut d = 0;
+            while d < dk {
+                let mask = lane_mask(dk - d);
+                a = _mm512_fmadd_ps(
+                    _mm512_maskz_loadu_ps(mask, q.add(d)),
+                    _mm512_maskz_loadu_ps(mask, k.add(j * dk + d)),
+                    a,
+                );
+                d += 16;
+            }
+            let s = scale * hsum(a);
+            scores[j] = s;
+            maxv = maxv.max(s);
+            j += 1;
+        }
+        // Weights: exp(s − max); an all −inf row (not produced by the kernels) gives zeros.
+        let dead = maxv == f32::NEG_INFINITY;
+        let mv = _mm512_set1_ps(maxv);
+        let mut sumv = _mm512_setzero_ps();
+        let mut j = 0;
+        while j < keys {
+            let mask = lane_mask(keys - j);
+            let s = _mm512_maskz_loadu_ps(mask, scores.as_ptr().add(j));
+            let p = if dead { _mm512_setzero_ps() } else { _mm512_maskz_mov_ps(mask, exp16(_mm512_sub_ps(s, mv))) };
+            _mm512_mask_storeu_ps(scores.as_mut_ptr().add(j), mask, p);
+            sumv = _mm512_add_ps(sumv, p);
+            j += 16;
+        }
+        let sum = hsum(sumv);
+        let inv = _mm512_set1_ps(if sum > 0.0 { 1.0 / sum } else { 0.0 });
+        // Output columns in passes of up to 128 (8 accumulators).
+        let mut e0 = 0;
+        while e0 < dv {
+            let cols = (dv - e0).min(128);
+            let nacc = cols.div_ceil(16);
+            let mut acc = [_mm512_setzero_ps(); 8];
+            for j in 0..keys {
+                let p = _mm512_set1_ps(scores[j]);
+                let vrow = v.add(j * dv + e0);
+                for a in 0..nacc {
+                    let mask = lane_mask(cols - 16 * a);
+                    acc[a] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(mask, vrow.add(16 * a)), acc[a]);
+                }
+            }
+            for a in 0..nacc {
+                let mask = lane_mask(cols - 16 * a);
+                _mm512_mask_storeu_ps(o.add(e0 + 16 * a), mask, _mm512_mul_ps(acc[a], inv));
+            }
+            e0 += cols;
+        }
+    }
+}

@@ -120,6 +120,7 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             exp: scalar::exp,
             tanh: scalar::tanh,
             erf: scalar::erf,
+            attention_row: scalar::attention_row,
         },
         #[cfg(target_arch = "x86_64")]
         Tier::Avx2 => RuntimeFnTable {
@@ -131,6 +132,7 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             exp: avx2::exp,
             tanh: avx2::tanh,
             erf: avx2::erf,
+            attention_row: avx2::attention_row,
         },
         #[cfg(target_arch = "x86_64")]
         Tier::Avx512 => RuntimeFnTable {
@@ -142,6 +144,7 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             exp: avx512::exp,
             tanh: avx512::tanh,
             erf: avx512::erf,
+            attention_row: avx512::attention_row,
         },
         #[cfg(not(target_arch = "x86_64"))]
         _ => return None,
@@ -161,6 +164,7 @@ pub fn fn_table() -> RuntimeFnTable {
             exp: scalar::exp,
             tanh: scalar::tanh,
             erf: scalar::erf,
+            attention_row: scalar::attention_row,
         })
     })
 }
@@ -260,4 +264,22 @@ pub(crate) mod erfc {
     pub const A3: f32 = 1.421_413_8;
     pub const A4: f32 = -1.453_152;
     pub const A5: f32 = 1.061_405_4;
+}
+
+/// Runs `f` with a thread-local scratch of at least `len` floats (the attention row's scores).
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    use std::cell::RefCell;
+    thread_local! {
+        static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|buf| match buf.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.resize(len, 0.0);
+            }
+            f(&mut v[..len])
+        }
+        // A re-entrant call (not possible from the kernels) gets a fresh buffer.
+        Err(_) => f(&mut vec![0.0; len]),
+    })
 }

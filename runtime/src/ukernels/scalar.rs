@@ -270,3 +270,56 @@ pub fn erf1(x: f32) -> f32 {
         (1.0 - q * exp1(-ax * ax)).copysign(x)
     }
 }
+
+/// One query row of softmax attention (see [`crate::abi::AttentionRowFn`]): scores, their
+/// maximum, `exp` of the shifted scores, then the weighted sum of value rows divided by the
+/// sum of the weights.
+///
+/// # Safety
+/// `q` readable for `dk` floats, `k` for `keys · dk`, `v` for `keys · dv`, `o` writable for
+/// `dv` floats and not overlapping the others.
+pub unsafe extern "C" fn attention_row(
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    keys: u64,
+    dk: u64,
+    dv: u64,
+    scale: f32,
+    o: *mut f32,
+) {
+    let (keys, dk, dv) = (keys as usize, dk as usize, dv as usize);
+    // SAFETY: the caller's contract.
+    let (q, k, v, o) = unsafe {
+        (
+            std::slice::from_raw_parts(q, dk),
+            std::slice::from_raw_parts(k, keys * dk),
+            std::slice::from_raw_parts(v, keys * dv),
+            std::slice::from_raw_parts_mut(o, dv),
+        )
+    };
+    o.iter_mut().for_each(|x| *x = 0.0);
+    if keys == 0 {
+        return;
+    }
+    super::with_scratch(keys, |scores| {
+        let mut max = f32::NEG_INFINITY;
+        for (j, s) in scores.iter_mut().enumerate() {
+            let krow = &k[j * dk..(j + 1) * dk];
+            *s = scale * q.iter().zip(krow).map(|(a, b)| a * b).sum::<f32>();
+            max = max.max(*s);
+        }
+        let mut sum = 0.0f32;
+        for (j, s) in scores.iter_mut().enumerate() {
+            // An all −inf row (not produced by the kernels) gives weights 0, not NaN.
+            let p = if max == f32::NEG_INFINITY { 0.0 } else { exp1(*s - max) };
+            *s = p;
+            sum += p;
+            for (oe, ve) in o.iter_mut().zip(&v[j * dv..(j + 1) * dv]) {
+                *oe += p * ve;
+            }
+        }
+        let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+        o.iter_mut().for_each(|x| *x *= inv);
+    })
+}
