@@ -567,6 +567,8 @@ pub enum MicroKernel {
     Sgemm,
     /// `sgemm_packed`: `b` in `[⌈n/16⌉, k, 16]` panels.
     SgemmPacked,
+    /// `sgemm_nt`: `c = a·wᵀ`, f32 `w: [n, k]` rows at stride `ldb`.
+    SgemmNt,
     /// `gemm_q8_0`: `c = a·wᵀ`, `w: [n, k]` in Q8_0 blocks.
     GemmQ8_0,
     /// `gemm_q4_0`: `c = a·wᵀ`, `w: [n, k]` in Q4_0 blocks.
@@ -578,6 +580,7 @@ impl MicroKernel {
         match self {
             MicroKernel::Sgemm => "sgemm",
             MicroKernel::SgemmPacked => "sgemm_packed",
+            MicroKernel::SgemmNt => "sgemm_nt",
             MicroKernel::GemmQ8_0 => "gemm_q8_0",
             MicroKernel::GemmQ4_0 => "gemm_q4_0",
         }

@@ -13,12 +13,14 @@
 //!   reduction over the last axis becomes a [`Stmt::Reduce`] whose value is the expression
 //!   tree of its prologue; all values that vary along `j` and leave the group are stored in
 //!   one loop over `j`. Numpy broadcasting becomes stride-0 index terms.
-//! * **matmul** groups: `matmul` with a 2-D right operand and `packed_linear` become a
-//!   [`Stmt::CallMicroKernel`] (`sgemm` / `sgemm_packed`; `quantized_linear` with `q8_0`
-//!   or `q4_0` weights: `gemm_q8_0` / `gemm_q4_0`) on a tile of rows, followed by an
-//!   epilogue loop (bias and the group's elementwise ops) over the same rows. `linear` (whose
-//!   `[out, in]` weight the dense `sgemm` cannot read; `prepack-weights` turns weight
-//!   linears into `packed_linear`) becomes a dot-product reduction per output element.
+//! * **matmul** groups: `matmul` with a 2-D right operand, `linear` and `packed_linear`
+//!   become a [`Stmt::CallMicroKernel`] (`sgemm` / `sgemm_nt` on the `[out, in]` weight as
+//!   stored / `sgemm_packed`; `quantized_linear` with `q8_0` or `q4_0` weights:
+//!   `gemm_q8_0` / `gemm_q4_0`), followed by an epilogue loop (bias and the group's
+//!   elementwise ops) over the same elements. With a constant `N ≥ 64` the parallel loop
+//!   walks tiles of 32 or 64 *columns* and each call multiplies all rows (decode's one-row
+//!   products then use every thread, and each weight column is read once); otherwise it
+//!   walks tiles of 16 rows.
 //!
 //! * **matmul with a head split**: a matmul whose epilogue is `reshape → transpose
 //!   {perm = [0, 2, 1, 3]} [→ rotary_embedding]` (Llama's q/k/v projections): the product
@@ -767,7 +769,6 @@ impl<'a> Lowerer<'a> {
         // What the anchor computes and with which weight/bias.
         enum How {
             Call(MicroKernel, ValueId, Size),
-            Dot(ValueId),
         }
         let (how, bias) = match &d.op {
             Op::MatMul => {
@@ -797,7 +798,7 @@ impl<'a> Lowerer<'a> {
                 if f.ty(w).rank() != 2 || f.ty(w).dtype != DType::F32 {
                     return Err(unsupported(name, "linear is lowered with a 2-D f32 weight only"));
                 }
-                (How::Dot(w), d.operands.get(2).copied())
+                (How::Call(MicroKernel::SgemmNt, w, k.clone()), d.operands.get(2).copied())
             }
             other => return Err(unsupported(other.name(), "no kernel template yet")),
         };
@@ -871,35 +872,6 @@ impl<'a> Lowerer<'a> {
                     body: vec![Stmt::Loop { var: j, extent: Extent::Size(n), body: inner }],
                 });
                 Ok(self.finish(LoopExtent { extent: m, tile: GEMM_ROW_TILE }, body))
-            }
-            How::Dot(w) => {
-                let kv = self.fresh_var();
-                let xb = self.buffer(x, BufferRole::Input);
-                let wb = self.buffer(w, BufferRole::Input);
-                let acc = self.fresh_local(ScalarType::F32);
-                let xi = IndexExpr::var(Var::PARALLEL, k.clone()).plus_var(kv, &Size::constant(1));
-                let wi = IndexExpr::var(j, k.clone()).plus_var(kv, &Size::constant(1));
-                let mut inner = vec![Stmt::Reduce {
-                    kind: ReduceKind::Sum,
-                    var: kv,
-                    extent: Extent::Size(k),
-                    init: Expr::f32(0.0),
-                    value: Expr::binary(
-                        BinaryOp::Mul,
-                        Expr::Load { buffer: xb, index: xi },
-                        Expr::Load { buffer: wb, index: wi },
-                    ),
-                    into: acc,
-                }];
-                let space = Space {
-                    shape: vec![Dim::fixed(0), n_dim.clone()],
-                    original: Some(out_shape.clone()),
-                    coords: vec![IndexExpr::var(Var::PARALLEL, Size::constant(1))],
-                };
-                self.row_defs.insert(res, RowDef::Anchor { acc, bias });
-                inner.extend(self.epilogue_stores(&space, j, &outputs)?);
-                body.push(Stmt::Loop { var: j, extent: Extent::Size(n), body: inner });
-                Ok(self.finish(LoopExtent { extent: m, tile: 1 }, body))
             }
         }
     }
@@ -1067,10 +1039,13 @@ impl Lowerer<'_> {
         let xb = self.buffer(x, BufferRole::Input);
         let tb = self.buffer(a_val, BufferRole::Temp);
         let (tile, mut body) = match &anchor.op {
-            Op::MatMul | Op::PackedLinear { .. } | Op::QuantizedLinear => {
+            Op::MatMul | Op::Linear | Op::PackedLinear { .. } | Op::QuantizedLinear => {
                 let w = anchor.operands[1];
                 let (which, ldb) = match &anchor.op {
                     Op::MatMul if f.ty(w).rank() == 2 && f.ty(w).dtype == DType::F32 => (MicroKernel::Sgemm, n.clone()),
+                    Op::Linear if anchor.operands.len() == 2 && f.ty(w).rank() == 2 && f.ty(w).dtype == DType::F32 => {
+                        (MicroKernel::SgemmNt, k.clone())
+                    }
                     Op::PackedLinear { .. } if anchor.operands.len() == 2 => {
                         (MicroKernel::SgemmPacked, Size::constant(0))
                     }
@@ -1085,32 +1060,6 @@ impl Lowerer<'_> {
                 let wb = self.buffer(w, BufferRole::Input);
                 let call = row_tile_gemm(which, xb, wb, tb, &n, &k, ldb);
                 (GEMM_ROW_TILE, vec![call])
-            }
-            Op::Linear if anchor.operands.len() == 2 && f.ty(anchor.operands[1]).dtype == DType::F32 => {
-                let wb = self.buffer(anchor.operands[1], BufferRole::Input);
-                let (j, kv) = (self.fresh_var(), self.fresh_var());
-                let acc = self.fresh_local(ScalarType::F32);
-                let reduce = Stmt::Reduce {
-                    kind: ReduceKind::Sum,
-                    var: kv,
-                    extent: Extent::Size(k.clone()),
-                    init: Expr::f32(0.0),
-                    value: Expr::binary(
-                        BinaryOp::Mul,
-                        Expr::Load {
-                            buffer: xb,
-                            index: IndexExpr::var(Var::PARALLEL, k.clone()).plus_var(kv, &Size::constant(1)),
-                        },
-                        Expr::Load { buffer: wb, index: IndexExpr::var(j, k.clone()).plus_var(kv, &Size::constant(1)) },
-                    ),
-                    into: acc,
-                };
-                let store = Stmt::Store {
-                    buffer: tb,
-                    index: IndexExpr::var(Var::PARALLEL, n.clone()).plus_var(j, &Size::constant(1)),
-                    value: Expr::Local(acc),
-                };
-                (1, vec![Stmt::Loop { var: j, extent: Extent::Size(n.clone()), body: vec![reduce, store] }])
             }
             _ => return Err(fail("unsupported matmul form")),
         };
@@ -1981,7 +1930,7 @@ fn gemm_col_tile(n: &Size) -> Option<u32> {
 fn col_tile_gemm(which: MicroKernel, xb: u32, wb: u32, cb: u32, m: &Size, n: &Size, k: &Size, ldb: Size) -> Stmt {
     let w_offset = match which {
         MicroKernel::Sgemm => IndexExpr::var(Var::PARALLEL, Size::constant(1)),
-        MicroKernel::SgemmPacked | MicroKernel::GemmQ8_0 | MicroKernel::GemmQ4_0 => {
+        MicroKernel::SgemmPacked | MicroKernel::SgemmNt | MicroKernel::GemmQ8_0 | MicroKernel::GemmQ4_0 => {
             IndexExpr::var(Var::PARALLEL, k.clone())
         }
     };

@@ -71,6 +71,9 @@ pub struct RuntimeFnTable {
     /// f32 GEMM with `b` prepacked into `[⌈n/16⌉, k, 16]` panels (`packed_linear`'s weight
     /// layout; `ldb` ignored), `n` the unpadded column count.
     pub sgemm_packed: GemmFn,
+    /// `c = a · wᵀ` with f32 `w: [n, k]` rows (row stride `ldb`; a `linear` weight as stored;
+    /// added in version 2).
+    pub sgemm_nt: GemmFn,
     /// `c = a · wᵀ` with `w: [n, k]` in GGML Q8_0 blocks (row after row; `ldb` ignored).
     pub gemm_q8_0: GemmFn,
     /// `c = a · wᵀ` with `w: [n, k]` in GGML Q4_0 blocks (row after row; `ldb` ignored).

@@ -491,6 +491,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let offset = match which {
             MicroKernel::Sgemm => std::mem::offset_of!(RuntimeFnTable, sgemm),
             MicroKernel::SgemmPacked => std::mem::offset_of!(RuntimeFnTable, sgemm_packed),
+            MicroKernel::SgemmNt => std::mem::offset_of!(RuntimeFnTable, sgemm_nt),
             MicroKernel::GemmQ8_0 => std::mem::offset_of!(RuntimeFnTable, gemm_q8_0),
             MicroKernel::GemmQ4_0 => std::mem::offset_of!(RuntimeFnTable, gemm_q4_0),
         };

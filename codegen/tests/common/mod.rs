@@ -303,6 +303,7 @@ pub fn reference_table() -> RuntimeFnTable {
         version: FN_TABLE_VERSION,
         sgemm: ref_sgemm,
         sgemm_packed: ref_sgemm_packed,
+        sgemm_nt: ref_sgemm_nt,
         gemm_q8_0: ref_gemm_q8_0,
         gemm_q4_0: ref_gemm_q4_0,
         exp: ref_exp,
@@ -359,6 +360,23 @@ unsafe extern "C" fn ref_sgemm(
     let b = b as *const f32;
     // SAFETY: forwarded contract; `b` covers `k` rows of `ldb`.
     unsafe { gemm_with(m, n, k, a, lda, c, ldc, acc, &|kk, j| *b.add((kk * ldb + j) as usize) as f64) }
+}
+
+unsafe extern "C" fn ref_sgemm_nt(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    w: *const u8,
+    ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    acc: u32,
+) {
+    let w = w as *const f32;
+    // SAFETY: forwarded contract; `w` covers `n` rows of `ldb`.
+    unsafe { gemm_with(m, n, k, a, lda, c, ldc, acc, &|kk, j| *w.add((j * ldb + kk) as usize) as f64) }
 }
 
 unsafe extern "C" fn ref_sgemm_packed(

@@ -686,3 +686,97 @@ unsafe fn row(
         }
     }
 }
+
+/// An `R × J` tile of `c (+)= a · wᵀ` (f32 `w` rows): `R·J` 16-lane dot accumulators over `k`
+/// (masked tail), reduced horizontally at the end.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn nt_tile<const R: usize, const J: usize>(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    w: *const f32,
+    ldw: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    // SAFETY (whole body): the caller guarantees the tile lies inside the matrices.
+    unsafe {
+        let mut s = [[_mm512_setzero_ps(); J]; R];
+        let mut kk = 0;
+        while kk < k {
+            let mask = lane_mask(k - kk);
+            let mut wv = [_mm512_setzero_ps(); J];
+            for j in 0..J {
+                wv[j] = _mm512_maskz_loadu_ps(mask, w.add(j * ldw + kk));
+            }
+            for r in 0..R {
+                let av = _mm512_maskz_loadu_ps(mask, a.add(r * lda + kk));
+                for j in 0..J {
+                    s[r][j] = _mm512_fmadd_ps(av, wv[j], s[r][j]);
+                }
+            }
+            kk += 16;
+        }
+        for r in 0..R {
+            for j in 0..J {
+                let v = hsum(s[r][j]);
+                let p = c.add(r * ldc + j);
+                *p = if accumulate { *p + v } else { v };
+            }
+        }
+    }
+}
+
+/// `c (+)= a · wᵀ` with f32 `w: [n, k]` rows (`linear` weights as stored): 4 × 4 tiles of dot
+/// products (each `w` chunk feeds four rows of `a`), 1 × 8 for the rows left over (the GEMV
+/// of decode: eight weight rows streamed at once).
+///
+/// # Safety
+/// As [`super::scalar::sgemm_nt`], and the CPU supports this tier.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub unsafe extern "C" fn sgemm_nt(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    w: *const u8,
+    ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+) {
+    let (m, n, k, lda, ldw, ldc) = (m as usize, n as usize, k as usize, lda as usize, ldb as usize, ldc as usize);
+    let w = w as *const f32;
+    let acc = accumulate != 0;
+    // SAFETY: every tile lies inside the matrices by construction.
+    unsafe {
+        let mut i = 0;
+        while i + 4 <= m {
+            let mut j = 0;
+            while j + 4 <= n {
+                nt_tile::<4, 4>(k, a.add(i * lda), lda, w.add(j * ldw), ldw, c.add(i * ldc + j), ldc, acc);
+                j += 4;
+            }
+            while j < n {
+                nt_tile::<4, 1>(k, a.add(i * lda), lda, w.add(j * ldw), ldw, c.add(i * ldc + j), ldc, acc);
+                j += 1;
+            }
+            i += 4;
+        }
+        while i < m {
+            let mut j = 0;
+            while j + 8 <= n {
+                nt_tile::<1, 8>(k, a.add(i * lda), lda, w.add(j * ldw), ldw, c.add(i * ldc + j), ldc, acc);
+                j += 8;
+            }
+            while j < n {
+                nt_tile::<1, 1>(k, a.add(i * lda), lda, w.add(j * ldw), ldw, c.add(i * ldc + j), ldc, acc);
+                j += 1;
+            }
+            i += 1;
+        }
+    }
+}

@@ -13,6 +13,7 @@
 //! Layout contracts (all pointers unaligned-safe; strides in elements):
 //! * `sgemm_packed`: `b` is `[⌈n/16⌉, k, 16]` f32 panels, zero padded past `n`.
 //! * `sgemm`: `b` is dense row-major `[k, n]` with row stride `ldb`.
+//! * `sgemm_nt`: `c = a · wᵀ`, `w: [n, k]` f32 rows with row stride `ldb` (`linear` weights).
 //! * `gemm_q8_0` / `gemm_q4_0`: `c[m, n] (+)= a[m, k] · wᵀ`, `w: [n, k]` stored row after row
 //!   in GGML blocks of 32 values ([`Q8_0_BLOCK_BYTES`], [`Q4_0_BLOCK_BYTES`]); `k` must be a
 //!   multiple of 32 (a trailing partial block is not read).
@@ -115,6 +116,7 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             version: FN_TABLE_VERSION,
             sgemm: scalar::sgemm,
             sgemm_packed: scalar::sgemm_packed,
+            sgemm_nt: scalar::sgemm_nt,
             gemm_q8_0: scalar::gemm_q8_0,
             gemm_q4_0: scalar::gemm_q4_0,
             exp: scalar::exp,
@@ -127,6 +129,7 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             version: FN_TABLE_VERSION,
             sgemm: avx2::sgemm,
             sgemm_packed: avx2::sgemm_packed,
+            sgemm_nt: avx2::sgemm_nt,
             gemm_q8_0: avx2::gemm_q8_0,
             gemm_q4_0: avx2::gemm_q4_0,
             exp: avx2::exp,
@@ -139,6 +142,7 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             version: FN_TABLE_VERSION,
             sgemm: avx512::sgemm,
             sgemm_packed: avx512::sgemm_packed,
+            sgemm_nt: avx512::sgemm_nt,
             gemm_q8_0: avx512::gemm_q8_0,
             gemm_q4_0: avx512::gemm_q4_0,
             exp: avx512::exp,
@@ -159,6 +163,7 @@ pub fn fn_table() -> RuntimeFnTable {
             version: FN_TABLE_VERSION,
             sgemm: scalar::sgemm,
             sgemm_packed: scalar::sgemm_packed,
+            sgemm_nt: scalar::sgemm_nt,
             gemm_q8_0: scalar::gemm_q8_0,
             gemm_q4_0: scalar::gemm_q4_0,
             exp: scalar::exp,

@@ -323,3 +323,46 @@ pub unsafe extern "C" fn attention_row(
         o.iter_mut().for_each(|x| *x *= inv);
     })
 }
+
+/// `c (+)= a · wᵀ` with f32 `w: [n, k]` rows at stride `ldb` (see [`crate::abi::RuntimeFnTable::sgemm_nt`]).
+///
+/// # Safety
+/// `a`: `m × k` (stride `lda`), `w`: `n × k` (stride `ldb`), `c`: `m × n` (stride `ldc`), all
+/// valid; `c` must not overlap `a` or `w`.
+pub unsafe extern "C" fn sgemm_nt(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    w: *const u8,
+    ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+) {
+    let (m, n, k, lda, ldb, ldc) = (m as usize, n as usize, k as usize, lda as usize, ldb as usize, ldc as usize);
+    let w = w as *const f32;
+    for i in 0..m {
+        for j in 0..n {
+            // SAFETY: rows inside the matrices by the caller's contract.
+            let (ar, wr) = unsafe {
+                (std::slice::from_raw_parts(a.add(i * lda), k), std::slice::from_raw_parts(w.add(j * ldb), k))
+            };
+            // Eight partial sums (vectorizable, and the same order for every row).
+            let mut acc = [0.0f32; 8];
+            let chunks = k / 8 * 8;
+            for kk in (0..chunks).step_by(8) {
+                for l in 0..8 {
+                    acc[l] += ar[kk + l] * wr[kk + l];
+                }
+            }
+            let mut s: f32 = acc.iter().sum();
+            for kk in chunks..k {
+                s += ar[kk] * wr[kk];
+            }
+            // SAFETY: as above.
+            unsafe { store(c.add(i * ldc + j), s, accumulate) };
+        }
+    }
+}

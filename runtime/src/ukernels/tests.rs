@@ -31,6 +31,8 @@ const SENTINEL: f32 = 12345.0;
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
     Dense,
+    /// `w: [n, k]` rows at stride `ldb` (`sgemm_nt`).
+    Nt,
     Packed,
     Q8,
     Q4,
@@ -51,6 +53,17 @@ fn encode(kind: Kind, w: &[f32], n: usize, k: usize, ldb: usize) -> (Vec<u8>, Ve
                 }
             }
             // Columns past n are NaN: a kernel that reads them poisons the result.
+            bytes = b.iter().flat_map(|x| x.to_le_bytes()).collect();
+        }
+        Kind::Nt => {
+            let mut b = vec![f32::NAN; n * ldb];
+            for j in 0..n {
+                for kk in 0..k {
+                    b[j * ldb + kk] = w[j * k + kk];
+                    exact[j * k + kk] = f64::from(w[j * k + kk]);
+                }
+            }
+            // Row padding is NaN: a kernel that reads past `k` poisons the result.
             bytes = b.iter().flat_map(|x| x.to_le_bytes()).collect();
         }
         Kind::Packed => {
@@ -98,7 +111,7 @@ fn encode(kind: Kind, w: &[f32], n: usize, k: usize, ldb: usize) -> (Vec<u8>, Ve
 
 /// Runs `f` on one random problem and checks it against the f64 reference.
 fn check_one(f: GemmFn, kind: Kind, m: usize, n: usize, k: usize, accumulate: bool, rng: &mut Rng, what: &str) {
-    let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
+    let (lda, ldb, ldc) = (k + 3, if kind == Kind::Nt { k + 5 } else { n + 5 }, n + 2);
     let a: Vec<f32> = (0..m * lda).map(|_| rng.f()).collect();
     let w: Vec<f32> = (0..n * k).map(|_| rng.f()).collect();
     let (b, exact) = encode(kind, &w, n, k, ldb);
@@ -167,6 +180,7 @@ fn check_table(t: &RuntimeFnTable, what: &str) {
     assert_eq!(t.version, FN_TABLE_VERSION);
     check_entry(t.sgemm, Kind::Dense, what);
     check_entry(t.sgemm_packed, Kind::Packed, what);
+    check_entry(t.sgemm_nt, Kind::Nt, what);
     check_entry(t.gemm_q8_0, Kind::Q8, what);
     check_entry(t.gemm_q4_0, Kind::Q4, what);
 }
