@@ -23,6 +23,7 @@ struct Args {
     seqs: Vec<usize>,
     past: usize,
     profile: bool,
+    top: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -34,6 +35,7 @@ fn parse_args() -> Result<Args, String> {
         seqs: vec![1, 16, 128],
         past: 128,
         profile: false,
+        top: 25,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -53,12 +55,13 @@ fn parse_args() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?;
             }
             "--profile" => a.profile = true,
+            "--top" => a.top = num(value("--top")?, "--top")?,
             p if !p.starts_with("--") && a.path.is_empty() => a.path = p.to_string(),
             other => return Err(format!("unexpected argument `{other}`")),
         }
     }
     if a.path.is_empty() {
-        return Err("usage: llm_bench model.ferrumc [--threads N] [--iters N] [--warmup N] [--seqs 1,16,128] [--past N] [--profile]".into());
+        return Err("usage: llm_bench model.ferrumc [--threads N] [--iters N] [--warmup N] [--seqs 1,16,128] [--past N] [--profile [--top N]]".into());
     }
     Ok(a)
 }
@@ -145,7 +148,7 @@ fn main() -> Result<(), String> {
             let (med, min, p90) = time_runs(&mut model, "forward", &inputs, &args)?;
             println!("{:<16} {med:>10.2} {min:>8.2} {p90:>8.2}", format!("forward T={seq}"));
             if let Some(p) = model.profile() {
-                profiles.push((format!("forward T={seq}"), p.report(25)));
+                profiles.push((format!("forward T={seq}"), p.report(args.top)));
             }
         }
     }
@@ -168,7 +171,7 @@ fn main() -> Result<(), String> {
         let (med, min, p90) = time_runs(&mut model, "decode", &inputs, &args)?;
         println!("{:<16} {med:>10.2} {min:>8.2} {p90:>8.2}", format!("decode @{}", args.past));
         if let Some(p) = model.profile() {
-            profiles.push((format!("decode @{}", args.past), p.report(25)));
+            profiles.push((format!("decode @{}", args.past), p.report(args.top)));
         }
     }
     for (name, report) in profiles {

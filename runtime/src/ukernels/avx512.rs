@@ -17,6 +17,10 @@ use std::arch::x86_64::*;
 
 const MR: usize = 6;
 const NP: usize = 4;
+/// How many k-rows (64 bytes each per panel) ahead the few-row GEMM tiles prefetch.
+const PREFETCH_ROWS: usize = 16;
+/// How many 16-float chunks ahead the one-row `sgemm_nt` tile prefetches each weight row.
+const PREFETCH_CHUNKS: usize = 8;
 
 /// Mask of the first `cols` (≤ 16) lanes.
 #[inline]
@@ -51,6 +55,11 @@ unsafe fn tile<const R: usize, const P: usize>(
         for _ in 0..k {
             let mut bv = [_mm512_setzero_ps(); P];
             for j in 0..P {
+                if R <= 2 {
+                    // Few rows (decode's GEMV) stream the weights from memory at a few FLOPs
+                    // per byte: fetch each panel ahead (prefetches never fault past the end).
+                    _mm_prefetch::<_MM_HINT_T0>(bp.add(j * ps + PREFETCH_ROWS * ks) as *const i8);
+                }
                 bv[j] = _mm512_loadu_ps(bp.add(j * ps));
             }
             for r in 0..R {
@@ -709,6 +718,10 @@ unsafe fn nt_tile<const R: usize, const J: usize>(
             let mask = lane_mask(k - kk);
             let mut wv = [_mm512_setzero_ps(); J];
             for j in 0..J {
+                if R == 1 {
+                    // One row: a weight-streaming GEMV; fetch each row ahead.
+                    _mm_prefetch::<_MM_HINT_T0>(w.add(j * ldw + kk + 16 * PREFETCH_CHUNKS) as *const i8);
+                }
                 wv[j] = _mm512_maskz_loadu_ps(mask, w.add(j * ldw + kk));
             }
             for r in 0..R {
