@@ -696,6 +696,35 @@ unsafe fn row(
     }
 }
 
+/// Rows of `a` from which `sgemm_nt` packs `w` into panels first (the copy costs about as
+/// much as 45 rows of dot tiles; measured with the `ukernels` bench).
+const NT_PACK_ROWS: usize = 64;
+
+/// Copies `w: [n, k]` rows (stride `ldw`) into `[⌈n/16⌉, k, 16]` panels, zero padded past `n`.
+///
+/// # Safety
+/// `w` readable for `n` rows of `k` floats at stride `ldw`; `panels` holds `⌈n/16⌉·k·16`.
+unsafe fn pack_rows(w: *const f32, ldw: usize, n: usize, k: usize, panels: &mut [f32]) {
+    let np = n.div_ceil(PANEL);
+    for p in 0..np {
+        let panel = &mut panels[p * k * PANEL..(p + 1) * k * PANEL];
+        for l in 0..PANEL {
+            let j = p * PANEL + l;
+            if j < n {
+                // SAFETY: row `j < n` is readable for `k` floats.
+                let row = unsafe { std::slice::from_raw_parts(w.add(j * ldw), k) };
+                for (kk, &x) in row.iter().enumerate() {
+                    panel[kk * PANEL + l] = x;
+                }
+            } else {
+                for kk in 0..k {
+                    panel[kk * PANEL + l] = 0.0;
+                }
+            }
+        }
+    }
+}
+
 /// An `R × J` tile of `c (+)= a · wᵀ` (f32 `w` rows): `R·J` 16-lane dot accumulators over `k`
 /// (masked tail), reduced horizontally at the end.
 #[inline]
@@ -742,9 +771,11 @@ unsafe fn nt_tile<const R: usize, const J: usize>(
     }
 }
 
-/// `c (+)= a · wᵀ` with f32 `w: [n, k]` rows (`linear` weights as stored): 4 × 4 tiles of dot
-/// products (each `w` chunk feeds four rows of `a`), 1 × 8 for the rows left over (the GEMV
-/// of decode: eight weight rows streamed at once).
+/// `c (+)= a · wᵀ` with f32 `w: [n, k]` rows (`linear` weights as stored). From
+/// [`NT_PACK_ROWS`] rows on, `w` is first copied into packed panels (thread-local) and the
+/// packed GEMM's register tiles run; below, 4 × 4 tiles of dot products (each `w` chunk feeds
+/// four rows of `a`) and 1 × 8 for the rows left over (the GEMV of decode: eight weight rows
+/// streamed at once).
 ///
 /// # Safety
 /// As [`super::scalar::sgemm_nt`], and the CPU supports this tier.
@@ -764,6 +795,15 @@ pub unsafe extern "C" fn sgemm_nt(
     let (m, n, k, lda, ldw, ldc) = (m as usize, n as usize, k as usize, lda as usize, ldb as usize, ldc as usize);
     let w = w as *const f32;
     let acc = accumulate != 0;
+    if m >= NT_PACK_ROWS && n > 0 && k > 0 {
+        // Enough rows to amortize a transposing copy of `w` into panels: run the packed
+        // kernel's register tiles (about twice the dot tiles' rate).
+        // SAFETY: `w` holds `n` rows of `k` floats at stride `ldw` (caller's contract).
+        return super::with_scratch(n.div_ceil(PANEL) * k * PANEL, |panels| unsafe {
+            pack_rows(w, ldw, n, k, panels);
+            drive(m, n, k, a, lda, panels.as_ptr(), k * PANEL, PANEL, c, ldc, acc)
+        });
+    }
     // SAFETY: every tile lies inside the matrices by construction.
     unsafe {
         let mut i = 0;
