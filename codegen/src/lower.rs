@@ -1038,6 +1038,9 @@ impl Lowerer<'_> {
         let m = self.product(&a_shape[..2])?;
         let xb = self.buffer(x, BufferRole::Input);
         let tb = self.buffer(a_val, BufferRole::Temp);
+        // Split over heads (one head's `D` columns per parallel tile, all rows per launch) when
+        // a head is whole packed panels: decode's one-row projections then use every thread.
+        let by_heads = dn % 16 == 0 && hn >= 2;
         let (tile, mut body) = match &anchor.op {
             Op::MatMul | Op::Linear | Op::PackedLinear { .. } | Op::QuantizedLinear => {
                 let w = anchor.operands[1];
@@ -1058,15 +1061,22 @@ impl Lowerer<'_> {
                     _ => return Err(fail("unsupported weight form or bias")),
                 };
                 let wb = self.buffer(w, BufferRole::Input);
-                let call = row_tile_gemm(which, xb, wb, tb, &n, &k, ldb);
-                (GEMM_ROW_TILE, vec![call])
+                if by_heads {
+                    (dn as u32, vec![col_tile_gemm(which, xb, wb, tb, &m, &n, &k, ldb)])
+                } else {
+                    (GEMM_ROW_TILE, vec![row_tile_gemm(which, xb, wb, tb, &n, &k, ldb)])
+                }
             }
             _ => return Err(fail("unsupported matmul form")),
         };
-        // Scatter the tile's rows.
+        // Scatter the tile's rows (or, split by heads, all rows of the tile's head).
         let ob = self.buffer(out, BufferRole::Output);
         let i = self.fresh_var();
-        let r = IndexExpr::var(Var::PARALLEL, Size::constant(1)).plus_var(i, &Size::constant(1));
+        let r = if by_heads {
+            unit(i)
+        } else {
+            IndexExpr::var(Var::PARALLEL, Size::constant(1)).plus_var(i, &Size::constant(1))
+        };
         let (bl, sl, base) =
             (self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64));
         let l = Expr::Local;
@@ -1085,16 +1095,25 @@ impl Lowerer<'_> {
         ];
         let h = self.fresh_var();
         let e = self.fresh_var();
-        // temp[r, h·D + c] and out[base + h·S·D + c].
+        // temp[r, h·D + c] and out[base + h·S·D + c]; split by heads, h·D is the tile's first
+        // column (`Var::PARALLEL`).
         let src = |c: IndexExpr| -> IndexExpr {
-            let mut ix = IndexExpr::var(Var::PARALLEL, n.clone()).plus_var(i, &n).plus_var(h, &Size::constant(dn));
+            let mut ix = if by_heads {
+                IndexExpr::var(i, n.clone()).plus_var(Var::PARALLEL, &Size::constant(1))
+            } else {
+                IndexExpr::var(Var::PARALLEL, n.clone()).plus_var(i, &n).plus_var(h, &Size::constant(dn))
+            };
             for (v, st) in &c.terms {
                 ix = ix.plus_var(*v, st);
             }
             ix.plus_offset(&c.offset)
         };
         let dst = |c: IndexExpr| -> IndexExpr {
-            let mut ix = IndexExpr::var(h, head_stride.clone());
+            let mut ix = if by_heads {
+                IndexExpr::var(Var::PARALLEL, s_dim.clone())
+            } else {
+                IndexExpr::var(h, head_stride.clone())
+            };
             for (v, st) in &c.terms {
                 ix = ix.plus_var(*v, st);
             }
@@ -1199,6 +1218,11 @@ impl Lowerer<'_> {
                     });
                 }
             }
+        }
+        if by_heads {
+            row.extend(per_head);
+            body.push(Stmt::Loop { var: i, extent: Extent::Size(m), body: row });
+            return Ok(self.finish(LoopExtent { extent: n, tile }, body));
         }
         row.push(Stmt::Loop { var: h, extent: Extent::Size(Size::constant(hn)), body: per_head });
         body.push(Stmt::Loop { var: i, extent: Extent::ParallelTile, body: row });

@@ -494,13 +494,18 @@ type HeadCase = (&'static str, Option<(bool, i64)>, usize);
 
 #[test]
 fn head_split_projections_with_rotary() {
-    let cases: [HeadCase; 6] = [
+    // Head sizes that are whole 16-column panels take the split-by-heads form.
+    let cases: [HeadCase; 10] = [
         ("linear", None, 3),
         ("matmul", None, 5),
         ("linear", Some((false, 0)), 4),
         ("matmul", Some((false, 0)), 18),
         ("linear", Some((true, 0)), 6),
         ("matmul", Some((false, 4)), 10),
+        ("linear", None, 16),
+        ("linear", Some((false, 0)), 16),
+        ("matmul", Some((true, 0)), 32),
+        ("linear", Some((false, 8)), 16),
     ];
     for (i, (proj, rot, d)) in cases.into_iter().enumerate() {
         let src = head_split_src(proj, rot, d);
