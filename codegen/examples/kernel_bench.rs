@@ -57,6 +57,8 @@ fn main() {
         exp: no_unary,
         tanh: no_unary,
         erf: no_unary,
+        attention_row: ferrumc_runtime::ukernels::scalar::attention_row,
+        sgemm_nt: ferrumc_runtime::ukernels::scalar::sgemm_nt,
     };
     let (rows, n) = (128usize, 1536usize);
     let g: Vec<f32> = (0..rows * n).map(|i| (i as f32 * 0.001).sin()).collect();

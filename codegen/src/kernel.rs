@@ -567,6 +567,8 @@ pub enum MicroKernel {
     Sgemm,
     /// `sgemm_packed`: `b` in `[⌈n/16⌉, k, 16]` panels.
     SgemmPacked,
+    /// `sgemm_nt`: `c = a·wᵀ`, f32 `w: [n, k]` rows at stride `ldb`.
+    SgemmNt,
     /// `gemm_q8_0`: `c = a·wᵀ`, `w: [n, k]` in Q8_0 blocks.
     GemmQ8_0,
     /// `gemm_q4_0`: `c = a·wᵀ`, `w: [n, k]` in Q4_0 blocks.
@@ -578,6 +580,7 @@ impl MicroKernel {
         match self {
             MicroKernel::Sgemm => "sgemm",
             MicroKernel::SgemmPacked => "sgemm_packed",
+            MicroKernel::SgemmNt => "sgemm_nt",
             MicroKernel::GemmQ8_0 => "gemm_q8_0",
             MicroKernel::GemmQ4_0 => "gemm_q4_0",
         }
@@ -585,7 +588,7 @@ impl MicroKernel {
 }
 
 /// A pointer into a buffer: `&buffers[buffer][offset]` (element offset; for block-quantized
-/// and packed buffers the offset must be 0).
+/// buffers the offset counts logical elements and must be a multiple of the block size).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BufferRef {
     pub buffer: u32,
@@ -596,7 +599,7 @@ pub struct BufferRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MicroKernelArgs {
     pub m: Extent,
-    pub n: Size,
+    pub n: Extent,
     pub k: Size,
     pub a: BufferRef,
     pub lda: Size,
@@ -605,6 +608,30 @@ pub struct MicroKernelArgs {
     pub c: BufferRef,
     pub ldc: Size,
     pub accumulate: bool,
+}
+
+/// A pointer `&buffers[buffer][base + index]` into an f32 buffer, with an optional dynamic
+/// `i64` base (element offsets).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynRef {
+    pub buffer: u32,
+    pub base: Option<Expr>,
+    pub index: IndexExpr,
+}
+
+/// Arguments of an `attention_row` call (see `abi::AttentionRowFn`): one query row `q[dk]`
+/// against the first `keys` (an `i64` expression) rows of `k: [·, dk]` and `v: [·, dv]`,
+/// writing `o[dv]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionRowArgs {
+    pub q: DynRef,
+    pub k: DynRef,
+    pub v: DynRef,
+    pub o: DynRef,
+    pub keys: Expr,
+    pub dk: i64,
+    pub dv: i64,
+    pub scale: f32,
 }
 
 /// A statement of a kernel body.
@@ -626,6 +653,8 @@ pub enum Stmt {
     Reduce { kind: ReduceKind, var: Var, extent: Extent, init: Expr, value: Expr, into: LocalId },
     /// A call of a matrix micro-kernel from the runtime's function table.
     CallMicroKernel { which: MicroKernel, args: MicroKernelArgs },
+    /// A call of the runtime's `attention_row` micro-kernel.
+    CallAttentionRow(Box<AttentionRowArgs>),
 }
 
 /// One kernel (see the module doc).
@@ -791,6 +820,16 @@ impl Printer<'_> {
         self.out.push(']');
     }
 
+    fn dyn_ref(&mut self, r: &DynRef) {
+        let _ = write!(self.out, "&b{}[", r.buffer);
+        if let Some(b) = &r.base {
+            self.expr(b);
+            self.out.push_str(" + ");
+        }
+        self.index(&r.index);
+        self.out.push(']');
+    }
+
     fn stmts(&mut self, body: &[Stmt], depth: usize) {
         for s in body {
             self.stmt(s, depth);
@@ -854,7 +893,7 @@ impl Printer<'_> {
                 let _ = write!(self.out, "call {}(m ", which.name());
                 self.extent(&args.m);
                 self.out.push_str(", n ");
-                self.size(&args.n);
+                self.extent(&args.n);
                 self.out.push_str(", k ");
                 self.size(&args.k);
                 self.out.push_str(", a ");
@@ -870,6 +909,19 @@ impl Printer<'_> {
                 self.out.push_str(", ldc ");
                 self.size(&args.ldc);
                 let _ = writeln!(self.out, ", accumulate {})", args.accumulate);
+            }
+            Stmt::CallAttentionRow(a) => {
+                self.out.push_str("call attention_row(q ");
+                self.dyn_ref(&a.q);
+                self.out.push_str(", k ");
+                self.dyn_ref(&a.k);
+                self.out.push_str(", v ");
+                self.dyn_ref(&a.v);
+                self.out.push_str(", keys ");
+                self.expr(&a.keys);
+                let _ = write!(self.out, ", dk {}, dv {}, scale {:?}, o ", a.dk, a.dv, a.scale);
+                self.dyn_ref(&a.o);
+                self.out.push_str(")\n");
             }
         }
     }

@@ -13,12 +13,14 @@
 //!   reduction over the last axis becomes a [`Stmt::Reduce`] whose value is the expression
 //!   tree of its prologue; all values that vary along `j` and leave the group are stored in
 //!   one loop over `j`. Numpy broadcasting becomes stride-0 index terms.
-//! * **matmul** groups: `matmul` with a 2-D right operand and `packed_linear` become a
-//!   [`Stmt::CallMicroKernel`] (`sgemm` / `sgemm_packed`; `quantized_linear` with `q8_0`
-//!   or `q4_0` weights: `gemm_q8_0` / `gemm_q4_0`) on a tile of rows, followed by an
-//!   epilogue loop (bias and the group's elementwise ops) over the same rows. `linear` (whose
-//!   `[out, in]` weight the dense `sgemm` cannot read; `prepack-weights` turns weight
-//!   linears into `packed_linear`) becomes a dot-product reduction per output element.
+//! * **matmul** groups: `matmul` with a 2-D right operand, `linear` and `packed_linear`
+//!   become a [`Stmt::CallMicroKernel`] (`sgemm` / `sgemm_nt` on the `[out, in]` weight as
+//!   stored / `sgemm_packed`; `quantized_linear` with `q8_0` or `q4_0` weights:
+//!   `gemm_q8_0` / `gemm_q4_0`), followed by an epilogue loop (bias and the group's
+//!   elementwise ops) over the same elements. With a constant `N ≥ 64` the parallel loop
+//!   walks tiles of 32 or 64 *columns* and each call multiplies all rows (decode's one-row
+//!   products then use every thread, and each weight column is read once); otherwise it
+//!   walks tiles of 16 rows.
 //!
 //! * **matmul with a head split**: a matmul whose epilogue is `reshape → transpose
 //!   {perm = [0, 2, 1, 3]} [→ rotary_embedding]` (Llama's q/k/v projections): the product
@@ -189,6 +191,9 @@ struct Lowerer<'a> {
     row_defs: HashMap<ValueId, RowDef>,
     /// Reduction results without keepdims: stored per row, never consumed in the group.
     rank_reduced: HashSet<ValueId>,
+    /// Column-split matmul epilogues: the row axis' index is `col_base + j` (the parallel
+    /// tile's first column plus the loop variable), not `j`.
+    col_base: Option<IndexExpr>,
 }
 
 /// A value that varies along the row, defined from its input and per-row locals.
@@ -228,6 +233,7 @@ impl<'a> Lowerer<'a> {
             row_values: HashMap::new(),
             row_defs: HashMap::new(),
             rank_reduced: HashSet::new(),
+            col_base: None,
         }
     }
 
@@ -335,7 +341,12 @@ impl<'a> Lowerer<'a> {
         let last = &shape[shape.len() - 1];
         if !is_one(last) {
             match j {
-                Some(j) => ix = ix.plus_var(j, &Size::constant(1)),
+                Some(j) => {
+                    ix = ix.plus_var(j, &Size::constant(1));
+                    if let Some(cb) = &self.col_base {
+                        ix = add_scaled(ix, cb, &Size::constant(1));
+                    }
+                }
                 None => return Err(LowerFail::Error(CodegenError::Invalid("row value read outside its loop".into()))),
             }
         }
@@ -758,7 +769,6 @@ impl<'a> Lowerer<'a> {
         // What the anchor computes and with which weight/bias.
         enum How {
             Call(MicroKernel, ValueId, Size),
-            Dot(ValueId),
         }
         let (how, bias) = match &d.op {
             Op::MatMul => {
@@ -788,7 +798,7 @@ impl<'a> Lowerer<'a> {
                 if f.ty(w).rank() != 2 || f.ty(w).dtype != DType::F32 {
                     return Err(unsupported(name, "linear is lowered with a 2-D f32 weight only"));
                 }
-                (How::Dot(w), d.operands.get(2).copied())
+                (How::Call(MicroKernel::SgemmNt, w, k.clone()), d.operands.get(2).copied())
             }
             other => return Err(unsupported(other.name(), "no kernel template yet")),
         };
@@ -802,6 +812,38 @@ impl<'a> Lowerer<'a> {
         let mut body = Vec::new();
         let j = self.fresh_var();
         match how {
+            How::Call(which, w, ldb) if gemm_col_tile(&n).is_some() => {
+                // Column split: every launch multiplies all `m` rows by its tile of columns,
+                // so one-row products (decode) use every thread and each weight column is
+                // read once per step.
+                let tile = gemm_col_tile(&n).unwrap_or(PANEL_COLS);
+                let xb = self.buffer(x, BufferRole::Input);
+                let wb = self.buffer(w, BufferRole::Input);
+                let cb = self.buffer(first_out, BufferRole::Output);
+                body.push(col_tile_gemm(which, xb, wb, cb, &m, &n, &k, ldb));
+                let parallel = LoopExtent { extent: n.clone(), tile };
+                if outputs.len() == 1 && first_out == res && bias.is_none() {
+                    return Ok(self.finish(parallel, body));
+                }
+                let i = self.fresh_var();
+                let space = Space {
+                    shape: vec![Dim::fixed(0), n_dim.clone()],
+                    original: Some(out_shape.clone()),
+                    coords: vec![unit(i)],
+                };
+                self.col_base = Some(unit(Var::PARALLEL));
+                let acc = self.fresh_local(ScalarType::F32);
+                let acc_index = self.index(&space, &out_shape, Some(j))?;
+                let mut inner = vec![Stmt::Let { local: acc, value: Expr::Load { buffer: cb, index: acc_index } }];
+                self.row_defs.insert(res, RowDef::Anchor { acc, bias });
+                inner.extend(self.epilogue_stores(&space, j, &outputs)?);
+                body.push(Stmt::Loop {
+                    var: i,
+                    extent: Extent::Size(m),
+                    body: vec![Stmt::Loop { var: j, extent: Extent::ParallelTile, body: inner }],
+                });
+                Ok(self.finish(parallel, body))
+            }
             How::Call(which, w, ldb) => {
                 let xb = self.buffer(x, BufferRole::Input);
                 let wb = self.buffer(w, BufferRole::Input);
@@ -830,35 +872,6 @@ impl<'a> Lowerer<'a> {
                     body: vec![Stmt::Loop { var: j, extent: Extent::Size(n), body: inner }],
                 });
                 Ok(self.finish(LoopExtent { extent: m, tile: GEMM_ROW_TILE }, body))
-            }
-            How::Dot(w) => {
-                let kv = self.fresh_var();
-                let xb = self.buffer(x, BufferRole::Input);
-                let wb = self.buffer(w, BufferRole::Input);
-                let acc = self.fresh_local(ScalarType::F32);
-                let xi = IndexExpr::var(Var::PARALLEL, k.clone()).plus_var(kv, &Size::constant(1));
-                let wi = IndexExpr::var(j, k.clone()).plus_var(kv, &Size::constant(1));
-                let mut inner = vec![Stmt::Reduce {
-                    kind: ReduceKind::Sum,
-                    var: kv,
-                    extent: Extent::Size(k),
-                    init: Expr::f32(0.0),
-                    value: Expr::binary(
-                        BinaryOp::Mul,
-                        Expr::Load { buffer: xb, index: xi },
-                        Expr::Load { buffer: wb, index: wi },
-                    ),
-                    into: acc,
-                }];
-                let space = Space {
-                    shape: vec![Dim::fixed(0), n_dim.clone()],
-                    original: Some(out_shape.clone()),
-                    coords: vec![IndexExpr::var(Var::PARALLEL, Size::constant(1))],
-                };
-                self.row_defs.insert(res, RowDef::Anchor { acc, bias });
-                inner.extend(self.epilogue_stores(&space, j, &outputs)?);
-                body.push(Stmt::Loop { var: j, extent: Extent::Size(n), body: inner });
-                Ok(self.finish(LoopExtent { extent: m, tile: 1 }, body))
             }
         }
     }
@@ -1025,11 +1038,17 @@ impl Lowerer<'_> {
         let m = self.product(&a_shape[..2])?;
         let xb = self.buffer(x, BufferRole::Input);
         let tb = self.buffer(a_val, BufferRole::Temp);
+        // Split over heads (one head's `D` columns per parallel tile, all rows per launch) when
+        // a head is whole packed panels: decode's one-row projections then use every thread.
+        let by_heads = dn % 16 == 0 && hn >= 2;
         let (tile, mut body) = match &anchor.op {
-            Op::MatMul | Op::PackedLinear { .. } | Op::QuantizedLinear => {
+            Op::MatMul | Op::Linear | Op::PackedLinear { .. } | Op::QuantizedLinear => {
                 let w = anchor.operands[1];
                 let (which, ldb) = match &anchor.op {
                     Op::MatMul if f.ty(w).rank() == 2 && f.ty(w).dtype == DType::F32 => (MicroKernel::Sgemm, n.clone()),
+                    Op::Linear if anchor.operands.len() == 2 && f.ty(w).rank() == 2 && f.ty(w).dtype == DType::F32 => {
+                        (MicroKernel::SgemmNt, k.clone())
+                    }
                     Op::PackedLinear { .. } if anchor.operands.len() == 2 => {
                         (MicroKernel::SgemmPacked, Size::constant(0))
                     }
@@ -1042,41 +1061,22 @@ impl Lowerer<'_> {
                     _ => return Err(fail("unsupported weight form or bias")),
                 };
                 let wb = self.buffer(w, BufferRole::Input);
-                let call = row_tile_gemm(which, xb, wb, tb, &n, &k, ldb);
-                (GEMM_ROW_TILE, vec![call])
-            }
-            Op::Linear if anchor.operands.len() == 2 && f.ty(anchor.operands[1]).dtype == DType::F32 => {
-                let wb = self.buffer(anchor.operands[1], BufferRole::Input);
-                let (j, kv) = (self.fresh_var(), self.fresh_var());
-                let acc = self.fresh_local(ScalarType::F32);
-                let reduce = Stmt::Reduce {
-                    kind: ReduceKind::Sum,
-                    var: kv,
-                    extent: Extent::Size(k.clone()),
-                    init: Expr::f32(0.0),
-                    value: Expr::binary(
-                        BinaryOp::Mul,
-                        Expr::Load {
-                            buffer: xb,
-                            index: IndexExpr::var(Var::PARALLEL, k.clone()).plus_var(kv, &Size::constant(1)),
-                        },
-                        Expr::Load { buffer: wb, index: IndexExpr::var(j, k.clone()).plus_var(kv, &Size::constant(1)) },
-                    ),
-                    into: acc,
-                };
-                let store = Stmt::Store {
-                    buffer: tb,
-                    index: IndexExpr::var(Var::PARALLEL, n.clone()).plus_var(j, &Size::constant(1)),
-                    value: Expr::Local(acc),
-                };
-                (1, vec![Stmt::Loop { var: j, extent: Extent::Size(n.clone()), body: vec![reduce, store] }])
+                if by_heads {
+                    (dn as u32, vec![col_tile_gemm(which, xb, wb, tb, &m, &n, &k, ldb)])
+                } else {
+                    (GEMM_ROW_TILE, vec![row_tile_gemm(which, xb, wb, tb, &n, &k, ldb)])
+                }
             }
             _ => return Err(fail("unsupported matmul form")),
         };
-        // Scatter the tile's rows.
+        // Scatter the tile's rows (or, split by heads, all rows of the tile's head).
         let ob = self.buffer(out, BufferRole::Output);
         let i = self.fresh_var();
-        let r = IndexExpr::var(Var::PARALLEL, Size::constant(1)).plus_var(i, &Size::constant(1));
+        let r = if by_heads {
+            unit(i)
+        } else {
+            IndexExpr::var(Var::PARALLEL, Size::constant(1)).plus_var(i, &Size::constant(1))
+        };
         let (bl, sl, base) =
             (self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64));
         let l = Expr::Local;
@@ -1095,16 +1095,25 @@ impl Lowerer<'_> {
         ];
         let h = self.fresh_var();
         let e = self.fresh_var();
-        // temp[r, h·D + c] and out[base + h·S·D + c].
+        // temp[r, h·D + c] and out[base + h·S·D + c]; split by heads, h·D is the tile's first
+        // column (`Var::PARALLEL`).
         let src = |c: IndexExpr| -> IndexExpr {
-            let mut ix = IndexExpr::var(Var::PARALLEL, n.clone()).plus_var(i, &n).plus_var(h, &Size::constant(dn));
+            let mut ix = if by_heads {
+                IndexExpr::var(i, n.clone()).plus_var(Var::PARALLEL, &Size::constant(1))
+            } else {
+                IndexExpr::var(Var::PARALLEL, n.clone()).plus_var(i, &n).plus_var(h, &Size::constant(dn))
+            };
             for (v, st) in &c.terms {
                 ix = ix.plus_var(*v, st);
             }
             ix.plus_offset(&c.offset)
         };
         let dst = |c: IndexExpr| -> IndexExpr {
-            let mut ix = IndexExpr::var(h, head_stride.clone());
+            let mut ix = if by_heads {
+                IndexExpr::var(Var::PARALLEL, s_dim.clone())
+            } else {
+                IndexExpr::var(h, head_stride.clone())
+            };
             for (v, st) in &c.terms {
                 ix = ix.plus_var(*v, st);
             }
@@ -1210,13 +1219,94 @@ impl Lowerer<'_> {
                 }
             }
         }
+        if by_heads {
+            row.extend(per_head);
+            body.push(Stmt::Loop { var: i, extent: Extent::Size(m), body: row });
+            return Ok(self.finish(LoopExtent { extent: n, tile }, body));
+        }
         row.push(Stmt::Loop { var: h, extent: Extent::Size(Size::constant(hn)), body: per_head });
         body.push(Stmt::Loop { var: i, extent: Extent::ParallelTile, body: row });
         Ok(self.finish(LoopExtent { extent: m, tile }, body))
     }
 }
 
+/// What [`Lowerer::attention_rows_template`] needs of an attention group.
+struct AttentionShape {
+    q: ValueId,
+    k: ValueId,
+    v: ValueId,
+    /// The group's output (the attention result, or its transposed/merged view).
+    out: ValueId,
+    transposed: bool,
+    hq: i64,
+    /// Query heads per kv head.
+    group: i64,
+    dk: i64,
+    dv: i64,
+    scale: f32,
+    causal: bool,
+}
+
 impl Lowerer<'_> {
+    /// Attention without a mask or KV cache (prefill / `forward`): parallel over query rows
+    /// (`(b·H + h)·S + i`, one `attention_row` call each), so long sequences use every thread
+    /// and causal rows (which see `i + (T − S) + 1` keys) are spread evenly over the chunks.
+    fn attention_rows_template(mut self, a: AttentionShape, qs: &[Dim]) -> LResult<(Kernel, Vec<ValueId>)> {
+        let c = |n: i64| Size::constant(n);
+        let ks = self.shape(a.k);
+        let s = self.size(&qs[2])?;
+        let t = self.size(&ks[2])?;
+        let batch = self.size(&qs[0])?;
+        let (qb, kb, vb) = (
+            self.buffer(a.q, BufferRole::Input),
+            self.buffer(a.k, BufferRole::Input),
+            self.buffer(a.v, BufferRole::Input),
+        );
+        let ob = self.buffer(a.out, BufferRole::Output);
+        let row = || Expr::Index(unit(Var::PARALLEL));
+        let (head, i, kvh) =
+            (self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64));
+        let lo = Expr::Local;
+        let mul = |x: Expr, y: Expr| Expr::binary(BinaryOp::Mul, x, y);
+        let add = |x: Expr, y: Expr| Expr::binary(BinaryOp::Add, x, y);
+        let mut body = vec![
+            // head = b·H + h, i = the row within the head, kvh = b·Hkv + h / G.
+            Stmt::Let { local: head, value: Expr::binary(BinaryOp::Div, row(), Expr::Dim(s.clone())) },
+            Stmt::Let { local: i, value: Expr::binary(BinaryOp::Rem, row(), Expr::Dim(s.clone())) },
+            Stmt::Let { local: kvh, value: Expr::binary(BinaryOp::Div, lo(head), Expr::i64(a.group)) },
+        ];
+        let o_base = if a.transposed {
+            // ((b·S + i)·H + h)·Dv with b = head / H, h = head % H.
+            let (b, h) = (self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64));
+            let base = self.fresh_local(ScalarType::I64);
+            body.push(Stmt::Let { local: b, value: Expr::binary(BinaryOp::Div, lo(head), Expr::i64(a.hq)) });
+            body.push(Stmt::Let { local: h, value: Expr::binary(BinaryOp::Rem, lo(head), Expr::i64(a.hq)) });
+            let bs_i = add(mul(lo(b), Expr::Dim(s.clone())), lo(i));
+            body.push(Stmt::Let { local: base, value: mul(add(mul(bs_i, Expr::i64(a.hq)), lo(h)), Expr::i64(a.dv)) });
+            lo(base)
+        } else {
+            mul(row(), Expr::i64(a.dv))
+        };
+        let keys = if a.causal {
+            // Visible iff j ≤ i + (T − S).
+            add(lo(i), Expr::Dim(t.add(&s.mul(&c(-1))).add(&c(1))))
+        } else {
+            Expr::Dim(t.clone())
+        };
+        let at = |buffer: u32, base: Expr| DynRef { buffer, base: Some(base), index: IndexExpr::default() };
+        body.push(Stmt::CallAttentionRow(Box::new(AttentionRowArgs {
+            q: DynRef { buffer: qb, base: None, index: IndexExpr::var(Var::PARALLEL, c(a.dk)) },
+            k: at(kb, mul(lo(kvh), Expr::Dim(t.mul(&c(a.dk))))),
+            v: at(vb, mul(lo(kvh), Expr::Dim(t.mul(&c(a.dv))))),
+            o: at(ob, o_base),
+            keys,
+            dk: a.dk,
+            dv: a.dv,
+            scale: a.scale,
+        })));
+        Ok(self.finish(LoopExtent { extent: batch.mul(&c(a.hq)).mul(&s), tile: 1 }, body))
+    }
+
     /// The attention template (see the module doc): parallel over (batch, kv head); per
     /// iteration the KV cache of that head is first concatenated into `present_k`/`present_v`
     /// (when there is one; the scores then read the keys back from there), then each of the
@@ -1297,6 +1387,13 @@ impl Lowerer<'_> {
         };
         let t = p_len.add(&sn);
         let c = |n: i64| Size::constant(n);
+        let scale = scale.unwrap_or(1.0 / (dk as f64).sqrt()) as f32;
+        if mask.is_none() && past.is_none() {
+            return self.attention_rows_template(
+                AttentionShape { q, k, v, out, transposed, hq, group, dk, dv, scale, causal },
+                &qs,
+            );
+        }
         let (qb, kb, vb) =
             (self.buffer(q, BufferRole::Input), self.buffer(k, BufferRole::Input), self.buffer(v, BufferRole::Input));
         let mut body = Vec::new();
@@ -1311,7 +1408,7 @@ impl Lowerer<'_> {
             value: Expr::binary(BinaryOp::Rem, Expr::Index(unit(Var::PARALLEL)), Expr::i64(hkv)),
         });
         // KV cache: present = concat(past, new) along the sequence.
-        let (keys, vals) = match past {
+        let (keys_buf, vals) = match past {
             None => (kb, vb),
             Some((pk, pv)) => {
                 if presents.len() != 2 {
@@ -1372,6 +1469,33 @@ impl Lowerer<'_> {
             (None, IndexExpr::var(Var::PARALLEL, c(group * dv).mul(&s)).plus_var(g, &s.mul(&c(dv))).plus_var(i, &c(dv)))
         };
         let plus = |ix: &IndexExpr, v: Var| ix.clone().plus_var(v, &c(1));
+        if mask.is_none() {
+            // One `attention_row` call per query row over the present keys (the cache copy
+            // above ran first in this same iteration); causal rows see `i + (T − S) + 1` keys.
+            let keys = if causal {
+                Expr::Index(unit(i).plus_offset(&t.add(&s.mul(&c(-1))).add(&c(1))))
+            } else {
+                Expr::Dim(t.clone())
+            };
+            let kv_base = |d: i64| IndexExpr::var(Var::PARALLEL, c(d).mul(&t));
+            let call = Stmt::CallAttentionRow(Box::new(AttentionRowArgs {
+                q: DynRef { buffer: qb, base: None, index: q_row.clone() },
+                k: DynRef { buffer: keys_buf, base: None, index: kv_base(dk) },
+                v: DynRef { buffer: vals, base: None, index: kv_base(dv) },
+                o: DynRef { buffer: ob, base: o_base.map(lo), index: o_row.clone() },
+                keys,
+                dk,
+                dv,
+                scale,
+            }));
+            body.push(Stmt::Loop {
+                var: g,
+                extent: Extent::Size(c(group)),
+                body: vec![Stmt::Loop { var: i, extent: Extent::Size(s), body: vec![call] }],
+            });
+            let batch = self.size(&qs[0])?;
+            return Ok(self.finish(LoopExtent { extent: batch.mul(&c(hkv)), tile: 1 }, body));
+        }
         let o_load = |v: Var| match o_base {
             Some(b) => Expr::load_at(ob, lo(b), plus(&o_row, v)),
             None => Expr::Load { buffer: ob, index: plus(&o_row, v) },
@@ -1392,7 +1516,6 @@ impl Lowerer<'_> {
             self.fresh_local(ScalarType::F32),
         );
         let ninf = || Expr::f32(f32::NEG_INFINITY);
-        let scale = scale.unwrap_or(1.0 / (dk as f64).sqrt()) as f32;
         let mut score = Expr::binary(BinaryOp::Mul, lo(sc), Expr::f32(scale));
         if let Some(mk) = mask {
             let ms = self.shape(mk);
@@ -1453,7 +1576,7 @@ impl Lowerer<'_> {
             value: Expr::binary(
                 BinaryOp::Mul,
                 Expr::Load { buffer: qb, index: plus(&q_row, dd) },
-                Expr::Load { buffer: keys, index: plus(&kv_row(dk), dd) },
+                Expr::Load { buffer: keys_buf, index: plus(&kv_row(dk), dd) },
             ),
             into: sc,
         };
@@ -1795,13 +1918,57 @@ fn row_tile_gemm(which: MicroKernel, xb: u32, wb: u32, cb: u32, n: &Size, k: &Si
         which,
         args: MicroKernelArgs {
             m: Extent::ParallelTile,
-            n: n.clone(),
+            n: Extent::Size(n.clone()),
             k: k.clone(),
             a: BufferRef { buffer: xb, offset: IndexExpr::var(Var::PARALLEL, k.clone()) },
             lda: k.clone(),
             b: BufferRef { buffer: wb, offset: IndexExpr::default() },
             ldb,
             c: BufferRef { buffer: cb, offset: IndexExpr::var(Var::PARALLEL, n.clone()) },
+            ldc: n.clone(),
+            accumulate: false,
+        },
+    }
+}
+
+/// Columns of a packed weight panel (`ukernels::PANEL`).
+const PANEL_COLS: u32 = 16;
+
+/// Columns per parallel tile of a column-split matmul, or `None` when `n` is not a constant
+/// of at least 64 (then the product is split over rows). Wide tiles keep the micro-kernel's
+/// 64-column register tile busy; narrower ones balance two threads over the few tiles of
+/// mid-sized products (576 columns: 18 tiles of 32, not 9 of 64).
+fn gemm_col_tile(n: &Size) -> Option<u32> {
+    match n.as_constant()? {
+        n if n >= 1024 => Some(64),
+        n if n >= 64 => Some(32),
+        _ => None,
+    }
+}
+
+/// A micro-kernel call computing the parallel tile's columns of `c[m, n] = x[m, k] · w` for
+/// all `m` rows: `w`'s columns from the tile's first (`Var::PARALLEL`) on — dense `[k, n]`
+/// rows at stride `ldb`, packed panels `[⌈n/16⌉, k, 16]` (a tile starts on a panel), or
+/// quantized rows `[n, k]` — and `c`'s columns likewise (row stride `n`).
+#[allow(clippy::too_many_arguments)]
+fn col_tile_gemm(which: MicroKernel, xb: u32, wb: u32, cb: u32, m: &Size, n: &Size, k: &Size, ldb: Size) -> Stmt {
+    let w_offset = match which {
+        MicroKernel::Sgemm => IndexExpr::var(Var::PARALLEL, Size::constant(1)),
+        MicroKernel::SgemmPacked | MicroKernel::SgemmNt | MicroKernel::GemmQ8_0 | MicroKernel::GemmQ4_0 => {
+            IndexExpr::var(Var::PARALLEL, k.clone())
+        }
+    };
+    Stmt::CallMicroKernel {
+        which,
+        args: MicroKernelArgs {
+            m: Extent::Size(m.clone()),
+            n: Extent::ParallelTile,
+            k: k.clone(),
+            a: BufferRef { buffer: xb, offset: IndexExpr::default() },
+            lda: k.clone(),
+            b: BufferRef { buffer: wb, offset: w_offset },
+            ldb,
+            c: BufferRef { buffer: cb, offset: IndexExpr::var(Var::PARALLEL, Size::constant(1)) },
             ldc: n.clone(),
             accumulate: false,
         },

@@ -226,7 +226,9 @@ func @forward(%x: f32[?t, {n}], %r: f32[?t, {n}], %w: f32[{n}]) -> (y: f32[?t, {
 
 #[test]
 fn linear_matmul_and_packed_linear_with_epilogues() {
-    for (k, n) in [(1usize, 1usize), (3, 5), (17, 16), (64, 17), (5, 40)] {
+    // n ≥ 64 takes the column-split template (tiles of 32, and of 64 from 1024 on; 200 and
+    // 1040 end in a partial tile, 200 inside a packed panel).
+    for (k, n) in [(1usize, 1usize), (3, 5), (17, 16), (64, 17), (5, 40), (37, 64), (16, 200), (9, 1040)] {
         let np = n.div_ceil(16);
         let src = format!(
             "module @m
@@ -374,13 +376,14 @@ fn random_elementwise_dags() {
 fn quantized_linear_q8_0_and_q4_0() {
     // The weight is quantized by a weight-derived `cast` (evaluated once, ungrouped), as the
     // quantize-weights pass produces it.
-    let (k, n) = (64usize, 24usize);
-    let mut rng = Rng(99);
-    let wf = rng.tensor(&[n, k], -1.0, 1.0);
-    let literal = wf.to_f64_vec().iter().map(|v| format!("{:?}", *v as f32)).collect::<Vec<_>>().join(", ");
-    for dt in ["q8_0", "q4_0"] {
-        let src = format!(
-            "module @m
+    // n = 96 takes the column-split template (3 tiles of 32 weight rows).
+    for (k, n) in [(64usize, 24usize), (64, 96)] {
+        let mut rng = Rng(99);
+        let wf = rng.tensor(&[n, k], -1.0, 1.0);
+        let literal = wf.to_f64_vec().iter().map(|v| format!("{:?}", *v as f32)).collect::<Vec<_>>().join(", ");
+        for dt in ["q8_0", "q4_0"] {
+            let src = format!(
+                "module @m
 weight @wf : f32[{n}, {k}] = dense<f32[{n}, {k}]: [{literal}]>
 func @forward(%x: f32[?t, {k}], %b: f32[{n}]) -> (y: f32[?t, {n}]) {{
   %0 = cast @wf {{to = {dt}}} : {dt}[{n}, {k}]
@@ -389,10 +392,11 @@ func @forward(%x: f32[?t, {k}], %b: f32[{n}]) -> (y: f32[?t, {n}]) {{
   return %2
 }}
 "
-        );
-        for t in [1usize, 5, 33] {
-            let ins = inputs(vec![("x", rng.tensor(&[t, k], -1.0, 1.0)), ("b", rng.tensor(&[n], -1.0, 1.0))]);
-            check(&src, &ins, 1e-4);
+            );
+            for t in [1usize, 5, 33] {
+                let ins = inputs(vec![("x", rng.tensor(&[t, k], -1.0, 1.0)), ("b", rng.tensor(&[n], -1.0, 1.0))]);
+                check(&src, &ins, 1e-4);
+            }
         }
     }
 }
@@ -490,13 +494,18 @@ type HeadCase = (&'static str, Option<(bool, i64)>, usize);
 
 #[test]
 fn head_split_projections_with_rotary() {
-    let cases: [HeadCase; 6] = [
+    // Head sizes that are whole 16-column panels take the split-by-heads form.
+    let cases: [HeadCase; 10] = [
         ("linear", None, 3),
         ("matmul", None, 5),
         ("linear", Some((false, 0)), 4),
         ("matmul", Some((false, 0)), 18),
         ("linear", Some((true, 0)), 6),
         ("matmul", Some((false, 4)), 10),
+        ("linear", None, 16),
+        ("linear", Some((false, 0)), 16),
+        ("matmul", Some((true, 0)), 32),
+        ("linear", Some((false, 8)), 16),
     ];
     for (i, (proj, rot, d)) in cases.into_iter().enumerate() {
         let src = head_split_src(proj, rot, d);

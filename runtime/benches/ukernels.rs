@@ -1,4 +1,4 @@
-//! Single-threaded GFLOP/s of the GEMM micro-kernels (`sgemm_packed`, `gemm_q8_0`,
+//! Single-threaded GFLOP/s of the GEMM micro-kernels (`sgemm_packed`, `sgemm_nt`, `gemm_q8_0`,
 //! `gemm_q4_0`) per implementation tier on the SmolLM2-135M linear shapes
 //! (`cargo bench -p ferrumc-runtime --bench ukernels [-- words…]`, words filtering
 //! "kernel tier"). Each cell is the median of repeated
@@ -35,12 +35,13 @@ fn quant(n: usize, k: usize, block: usize) -> Vec<u8> {
 }
 
 /// (median, min) seconds of repeated runs.
-fn time(f: GemmFn, m: usize, n: usize, k: usize, a: &[f32], b: &[u8], c: &mut [f32]) -> (f64, f64) {
+#[allow(clippy::too_many_arguments)]
+fn time(f: GemmFn, m: usize, n: usize, k: usize, a: &[f32], b: &[u8], ldb: usize, c: &mut [f32]) -> (f64, f64) {
     let run = |c: &mut [f32]| {
         let t = Instant::now();
         // SAFETY: buffers are sized for the shapes (a: m·k, c: m·n, b: the weight layout).
         unsafe {
-            f(m as u64, n as u64, k as u64, a.as_ptr(), k as u64, b.as_ptr(), n as u64, c.as_mut_ptr(), n as u64, 0)
+            f(m as u64, n as u64, k as u64, a.as_ptr(), k as u64, b.as_ptr(), ldb as u64, c.as_mut_ptr(), n as u64, 0)
         };
         t.elapsed().as_secs_f64()
     };
@@ -63,6 +64,7 @@ fn main() {
     for &(k, n) in &SHAPES {
         let panels = n.div_ceil(16);
         let packed: Vec<u8> = fill(panels * k * 16, 3).iter().flat_map(|x| x.to_le_bytes()).collect();
+        let rows: Vec<u8> = fill(n * k, 3).iter().flat_map(|x| x.to_le_bytes()).collect();
         let q8 = quant(n, k, Q8_0_BLOCK_BYTES);
         let q4 = quant(n, k, Q4_0_BLOCK_BYTES);
         for &m in &MS {
@@ -76,6 +78,7 @@ fn main() {
                 let Some(t) = table_for(tier) else { continue };
                 for (name, f, b) in [
                     ("sgemm_packed", t.sgemm_packed, &packed),
+                    ("sgemm_nt", t.sgemm_nt, &rows),
                     ("gemm_q8_0", t.gemm_q8_0, &q8),
                     ("gemm_q4_0", t.gemm_q4_0, &q4),
                 ] {
@@ -83,7 +86,8 @@ fn main() {
                     if !words.iter().all(|w| label.contains(w.as_str())) {
                         continue;
                     }
-                    let (s, best) = time(f, m, n, k, &a, b, &mut c);
+                    let ldb = if name == "sgemm_nt" { k } else { n };
+                    let (s, best) = time(f, m, n, k, &a, b, ldb, &mut c);
                     println!(
                         "{:<14} {:>4} {:>5} {:>6} {:>8} {:>10.1} {:>10.2} {:>10.2}",
                         name,

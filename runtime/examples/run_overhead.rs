@@ -49,6 +49,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         exp: unary_unused,
         tanh: unary_unused,
         erf: unary_unused,
+        attention_row: ferrumc_runtime::ukernels::scalar::attention_row,
+        sgemm_nt: ferrumc_runtime::ukernels::scalar::sgemm_nt,
     };
     for (label, extent, grain) in [("inline (1 chunk)", 1, 0), ("parallel (1 chunk per thread)", 64, 1)] {
         let mut b = ArtifactBuilder::new(&format!("{}-unknown-linux-gnu", std::env::consts::ARCH));

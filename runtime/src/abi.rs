@@ -38,12 +38,27 @@ pub type GemmFn = unsafe extern "C" fn(
     accumulate: u32,
 );
 
+/// One query row of softmax attention: `o[e] = Σ_j p_j · v[j, e]` for `e < dv`, with
+/// `p = softmax_j(scale · Σ_d q[d] · k[j, d])` over the first `keys` key rows (`k: [keys, dk]`,
+/// `v: [keys, dv]`, dense rows). `keys == 0` writes zeros. Causal and cache handling are the
+/// caller's: it passes the visible key count and contiguous key/value rows.
+pub type AttentionRowFn = unsafe extern "C" fn(
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    keys: u64,
+    dk: u64,
+    dv: u64,
+    scale: f32,
+    o: *mut f32,
+);
+
 /// `y[i] = f(x[i])` for `i < n` (`x` and `y` may be the same buffer).
 pub type UnaryArrayFn = unsafe extern "C" fn(x: *const f32, y: *mut f32, n: u64);
 
 /// The version of [`RuntimeFnTable`]'s layout; artifacts record the version they were
 /// compiled against and a runtime refuses other versions.
-pub const FN_TABLE_VERSION: u32 = 1;
+pub const FN_TABLE_VERSION: u32 = 2;
 
 /// Micro-kernels and math helpers the runtime passes to every kernel.
 #[repr(C)]
@@ -56,6 +71,9 @@ pub struct RuntimeFnTable {
     /// f32 GEMM with `b` prepacked into `[⌈n/16⌉, k, 16]` panels (`packed_linear`'s weight
     /// layout; `ldb` ignored), `n` the unpadded column count.
     pub sgemm_packed: GemmFn,
+    /// `c = a · wᵀ` with f32 `w: [n, k]` rows (row stride `ldb`; a `linear` weight as stored;
+    /// added in version 2).
+    pub sgemm_nt: GemmFn,
     /// `c = a · wᵀ` with `w: [n, k]` in GGML Q8_0 blocks (row after row; `ldb` ignored).
     pub gemm_q8_0: GemmFn,
     /// `c = a · wᵀ` with `w: [n, k]` in GGML Q4_0 blocks (row after row; `ldb` ignored).
@@ -64,6 +82,8 @@ pub struct RuntimeFnTable {
     pub exp: UnaryArrayFn,
     pub tanh: UnaryArrayFn,
     pub erf: UnaryArrayFn,
+    /// One query row of attention ([`AttentionRowFn`]; added in version 2).
+    pub attention_row: AttentionRowFn,
 }
 
 impl std::fmt::Debug for RuntimeFnTable {

@@ -189,6 +189,69 @@ pub struct Model {
     states: Option<Vec<AlignedBuf>>,
     threads: usize,
     team: Option<Team>,
+    profile: Option<Profile>,
+}
+
+/// Time spent per schedule step, collected when profiling is on ([`Model::with_profiling`] or
+/// `FERRUMC_PROFILE=1`): keyed by entry point and step index.
+#[derive(Debug, Default, Clone)]
+pub struct Profile {
+    steps: BTreeMap<(String, usize), StepTime>,
+    /// Whether [`Model`]'s `Drop` prints the table (set by `FERRUMC_PROFILE=1`).
+    print_on_drop: bool,
+}
+
+/// One step's accumulated time.
+#[derive(Debug, Default, Clone)]
+pub struct StepTime {
+    /// Kernel name.
+    pub kernel: String,
+    /// Times the step ran.
+    pub calls: u64,
+    /// Wall time in all, nanoseconds.
+    pub total_ns: u128,
+    /// Parallel chunks of the last call (1: ran on the calling thread alone).
+    pub chunks: u64,
+}
+
+impl Profile {
+    /// `(entry, step, time)` rows sorted by total time, largest first.
+    pub fn rows(&self) -> Vec<(&str, usize, &StepTime)> {
+        let mut rows: Vec<_> = self.steps.iter().map(|((e, i), t)| (e.as_str(), *i, t)).collect();
+        rows.sort_by(|a, b| b.2.total_ns.cmp(&a.2.total_ns).then(a.0.cmp(b.0)).then(a.1.cmp(&b.1)));
+        rows
+    }
+
+    /// A table of the `top` most expensive steps, with each entry point's total.
+    pub fn report(&self, top: usize) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let mut totals: BTreeMap<&str, u128> = BTreeMap::new();
+        for ((e, _), t) in &self.steps {
+            *totals.entry(e.as_str()).or_default() += t.total_ns;
+        }
+        for (e, t) in &totals {
+            let _ = writeln!(out, "entry `{e}`: {:.3} ms in kernels in all", *t as f64 / 1e6);
+        }
+        let _ = writeln!(
+            out,
+            "{:<10} {:>5} {:<28} {:>7} {:>6} {:>11} {:>10} {:>6}",
+            "entry", "step", "kernel", "calls", "chunks", "total ms", "mean us", "share"
+        );
+        for (e, i, t) in self.rows().into_iter().take(top) {
+            let share = 100.0 * t.total_ns as f64 / totals[e].max(1) as f64;
+            let _ = writeln!(
+                out,
+                "{e:<10} {i:>5} {:<28} {:>7} {:>6} {:>11.3} {:>10.1} {share:>5.1}%",
+                t.kernel,
+                t.calls,
+                t.chunks,
+                t.total_ns as f64 / 1e6,
+                t.total_ns as f64 / 1e3 / t.calls.max(1) as f64
+            );
+        }
+        out
+    }
 }
 
 impl std::fmt::Debug for Model {
@@ -218,6 +281,29 @@ impl Model {
             states: None,
             threads: 0,
             team: None,
+            profile: std::env::var_os("FERRUMC_PROFILE")
+                .is_some_and(|v| v != "0" && !v.is_empty())
+                .then(|| Profile { print_on_drop: true, ..Profile::default() }),
+        }
+    }
+
+    /// Collects the wall time of every schedule step (see [`Model::profile`]); off by default
+    /// (or on with `FERRUMC_PROFILE=1`, which also prints the table to stderr when the model
+    /// is dropped). When off, a run pays one branch per step.
+    pub fn with_profiling(mut self, on: bool) -> Self {
+        self.profile = on.then(Profile::default);
+        self
+    }
+
+    /// The collected step times (`None` when profiling is off).
+    pub fn profile(&self) -> Option<&Profile> {
+        self.profile.as_ref()
+    }
+
+    /// Forgets the collected step times (e.g. after warm-up runs).
+    pub fn clear_profile(&mut self) {
+        if let Some(p) = &mut self.profile {
+            p.steps.clear();
         }
     }
 
@@ -427,7 +513,23 @@ impl Model {
             let launch = Launch { f, buffers, dims, table };
             let team = self.team.as_ref().ok_or_else(|| RuntimeError::Io(std::io::Error::other("no worker team")))?;
             if extent > 0 {
-                team.run(launch, extent, extent.div_ceil(step.grain.max(1)));
+                let chunks = extent.div_ceil(step.grain.max(1));
+                match &mut self.profile {
+                    None => {
+                        team.run(launch, extent, chunks);
+                    }
+                    Some(p) => {
+                        let start = std::time::Instant::now();
+                        let used = team.run(launch, extent, chunks);
+                        let t = p.steps.entry((ep.name.clone(), si)).or_default();
+                        if t.kernel.is_empty() {
+                            t.kernel = m.kernels.get(step.kernel as usize).map(|k| k.name.clone()).unwrap_or_default();
+                        }
+                        t.calls += 1;
+                        t.total_ns += start.elapsed().as_nanos();
+                        t.chunks = used;
+                    }
+                }
             }
         }
         drop(copies);
@@ -441,6 +543,14 @@ impl Model {
                 (o.name.clone(), Tensor { dtype: o.dtype, shape, data: buf.to_vec(bytes) })
             })
             .collect())
+    }
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        if let Some(p) = self.profile.as_ref().filter(|p| p.print_on_drop && !p.steps.is_empty()) {
+            eprint!("ferrumc profile (FERRUMC_PROFILE):\n{}", p.report(40));
+        }
     }
 }
 

@@ -69,6 +69,8 @@ fn test_table() -> RuntimeFnTable {
         exp: exp_array,
         tanh: tanh_array,
         erf: tanh_array,
+        attention_row: ferrumc_runtime::ukernels::scalar::attention_row,
+        sgemm_nt: ferrumc_runtime::ukernels::scalar::sgemm_nt,
     }
 }
 

@@ -302,12 +302,20 @@ impl<'a, 'b> Translator<'a, 'b> {
         if r.offset.terms.is_empty() && r.offset.offset.terms.is_empty() {
             return Ok(base);
         }
-        let bytes = match self.k.buffers[r.buffer as usize].dtype {
-            DType::F32 => 4,
+        let i = self.index(&r.offset)?;
+        let off = match self.k.buffers[r.buffer as usize].dtype {
+            DType::F32 => self.b.ins().imul_imm_s(i, 4),
+            // Block-quantized: whole blocks of 32 elements (the offset is a multiple of 32).
+            DType::Q8_0 => {
+                let blocks = self.b.ins().sshr_imm_s(i, 5);
+                self.b.ins().imul_imm_s(blocks, 34)
+            }
+            DType::Q4_0 => {
+                let blocks = self.b.ins().sshr_imm_s(i, 5);
+                self.b.ins().imul_imm_s(blocks, 18)
+            }
             other => return Err(invalid(self.k, format!("offset into a {other} buffer"))),
         };
-        let i = self.index(&r.offset)?;
-        let off = self.b.ins().imul_imm_s(i, bytes);
         Ok(self.b.ins().iadd(base, off))
     }
 
@@ -397,6 +405,12 @@ impl<'a, 'b> Translator<'a, 'b> {
                 }
                 self.call(*which, args)
             }
+            Stmt::CallAttentionRow(a) => {
+                if mode != Mode::Scalar {
+                    return Err(invalid(self.k, "call inside a vector loop"));
+                }
+                self.call_attention_row(a)
+            }
         }
     }
 
@@ -477,13 +491,14 @@ impl<'a, 'b> Translator<'a, 'b> {
         let offset = match which {
             MicroKernel::Sgemm => std::mem::offset_of!(RuntimeFnTable, sgemm),
             MicroKernel::SgemmPacked => std::mem::offset_of!(RuntimeFnTable, sgemm_packed),
+            MicroKernel::SgemmNt => std::mem::offset_of!(RuntimeFnTable, sgemm_nt),
             MicroKernel::GemmQ8_0 => std::mem::offset_of!(RuntimeFnTable, gemm_q8_0),
             MicroKernel::GemmQ4_0 => std::mem::offset_of!(RuntimeFnTable, gemm_q4_0),
         };
         let fptr = self.b.ins().load(self.ptr, MemFlagsData::trusted().with_readonly(), self.table, offset as i32);
         let sig = self.b.import_signature(gemm_signature(self.ptr, self.cc));
         let m = self.extent(&a.m)?;
-        let n = self.size(&a.n)?;
+        let n = self.extent(&a.n)?;
         let k = self.size(&a.k)?;
         let pa = self.raw_address(&a.a)?;
         let lda = self.size(&a.lda)?;
@@ -493,6 +508,36 @@ impl<'a, 'b> Translator<'a, 'b> {
         let ldc = self.size(&a.ldc)?;
         let acc = self.b.ins().iconst(types::I32, i64::from(a.accumulate));
         self.b.ins().call_indirect(sig, fptr, &[m, n, k, pa, lda, pb, ldb, pc, ldc, acc]);
+        Ok(())
+    }
+
+    fn dyn_address(&mut self, r: &DynRef) -> Result<Value, CodegenError> {
+        if self.elem_bytes(r.buffer)?.2 != ScalarType::F32 {
+            return Err(invalid(self.k, format!("attention_row on a non-f32 buffer b{}", r.buffer)));
+        }
+        self.address_at(r.buffer, r.base.as_ref(), &r.index)
+    }
+
+    fn call_attention_row(&mut self, a: &AttentionRowArgs) -> Result<(), CodegenError> {
+        let offset = std::mem::offset_of!(RuntimeFnTable, attention_row);
+        let fptr = self.b.ins().load(self.ptr, MemFlagsData::trusted().with_readonly(), self.table, offset as i32);
+        let mut sig = Signature::new(self.cc);
+        for t in [self.ptr, self.ptr, self.ptr, types::I64, types::I64, types::I64, types::F32, self.ptr] {
+            sig.params.push(AbiParam::new(t));
+        }
+        let sig = self.b.import_signature(sig);
+        if a.keys.ty(self.k) != Some(ScalarType::I64) {
+            return Err(invalid(self.k, "attention_row's key count must be an i64"));
+        }
+        let q = self.dyn_address(&a.q)?;
+        let k = self.dyn_address(&a.k)?;
+        let v = self.dyn_address(&a.v)?;
+        let o = self.dyn_address(&a.o)?;
+        let keys = self.expr(&a.keys, Mode::Scalar)?;
+        let dk = self.b.ins().iconst(types::I64, a.dk);
+        let dv = self.b.ins().iconst(types::I64, a.dv);
+        let scale = self.b.ins().f32const(a.scale);
+        self.b.ins().call_indirect(sig, fptr, &[q, k, v, keys, dk, dv, scale, o]);
         Ok(())
     }
 

@@ -303,11 +303,13 @@ pub fn reference_table() -> RuntimeFnTable {
         version: FN_TABLE_VERSION,
         sgemm: ref_sgemm,
         sgemm_packed: ref_sgemm_packed,
+        sgemm_nt: ref_sgemm_nt,
         gemm_q8_0: ref_gemm_q8_0,
         gemm_q4_0: ref_gemm_q4_0,
         exp: ref_exp,
         tanh: ref_tanh,
         erf: ref_erf,
+        attention_row: ref_attention_row,
     }
 }
 
@@ -358,6 +360,23 @@ unsafe extern "C" fn ref_sgemm(
     let b = b as *const f32;
     // SAFETY: forwarded contract; `b` covers `k` rows of `ldb`.
     unsafe { gemm_with(m, n, k, a, lda, c, ldc, acc, &|kk, j| *b.add((kk * ldb + j) as usize) as f64) }
+}
+
+unsafe extern "C" fn ref_sgemm_nt(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    w: *const u8,
+    ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    acc: u32,
+) {
+    let w = w as *const f32;
+    // SAFETY: forwarded contract; `w` covers `n` rows of `ldb`.
+    unsafe { gemm_with(m, n, k, a, lda, c, ldc, acc, &|kk, j| *w.add((j * ldb + kk) as usize) as f64) }
 }
 
 unsafe extern "C" fn ref_sgemm_packed(
@@ -450,6 +469,39 @@ unsafe extern "C" fn ref_exp(x: *const f32, y: *mut f32, n: u64) {
 unsafe extern "C" fn ref_tanh(x: *const f32, y: *mut f32, n: u64) {
     // SAFETY: forwarded.
     unsafe { map_array(x, y, n, f64::tanh) }
+}
+/// Softmax attention of one query row in f64 (see `abi::AttentionRowFn`).
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn ref_attention_row(
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    keys: u64,
+    dk: u64,
+    dv: u64,
+    scale: f32,
+    o: *mut f32,
+) {
+    let (keys, dk, dv) = (keys as usize, dk as usize, dv as usize);
+    // SAFETY: the ABI's contract on the pointers and counts.
+    let (q, k, v, o) = unsafe {
+        (
+            std::slice::from_raw_parts(q, dk),
+            std::slice::from_raw_parts(k, keys * dk),
+            std::slice::from_raw_parts(v, keys * dv),
+            std::slice::from_raw_parts_mut(o, dv),
+        )
+    };
+    let s: Vec<f64> = (0..keys)
+        .map(|j| f64::from(scale) * (0..dk).map(|d| f64::from(q[d]) * f64::from(k[j * dk + d])).sum::<f64>())
+        .collect();
+    let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let p: Vec<f64> = s.iter().map(|x| if max == f64::NEG_INFINITY { 0.0 } else { (x - max).exp() }).collect();
+    let sum: f64 = p.iter().sum();
+    for (e, oe) in o.iter_mut().enumerate() {
+        let acc: f64 = (0..keys).map(|j| p[j] * f64::from(v[j * dv + e])).sum();
+        *oe = if sum > 0.0 { (acc / sum) as f32 } else { 0.0 };
+    }
 }
 unsafe extern "C" fn ref_erf(x: *const f32, y: *mut f32, n: u64) {
     // SAFETY: forwarded.

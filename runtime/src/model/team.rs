@@ -76,8 +76,8 @@ impl Team {
     }
 
     /// Runs `launch` over `[0, extent)` in `chunks` chunks (≤ [`Team::threads`]) and returns
-    /// when all are done.
-    pub fn run(&self, launch: Launch, extent: u64, chunks: u64) {
+    /// when all are done; returns the number of chunks used.
+    pub fn run(&self, launch: Launch, extent: u64, chunks: u64) -> u64 {
         let chunks = chunks.clamp(1, self.threads() as u64);
         let s = &self.shared;
         // Only this method (one caller at a time: `Model::run` takes `&mut self`) writes `epoch`.
@@ -85,7 +85,7 @@ impl Team {
         let job = Arc::new(Job { epoch, launch: Arc::new(launch), extent, chunks, done: AtomicU64::new(0) });
         if chunks == 1 {
             job.run_chunk(0);
-            return;
+            return 1;
         }
         *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&job));
         s.epoch.store(epoch, SeqCst);
@@ -103,6 +103,7 @@ impl Team {
                 std::thread::yield_now();
             }
         }
+        chunks
     }
 }
 

@@ -541,3 +541,11 @@ pub unsafe extern "C" fn erf(x: *const f32, y: *mut f32, n: u64) {
     // SAFETY: forwarded contract.
     unsafe { map8(x, y, n, |v| erf8(v)) }
 }
+
+/// One query row of attention: this tier uses the scalar implementation (AVX-512 machines
+/// are the tuned target; the scalar loops auto-vectorize moderately).
+pub use super::scalar::attention_row;
+
+/// `c (+)= a · wᵀ` with f32 `w` rows: this tier uses the scalar implementation (its
+/// eight-way partial sums auto-vectorize).
+pub use super::scalar::sgemm_nt;

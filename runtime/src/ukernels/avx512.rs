@@ -17,6 +17,10 @@ use std::arch::x86_64::*;
 
 const MR: usize = 6;
 const NP: usize = 4;
+/// How many k-rows (64 bytes each per panel) ahead the few-row GEMM tiles prefetch.
+const PREFETCH_ROWS: usize = 16;
+/// How many 16-float chunks ahead the one-row `sgemm_nt` tile prefetches each weight row.
+const PREFETCH_CHUNKS: usize = 8;
 
 /// Mask of the first `cols` (≤ 16) lanes.
 #[inline]
@@ -51,6 +55,11 @@ unsafe fn tile<const R: usize, const P: usize>(
         for _ in 0..k {
             let mut bv = [_mm512_setzero_ps(); P];
             for j in 0..P {
+                if R <= 2 {
+                    // Few rows (decode's GEMV) stream the weights from memory at a few FLOPs
+                    // per byte: fetch each panel ahead (prefetches never fault past the end).
+                    _mm_prefetch::<_MM_HINT_T0>(bp.add(j * ps + PREFETCH_ROWS * ks) as *const i8);
+                }
                 bv[j] = _mm512_loadu_ps(bp.add(j * ps));
             }
             for r in 0..R {
@@ -556,4 +565,271 @@ pub unsafe extern "C" fn tanh(x: *const f32, y: *mut f32, n: u64) {
 pub unsafe extern "C" fn erf(x: *const f32, y: *mut f32, n: u64) {
     // SAFETY: forwarded contract.
     unsafe { map16(x, y, n, |v| erf16(v)) }
+}
+
+/// `Σ_l v[l]` of 16 lanes.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn hsum(v: __m512) -> f32 {
+    _mm512_reduce_add_ps(v)
+}
+
+/// One query row of softmax attention (see [`crate::abi::AttentionRowFn`]): scores four keys
+/// at a time (16-lane FMAs over `dk`, masked tail), 16-lane `exp` of the shifted scores, then
+/// the weighted sum of value rows with up to 8 accumulators (128 columns) per pass over the
+/// keys.
+///
+/// # Safety
+/// As [`super::scalar::attention_row`], and the CPU supports this tier.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub unsafe extern "C" fn attention_row(
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    keys: u64,
+    dk: u64,
+    dv: u64,
+    scale: f32,
+    o: *mut f32,
+) {
+    let (keys, dk, dv) = (keys as usize, dk as usize, dv as usize);
+    if keys == 0 {
+        // SAFETY: `o` is writable for `dv` floats.
+        unsafe { std::ptr::write_bytes(o, 0, dv) };
+        return;
+    }
+    // SAFETY: the caller's contract; every access below stays inside the rows it names.
+    super::with_scratch(keys, |scores| unsafe { row(q, k, v, keys, dk, dv, scale, o, scores) })
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn row(
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    keys: usize,
+    dk: usize,
+    dv: usize,
+    scale: f32,
+    o: *mut f32,
+    scores: &mut [f32],
+) {
+    // SAFETY (whole body): pointers as the caller's contract states; `scores` has `keys` slots.
+    unsafe {
+        let dot4 = |j: usize| {
+            let mut acc = [_mm512_setzero_ps(); 4];
+            let mut d = 0;
+            while d < dk {
+                let mask = lane_mask(dk - d);
+                let qv = _mm512_maskz_loadu_ps(mask, q.add(d));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(mask, k.add((j + r) * dk + d)), *a);
+                }
+                d += 16;
+            }
+            acc
+        };
+        let mut j = 0;
+        let mut maxv = f32::NEG_INFINITY;
+        while j + 4 <= keys {
+            let acc = dot4(j);
+            for r in 0..4 {
+                let s = scale * hsum(acc[r]);
+                scores[j + r] = s;
+                maxv = maxv.max(s);
+            }
+            j += 4;
+        }
+        while j < keys {
+            let mut a = _mm512_setzero_ps();
+            let mut d = 0;
+            while d < dk {
+                let mask = lane_mask(dk - d);
+                a = _mm512_fmadd_ps(
+                    _mm512_maskz_loadu_ps(mask, q.add(d)),
+                    _mm512_maskz_loadu_ps(mask, k.add(j * dk + d)),
+                    a,
+                );
+                d += 16;
+            }
+            let s = scale * hsum(a);
+            scores[j] = s;
+            maxv = maxv.max(s);
+            j += 1;
+        }
+        // Weights: exp(s − max); an all −inf row (not produced by the kernels) gives zeros.
+        let dead = maxv == f32::NEG_INFINITY;
+        let mv = _mm512_set1_ps(maxv);
+        let mut sumv = _mm512_setzero_ps();
+        let mut j = 0;
+        while j < keys {
+            let mask = lane_mask(keys - j);
+            let s = _mm512_maskz_loadu_ps(mask, scores.as_ptr().add(j));
+            let p = if dead { _mm512_setzero_ps() } else { _mm512_maskz_mov_ps(mask, exp16(_mm512_sub_ps(s, mv))) };
+            _mm512_mask_storeu_ps(scores.as_mut_ptr().add(j), mask, p);
+            sumv = _mm512_add_ps(sumv, p);
+            j += 16;
+        }
+        let sum = hsum(sumv);
+        let inv = _mm512_set1_ps(if sum > 0.0 { 1.0 / sum } else { 0.0 });
+        // Output columns in passes of up to 128 (8 accumulators).
+        let mut e0 = 0;
+        while e0 < dv {
+            let cols = (dv - e0).min(128);
+            let nacc = cols.div_ceil(16);
+            let mut acc = [_mm512_setzero_ps(); 8];
+            for j in 0..keys {
+                let p = _mm512_set1_ps(scores[j]);
+                let vrow = v.add(j * dv + e0);
+                for a in 0..nacc {
+                    let mask = lane_mask(cols - 16 * a);
+                    acc[a] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(mask, vrow.add(16 * a)), acc[a]);
+                }
+            }
+            for a in 0..nacc {
+                let mask = lane_mask(cols - 16 * a);
+                _mm512_mask_storeu_ps(o.add(e0 + 16 * a), mask, _mm512_mul_ps(acc[a], inv));
+            }
+            e0 += cols;
+        }
+    }
+}
+
+/// Rows of `a` from which `sgemm_nt` packs `w` into panels first (the copy costs about as
+/// much as 45 rows of dot tiles; measured with the `ukernels` bench).
+const NT_PACK_ROWS: usize = 64;
+
+/// Copies `w: [n, k]` rows (stride `ldw`) into `[⌈n/16⌉, k, 16]` panels, zero padded past `n`.
+///
+/// # Safety
+/// `w` readable for `n` rows of `k` floats at stride `ldw`; `panels` holds `⌈n/16⌉·k·16`.
+unsafe fn pack_rows(w: *const f32, ldw: usize, n: usize, k: usize, panels: &mut [f32]) {
+    let np = n.div_ceil(PANEL);
+    for p in 0..np {
+        let panel = &mut panels[p * k * PANEL..(p + 1) * k * PANEL];
+        for l in 0..PANEL {
+            let j = p * PANEL + l;
+            if j < n {
+                // SAFETY: row `j < n` is readable for `k` floats.
+                let row = unsafe { std::slice::from_raw_parts(w.add(j * ldw), k) };
+                for (kk, &x) in row.iter().enumerate() {
+                    panel[kk * PANEL + l] = x;
+                }
+            } else {
+                for kk in 0..k {
+                    panel[kk * PANEL + l] = 0.0;
+                }
+            }
+        }
+    }
+}
+
+/// An `R × J` tile of `c (+)= a · wᵀ` (f32 `w` rows): `R·J` 16-lane dot accumulators over `k`
+/// (masked tail), reduced horizontally at the end.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn nt_tile<const R: usize, const J: usize>(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    w: *const f32,
+    ldw: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    // SAFETY (whole body): the caller guarantees the tile lies inside the matrices.
+    unsafe {
+        let mut s = [[_mm512_setzero_ps(); J]; R];
+        let mut kk = 0;
+        while kk < k {
+            let mask = lane_mask(k - kk);
+            let mut wv = [_mm512_setzero_ps(); J];
+            for j in 0..J {
+                if R == 1 {
+                    // One row: a weight-streaming GEMV; fetch each row ahead.
+                    _mm_prefetch::<_MM_HINT_T0>(w.add(j * ldw + kk + 16 * PREFETCH_CHUNKS) as *const i8);
+                }
+                wv[j] = _mm512_maskz_loadu_ps(mask, w.add(j * ldw + kk));
+            }
+            for r in 0..R {
+                let av = _mm512_maskz_loadu_ps(mask, a.add(r * lda + kk));
+                for j in 0..J {
+                    s[r][j] = _mm512_fmadd_ps(av, wv[j], s[r][j]);
+                }
+            }
+            kk += 16;
+        }
+        for r in 0..R {
+            for j in 0..J {
+                let v = hsum(s[r][j]);
+                let p = c.add(r * ldc + j);
+                *p = if accumulate { *p + v } else { v };
+            }
+        }
+    }
+}
+
+/// `c (+)= a · wᵀ` with f32 `w: [n, k]` rows (`linear` weights as stored). From
+/// [`NT_PACK_ROWS`] rows on, `w` is first copied into packed panels (thread-local) and the
+/// packed GEMM's register tiles run; below, 4 × 4 tiles of dot products (each `w` chunk feeds
+/// four rows of `a`) and 1 × 8 for the rows left over (the GEMV of decode: eight weight rows
+/// streamed at once).
+///
+/// # Safety
+/// As [`super::scalar::sgemm_nt`], and the CPU supports this tier.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub unsafe extern "C" fn sgemm_nt(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    w: *const u8,
+    ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+) {
+    let (m, n, k, lda, ldw, ldc) = (m as usize, n as usize, k as usize, lda as usize, ldb as usize, ldc as usize);
+    let w = w as *const f32;
+    let acc = accumulate != 0;
+    if m >= NT_PACK_ROWS && n > 0 && k > 0 {
+        // Enough rows to amortize a transposing copy of `w` into panels: run the packed
+        // kernel's register tiles (about twice the dot tiles' rate).
+        // SAFETY: `w` holds `n` rows of `k` floats at stride `ldw` (caller's contract).
+        return super::with_scratch(n.div_ceil(PANEL) * k * PANEL, |panels| unsafe {
+            pack_rows(w, ldw, n, k, panels);
+            drive(m, n, k, a, lda, panels.as_ptr(), k * PANEL, PANEL, c, ldc, acc)
+        });
+    }
+    // SAFETY: every tile lies inside the matrices by construction.
+    unsafe {
+        let mut i = 0;
+        while i + 4 <= m {
+            let mut j = 0;
+            while j + 4 <= n {
+                nt_tile::<4, 4>(k, a.add(i * lda), lda, w.add(j * ldw), ldw, c.add(i * ldc + j), ldc, acc);
+                j += 4;
+            }
+            while j < n {
+                nt_tile::<4, 1>(k, a.add(i * lda), lda, w.add(j * ldw), ldw, c.add(i * ldc + j), ldc, acc);
+                j += 1;
+            }
+            i += 4;
+        }
+        while i < m {
+            let mut j = 0;
+            while j + 8 <= n {
+                nt_tile::<1, 8>(k, a.add(i * lda), lda, w.add(j * ldw), ldw, c.add(i * ldc + j), ldc, acc);
+                j += 8;
+            }
+            while j < n {
+                nt_tile::<1, 1>(k, a.add(i * lda), lda, w.add(j * ldw), ldw, c.add(i * ldc + j), ldc, acc);
+                j += 1;
+            }
+            i += 1;
+        }
+    }
 }

@@ -13,6 +13,7 @@
 //! Layout contracts (all pointers unaligned-safe; strides in elements):
 //! * `sgemm_packed`: `b` is `[⌈n/16⌉, k, 16]` f32 panels, zero padded past `n`.
 //! * `sgemm`: `b` is dense row-major `[k, n]` with row stride `ldb`.
+//! * `sgemm_nt`: `c = a · wᵀ`, `w: [n, k]` f32 rows with row stride `ldb` (`linear` weights).
 //! * `gemm_q8_0` / `gemm_q4_0`: `c[m, n] (+)= a[m, k] · wᵀ`, `w: [n, k]` stored row after row
 //!   in GGML blocks of 32 values ([`Q8_0_BLOCK_BYTES`], [`Q4_0_BLOCK_BYTES`]); `k` must be a
 //!   multiple of 32 (a trailing partial block is not read).
@@ -115,33 +116,39 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             version: FN_TABLE_VERSION,
             sgemm: scalar::sgemm,
             sgemm_packed: scalar::sgemm_packed,
+            sgemm_nt: scalar::sgemm_nt,
             gemm_q8_0: scalar::gemm_q8_0,
             gemm_q4_0: scalar::gemm_q4_0,
             exp: scalar::exp,
             tanh: scalar::tanh,
             erf: scalar::erf,
+            attention_row: scalar::attention_row,
         },
         #[cfg(target_arch = "x86_64")]
         Tier::Avx2 => RuntimeFnTable {
             version: FN_TABLE_VERSION,
             sgemm: avx2::sgemm,
             sgemm_packed: avx2::sgemm_packed,
+            sgemm_nt: avx2::sgemm_nt,
             gemm_q8_0: avx2::gemm_q8_0,
             gemm_q4_0: avx2::gemm_q4_0,
             exp: avx2::exp,
             tanh: avx2::tanh,
             erf: avx2::erf,
+            attention_row: avx2::attention_row,
         },
         #[cfg(target_arch = "x86_64")]
         Tier::Avx512 => RuntimeFnTable {
             version: FN_TABLE_VERSION,
             sgemm: avx512::sgemm,
             sgemm_packed: avx512::sgemm_packed,
+            sgemm_nt: avx512::sgemm_nt,
             gemm_q8_0: avx512::gemm_q8_0,
             gemm_q4_0: avx512::gemm_q4_0,
             exp: avx512::exp,
             tanh: avx512::tanh,
             erf: avx512::erf,
+            attention_row: avx512::attention_row,
         },
         #[cfg(not(target_arch = "x86_64"))]
         _ => return None,
@@ -156,11 +163,13 @@ pub fn fn_table() -> RuntimeFnTable {
             version: FN_TABLE_VERSION,
             sgemm: scalar::sgemm,
             sgemm_packed: scalar::sgemm_packed,
+            sgemm_nt: scalar::sgemm_nt,
             gemm_q8_0: scalar::gemm_q8_0,
             gemm_q4_0: scalar::gemm_q4_0,
             exp: scalar::exp,
             tanh: scalar::tanh,
             erf: scalar::erf,
+            attention_row: scalar::attention_row,
         })
     })
 }
@@ -260,4 +269,22 @@ pub(crate) mod erfc {
     pub const A3: f32 = 1.421_413_8;
     pub const A4: f32 = -1.453_152;
     pub const A5: f32 = 1.061_405_4;
+}
+
+/// Runs `f` with a thread-local scratch of at least `len` floats (the attention row's scores).
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    use std::cell::RefCell;
+    thread_local! {
+        static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|buf| match buf.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.resize(len, 0.0);
+            }
+            f(&mut v[..len])
+        }
+        // A re-entrant call (not possible from the kernels) gets a fresh buffer.
+        Err(_) => f(&mut vec![0.0; len]),
+    })
 }

@@ -270,3 +270,99 @@ pub fn erf1(x: f32) -> f32 {
         (1.0 - q * exp1(-ax * ax)).copysign(x)
     }
 }
+
+/// One query row of softmax attention (see [`crate::abi::AttentionRowFn`]): scores, their
+/// maximum, `exp` of the shifted scores, then the weighted sum of value rows divided by the
+/// sum of the weights.
+///
+/// # Safety
+/// `q` readable for `dk` floats, `k` for `keys · dk`, `v` for `keys · dv`, `o` writable for
+/// `dv` floats and not overlapping the others.
+pub unsafe extern "C" fn attention_row(
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    keys: u64,
+    dk: u64,
+    dv: u64,
+    scale: f32,
+    o: *mut f32,
+) {
+    let (keys, dk, dv) = (keys as usize, dk as usize, dv as usize);
+    // SAFETY: the caller's contract.
+    let (q, k, v, o) = unsafe {
+        (
+            std::slice::from_raw_parts(q, dk),
+            std::slice::from_raw_parts(k, keys * dk),
+            std::slice::from_raw_parts(v, keys * dv),
+            std::slice::from_raw_parts_mut(o, dv),
+        )
+    };
+    o.iter_mut().for_each(|x| *x = 0.0);
+    if keys == 0 {
+        return;
+    }
+    super::with_scratch(keys, |scores| {
+        let mut max = f32::NEG_INFINITY;
+        for (j, s) in scores.iter_mut().enumerate() {
+            let krow = &k[j * dk..(j + 1) * dk];
+            *s = scale * q.iter().zip(krow).map(|(a, b)| a * b).sum::<f32>();
+            max = max.max(*s);
+        }
+        let mut sum = 0.0f32;
+        for (j, s) in scores.iter_mut().enumerate() {
+            // An all −inf row (not produced by the kernels) gives weights 0, not NaN.
+            let p = if max == f32::NEG_INFINITY { 0.0 } else { exp1(*s - max) };
+            *s = p;
+            sum += p;
+            for (oe, ve) in o.iter_mut().zip(&v[j * dv..(j + 1) * dv]) {
+                *oe += p * ve;
+            }
+        }
+        let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+        o.iter_mut().for_each(|x| *x *= inv);
+    })
+}
+
+/// `c (+)= a · wᵀ` with f32 `w: [n, k]` rows at stride `ldb` (see [`crate::abi::RuntimeFnTable::sgemm_nt`]).
+///
+/// # Safety
+/// `a`: `m × k` (stride `lda`), `w`: `n × k` (stride `ldb`), `c`: `m × n` (stride `ldc`), all
+/// valid; `c` must not overlap `a` or `w`.
+pub unsafe extern "C" fn sgemm_nt(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    w: *const u8,
+    ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+) {
+    let (m, n, k, lda, ldb, ldc) = (m as usize, n as usize, k as usize, lda as usize, ldb as usize, ldc as usize);
+    let w = w as *const f32;
+    for i in 0..m {
+        for j in 0..n {
+            // SAFETY: rows inside the matrices by the caller's contract.
+            let (ar, wr) = unsafe {
+                (std::slice::from_raw_parts(a.add(i * lda), k), std::slice::from_raw_parts(w.add(j * ldb), k))
+            };
+            // Eight partial sums (vectorizable, and the same order for every row).
+            let mut acc = [0.0f32; 8];
+            let chunks = k / 8 * 8;
+            for kk in (0..chunks).step_by(8) {
+                for l in 0..8 {
+                    acc[l] += ar[kk + l] * wr[kk + l];
+                }
+            }
+            let mut s: f32 = acc.iter().sum();
+            for kk in chunks..k {
+                s += ar[kk] * wr[kk];
+            }
+            // SAFETY: as above.
+            unsafe { store(c.add(i * ldc + j), s, accumulate) };
+        }
+    }
+}

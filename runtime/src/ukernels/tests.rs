@@ -31,6 +31,8 @@ const SENTINEL: f32 = 12345.0;
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
     Dense,
+    /// `w: [n, k]` rows at stride `ldb` (`sgemm_nt`).
+    Nt,
     Packed,
     Q8,
     Q4,
@@ -51,6 +53,17 @@ fn encode(kind: Kind, w: &[f32], n: usize, k: usize, ldb: usize) -> (Vec<u8>, Ve
                 }
             }
             // Columns past n are NaN: a kernel that reads them poisons the result.
+            bytes = b.iter().flat_map(|x| x.to_le_bytes()).collect();
+        }
+        Kind::Nt => {
+            let mut b = vec![f32::NAN; n * ldb];
+            for j in 0..n {
+                for kk in 0..k {
+                    b[j * ldb + kk] = w[j * k + kk];
+                    exact[j * k + kk] = f64::from(w[j * k + kk]);
+                }
+            }
+            // Row padding is NaN: a kernel that reads past `k` poisons the result.
             bytes = b.iter().flat_map(|x| x.to_le_bytes()).collect();
         }
         Kind::Packed => {
@@ -98,7 +111,7 @@ fn encode(kind: Kind, w: &[f32], n: usize, k: usize, ldb: usize) -> (Vec<u8>, Ve
 
 /// Runs `f` on one random problem and checks it against the f64 reference.
 fn check_one(f: GemmFn, kind: Kind, m: usize, n: usize, k: usize, accumulate: bool, rng: &mut Rng, what: &str) {
-    let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
+    let (lda, ldb, ldc) = (k + 3, if kind == Kind::Nt { k + 5 } else { n + 5 }, n + 2);
     let a: Vec<f32> = (0..m * lda).map(|_| rng.f()).collect();
     let w: Vec<f32> = (0..n * k).map(|_| rng.f()).collect();
     let (b, exact) = encode(kind, &w, n, k, ldb);
@@ -154,6 +167,12 @@ fn check_entry(f: GemmFn, kind: Kind, what: &str) {
             }
         }
     }
+    if kind == Kind::Nt {
+        // From 64 rows on the AVX-512 tier packs `w` first: cover that path with tails.
+        for (m, n, k) in [(64usize, 17usize, 5usize), (70, 40, 64), (129, 33, 100)] {
+            check_one(f, kind, m, n, k, m % 2 == 0, &mut rng, what);
+        }
+    }
     // Degenerate shapes leave `c` alone (m or n = 0) or write zeros / keep `c` (k = 0).
     check_one(f, kind, 0, 17, 32, false, &mut rng, what);
     check_one(f, kind, 3, 0, 32, false, &mut rng, what);
@@ -167,6 +186,7 @@ fn check_table(t: &RuntimeFnTable, what: &str) {
     assert_eq!(t.version, FN_TABLE_VERSION);
     check_entry(t.sgemm, Kind::Dense, what);
     check_entry(t.sgemm_packed, Kind::Packed, what);
+    check_entry(t.sgemm_nt, Kind::Nt, what);
     check_entry(t.gemm_q8_0, Kind::Q8, what);
     check_entry(t.gemm_q4_0, Kind::Q4, what);
 }
@@ -391,5 +411,59 @@ fn avx2_math_matches_f64() {
 fn avx512_math_matches_f64() {
     if Tier::Avx512.is_supported() {
         check_math(avx512::exp, avx512::tanh, avx512::erf, "avx512");
+    }
+}
+
+/// Every tier's `attention_row` against an f64 softmax-attention reference, over key counts
+/// with and without 4- and 16-wide tails (0 included), head sizes with lane tails and above
+/// the 128-column pass, and large score ranges (a scale of 8 makes the softmax peaky).
+#[test]
+fn attention_row_matches_f64_in_every_tier() {
+    let mut rng = Rng(7);
+    for tier in available_tiers() {
+        let Some(t) = table_for(tier) else { continue };
+        for &keys in &[0usize, 1, 3, 4, 17, 129, 300] {
+            for &(dk, dv) in &[(64usize, 64usize), (5, 7), (16, 130), (80, 200)] {
+                for &scale in &[0.125f32, 8.0] {
+                    let q: Vec<f32> = (0..dk).map(|_| rng.f()).collect();
+                    let k: Vec<f32> = (0..keys * dk).map(|_| rng.f()).collect();
+                    let v: Vec<f32> = (0..keys * dv).map(|_| rng.f()).collect();
+                    let mut o = vec![SENTINEL; dv + 1];
+                    // SAFETY: the buffers have the sizes the contract names.
+                    unsafe {
+                        (t.attention_row)(
+                            q.as_ptr(),
+                            k.as_ptr(),
+                            v.as_ptr(),
+                            keys as u64,
+                            dk as u64,
+                            dv as u64,
+                            scale,
+                            o.as_mut_ptr(),
+                        )
+                    };
+                    let s: Vec<f64> = (0..keys)
+                        .map(|j| scale as f64 * (0..dk).map(|d| q[d] as f64 * k[j * dk + d] as f64).sum::<f64>())
+                        .collect();
+                    let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let p: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+                    let sum: f64 = p.iter().sum();
+                    for e in 0..dv {
+                        let want = if keys == 0 {
+                            0.0
+                        } else {
+                            (0..keys).map(|j| p[j] * v[j * dv + e] as f64).sum::<f64>() / sum
+                        };
+                        let got = o[e] as f64;
+                        assert!(
+                            (got - want).abs() <= 2e-5 * (1.0 + want.abs()),
+                            "{} keys {keys} dk {dk} dv {dv} scale {scale} col {e}: {got} vs {want}",
+                            tier.name()
+                        );
+                    }
+                    assert_eq!(o[dv], SENTINEL, "{}: wrote past dv", tier.name());
+                }
+            }
+        }
     }
 }
