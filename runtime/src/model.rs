@@ -114,39 +114,67 @@ pub struct TensorView<'a> {
 #[repr(C, align(64))]
 struct Block([u8; 64]);
 
-/// Zeroed, 64-byte aligned scratch memory (arena, states, outputs, misaligned inputs),
-/// allocated without `unsafe` as a vector of aligned blocks.
-struct AlignedBuf {
-    blocks: Vec<Block>,
+/// Buffers from this size on are anonymous memory maps: zero pages the kernel hands out
+/// lazily, so an arena planned for the largest allowed shapes costs address space, not
+/// memory or start-up time, until a run touches it.
+const MAP_THRESHOLD: usize = 1 << 20;
+
+/// Zeroed, 64-byte aligned scratch memory (arena, states, outputs, misaligned inputs): a
+/// vector of aligned blocks when small, an anonymous map (page aligned) when large. No
+/// `unsafe` is needed for either.
+enum AlignedBuf {
+    Blocks(Vec<Block>),
+    Mapped { map: memmap2::MmapMut, len: usize },
 }
 
 impl AlignedBuf {
-    fn zeroed(bytes: usize) -> Self {
-        Self { blocks: vec![Block([0; 64]); bytes.div_ceil(64)] }
+    fn empty() -> Self {
+        Self::Blocks(Vec::new())
+    }
+    fn zeroed(bytes: usize) -> Result<Self> {
+        let len = bytes.div_ceil(64) * 64;
+        if len < MAP_THRESHOLD {
+            return Ok(Self::Blocks(vec![Block([0; 64]); len / 64]));
+        }
+        Ok(Self::Mapped { map: memmap2::MmapMut::map_anon(len)?, len })
     }
     fn len(&self) -> usize {
-        self.blocks.len() * 64
-    }
-    fn from_bytes(data: &[u8]) -> Self {
-        let mut b = Self::zeroed(data.len());
-        for (blk, chunk) in b.blocks.iter_mut().zip(data.chunks(64)) {
-            blk.0[..chunk.len()].copy_from_slice(chunk);
+        match self {
+            Self::Blocks(b) => b.len() * 64,
+            Self::Mapped { len, .. } => *len,
         }
-        b
+    }
+    fn from_bytes(data: &[u8]) -> Result<Self> {
+        let mut b = Self::zeroed(data.len())?;
+        match &mut b {
+            Self::Blocks(blocks) => {
+                for (blk, chunk) in blocks.iter_mut().zip(data.chunks(64)) {
+                    blk.0[..chunk.len()].copy_from_slice(chunk);
+                }
+            }
+            Self::Mapped { map, .. } => map[..data.len()].copy_from_slice(data),
+        }
+        Ok(b)
     }
     fn to_vec(&self, len: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(self.len());
-        for b in &self.blocks {
-            v.extend_from_slice(&b.0);
-        }
+        let mut v = match self {
+            Self::Blocks(blocks) => blocks.iter().flat_map(|b| b.0).collect(),
+            Self::Mapped { map, len } => map[..*len].to_vec(),
+        };
         v.truncate(len);
         v
     }
     fn clear(&mut self) {
-        self.blocks.fill(Block([0; 64]));
+        match self {
+            Self::Blocks(blocks) => blocks.fill(Block([0; 64])),
+            Self::Mapped { map, len } => map[..*len].fill(0),
+        }
     }
     fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.blocks.as_mut_ptr().cast()
+        match self {
+            Self::Blocks(blocks) => blocks.as_mut_ptr().cast(),
+            Self::Mapped { map, .. } => map.as_mut_ptr(),
+        }
     }
 }
 
@@ -377,7 +405,7 @@ impl Model {
                     entry: String::new(),
                     reason: format!("state `{}` of {} bytes does not fit in memory", s.name, s.size),
                 })?;
-                states.push(AlignedBuf::zeroed(size));
+                states.push(AlignedBuf::zeroed(size)?);
             }
             self.states = Some(states);
         }
@@ -391,9 +419,9 @@ impl Model {
                 }
             }
             let max = usize::try_from(max).unwrap_or(0);
-            let arena = self.arenas.entry(entry.clone()).or_insert_with(|| AlignedBuf::zeroed(0));
+            let arena = self.arenas.entry(entry.clone()).or_insert_with(AlignedBuf::empty);
             if arena.len() < max {
-                *arena = AlignedBuf::zeroed(max);
+                *arena = AlignedBuf::zeroed(max)?;
             }
         }
         Ok(())
@@ -445,7 +473,7 @@ impl Model {
             let shape = o.dims.iter().map(|d| eval_size(d, "output dim")).collect::<Result<Vec<_>>>()?;
             let bytes = numel(&shape).and_then(|n| o.dtype.byte_len(n as u64)).and_then(|b| usize::try_from(b).ok());
             let bytes = bytes.ok_or_else(|| bad(format!("output `{}` of shape {shape:?} is too large", o.name)))?;
-            outs.push(AlignedBuf::zeroed(bytes));
+            outs.push(AlignedBuf::zeroed(bytes)?);
             out_shapes.push((shape, bytes));
         }
 
@@ -456,17 +484,19 @@ impl Model {
             .find(|b| b.bounds.iter().all(|(s, max)| syms.get(s).is_some_and(|v| v <= max)))
             .ok_or_else(|| bad(format!("no memory-plan bucket covers the bindings {syms:?}")))?;
         let arena_size = eval_size(&bucket.arena_size, "arena size")?;
-        let arena = self.arenas.entry(ep.name.clone()).or_insert_with(|| AlignedBuf::zeroed(0));
+        let arena = self.arenas.entry(ep.name.clone()).or_insert_with(AlignedBuf::empty);
         if arena.len() < arena_size {
-            *arena = AlignedBuf::zeroed(arena_size);
+            *arena = AlignedBuf::zeroed(arena_size)?;
         }
         let arena_ptr = arena.as_mut_ptr();
 
         // Inputs not 64-byte aligned are copied.
         let mut copies: Vec<Option<AlignedBuf>> = views
             .iter()
-            .map(|v| (!(v.data.as_ptr() as usize).is_multiple_of(64)).then(|| AlignedBuf::from_bytes(v.data)))
-            .collect();
+            .map(|v| {
+                (!(v.data.as_ptr() as usize).is_multiple_of(64)).then(|| AlignedBuf::from_bytes(v.data)).transpose()
+            })
+            .collect::<Result<_>>()?;
         let in_ptrs: Vec<*mut u8> = views
             .iter()
             .zip(&mut copies)
