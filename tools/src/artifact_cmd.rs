@@ -9,7 +9,7 @@ use ferrumc_ir::weights::FileWeights;
 use ferrumc_ir::Tensor;
 use ferrumc_passes::QuantScheme;
 use ferrumc_runtime::artifact::{format::MAGIC, Artifact, Binding, DType as RtDType};
-use ferrumc_runtime::model::{Model, Tensor as RtTensor};
+use ferrumc_runtime::model::Tensor as RtTensor;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -63,12 +63,6 @@ pub fn compile(
     Ok(())
 }
 
-/// Memory-maps and validates the artifact (no copy: the weights are used where the page
-/// cache holds them, so the run's memory is the file plus its arenas).
-fn load_artifact(path: &Path) -> Result<Model, CliError> {
-    Model::load(path).map_err(|e| CliError::new(format!("error: {}: {e}", path.display())))
-}
-
 pub fn to_runtime(name: &str, t: &Tensor) -> Result<RtTensor, CliError> {
     use ferrumc_ir::DType as D;
     let dtype = match t.dtype {
@@ -110,10 +104,9 @@ pub fn run(
     function: Option<&str>,
     output_dir: Option<&Path>,
 ) -> Result<(), CliError> {
-    let model = load_artifact(path)?;
-    let mut model = model
-        .with_fn_table(ferrumc_runtime::ukernels::fn_table())
-        .map_err(|e| CliError::new(format!("error: {}: {e}", path.display())))?;
+    // A model that is not an artifact is compiled in memory first (the JIT path: nothing is
+    // written), at the default `-O2`.
+    let mut model = crate::runnable::open(path, 2, None)?.model;
     let entries: Vec<String> = model.entry_points().iter().map(|e| e.name.clone()).collect();
     let entry = match function {
         Some(f) => f.to_string(),

@@ -67,11 +67,12 @@ enum Command {
         /// The artifact file.
         input: PathBuf,
     },
-    /// Run a compiled artifact, or (with `--interp`) a model through the reference interpreter,
-    /// on `.npy` inputs and write each output as `NAME.npy`.
+    /// Run a compiled artifact, or a model compiled in memory (`-O2`, nothing written), or with
+    /// `--interp` a model through the reference interpreter, on `.npy` inputs; writes each
+    /// output as `NAME.npy`.
     Run {
         /// A compiled artifact (recognized by its magic), or a model: a Hugging Face folder or
-        /// config.json, a `.onnx`, `.fir` or ModelIR `.json` file (needs `--interp`).
+        /// config.json, a `.onnx`, `.fir` or ModelIR `.json` file.
         input: PathBuf,
         /// Execute the model with the reference interpreter.
         #[arg(long)]
@@ -266,19 +267,12 @@ fn execute(command: Command) -> Result<(), CliError> {
         }
         Command::Inspect { input } => artifact_cmd::inspect(&input),
         Command::Run { input, interp, inputs, function, output_dir } => {
-            if artifact_cmd::is_artifact(&input) {
-                if interp {
-                    return Err(CliError::new(format!(
-                        "error: {} is a compiled artifact; --interp runs models, not artifacts",
-                        input.display()
-                    )));
-                }
+            if !interp {
                 return artifact_cmd::run(&input, &inputs, function.as_deref(), output_dir.as_deref());
             }
-            if !interp {
+            if artifact_cmd::is_artifact(&input) {
                 return Err(CliError::new(format!(
-                    "error: {} is not a compiled artifact; compile it with `ferrumc compile`, or pass --interp to \
-                     run the reference interpreter",
+                    "error: {} is a compiled artifact; --interp runs models, not artifacts",
                     input.display()
                 )));
             }

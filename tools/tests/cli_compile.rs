@@ -67,6 +67,30 @@ fn compiled_mlp_matches_the_reference_and_the_interpreter() {
 }
 
 #[test]
+fn run_compiles_a_model_in_memory_and_matches_numpy() {
+    // `ferrumc run model.fir` without `--interp` compiles in memory (the JIT path) and writes
+    // nothing but the outputs; the llama block's expected logits come from an independent
+    // numpy float64 implementation (examples/llama_block/case.json: rtol = atol = 1e-4).
+    let dir = scratch("jit");
+    let out = ferrumc(&[
+        "run",
+        "examples/llama_block/model.fir",
+        "--input",
+        "input_ids=examples/llama_block/input_ids.npy",
+        "--input",
+        "position_ids=examples/llama_block/position_ids.npy",
+        "--output-dir",
+        &dir.to_string_lossy(),
+    ]);
+    ok(&out);
+    let d = max_diff(&dir.join("logits.npy"), &repo().join("examples/llama_block/expected/logits.npy"));
+    assert!(d <= 1e-4, "max |compiled in memory - numpy| = {d}");
+    let written: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert_eq!(written, vec![std::ffi::OsString::from("logits.npy")]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn compile_is_deterministic_and_inspect_describes_the_artifact() {
     let dir = scratch("det");
     let (a, b) = (dir.join("a.ferrumc"), dir.join("b.ferrumc"));
