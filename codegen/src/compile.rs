@@ -518,9 +518,10 @@ fn compile_function(
 
 /// The arena slot the memory plan gave `v`.
 fn arena_binding(plan: &MemoryPlan, f: &Function, v: ValueId) -> Result<Binding, CompileError> {
-    let buf = plan
-        .buffer(v)
-        .ok_or_else(|| CompileError::MemoryPlan { function: f.name.clone(), reason: format!("{v} has no arena buffer") })?;
+    let buf = plan.buffer(v).ok_or_else(|| CompileError::MemoryPlan {
+        function: f.name.clone(),
+        reason: format!("{v} has no arena buffer"),
+    })?;
     let off = i64::try_from(buf.offset)
         .map_err(|_| CompileError::MemoryPlan { function: f.name.clone(), reason: "arena offset overflows".into() })?;
     Ok(Binding::Arena { offset: Poly::constant(off) })

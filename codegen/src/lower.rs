@@ -35,6 +35,8 @@
 //! Anything else is refused with [`CodegenError::Unsupported`] naming the op, so callers can
 //! report coverage.
 
+mod coords;
+
 use crate::kernel::*;
 use crate::CodegenError;
 use ferrumc_ir::dim::Dim;
@@ -114,17 +116,24 @@ pub fn lower_group(f: &Function, group: u32) -> Result<LoweredGroup, CodegenErro
             Lowerer::new(f, &ops, &name).matmul_template()
         }
         other => {
-            let op = op_name(f, first);
-            return Err(CodegenError::Unsupported {
-                op,
-                reason: format!("fusion groups of kind `{other}` have no kernel template yet"),
-            });
+            Err(unsupported(&op_name(f, first), format!("fusion groups of kind `{other}` have no kernel template yet")))
         }
     };
-    let (kernel, buffer_values) = kernel_result.map_err(|e| match e {
-        LowerFail::Error(e) => e,
-        LowerFail::NotCollapsible => CodegenError::Invalid("internal: collapse retry failed".into()),
-    })?;
+    // What the specialised templates refuse, the coordinate template may still compute.
+    let kernel_result = match kernel_result {
+        Err(LowerFail::Error(e @ CodegenError::Unsupported { .. })) => {
+            coords::coords_template(f, &ops, &name).map_err(|fallback| match fallback {
+                CodegenError::Unsupported { op, reason } => {
+                    CodegenError::Unsupported { op, reason: format!("{reason} (and: {e})") }
+                }
+                other => other,
+            })
+        }
+        Err(LowerFail::Error(e)) => Err(e),
+        Err(LowerFail::NotCollapsible) => Err(CodegenError::Invalid("internal: collapse retry failed".into())),
+        Ok(k) => Ok(k),
+    };
+    let (kernel, buffer_values) = kernel_result?;
     Ok(LoweredGroup { group, kernel, buffer_values, ops })
 }
 
