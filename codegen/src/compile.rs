@@ -36,7 +36,7 @@
 use crate::cpu::host_isa;
 use crate::cpu::translate::{kernel_signature, LaunchUnits, Translator};
 use crate::kernel::{BufferRole, Kernel, Size};
-use crate::lower::{lower_function, LoweredGroup};
+use crate::lower::{lower_function, lower_ops, LoweredGroup};
 use crate::CodegenError;
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::isa::TargetIsa;
@@ -54,6 +54,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 /// The bound of symbols other than `seq` and `past` when [`CompileOptions::dim_bounds`] does
 /// not name them (see the module doc).
 pub const DEFAULT_DIM_BOUND: i64 = 64;
+
+/// Pseudo group ids of ops outside every fusion group that run as kernels of their own.
+const SOLO_GROUP_BASE: u32 = 1 << 30;
 
 /// What to compile with.
 #[derive(Debug, Clone, Default)]
@@ -299,13 +302,17 @@ fn compile_function(
     };
     for &o in &order {
         let Some(d) = f.op(o) else { continue };
-        if d.operands.iter().all(|&v| is_const(&c.constant, v)) {
+        // A value of symbolic shape (`expand` of a constant to `?seq`) depends on the inputs'
+        // dims, so it is computed at run time like any other.
+        let static_results = d.results.iter().all(|r| f.ty(*r).shape.iter().all(|dm| dm.as_fixed().is_some()));
+        if static_results && d.operands.iter().all(|&v| is_const(&c.constant, v)) {
             c.constant.extend(d.results.iter().copied());
         }
     }
 
     // Groups: members in op order; pure-view groups alias instead of running a kernel.
     let mut members: BTreeMap<u32, Vec<OpId>> = BTreeMap::new();
+    let mut solo: BTreeMap<u32, OpId> = BTreeMap::new();
     for &o in &order {
         let Some(d) = f.op(o) else { continue };
         match f.group(o) {
@@ -314,7 +321,13 @@ fn compile_function(
             None if is_view(&d.op) => {
                 c.alias_ops.insert(o);
             }
-            None => return Err(c.unsupported(d.op.name(), "the op is in no fusion group and depends on the inputs")),
+            // Left out of every group (e.g. an `expand` of a constant to a symbolic shape,
+            // which the grouping pass takes for weight-derived): a one-op kernel of its own.
+            None => {
+                let g = SOLO_GROUP_BASE + solo.len() as u32;
+                solo.insert(g, o);
+                members.insert(g, vec![o]);
+            }
         }
     }
     let mut views_only: BTreeSet<u32> = BTreeSet::new();
@@ -324,7 +337,10 @@ fn compile_function(
             c.alias_ops.extend(ops.iter().copied());
         }
     }
-    let lowered = lower_function(f).map_err(|e| CompileError::Invalid(e.to_string()))?;
+    let mut lowered = lower_function(f).map_err(|e| CompileError::Invalid(e.to_string()))?;
+    for (&g, &o) in &solo {
+        lowered.push((g, lower_ops(f, &[o], g, &format!("{}_op{}", f.name, g - SOLO_GROUP_BASE))));
+    }
     let mut kernels: BTreeMap<u32, LoweredGroup> = BTreeMap::new();
     for (g, r) in lowered {
         if views_only.contains(&g) {
@@ -434,7 +450,8 @@ fn compile_function(
     let mut time: HashMap<OpId, usize> = HashMap::new();
     for &o in &order {
         let Some(d) = f.op(o) else { continue };
-        let t = match f.group(o).and_then(|g| step_of.get(&g)) {
+        let group = f.group(o).or_else(|| solo.iter().find(|(_, so)| **so == o).map(|(g, _)| *g));
+        let t = match group.and_then(|g| step_of.get(&g)) {
             Some(t) => *t,
             None => d
                 .operands

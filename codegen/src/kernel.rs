@@ -354,6 +354,10 @@ pub enum UnaryOp {
     Erf,
     /// `1 / (1 + e⁻ˣ)`.
     Sigmoid,
+    /// `sin x` (radians).
+    Sin,
+    /// `cos x` (radians).
+    Cos,
 }
 
 impl UnaryOp {
@@ -368,6 +372,8 @@ impl UnaryOp {
             UnaryOp::Tanh => "tanh",
             UnaryOp::Erf => "erf",
             UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Sin => "sin",
+            UnaryOp::Cos => "cos",
         }
     }
 }

@@ -137,6 +137,13 @@ pub fn lower_group(f: &Function, group: u32) -> Result<LoweredGroup, CodegenErro
     Ok(LoweredGroup { group, kernel, buffer_values, ops })
 }
 
+/// Lower `ops` (in topological order; not a fusion group of `f`, e.g. one op the grouping
+/// pass left out) to one kernel with the general coordinate template, as group `group`.
+pub fn lower_ops(f: &Function, ops: &[OpId], group: u32, name: &str) -> Result<LoweredGroup, CodegenError> {
+    let (kernel, buffer_values) = coords::coords_template(f, ops, name)?;
+    Ok(LoweredGroup { group, kernel, buffer_values, ops: ops.to_vec() })
+}
+
 fn op_name(f: &Function, o: OpId) -> String {
     f.op(o).map(|d| d.op.name().to_string()).unwrap_or_else(|| "?".into())
 }

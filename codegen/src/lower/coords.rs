@@ -905,9 +905,11 @@ fn scalar_op(op: &Op, args: Vec<Expr>, tys: &[ScalarType], out: ScalarType) -> C
             let z = scalar_const(t0, 0.0);
             bin(BinaryOp::Max, a(), z)
         }
-        Op::Exp | Op::Tanh | Op::Sigmoid | Op::Sqrt | Op::Rsqrt | Op::Reciprocal | Op::Erf => {
+        Op::Exp | Op::Tanh | Op::Sigmoid | Op::Sqrt | Op::Rsqrt | Op::Reciprocal | Op::Erf | Op::Sin | Op::Cos => {
             float(t0)?;
             let u = match op {
+                Op::Sin => UnaryOp::Sin,
+                Op::Cos => UnaryOp::Cos,
                 Op::Exp => UnaryOp::Exp,
                 Op::Tanh => UnaryOp::Tanh,
                 Op::Sigmoid => UnaryOp::Sigmoid,
