@@ -36,7 +36,7 @@
 use crate::cpu::host_isa;
 use crate::cpu::translate::{kernel_signature, LaunchUnits, Translator};
 use crate::kernel::{BufferRole, Kernel, Size};
-use crate::lower::{lower_function, lower_ops, LoweredGroup};
+use crate::lower::{copy_kernel, lower_function, lower_ops, LoweredGroup};
 use crate::CodegenError;
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::isa::TargetIsa;
@@ -469,17 +469,31 @@ fn compile_function(
         .and_then(|p| p.verify().map(|()| p))
         .map_err(|reason| CompileError::MemoryPlan { function: f.name.clone(), reason })?;
 
-    // Outputs own their storage.
+    // Outputs own their storage; an output that is an input, a constant, or another
+    // output's storage is filled by a copy kernel after everything else ran.
     let mut output_of: HashMap<ValueId, u32> = HashMap::new();
-    for (i, (name, v)) in f.outputs().iter().enumerate() {
+    let mut copies: Vec<(u32, ValueId, Binding)> = Vec::new();
+    for (i, (_, v)) in f.outputs().iter().enumerate() {
         let s = c.storage_of(*v);
         let produced = producer_group.get(&s).is_some_and(|g| kernels.contains_key(g));
-        if !produced || output_of.insert(s, i as u32).is_some() {
-            return Err(c.unsupported(
-                format!("output `{name}`"),
-                "the output is an input, a constant or shares storage with another output (needs a copy kernel)",
-            ));
+        if produced && !output_of.contains_key(&s) {
+            output_of.insert(s, i as u32);
+        } else {
+            copies.push((i as u32, *v, Binding::Input { index: u32::MAX }));
         }
+    }
+    for (i, v, src) in &mut copies {
+        let s = c.storage_of(*v);
+        *src = if let Some(first) = output_of.get(&s) {
+            Binding::Output { index: *first }
+        } else if let ValueDef::Param { index } = f.value(s).def {
+            Binding::Input { index }
+        } else if c.constant.contains(&s) || matches!(f.value(s).def, ValueDef::Weight { .. }) {
+            Binding::Weight { index: weight_binding(&mut c, s, b, weight_index)? }
+        } else {
+            let name = &f.outputs()[*i as usize].0;
+            return Err(c.unsupported(format!("output `{name}`"), "the output's storage is not produced by a kernel"));
+        };
     }
 
     let mut steps = Vec::new();
@@ -517,6 +531,24 @@ fn compile_function(
         let dims = k.dims.iter().map(|d| Poly::symbol(d)).collect();
         let extent = size_poly(&k.parallel.extent, &k.dims)
             .ok_or_else(|| CompileError::Invalid(format!("kernel `{}`: extent uses an unknown dim", k.name)))?;
+        steps.push(Step { kernel, bindings, dims, extent, grain: u64::from(k.parallel.tile.max(1)) });
+    }
+
+    for (i, v, src) in copies {
+        let ty = f.ty(v);
+        let name = format!("{}_copy_out{i}", f.name);
+        let k = copy_kernel(&name, ty.dtype, &ty.shape).map_err(|e| CompileError::UnsupportedGroup {
+            function: f.name.clone(),
+            group: u32::MAX,
+            ops: format!("copy to output `{}`", f.outputs()[i as usize].0),
+            source: e,
+        })?;
+        let code = compile_kernel(&k, isa)?;
+        let kernel = b.add_kernel(&k.name, &code);
+        let dims = k.dims.iter().map(|d| Poly::symbol(d)).collect();
+        let extent = size_poly(&k.parallel.extent, &k.dims)
+            .ok_or_else(|| CompileError::Invalid(format!("kernel `{}`: extent uses an unknown dim", k.name)))?;
+        let bindings = vec![src, Binding::Output { index: i }];
         steps.push(Step { kernel, bindings, dims, extent, grain: u64::from(k.parallel.tile.max(1)) });
     }
 

@@ -144,6 +144,11 @@ pub fn lower_ops(f: &Function, ops: &[OpId], group: u32, name: &str) -> Result<L
     Ok(LoweredGroup { group, kernel, buffer_values, ops: ops.to_vec() })
 }
 
+/// A kernel copying a dense `dtype` tensor of `shape` from buffer 0 to buffer 1.
+pub fn copy_kernel(name: &str, dtype: DType, shape: &[Dim]) -> Result<Kernel, CodegenError> {
+    coords::copy_kernel(name, dtype, shape)
+}
+
 fn op_name(f: &Function, o: OpId) -> String {
     f.op(o).map(|d| d.op.name().to_string()).unwrap_or_else(|| "?".into())
 }

@@ -350,6 +350,66 @@ impl Gen<'_> {
         Ok(Expr::Local(acc))
     }
 
+    /// The index of the maximum (or minimum) of `x` along `axis`, at result `coords`.
+    #[allow(clippy::too_many_arguments)]
+    fn arg_best(
+        &mut self,
+        x: ValueId,
+        axis: i64,
+        keepdims: bool,
+        select_last_index: bool,
+        is_max: bool,
+        coords: &[Expr],
+        out: &mut Vec<Stmt>,
+    ) -> CResult<Expr> {
+        let from = self.f.ty(x).shape.clone();
+        let a = axis_of(axis, from.len(), "argmax")?;
+        let xty = self.scalar(x, "argmax")?;
+        let mut base: Vec<Expr> = Vec::new();
+        let mut rc = coords.iter();
+        for k in 0..from.len() {
+            if k == a {
+                if keepdims {
+                    rc.next();
+                }
+                base.push(i(0));
+            } else {
+                base.push(rc.next().cloned().unwrap_or(i(0)));
+            }
+        }
+        // First element seeds the running best; later ones replace it when strictly
+        // better (or equal, with `select_last_index`).
+        let best = self.fresh_local(xty);
+        let seed = self.value(x, &base, out)?;
+        out.push(Stmt::Let { local: best, value: seed });
+        let idx = self.fresh_local(ScalarType::I64);
+        out.push(Stmt::Let { local: idx, value: i(0) });
+        let n = self.size(&from[a])?;
+        let var = self.fresh_var();
+        self.caches.push(Vec::new());
+        let mut body = Vec::new();
+        let mut xc = base.clone();
+        xc[a] = Expr::Index(IndexExpr::var(var, Size::constant(1)));
+        let r = self.value(x, &xc, &mut body);
+        self.caches.pop();
+        let xv = r?;
+        let (lhs, rhs) = if is_max { (Expr::Local(best), xv.clone()) } else { (xv.clone(), Expr::Local(best)) };
+        let better = cmp(if select_last_index { CmpOp::Le } else { CmpOp::Lt }, lhs, rhs);
+        let better_l = self.fresh_local(ScalarType::Bool);
+        body.push(Stmt::Let { local: better_l, value: better });
+        body.push(Stmt::Assign { local: best, value: Expr::select(Expr::Local(better_l), xv, Expr::Local(best)) });
+        body.push(Stmt::Assign {
+            local: idx,
+            value: Expr::select(
+                Expr::Local(better_l),
+                Expr::Index(IndexExpr::var(var, Size::constant(1))),
+                Expr::Local(idx),
+            ),
+        });
+        out.push(Stmt::Loop { var, extent: Extent::Size(n), body });
+        Ok(Expr::Local(idx))
+    }
+
     fn op_value(&mut self, p: OpId, v: ValueId, coords: &[Expr], out: &mut Vec<Stmt>) -> CResult<Expr> {
         let f = self.f;
         let d = f.op(p).ok_or_else(|| CodegenError::Invalid(format!("erased op {p} in a group")))?;
@@ -650,6 +710,14 @@ impl Gen<'_> {
                     acc
                 }
             }
+            Op::ArgMax { axis, keepdims, select_last_index } | Op::ArgMin { axis, keepdims, select_last_index } => {
+                let is_max = matches!(d.op, Op::ArgMax { .. });
+                self.arg_best(opnd(0), *axis, *keepdims, *select_last_index, is_max, coords, out)?
+            }
+            // Greedy sampling (temperature 0, no history) is the first maximum of the last axis.
+            Op::Sample { temperature, .. } if *temperature == 0.0 && d.operands.len() == 1 => {
+                self.arg_best(opnd(0), -1, false, false, true, coords, out)?
+            }
             Op::Softmax { axis } | Op::LogSoftmax { axis } => {
                 let a = axis_of(*axis, rshape.len(), name)?;
                 let x = opnd(0);
@@ -821,6 +889,41 @@ impl Gen<'_> {
             op => return Err(unsupported(op.name(), "not lowered by the coordinate template yet")),
         })
     }
+}
+
+/// A kernel copying a dense tensor of `dtype` and `shape` from buffer 0 to buffer 1 (an
+/// entry-point output that is an input, a constant, or another output's storage).
+pub(crate) fn copy_kernel(name: &str, dtype: ferrumc_ir::DType, shape: &[Dim]) -> CResult<Kernel> {
+    if ScalarType::of_dtype(dtype).is_none() {
+        return Err(unsupported("copy", format!("dtype {dtype} is not supported in kernels yet")));
+    }
+    let mut g = Gen {
+        f: &Function::new("copy"),
+        members: HashSet::new(),
+        dims: Vec::new(),
+        buffers: Vec::new(),
+        buffer_values: Vec::new(),
+        buffer_of: HashMap::new(),
+        locals: Vec::new(),
+        next_var: 1,
+        caches: Vec::new(),
+    };
+    let numel = g.product(shape)?;
+    let iv = g.fresh_var();
+    let index = IndexExpr::var(Var::PARALLEL, Size::constant(1)).plus_var(iv, &Size::constant(1));
+    let body = vec![Stmt::Loop {
+        var: iv,
+        extent: Extent::ParallelTile,
+        body: vec![Stmt::Store { buffer: 1, index: index.clone(), value: Expr::Load { buffer: 0, index } }],
+    }];
+    Ok(Kernel {
+        name: name.to_string(),
+        buffers: vec![BufferParam { dtype, role: BufferRole::Input }, BufferParam { dtype, role: BufferRole::Output }],
+        dims: g.dims,
+        parallel: LoopExtent { extent: numel, tile: ELEMENT_TILE * 16 },
+        locals: Vec::new(),
+        body,
+    })
 }
 
 fn size_expr(s: &Size) -> Expr {
