@@ -519,6 +519,19 @@ impl<'a> Lowerer<'a> {
                 return Err(unsupported(name, "not lowered by the elementwise/reduction template yet"));
             }
         }
+        if let Some(a) = anchor {
+            let d = self.op(a)?;
+            let rank_reducing = matches!(
+                d.op,
+                Op::ReduceSum { keepdims: false, .. }
+                    | Op::ReduceMean { keepdims: false, .. }
+                    | Op::ReduceMax { keepdims: false, .. }
+            );
+            if rank_reducing && self.f.value(d.results[0]).uses.iter().any(|u| self.members.contains(&u.op)) {
+                // Its consumers live in a space of lower rank than the row space.
+                return Err(unsupported(d.op.name(), "a reduction without keepdims feeding ops of its own group"));
+            }
+        }
         let outputs = self.outputs();
         if outputs.is_empty() {
             return Err(LowerFail::Error(CodegenError::Invalid("group has no outputs".into())));
@@ -633,7 +646,12 @@ impl<'a> Lowerer<'a> {
             } else {
                 let value = match self.row_values.get(&out) {
                     Some(Bound::Expr(e)) => e.clone(),
-                    None => self.expr(&space, &mut row_scope, out)?,
+                    None => {
+                        let e = self.expr(&space, &mut row_scope, out)?;
+                        // Locals the expression bound must precede the store.
+                        row.append(row_scope.lets.as_mut().map(std::mem::take).unwrap_or_default().as_mut());
+                        e
+                    }
                 };
                 let buffer = self.buffer(out, BufferRole::Output);
                 let index = if self.rank_reduced.contains(&out) {

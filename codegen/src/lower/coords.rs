@@ -841,6 +841,37 @@ impl Gen<'_> {
                     acc
                 }
             }
+            Op::PackedLinear { out_features } => {
+                // `wp[p, k, j] = w[16p + j, k]`: element (n, k) of the weight is
+                // `wp[n / 16, k, n % 16]`.
+                let wsh = oshape(1);
+                let (Some(k_in), Some(nr)) = (wsh.get(1).and_then(Dim::as_fixed), wsh.get(2).and_then(Dim::as_fixed))
+                else {
+                    return Err(unsupported(name, "packed weight dims must be static"));
+                };
+                if wsh.len() != 3 || rty != ScalarType::F32 || *out_features <= 0 {
+                    return Err(unsupported(name, "packed weight layout"));
+                }
+                let r = rshape.len();
+                let (x, w) = (opnd(0), opnd(1));
+                let lead = coords[..r - 1].to_vec();
+                let col = coords[r - 1].clone();
+                let panel = self.bind(Expr::binary(BinaryOp::Div, col.clone(), i(nr)), ScalarType::I64, out);
+                let lane = self.bind(Expr::binary(BinaryOp::Rem, col.clone(), i(nr)), ScalarType::I64, out);
+                let acc =
+                    self.accumulate(&[Dim::fixed(k_in)], Expr::f32(0.0), rty, out, &mut |g, acc, inner, body| {
+                        let mut xc = lead.clone();
+                        xc.push(inner[0].clone());
+                        let xv = g.value(x, &xc, body)?;
+                        let wv = g.value(w, &[panel.clone(), inner[0].clone(), lane.clone()], body)?;
+                        Ok(add(acc, mul(xv, wv)))
+                    })?;
+                if d.operands.len() == 3 {
+                    add(acc, self.value(opnd(2), &coords[r - 1..], out)?)
+                } else {
+                    acc
+                }
+            }
             Op::CumSum { axis, exclusive, reverse } => {
                 let a = axis_of(*axis, rshape.len(), name)?;
                 let x = opnd(0);
