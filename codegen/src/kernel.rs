@@ -358,6 +358,8 @@ pub enum UnaryOp {
     Sin,
     /// `cos x` (radians).
     Cos,
+    /// Natural logarithm.
+    Log,
 }
 
 impl UnaryOp {
@@ -374,6 +376,7 @@ impl UnaryOp {
             UnaryOp::Sigmoid => "sigmoid",
             UnaryOp::Sin => "sin",
             UnaryOp::Cos => "cos",
+            UnaryOp::Log => "log",
         }
     }
 }

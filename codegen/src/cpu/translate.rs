@@ -655,6 +655,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                         UnaryOp::Sigmoid => math::sigmoid(self.b, fty, x),
                         UnaryOp::Sin => math::sin_cos(self.b, fty, x, false),
                         UnaryOp::Cos => math::sin_cos(self.b, fty, x, true),
+                        UnaryOp::Log => math::log(self.b, fty, x),
                     }
                 }
             }

@@ -453,6 +453,9 @@ impl Gen<'_> {
             Op::Slice { axes, starts, steps, .. } if d.operands.len() == 1 => {
                 let from = oshape(0);
                 let mut inner = coords.to_vec();
+                // No axes: the leading `starts.len()` axes.
+                let all: Vec<i64> = (0..starts.len() as i64).collect();
+                let axes = if axes.is_empty() { &all } else { axes };
                 for (k, &ax) in axes.iter().enumerate() {
                     let a = axis_of(ax, from.len(), name)?;
                     let step = steps.get(k).copied().unwrap_or(1);
@@ -468,10 +471,17 @@ impl Gen<'_> {
                 self.value(opnd(0), &inner, out)?
             }
             Op::Slice { axes, steps, .. } => {
-                // Starts read from the `starts` operand at run time.
+                // Starts read from the `starts` operand at run time (no axes: the leading
+                // ones, as many as `starts` has).
                 let from = oshape(0);
                 let mut inner = coords.to_vec();
-                for (k, &ax) in axes.iter().enumerate() {
+                let n_starts = oshape(1).first().and_then(Dim::as_fixed);
+                let all: Vec<i64> = match (axes.is_empty(), n_starts) {
+                    (false, _) => axes.clone(),
+                    (true, Some(n)) => (0..n).collect(),
+                    (true, None) => return Err(unsupported(name, "dynamic slice without axes of unknown length")),
+                };
+                for (k, &ax) in all.iter().enumerate() {
                     let a = axis_of(ax, from.len(), name)?;
                     let step = steps.get(k).copied().unwrap_or(1);
                     let dim = self.dim(&from[a])?;
@@ -647,6 +657,9 @@ impl Gen<'_> {
             | Op::ReduceMax { axes, keepdims }
             | Op::ReduceMin { axes, keepdims }
             | Op::ReduceSumSquare { axes, keepdims }
+            | Op::ReduceProd { axes, keepdims }
+            | Op::ReduceL2 { axes, keepdims }
+            | Op::ReduceLogSumExp { axes, keepdims }
             | Op::ReduceL1 { axes, keepdims } => {
                 let from = oshape(0);
                 let mut red: Vec<usize> = axes.iter().map(|&x| axis_of(x, from.len(), name)).collect::<CResult<_>>()?;
@@ -674,7 +687,42 @@ impl Gen<'_> {
                 let init = match op {
                     Op::ReduceMax { .. } => scalar_const(rty, f64::NEG_INFINITY),
                     Op::ReduceMin { .. } => scalar_const(rty, f64::INFINITY),
+                    Op::ReduceProd { .. } => scalar_const(rty, 1.0),
                     _ => scalar_const(rty, 0.0),
+                };
+                if matches!(op, Op::ReduceL2 { .. } | Op::ReduceLogSumExp { .. }) && rty != ScalarType::F32 {
+                    return Err(unsupported(name, "integer l2 / log-sum-exp"));
+                }
+                // log-sum-exp is computed stably: the maximum first.
+                let lse_max = if matches!(op, Op::ReduceLogSumExp { .. }) {
+                    let (base2, red3) = (base.clone(), red.clone());
+                    let m = self.accumulate(&rdims, Expr::f32(f32::NEG_INFINITY), rty, out, &mut |g, acc, inner, body| {
+                        let mut it = inner.iter();
+                        let full: Vec<Expr> = base2
+                            .iter()
+                            .enumerate()
+                            .map(|(k, b)| match b {
+                                Some(e) => e.clone(),
+                                None => {
+                                    debug_assert!(red3.contains(&k));
+                                    it.next().cloned().unwrap_or(i(0))
+                                }
+                            })
+                            .collect();
+                        Ok(max(acc, g.value(x, &full, body)?))
+                    })?;
+                    // An all -inf row keeps the shift finite.
+                    Some(Expr::select(
+                        cmp(CmpOp::Eq, m.clone(), Expr::f32(f32::NEG_INFINITY)),
+                        Expr::f32(0.0),
+                        m,
+                    ))
+                } else {
+                    None
+                };
+                let lse_max = match lse_max {
+                    Some(e) => Some(self.bind(e, ScalarType::F32, out)),
+                    None => None,
                 };
                 let red2 = red.clone();
                 let acc = self.accumulate(&rdims, init, rty, out, &mut |g, acc, inner, body| {
@@ -694,7 +742,12 @@ impl Gen<'_> {
                     Ok(match op {
                         Op::ReduceMax { .. } => max(acc, xv),
                         Op::ReduceMin { .. } => min(acc, xv),
-                        Op::ReduceSumSquare { .. } => add(acc, mul(xv.clone(), xv)),
+                        Op::ReduceSumSquare { .. } | Op::ReduceL2 { .. } => add(acc, mul(xv.clone(), xv)),
+                        Op::ReduceProd { .. } => mul(acc, xv),
+                        Op::ReduceLogSumExp { .. } => {
+                            let m = lse_max.clone().unwrap_or(Expr::f32(0.0));
+                            add(acc, Expr::unary(UnaryOp::Exp, sub(xv, m)))
+                        }
                         Op::ReduceL1 { .. } => add(acc, Expr::unary(UnaryOp::Abs, xv)),
                         _ => add(acc, xv),
                     })
@@ -706,6 +759,10 @@ impl Gen<'_> {
                     let n = self.product(&rdims)?;
                     let n = Expr::cast(ScalarType::F32, size_expr(&n));
                     Expr::binary(BinaryOp::Div, acc, n)
+                } else if matches!(d.op, Op::ReduceL2 { .. }) {
+                    Expr::unary(UnaryOp::Sqrt, acc)
+                } else if let Some(m) = lse_max {
+                    add(Expr::unary(UnaryOp::Log, acc), m)
                 } else {
                     acc
                 }
@@ -737,7 +794,7 @@ impl Gen<'_> {
                 })?;
                 let xv = self.value(x, coords, out)?;
                 if matches!(d.op, Op::LogSoftmax { .. }) {
-                    return Err(unsupported(name, "log_softmax needs a logarithm the kernels lack"));
+                    return Ok(sub(sub(xv, m), Expr::unary(UnaryOp::Log, s)));
                 }
                 Expr::binary(BinaryOp::Div, Expr::unary(UnaryOp::Exp, sub(xv, m)), s)
             }
@@ -871,6 +928,99 @@ impl Gen<'_> {
                 } else {
                     acc
                 }
+            }
+            Op::Gemm { alpha, beta, trans_a, trans_b } => {
+                let (ash, bsh) = (oshape(0), oshape(1));
+                if ash.len() != 2 || bsh.len() != 2 || rty != ScalarType::F32 {
+                    return Err(unsupported(name, "gemm operands must be 2-D f32"));
+                }
+                let k = vec![if *trans_a { ash[0].clone() } else { ash[1].clone() }];
+                let (row, col) = (coords[0].clone(), coords[1].clone());
+                let (ta, tb, a_, b_) = (*trans_a, *trans_b, opnd(0), opnd(1));
+                let acc = self.accumulate(&k, Expr::f32(0.0), rty, out, &mut |g, acc, inner, body| {
+                    let kk = inner[0].clone();
+                    let ac = if ta { [kk.clone(), row.clone()] } else { [row.clone(), kk.clone()] };
+                    let bc = if tb { [col.clone(), kk] } else { [kk, col.clone()] };
+                    let av = g.value(a_, &ac, body)?;
+                    let bv = g.value(b_, &bc, body)?;
+                    Ok(add(acc, mul(av, bv)))
+                })?;
+                let mut y = mul(acc, Expr::f32(*alpha as f32));
+                if d.operands.len() == 3 {
+                    let cc = self.broadcast(coords, &oshape(2), &rshape, name)?;
+                    let cv = self.value(opnd(2), &cc, out)?;
+                    y = add(y, mul(cv, Expr::f32(*beta as f32)));
+                }
+                y
+            }
+            Op::Pad { pads, mode, value } => {
+                let from = oshape(0);
+                let r = from.len();
+                if pads.len() != 2 * r {
+                    return Err(unsupported(name, "pads must have 2 × rank entries"));
+                }
+                let mut inner = Vec::with_capacity(r);
+                let mut inside: Option<Expr> = None;
+                for k in 0..r {
+                    let n = self.dim(&from[k])?;
+                    let ix = sub(coords[k].clone(), i(pads[k]));
+                    let ix = self.bind(ix, ScalarType::I64, out);
+                    let c = match mode {
+                        ferrumc_ir::op::PadMode::Constant => {
+                            let ok = Expr::select(
+                                cmp(CmpOp::Lt, ix.clone(), i(0)),
+                                Expr::Const(Const::Bool(false)),
+                                cmp(CmpOp::Lt, ix.clone(), n.clone()),
+                            );
+                            inside = Some(match inside {
+                                None => ok,
+                                Some(prev) => Expr::select(prev, ok, Expr::Const(Const::Bool(false))),
+                            });
+                            max(i(0), min(ix, sub(n, i(1))))
+                        }
+                        ferrumc_ir::op::PadMode::Edge => max(i(0), min(ix, sub(n, i(1)))),
+                        ferrumc_ir::op::PadMode::Reflect => {
+                            // Period 2(n-1): fold into [0, 2(n-1)), then mirror the upper half.
+                            let period = max(i(1), mul(i(2), sub(n.clone(), i(1))));
+                            let period = self.bind(period, ScalarType::I64, out);
+                            let m0 = Expr::binary(BinaryOp::Rem, ix, period.clone());
+                            let m0 = self.bind(m0, ScalarType::I64, out);
+                            let m1 = Expr::select(cmp(CmpOp::Lt, m0.clone(), i(0)), add(m0.clone(), period.clone()), m0);
+                            let m1 = self.bind(m1, ScalarType::I64, out);
+                            let m2 = Expr::select(cmp(CmpOp::Lt, m1.clone(), n.clone()), m1.clone(), sub(period, m1));
+                            max(i(0), min(m2, sub(n, i(1))))
+                        }
+                    };
+                    inner.push(self.bind(c, ScalarType::I64, out));
+                }
+                let xv = self.value(opnd(0), &inner, out)?;
+                match inside {
+                    Some(ok) => Expr::select(ok, xv, scalar_const(rty, *value)),
+                    None => xv,
+                }
+            }
+            Op::Tile { .. } => {
+                let from = oshape(0);
+                let mut inner = Vec::with_capacity(from.len());
+                for (k, dm) in from.iter().enumerate() {
+                    let n = self.dim(dm)?;
+                    inner.push(self.bind(Expr::binary(BinaryOp::Rem, coords[k].clone(), n), ScalarType::I64, out));
+                }
+                self.value(opnd(0), &inner, out)?
+            }
+            Op::GatherElements { axis } => {
+                let data = oshape(0);
+                let a = axis_of(*axis, data.len(), name)?;
+                if self.scalar(opnd(1), name)? != ScalarType::I64 {
+                    return Err(unsupported(name, "indices must be i64"));
+                }
+                let idx = self.value(opnd(1), coords, out)?;
+                let dim = self.dim(&data[a])?;
+                let w = Expr::select(cmp(CmpOp::Lt, idx.clone(), i(0)), add(idx.clone(), dim.clone()), idx);
+                let w = self.bind(max(i(0), min(w, sub(dim, i(1)))), ScalarType::I64, out);
+                let mut inner = coords.to_vec();
+                inner[a] = w;
+                self.value(opnd(0), &inner, out)?
             }
             Op::CumSum { axis, exclusive, reverse } => {
                 let a = axis_of(*axis, rshape.len(), name)?;
@@ -1039,9 +1189,10 @@ fn scalar_op(op: &Op, args: Vec<Expr>, tys: &[ScalarType], out: ScalarType) -> C
             let z = scalar_const(t0, 0.0);
             bin(BinaryOp::Max, a(), z)
         }
-        Op::Exp | Op::Tanh | Op::Sigmoid | Op::Sqrt | Op::Rsqrt | Op::Reciprocal | Op::Erf | Op::Sin | Op::Cos => {
+        Op::Exp | Op::Tanh | Op::Sigmoid | Op::Sqrt | Op::Rsqrt | Op::Reciprocal | Op::Erf | Op::Sin | Op::Cos | Op::Log => {
             float(t0)?;
             let u = match op {
+                Op::Log => UnaryOp::Log,
                 Op::Sin => UnaryOp::Sin,
                 Op::Cos => UnaryOp::Cos,
                 Op::Exp => UnaryOp::Exp,
@@ -1142,11 +1293,37 @@ fn scalar_op(op: &Op, args: Vec<Expr>, tys: &[ScalarType], out: ScalarType) -> C
         Op::IsNan => {
             float(t0)?;
             let x = a();
-            cmp(CmpOp::Ne, x.clone(), x)
+            // Ordered equality is false only for NaN.
+            not(cmp(CmpOp::Eq, x.clone(), x))
+        }
+        Op::Softplus => {
+            float(t0)?;
+            let x = a();
+            // ln(1 + eˣ) = max(x, 0) + ln(1 + e^-|x|), finite for large |x|.
+            let ax = Expr::unary(UnaryOp::Abs, x.clone());
+            add(max(x, Expr::f32(0.0)), un(UnaryOp::Log, add(Expr::f32(1.0), un(UnaryOp::Exp, Expr::unary(UnaryOp::Neg, ax)))))
         }
         Op::Pow => {
-            // Small integer exponents only (x², x³; x^0.5 is `sqrt` after canonicalize).
-            return Err(unsupported(name, "pow needs a logarithm the kernels lack"));
+            // |a|^b = e^(b·ln|a|); a negative base needs an integer exponent (sign from its
+            // parity, NaN otherwise); b = 0 gives 1 (also for a = 0).
+            float(t0)?;
+            let (x, y) = (a(), a());
+            let y = match tys.get(1) {
+                Some(ScalarType::I64) => Expr::cast(ScalarType::F32, y),
+                Some(ScalarType::F32) => y,
+                _ => return Err(unsupported(name, "exponent type")),
+            };
+            let mag = un(UnaryOp::Exp, mul(y.clone(), un(UnaryOp::Log, Expr::unary(UnaryOp::Abs, x.clone()))));
+            let yi = Expr::cast(ScalarType::I64, y.clone());
+            let is_int = cmp(CmpOp::Eq, Expr::cast(ScalarType::F32, yi.clone()), y.clone());
+            let odd = cmp(CmpOp::Ne, Expr::binary(BinaryOp::Rem, yi, Expr::i64(2)), Expr::i64(0));
+            let neg = Expr::select(
+                is_int,
+                Expr::select(odd, Expr::unary(UnaryOp::Neg, mag.clone()), mag.clone()),
+                Expr::f32(f32::NAN),
+            );
+            let r = Expr::select(cmp(CmpOp::Lt, x, Expr::f32(0.0)), neg, mag);
+            Expr::select(cmp(CmpOp::Eq, y, Expr::f32(0.0)), Expr::f32(1.0), r)
         }
         Op::Cast { .. } => {
             let x = a();
