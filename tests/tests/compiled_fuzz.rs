@@ -122,7 +122,7 @@ impl Gen {
         };
         match self.rng.below(15) {
             0 | 1 => {
-                let ops = ["tanh", "sigmoid", "neg", "abs", "relu", "silu", "erf", "sin", "cos"];
+                let ops = ["tanh", "sigmoid", "neg", "abs", "relu", "silu", "erf", "sin", "cos", "softplus"];
                 let op = ops[self.rng.below(ops.len())];
                 self.emit(format!("{op} {a}"), sa);
             }

@@ -299,6 +299,72 @@ impl Gen<'_> {
             .collect()
     }
 
+    /// [`Self::broadcast`] for an operand with dims of unknown size (`?`, e.g. a causal
+    /// mask sliced to a computed length): each such dim's extent is computed at run time
+    /// ([`Self::runtime_extent`]) and, numpy-style, pins the coordinate to 0 when it is 1.
+    fn broadcast_dynamic(
+        &mut self,
+        v: ValueId,
+        coords: &[Expr],
+        to: &[Dim],
+        out: &mut Vec<Stmt>,
+    ) -> CResult<Vec<Expr>> {
+        let from = self.f.ty(v).shape.clone();
+        if from.len() > to.len() {
+            return Err(unsupported("broadcast", "an operand has a higher rank than the result"));
+        }
+        let off = to.len() - from.len();
+        let mut inner = Vec::with_capacity(from.len());
+        for (k, d) in from.iter().enumerate() {
+            if d.is_unknown() {
+                let n = self.runtime_extent(v, k, out)?;
+                let n = self.bind(n, ScalarType::I64, out);
+                inner.push(Expr::select(cmp(CmpOp::Eq, n, i(1)), i(0), coords[off + k].clone()));
+            } else {
+                let b =
+                    self.broadcast(&coords[off + k..off + k + 1], &[d.clone()], &[to[off + k].clone()], "broadcast")?;
+                inner.extend(b);
+            }
+        }
+        Ok(inner)
+    }
+
+    /// The run-time extent of dim `axis` of `v`: static dims directly, `?` dims through the
+    /// group's slices (from their loaded starts and ends) and elementwise ops.
+    fn runtime_extent(&mut self, v: ValueId, axis: usize, out: &mut Vec<Stmt>) -> CResult<Expr> {
+        let shape = self.f.ty(v).shape.clone();
+        let Some(d) = shape.get(axis) else { return Err(unsupported("extent", "axis out of range")) };
+        if !d.is_unknown() {
+            return self.dim(d);
+        }
+        let unknown =
+            || unsupported("extent", "a dim of unknown size (`?`) whose extent cannot be computed in the kernel");
+        let p = self.f.producer(v).filter(|p| self.members.contains(p)).ok_or_else(unknown)?;
+        let data = self.f.op(p).ok_or_else(unknown)?;
+        match &data.op {
+            Op::Slice { axes, steps, .. } if data.operands.len() >= 3 => {
+                let x = data.operands[0];
+                let r = self.f.ty(x).rank();
+                let pos = axes.iter().position(|&a| axis_of(a, r, "slice").ok() == Some(axis));
+                let Some(k) = pos else { return self.runtime_extent(x, axis, out) };
+                if steps.get(k).copied().unwrap_or(1) != 1 {
+                    return Err(unknown());
+                }
+                let dim = self.runtime_extent(x, axis, out)?;
+                let dim = self.bind(dim, ScalarType::I64, out);
+                let norm = |e: Expr| {
+                    let w = Expr::select(cmp(CmpOp::Lt, e.clone(), i(0)), add(e.clone(), dim.clone()), e);
+                    max(i(0), min(w, dim.clone()))
+                };
+                let s = self.value(data.operands[1], &[i(k as i64)], out)?;
+                let e = self.value(data.operands[2], &[i(k as i64)], out)?;
+                Ok(max(i(0), sub(norm(e), norm(s))))
+            }
+            op if op.is_unary_elementwise() => self.runtime_extent(data.operands[0], axis, out),
+            _ => Err(unknown()),
+        }
+    }
+
     /// The value of `v` at `coords`; statements it needs are appended to `out`.
     fn value(&mut self, v: ValueId, coords: &[Expr], out: &mut Vec<Stmt>) -> CResult<Expr> {
         for cache in self.caches.iter().rev() {
@@ -696,27 +762,24 @@ impl Gen<'_> {
                 // log-sum-exp is computed stably: the maximum first.
                 let lse_max = if matches!(op, Op::ReduceLogSumExp { .. }) {
                     let (base2, red3) = (base.clone(), red.clone());
-                    let m = self.accumulate(&rdims, Expr::f32(f32::NEG_INFINITY), rty, out, &mut |g, acc, inner, body| {
-                        let mut it = inner.iter();
-                        let full: Vec<Expr> = base2
-                            .iter()
-                            .enumerate()
-                            .map(|(k, b)| match b {
-                                Some(e) => e.clone(),
-                                None => {
-                                    debug_assert!(red3.contains(&k));
-                                    it.next().cloned().unwrap_or(i(0))
-                                }
-                            })
-                            .collect();
-                        Ok(max(acc, g.value(x, &full, body)?))
-                    })?;
+                    let m =
+                        self.accumulate(&rdims, Expr::f32(f32::NEG_INFINITY), rty, out, &mut |g, acc, inner, body| {
+                            let mut it = inner.iter();
+                            let full: Vec<Expr> = base2
+                                .iter()
+                                .enumerate()
+                                .map(|(k, b)| match b {
+                                    Some(e) => e.clone(),
+                                    None => {
+                                        debug_assert!(red3.contains(&k));
+                                        it.next().cloned().unwrap_or(i(0))
+                                    }
+                                })
+                                .collect();
+                            Ok(max(acc, g.value(x, &full, body)?))
+                        })?;
                     // An all -inf row keeps the shift finite.
-                    Some(Expr::select(
-                        cmp(CmpOp::Eq, m.clone(), Expr::f32(f32::NEG_INFINITY)),
-                        Expr::f32(0.0),
-                        m,
-                    ))
+                    Some(Expr::select(cmp(CmpOp::Eq, m.clone(), Expr::f32(f32::NEG_INFINITY)), Expr::f32(0.0), m))
                 } else {
                     None
                 };
@@ -985,7 +1048,8 @@ impl Gen<'_> {
                             let period = self.bind(period, ScalarType::I64, out);
                             let m0 = Expr::binary(BinaryOp::Rem, ix, period.clone());
                             let m0 = self.bind(m0, ScalarType::I64, out);
-                            let m1 = Expr::select(cmp(CmpOp::Lt, m0.clone(), i(0)), add(m0.clone(), period.clone()), m0);
+                            let m1 =
+                                Expr::select(cmp(CmpOp::Lt, m0.clone(), i(0)), add(m0.clone(), period.clone()), m0);
                             let m1 = self.bind(m1, ScalarType::I64, out);
                             let m2 = Expr::select(cmp(CmpOp::Lt, m1.clone(), n.clone()), m1.clone(), sub(period, m1));
                             max(i(0), min(m2, sub(n, i(1))))
@@ -1061,7 +1125,11 @@ impl Gen<'_> {
                 let mut args = Vec::with_capacity(d.operands.len());
                 let mut tys = Vec::with_capacity(d.operands.len());
                 for k in 0..d.operands.len() {
-                    let inner = self.broadcast(coords, &oshape(k), &rshape, name)?;
+                    let inner = if oshape(k).iter().any(Dim::is_unknown) {
+                        self.broadcast_dynamic(opnd(k), coords, &rshape, out)?
+                    } else {
+                        self.broadcast(coords, &oshape(k), &rshape, name)?
+                    };
                     args.push(self.value(opnd(k), &inner, out)?);
                     tys.push(self.scalar(opnd(k), name)?);
                 }
@@ -1189,7 +1257,16 @@ fn scalar_op(op: &Op, args: Vec<Expr>, tys: &[ScalarType], out: ScalarType) -> C
             let z = scalar_const(t0, 0.0);
             bin(BinaryOp::Max, a(), z)
         }
-        Op::Exp | Op::Tanh | Op::Sigmoid | Op::Sqrt | Op::Rsqrt | Op::Reciprocal | Op::Erf | Op::Sin | Op::Cos | Op::Log => {
+        Op::Exp
+        | Op::Tanh
+        | Op::Sigmoid
+        | Op::Sqrt
+        | Op::Rsqrt
+        | Op::Reciprocal
+        | Op::Erf
+        | Op::Sin
+        | Op::Cos
+        | Op::Log => {
             float(t0)?;
             let u = match op {
                 Op::Log => UnaryOp::Log,
@@ -1301,7 +1378,10 @@ fn scalar_op(op: &Op, args: Vec<Expr>, tys: &[ScalarType], out: ScalarType) -> C
             let x = a();
             // ln(1 + eˣ) = max(x, 0) + ln(1 + e^-|x|), finite for large |x|.
             let ax = Expr::unary(UnaryOp::Abs, x.clone());
-            add(max(x, Expr::f32(0.0)), un(UnaryOp::Log, add(Expr::f32(1.0), un(UnaryOp::Exp, Expr::unary(UnaryOp::Neg, ax)))))
+            add(
+                max(x, Expr::f32(0.0)),
+                un(UnaryOp::Log, add(Expr::f32(1.0), un(UnaryOp::Exp, Expr::unary(UnaryOp::Neg, ax)))),
+            )
         }
         Op::Pow => {
             // |a|^b = e^(b·ln|a|); a negative base needs an integer exponent (sign from its
