@@ -19,7 +19,7 @@ use ferrumc_tests::compiled::check_compiled;
 use ferrumc_tests::inputs::synthetic_inputs;
 use ferrumc_tests::models;
 use libtest_mimic::{Arguments, Failed, Trial};
-use std::path::PathBuf;
+use std::path::Path;
 
 const TOLERANCE: Tolerance = Tolerance { rtol: 1e-4, atol: 1e-4 };
 /// Quantized weights: the kernels may round activations differently from the interpreter's
@@ -53,7 +53,7 @@ fn main() {
     libtest_mimic::run(&args, trials).exit();
 }
 
-fn check(label: &str, path: &PathBuf, options: &CompileOptions) -> Result<(), String> {
+fn check(label: &str, path: &Path, options: &CompileOptions) -> Result<(), String> {
     let (module, base) = models::load(path)?;
     let weights = FileWeights::new(&base);
     let mut runs = Vec::new();

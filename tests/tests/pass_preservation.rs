@@ -16,7 +16,7 @@ use ferrumc_tests::compare::{assert_close, Tolerance};
 use ferrumc_tests::inputs::{synthetic_inputs, DEFAULT_SIZES};
 use ferrumc_tests::models;
 use libtest_mimic::{Arguments, Failed, Trial};
-use std::path::PathBuf;
+use std::path::Path;
 
 const TOLERANCE: Tolerance = Tolerance { rtol: 1e-4, atol: 1e-5 };
 
@@ -37,7 +37,7 @@ fn main() {
     libtest_mimic::run(&args, trials).exit();
 }
 
-fn check(path: &PathBuf, pipeline: &str) -> Result<(), String> {
+fn check(path: &Path, pipeline: &str) -> Result<(), String> {
     let (original, base) = models::load(path)?;
     let mut optimized = original.clone();
     let mut manager = match pipeline.strip_prefix("-O") {

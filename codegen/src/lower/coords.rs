@@ -33,6 +33,9 @@ pub const ELEMENT_TILE: u32 = 64;
 
 type CResult<T> = Result<T, CodegenError>;
 
+/// One step of an accumulation loop: `(generator, accumulator, coordinates, body) → next`.
+type StepFn<'s, G> = dyn FnMut(&mut G, Expr, &[Expr], &mut Vec<Stmt>) -> CResult<Expr> + 's;
+
 fn unsupported(op: &str, reason: impl Into<String>) -> CodegenError {
     CodegenError::Unsupported { op: op.to_string(), reason: reason.into() }
 }
@@ -321,8 +324,12 @@ impl Gen<'_> {
                 let n = self.bind(n, ScalarType::I64, out);
                 inner.push(Expr::select(cmp(CmpOp::Eq, n, i(1)), i(0), coords[off + k].clone()));
             } else {
-                let b =
-                    self.broadcast(&coords[off + k..off + k + 1], &[d.clone()], &[to[off + k].clone()], "broadcast")?;
+                let b = self.broadcast(
+                    &coords[off + k..off + k + 1],
+                    std::slice::from_ref(d),
+                    &to[off + k..off + k + 1],
+                    "broadcast",
+                )?;
                 inner.extend(b);
             }
         }
@@ -399,7 +406,7 @@ impl Gen<'_> {
         init: Expr,
         ty: ScalarType,
         out: &mut Vec<Stmt>,
-        step: &mut dyn FnMut(&mut Self, Expr, &[Expr], &mut Vec<Stmt>) -> CResult<Expr>,
+        step: &mut StepFn<'_, Self>,
     ) -> CResult<Expr> {
         let acc = self.fresh_local(ty);
         out.push(Stmt::Let { local: acc, value: init });
@@ -783,10 +790,7 @@ impl Gen<'_> {
                 } else {
                     None
                 };
-                let lse_max = match lse_max {
-                    Some(e) => Some(self.bind(e, ScalarType::F32, out)),
-                    None => None,
-                };
+                let lse_max = lse_max.map(|e| self.bind(e, ScalarType::F32, out));
                 let red2 = red.clone();
                 let acc = self.accumulate(&rdims, init, rty, out, &mut |g, acc, inner, body| {
                     let mut it = inner.iter();
