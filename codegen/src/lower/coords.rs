@@ -1236,14 +1236,23 @@ fn scalar_op(op: &Op, args: Vec<Expr>, tys: &[ScalarType], out: ScalarType) -> C
             let (x, y) = (a(), a());
             bin(b, x, y)
         }
+        Op::Div if t0 == ScalarType::I64 => {
+            // A zero divisor would trap the CPU; the interpreter reports it as an error, the
+            // kernel yields 0 instead of crashing the process.
+            let (x, y) = (a(), a());
+            let zero = cmp(CmpOp::Eq, y.clone(), Expr::i64(0));
+            let safe = Expr::select(zero.clone(), Expr::i64(1), y);
+            Expr::select(zero, Expr::i64(0), bin(BinaryOp::Div, x, safe))
+        }
         Op::Div => {
-            numeric(t0)?;
+            float(t0)?;
             let (x, y) = (a(), a());
             bin(BinaryOp::Div, x, y)
         }
         Op::Mod if t0 == ScalarType::I64 => {
-            // Python `%`: the sign of the divisor.
-            let (x, y) = (a(), a());
+            // Python `%`: the sign of the divisor (a zero divisor yields 0, as for `div`).
+            let (x, y0) = (a(), a());
+            let y = Expr::select(cmp(CmpOp::Eq, y0.clone(), Expr::i64(0)), Expr::i64(1), y0);
             let r = bin(BinaryOp::Rem, x, y.clone());
             let fix = Expr::select(
                 cmp(CmpOp::Ne, cmp_i64_sign(r.clone()), cmp_i64_sign(y.clone())),
