@@ -41,7 +41,7 @@
 use crate::cpu::host_isa;
 use crate::cpu::translate::{kernel_signature, LaunchUnits, Translator};
 use crate::kernel::{BufferRole, Kernel, Size};
-use crate::lower::{lower_function, LoweredGroup};
+use crate::lower::{copy_kernel, lower_function, lower_ops, LoweredGroup};
 use crate::weight_eval::{self, ByteTensor};
 use crate::CodegenError;
 use cranelift_codegen::control::ControlPlane;
@@ -62,6 +62,9 @@ use std::time::{Duration, Instant};
 /// The bound of symbols other than `seq` and `past` when [`CompileOptions::dim_bounds`] does
 /// not name them (see the module doc).
 pub const DEFAULT_DIM_BOUND: i64 = 64;
+
+/// Pseudo group ids of ops outside every fusion group that run as kernels of their own.
+const SOLO_GROUP_BASE: u32 = 1 << 30;
 
 /// What to compile with.
 #[derive(Debug, Clone, Default)]
@@ -516,13 +519,17 @@ fn compile_function(
     };
     for &o in &order {
         let Some(d) = f.op(o) else { continue };
-        if d.operands.iter().all(|&v| is_const(&c.constant, v)) {
+        // A value of symbolic shape (`expand` of a constant to `?seq`) depends on the inputs'
+        // dims, so it is computed at run time like any other.
+        let static_results = d.results.iter().all(|r| f.ty(*r).shape.iter().all(|dm| dm.as_fixed().is_some()));
+        if static_results && d.operands.iter().all(|&v| is_const(&c.constant, v)) {
             c.constant.extend(d.results.iter().copied());
         }
     }
 
     // Groups: members in op order; pure-view groups alias instead of running a kernel.
     let mut members: BTreeMap<u32, Vec<OpId>> = BTreeMap::new();
+    let mut solo: BTreeMap<u32, OpId> = BTreeMap::new();
     for &o in &order {
         let Some(d) = f.op(o) else { continue };
         match f.group(o) {
@@ -531,7 +538,13 @@ fn compile_function(
             None if is_view(&d.op) => {
                 c.alias_ops.insert(o);
             }
-            None => return Err(c.unsupported(d.op.name(), "the op is in no fusion group and depends on the inputs")),
+            // Left out of every group (e.g. an `expand` of a constant to a symbolic shape,
+            // which the grouping pass takes for weight-derived): a one-op kernel of its own.
+            None => {
+                let g = SOLO_GROUP_BASE + solo.len() as u32;
+                solo.insert(g, o);
+                members.insert(g, vec![o]);
+            }
         }
     }
     let mut views_only: BTreeSet<u32> = BTreeSet::new();
@@ -541,7 +554,10 @@ fn compile_function(
             c.alias_ops.extend(ops.iter().copied());
         }
     }
-    let lowered = lower_function(f).map_err(|e| CompileError::Invalid(e.to_string()))?;
+    let mut lowered = lower_function(f).map_err(|e| CompileError::Invalid(e.to_string()))?;
+    for (&g, &o) in &solo {
+        lowered.push((g, lower_ops(f, &[o], g, &format!("{}_op{}", f.name, g - SOLO_GROUP_BASE))));
+    }
     start = times.lap("lower", start);
     let mut kernels: BTreeMap<u32, LoweredGroup> = BTreeMap::new();
     for (g, r) in lowered {
@@ -652,7 +668,8 @@ fn compile_function(
     let mut time: HashMap<OpId, usize> = HashMap::new();
     for &o in &order {
         let Some(d) = f.op(o) else { continue };
-        let t = match f.group(o).and_then(|g| step_of.get(&g)) {
+        let group = f.group(o).or_else(|| solo.iter().find(|(_, so)| **so == o).map(|(g, _)| *g));
+        let t = match group.and_then(|g| step_of.get(&g)) {
             Some(t) => *t,
             None => d
                 .operands
@@ -671,17 +688,31 @@ fn compile_function(
         .map_err(|reason| CompileError::MemoryPlan { function: f.name.clone(), reason })?;
     start = times.lap("schedule+plan", start);
 
-    // Outputs own their storage.
+    // Outputs own their storage; an output that is an input, a constant, or another
+    // output's storage is filled by a copy kernel after everything else ran.
     let mut output_of: HashMap<ValueId, u32> = HashMap::new();
-    for (i, (name, v)) in f.outputs().iter().enumerate() {
+    let mut copies: Vec<(u32, ValueId, Binding)> = Vec::new();
+    for (i, (_, v)) in f.outputs().iter().enumerate() {
         let s = c.storage_of(*v);
         let produced = producer_group.get(&s).is_some_and(|g| kernels.contains_key(g));
-        if !produced || output_of.insert(s, i as u32).is_some() {
-            return Err(c.unsupported(
-                format!("output `{name}`"),
-                "the output is an input, a constant or shares storage with another output (needs a copy kernel)",
-            ));
+        if produced && !output_of.contains_key(&s) {
+            output_of.insert(s, i as u32);
+        } else {
+            copies.push((i as u32, *v, Binding::Input { index: u32::MAX }));
         }
+    }
+    for (i, v, src) in &mut copies {
+        let s = c.storage_of(*v);
+        *src = if let Some(first) = output_of.get(&s) {
+            Binding::Output { index: *first }
+        } else if let ValueDef::Param { index } = f.value(s).def {
+            Binding::Input { index }
+        } else if c.constant.contains(&s) || matches!(f.value(s).def, ValueDef::Weight { .. }) {
+            Binding::Weight { index: weight_binding(&mut c, s, b, weight_index, options.interpret_weights)? }
+        } else {
+            let name = &f.outputs()[*i as usize].0;
+            return Err(c.unsupported(format!("output `{name}`"), "the output's storage is not produced by a kernel"));
+        };
     }
 
     let mut steps = Vec::new();
@@ -726,6 +757,24 @@ fn compile_function(
         let dims = k.dims.iter().map(|d| Poly::symbol(d)).collect();
         let extent = size_poly(&k.parallel.extent, &k.dims)
             .ok_or_else(|| CompileError::Invalid(format!("kernel `{}`: extent uses an unknown dim", k.name)))?;
+        steps.push(Step { kernel, bindings, dims, extent, grain: u64::from(k.parallel.tile.max(1)) });
+    }
+
+    for (i, v, src) in copies {
+        let ty = f.ty(v);
+        let name = format!("{}_copy_out{i}", f.name);
+        let k = copy_kernel(&name, ty.dtype, &ty.shape).map_err(|e| CompileError::UnsupportedGroup {
+            function: f.name.clone(),
+            group: u32::MAX,
+            ops: format!("copy to output `{}`", f.outputs()[i as usize].0),
+            source: e,
+        })?;
+        let code = compile_kernel(&k, isa)?;
+        let kernel = b.add_kernel(&k.name, &code);
+        let dims = k.dims.iter().map(|d| Poly::symbol(d)).collect();
+        let extent = size_poly(&k.parallel.extent, &k.dims)
+            .ok_or_else(|| CompileError::Invalid(format!("kernel `{}`: extent uses an unknown dim", k.name)))?;
+        let bindings = vec![src, Binding::Output { index: i }];
         steps.push(Step { kernel, bindings, dims, extent, grain: u64::from(k.parallel.tile.max(1)) });
     }
 

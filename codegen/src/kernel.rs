@@ -354,6 +354,12 @@ pub enum UnaryOp {
     Erf,
     /// `1 / (1 + e⁻ˣ)`.
     Sigmoid,
+    /// `sin x` (radians).
+    Sin,
+    /// `cos x` (radians).
+    Cos,
+    /// Natural logarithm.
+    Log,
 }
 
 impl UnaryOp {
@@ -368,6 +374,9 @@ impl UnaryOp {
             UnaryOp::Tanh => "tanh",
             UnaryOp::Erf => "erf",
             UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Sin => "sin",
+            UnaryOp::Cos => "cos",
+            UnaryOp::Log => "log",
         }
     }
 }

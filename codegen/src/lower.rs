@@ -37,6 +37,8 @@
 //! Anything else is refused with [`CodegenError::Unsupported`] naming the op, so callers can
 //! report coverage.
 
+mod coords;
+
 use crate::kernel::*;
 use crate::CodegenError;
 use ferrumc_ir::dim::Dim;
@@ -116,18 +118,37 @@ pub fn lower_group(f: &Function, group: u32) -> Result<LoweredGroup, CodegenErro
             Lowerer::new(f, &ops, &name).matmul_template()
         }
         other => {
-            let op = op_name(f, first);
-            return Err(CodegenError::Unsupported {
-                op,
-                reason: format!("fusion groups of kind `{other}` have no kernel template yet"),
-            });
+            Err(unsupported(&op_name(f, first), format!("fusion groups of kind `{other}` have no kernel template yet")))
         }
     };
-    let (kernel, buffer_values) = kernel_result.map_err(|e| match e {
-        LowerFail::Error(e) => e,
-        LowerFail::NotCollapsible => CodegenError::Invalid("internal: collapse retry failed".into()),
-    })?;
+    // What the specialised templates refuse, the coordinate template may still compute.
+    let kernel_result = match kernel_result {
+        Err(LowerFail::Error(e @ CodegenError::Unsupported { .. })) => {
+            coords::coords_template(f, &ops, &name).map_err(|fallback| match fallback {
+                CodegenError::Unsupported { op, reason } => {
+                    CodegenError::Unsupported { op, reason: format!("{reason} (and: {e})") }
+                }
+                other => other,
+            })
+        }
+        Err(LowerFail::Error(e)) => Err(e),
+        Err(LowerFail::NotCollapsible) => Err(CodegenError::Invalid("internal: collapse retry failed".into())),
+        Ok(k) => Ok(k),
+    };
+    let (kernel, buffer_values) = kernel_result?;
     Ok(LoweredGroup { group, kernel, buffer_values, ops })
+}
+
+/// Lower `ops` (in topological order; not a fusion group of `f`, e.g. one op the grouping
+/// pass left out) to one kernel with the general coordinate template, as group `group`.
+pub fn lower_ops(f: &Function, ops: &[OpId], group: u32, name: &str) -> Result<LoweredGroup, CodegenError> {
+    let (kernel, buffer_values) = coords::coords_template(f, ops, name)?;
+    Ok(LoweredGroup { group, kernel, buffer_values, ops: ops.to_vec() })
+}
+
+/// A kernel copying a dense `dtype` tensor of `shape` from buffer 0 to buffer 1.
+pub fn copy_kernel(name: &str, dtype: DType, shape: &[Dim]) -> Result<Kernel, CodegenError> {
+    coords::copy_kernel(name, dtype, shape)
 }
 
 fn op_name(f: &Function, o: OpId) -> String {
@@ -509,6 +530,19 @@ impl<'a> Lowerer<'a> {
                 return Err(unsupported(name, "not lowered by the elementwise/reduction template yet"));
             }
         }
+        if let Some(a) = anchor {
+            let d = self.op(a)?;
+            let rank_reducing = matches!(
+                d.op,
+                Op::ReduceSum { keepdims: false, .. }
+                    | Op::ReduceMean { keepdims: false, .. }
+                    | Op::ReduceMax { keepdims: false, .. }
+            );
+            if rank_reducing && self.f.value(d.results[0]).uses.iter().any(|u| self.members.contains(&u.op)) {
+                // Its consumers live in a space of lower rank than the row space.
+                return Err(unsupported(d.op.name(), "a reduction without keepdims feeding ops of its own group"));
+            }
+        }
         let outputs = self.outputs();
         if outputs.is_empty() {
             return Err(LowerFail::Error(CodegenError::Invalid("group has no outputs".into())));
@@ -623,7 +657,12 @@ impl<'a> Lowerer<'a> {
             } else {
                 let value = match self.row_values.get(&out) {
                     Some(Bound::Expr(e)) => e.clone(),
-                    None => self.expr(&space, &mut row_scope, out)?,
+                    None => {
+                        let e = self.expr(&space, &mut row_scope, out)?;
+                        // Locals the expression bound must precede the store.
+                        row.append(row_scope.lets.as_mut().map(std::mem::take).unwrap_or_default().as_mut());
+                        e
+                    }
                 };
                 let buffer = self.buffer(out, BufferRole::Output);
                 let index = if self.rank_reduced.contains(&out) {

@@ -225,7 +225,10 @@ pub fn plan_function_at(
     for &id in &order {
         let Some(data) = f.op(id) else { continue };
         let i = position.get(&id).copied().ok_or_else(|| format!("op {id:?} has no time"))?;
-        let c = data.operands.iter().all(|&v| is_const(&constant, v));
+        // A result of symbolic shape (`expand` of a constant to `?seq`) depends on the
+        // inputs' dims: codegen computes it at run time, so it needs a slot.
+        let static_results = data.results.iter().all(|r| f.ty(*r).shape.iter().all(|d| d.as_fixed().is_some()));
+        let c = static_results && data.operands.iter().all(|&v| is_const(&constant, v));
         for &r in &data.results {
             constant.insert(r, c);
             if !c {

@@ -2,7 +2,9 @@
 //! filetest format, and tolerance-based tensor comparison.
 
 pub mod compare;
+pub mod compiled;
 pub mod filetest;
+pub mod inputs;
 pub mod models;
 
 use std::path::PathBuf;

@@ -9,6 +9,10 @@
 //!   inputs, `; function: NAME` picks the function (default: the first); the expectation
 //!   lists each output as `NAME = dense<…>`, compared with `; tolerance: RTOL` (default
 //!   1e-6 relative, 1e-7 absolute) rather than textually, so values written by hand match.
+//!   Each `run` case is also a second trial `<suite>::<stem>::compiled`: the module is
+//!   compiled (`ferrumc_codegen::compile`) at -O0, -O1, -O2 and -O3, run through the runtime
+//!   with its micro-kernels, and compared with the same expectation (rtol at least 1e-5,
+//!   atol 1e-6: kernels compute in f32).
 //! * `opt <pass,pass,…>` or `opt -O<level>` — runs the pass manager (dependencies pulled in,
 //!   verifier after every pass) over the module, or over the model named by `; import: PATH`
 //!   (relative to the test file: an HF folder, `.onnx` or `.fir`); the expectation is the
@@ -16,12 +20,14 @@
 //!
 //! Suites may nest one level (`passes/<pass-name>/*.fir`, trial `passes/<pass-name>::<stem>`).
 
+use ferrumc_codegen::compile::CompileOptions;
 use ferrumc_ir::attr::write_tensor;
 use ferrumc_ir::interp::run_function;
 use ferrumc_ir::weights::FileWeights;
 use ferrumc_ir::{text, verify, Tensor};
 use ferrumc_passes::{PassManager, PassOptions, QuantScheme};
 use ferrumc_tests::compare::{assert_close, Tolerance};
+use ferrumc_tests::compiled;
 use ferrumc_tests::filetest::{blessing, check_or_bless, FileTest};
 use ferrumc_tests::repo_root;
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -62,6 +68,16 @@ fn main() {
         files.sort();
         for file in files {
             let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let is_run = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|t| FileTest::parse(&t).ok())
+                .is_some_and(|t| t.command == "run");
+            if is_run {
+                let file = file.clone();
+                trials.push(Trial::test(format!("{suite_name}::{stem}::compiled"), move || {
+                    compiled_run_file(&file).map_err(Failed::from)
+                }));
+            }
             trials.push(Trial::test(format!("{suite_name}::{stem}"), move || run_file(&file).map_err(Failed::from)));
         }
     }
@@ -147,6 +163,32 @@ fn run_case(path: &Path, test: &FileTest) -> Result<(), String> {
             return Err(format!("output `{name}` where `{ename}` was expected"));
         }
         assert_close(name, got, want, Tolerance { rtol, atol: 1e-7 })?;
+    }
+    Ok(())
+}
+
+/// A `run` case compiled at every level, run through the runtime, against its expectation.
+fn compiled_run_file(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let test = FileTest::parse(&text)?;
+    let m = text::parse_module(&test.input).map_err(|e| format!("parse error {e}"))?;
+    let inputs = test.directive_values("input").into_iter().map(parse_binding).collect::<Result<Vec<_>, _>>()?;
+    let function = match test.directive_values("function").first() {
+        Some(name) => name.to_string(),
+        None => m.functions.first().map(|f| f.name.clone()).ok_or("module has no function")?,
+    };
+    let rtol = match test.directive_values("tolerance").first() {
+        Some(v) => v.parse::<f64>().map_err(|_| format!("bad tolerance `{v}`"))?,
+        None => 1e-6,
+    };
+    let tol = Tolerance { rtol: rtol.max(1e-5), atol: 1e-6 };
+    let expected = test.expected.iter().map(|l| parse_binding(l)).collect::<Result<Vec<_>, _>>()?;
+    let weights = FileWeights::new(path.parent().map(Path::to_path_buf).unwrap_or_default());
+    for level in 0..=3u8 {
+        let options = CompileOptions { level, ..CompileOptions::default() };
+        let bytes = compiled::compile(&m, &weights, &options)?;
+        let got = compiled::run_compiled(&bytes, &function, &inputs).map_err(|e| format!("-O{level}: {e}"))?;
+        compiled::compare_outputs(&format!("-O{level}"), &got, &expected, tol)?;
     }
     Ok(())
 }

@@ -11,10 +11,18 @@
 //! * `tanh`: Eigen's rational approximation (odd degree-13 over even degree-6), inputs
 //!   clamped to ±7.905 (where tanh rounds to ±1). Error: a few ulp.
 //! * `erf`: Eigen's rational approximation, inputs clamped to ±4. Error: a few ulp.
+//! * `log`: Cephes `logf` — exponent and mantissa from the bits (mantissa in
+//!   `[√½, √2)`), a degree-8 polynomial, ln2 split in two; `log 0 = -∞`, negative → NaN,
+//!   `log ∞ = ∞`. Error: about 2 ulp for normal inputs.
+//! * `sin`, `cos`: Cephes `sinf`/`cosf` — quadrant `j = round(x·2/π)`, Cody–Waite
+//!   reduction with π/2 split in three, the two minimax polynomials on `[-π/4, π/4]`, and
+//!   the quadrant picking polynomial and sign with bit masks (no branches, lane-wise).
+//!   Accurate to a few ulp for `|x|` up to about 8192 (rotary angles stay far below).
 //!
 //! The reference interpreter computes in f64; tests compare with a relative tolerance of
 //! 1e-4 plus an absolute 1e-6.
 
+use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::FunctionBuilder;
 
@@ -153,4 +161,129 @@ pub fn sigmoid(b: &mut FunctionBuilder<'_>, ty: Type, x: Value) -> Value {
     let one = fconst(b, ty, 1.0);
     let d = b.ins().fadd(one, e);
     b.ins().fdiv(one, d)
+}
+
+/// `sin x` (or `cos x` when `cosine`), see the module doc.
+pub fn sin_cos(b: &mut FunctionBuilder<'_>, ty: Type, x: Value, cosine: bool) -> Value {
+    let ity = int_ty(ty);
+    let x = clamp(b, ty, x, -65_536.0, 65_536.0);
+    let two_over_pi = fconst(b, ty, std::f32::consts::FRAC_2_PI);
+    let t = b.ins().fmul(x, two_over_pi);
+    let magic = fconst(b, ty, 12_582_912.0);
+    let shifted = b.ins().fadd(t, magic);
+    let j = b.ins().fsub(shifted, magic);
+    let bits = b.ins().bitcast(ity, MemFlagsData::new(), shifted);
+    let magic_bits = iconst32(b, ty, 0x4B40_0000);
+    let mut q = b.ins().isub(bits, magic_bits);
+    if cosine {
+        // cos x = sin(x + π/2): one quadrant further.
+        let one = iconst32(b, ty, 1);
+        q = b.ins().iadd(q, one);
+    }
+    let mut r = x;
+    for c in [1.570_312_5_f32, 4.837_513e-4, 7.549_79e-8] {
+        let cv = fconst(b, ty, c);
+        let jc = b.ins().fmul(j, cv);
+        r = b.ins().fsub(r, jc);
+    }
+    let z = b.ins().fmul(r, r);
+    // sin r = r + r·z·P(z); cos r = 1 - z/2 + z²·Q(z).
+    let ps = horner(b, ty, z, &[-1.951_529_6e-4, 8.332_161e-3, -1.666_665_5e-1]);
+    let rz = b.ins().fmul(r, z);
+    let sin_r = fma(b, rz, ps, r);
+    let pc = horner(b, ty, z, &[2.443_315_7e-5, -1.388_731_6e-3, 4.166_664_6e-2]);
+    let z2 = b.ins().fmul(z, z);
+    let half = fconst(b, ty, 0.5);
+    let hz = b.ins().fmul(half, z);
+    let one = fconst(b, ty, 1.0);
+    let c0 = b.ins().fsub(one, hz);
+    let cos_r = fma(b, z2, pc, c0);
+    // Odd quadrants take the cosine polynomial; quadrants 2 and 3 flip the sign.
+    let one_i = iconst32(b, ty, 1);
+    let two_i = iconst32(b, ty, 2);
+    let odd = b.ins().band(q, one_i);
+    let swap = b.ins().ineg(odd);
+    let sb = b.ins().bitcast(ity, MemFlagsData::new(), sin_r);
+    let cb = b.ins().bitcast(ity, MemFlagsData::new(), cos_r);
+    let keep = b.ins().bnot(swap);
+    let from_sin = b.ins().band(sb, keep);
+    let from_cos = b.ins().band(cb, swap);
+    let v = b.ins().bor(from_sin, from_cos);
+    let neg = b.ins().band(q, two_i);
+    let sign = b.ins().ishl_imm_u(neg, 30);
+    let v = b.ins().bxor(v, sign);
+    b.ins().bitcast(ty, MemFlagsData::new(), v)
+}
+
+/// `cond ? a : b` lane-wise, `cond` from an `fcmp` on values of type `ty`.
+fn fselect(b: &mut FunctionBuilder<'_>, ty: Type, cond: Value, x: Value, y: Value) -> Value {
+    if ty.is_vector() {
+        let mask = b.ins().bitcast(ty, MemFlagsData::new(), cond);
+        b.ins().bitselect(mask, x, y)
+    } else {
+        b.ins().select(cond, x, y)
+    }
+}
+
+/// `ln x`, see the module doc.
+pub fn log(b: &mut FunctionBuilder<'_>, ty: Type, x: Value) -> Value {
+    let ity = int_ty(ty);
+    let bits = b.ins().bitcast(ity, MemFlagsData::new(), x);
+    let exp_bits = b.ins().ushr_imm_u(bits, 23);
+    let ff = iconst32(b, ty, 0xff);
+    let exp_bits = b.ins().band(exp_bits, ff);
+    let bias = iconst32(b, ty, 126);
+    let e = b.ins().isub(exp_bits, bias);
+    let mut e = b.ins().fcvt_from_sint(ty, e);
+    let mant_mask = iconst32(b, ty, 0x807f_ffff_u32 as i32);
+    let half_bits = iconst32(b, ty, 0x3f00_0000);
+    let m = b.ins().band(bits, mant_mask);
+    let m = b.ins().bor(m, half_bits);
+    let m = b.ins().bitcast(ty, MemFlagsData::new(), m);
+    // Mantissa in [0.5, 1): below √½, double it and lower the exponent.
+    let sqrthf = fconst(b, ty, std::f32::consts::FRAC_1_SQRT_2);
+    let small = b.ins().fcmp(FloatCC::LessThan, m, sqrthf);
+    let one = fconst(b, ty, 1.0);
+    let zero = fconst(b, ty, 0.0);
+    let e_adj = fselect(b, ty, small, one, zero);
+    e = b.ins().fsub(e, e_adj);
+    let m_add = fselect(b, ty, small, m, zero);
+    let m = b.ins().fadd(m, m_add);
+    let m = b.ins().fsub(m, one);
+    let z = b.ins().fmul(m, m);
+    let p = horner(
+        b,
+        ty,
+        m,
+        &[
+            7.037_683_6e-2,
+            -1.151_461e-1,
+            1.167_699_9e-1,
+            -1.242_014_1e-1,
+            1.424_932_3e-1,
+            -1.666_805_8e-1,
+            2.000_071_4e-1,
+            -2.499_999_4e-1,
+            3.333_333e-1,
+        ],
+    );
+    let mz = b.ins().fmul(m, z);
+    let mut y = b.ins().fmul(mz, p);
+    let q1 = fconst(b, ty, -2.121_944_4e-4);
+    y = fma(b, e, q1, y);
+    let mhalf = fconst(b, ty, -0.5);
+    y = fma(b, z, mhalf, y);
+    let r = b.ins().fadd(m, y);
+    let q2 = fconst(b, ty, 0.693_359_4);
+    let r = fma(b, e, q2, r);
+    // Special values: 0 → -∞, negative or NaN → NaN, ∞ → ∞.
+    let ninf = fconst(b, ty, f32::NEG_INFINITY);
+    let pinf = fconst(b, ty, f32::INFINITY);
+    let nan = fconst(b, ty, f32::NAN);
+    let is_zero = b.ins().fcmp(FloatCC::Equal, x, zero);
+    let r = fselect(b, ty, is_zero, ninf, r);
+    let is_inf = b.ins().fcmp(FloatCC::Equal, x, pinf);
+    let r = fselect(b, ty, is_inf, pinf, r);
+    let not_neg = b.ins().fcmp(FloatCC::GreaterThanOrEqual, x, zero);
+    fselect(b, ty, not_neg, r, nan)
 }

@@ -698,6 +698,9 @@ impl<'a, 'b> Translator<'a, 'b> {
                         UnaryOp::Tanh => math::tanh(self.b, fty, x),
                         UnaryOp::Erf => math::erf(self.b, fty, x),
                         UnaryOp::Sigmoid => math::sigmoid(self.b, fty, x),
+                        UnaryOp::Sin => math::sin_cos(self.b, fty, x, false),
+                        UnaryOp::Cos => math::sin_cos(self.b, fty, x, true),
+                        UnaryOp::Log => math::log(self.b, fty, x),
                     }
                 }
             }
