@@ -10,6 +10,11 @@
 //! on the same optimized module: rtol 1e-4, atol 1e-4 (the interpreter rounds per op from
 //! f64; kernels accumulate in f32 in a different order). A model that does not compile
 //! fails its trial with the compiler's error. Trial names: `<model>::<config>`.
+//!
+//! [`KNOWN_REFUSED`] lists the models the compiler is known to refuse, each with the reason it
+//! must still give: their trials check that the refusal is exactly that one (a clear error,
+//! not a crash or a wrong result), and fail once the model compiles, so the list cannot go
+//! stale.
 
 use ferrumc_codegen::compile::CompileOptions;
 use ferrumc_ir::weights::FileWeights;
@@ -25,6 +30,12 @@ const TOLERANCE: Tolerance = Tolerance { rtol: 1e-4, atol: 1e-4 };
 /// Quantized weights: the kernels may round activations differently from the interpreter's
 /// dequantize-then-f64 rule; the bound is still far below the quantization error itself.
 const Q8_TOLERANCE: Tolerance = Tolerance { rtol: 2e-3, atol: 2e-3 };
+
+/// Models the compiler refuses today, with a fragment of the error it must give. The ONNX
+/// GPT-2 export slices its `[1, 1, 64, 64]` causal-mask table to `min(seq, 64)` rows — a
+/// length shape inference cannot name as a polynomial, so the mask has a `?` dim and its
+/// kernel would need run-time extents. (The HF GPT-2 fixture, same architecture, compiles.)
+const KNOWN_REFUSED: [(&str, &str); 1] = [("onnx/gpt2", "a dim is unknown")];
 
 /// Symbol sizes of the runs: (batch, seq, past).
 const RUNS: [[(&str, i64); 3]; 2] = [[("batch", 2), ("seq", 5), ("past", 3)], [("batch", 1), ("seq", 1), ("past", 4)]];
@@ -43,10 +54,12 @@ fn main() {
                 CompileOptions { level: 2, quantize: Some(QuantScheme::Q8_0), ..CompileOptions::default() },
             ));
         }
+        let refusal = KNOWN_REFUSED.iter().find(|(m, _)| *m == label).map(|(_, why)| *why);
         for (name, options) in configs {
             let (label, path) = (label.clone(), path.clone());
-            trials.push(Trial::test(format!("{label}::{name}"), move || {
-                check(&label, &path, &options).map_err(Failed::from)
+            trials.push(Trial::test(format!("{label}::{name}"), move || match refusal {
+                None => check(&label, &path, &options).map_err(Failed::from),
+                Some(why) => check_refused(&path, &options, why).map_err(Failed::from),
             }));
         }
     }
@@ -69,4 +82,15 @@ fn check(label: &str, path: &Path, options: &CompileOptions) -> Result<(), Strin
     }
     let tol = if options.quantize.is_some() { Q8_TOLERANCE } else { TOLERANCE };
     check_compiled(label, &module, &weights, options, &runs, tol)
+}
+
+/// A model in [`KNOWN_REFUSED`] must fail to compile with an error containing `why`.
+fn check_refused(path: &Path, options: &CompileOptions, why: &str) -> Result<(), String> {
+    let (module, base) = models::load(path)?;
+    let weights = FileWeights::new(&base);
+    match ferrumc_codegen::compile::compile_module(&module, &weights, options) {
+        Ok(_) => Err("the model compiles now: remove it from KNOWN_REFUSED so its outputs are checked".into()),
+        Err(e) if e.to_string().contains(why) => Ok(()),
+        Err(e) => Err(format!("refused for another reason than `{why}`: {e}")),
+    }
 }
