@@ -58,6 +58,7 @@ fn main() {
         tanh: no_unary,
         erf: no_unary,
         attention_row: ferrumc_runtime::ukernels::scalar::attention_row,
+        silu_mul: ferrumc_runtime::ukernels::scalar::silu_mul,
         sgemm_nt: ferrumc_runtime::ukernels::scalar::sgemm_nt,
     };
     let (rows, n) = (128usize, 1536usize);

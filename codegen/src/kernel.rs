@@ -634,6 +634,16 @@ pub struct AttentionRowArgs {
     pub scale: f32,
 }
 
+/// Arguments of a `silu_mul` call (see `abi::BinaryArrayFn`): `y[j] = x[j]·σ(x[j])·z[j]` for
+/// `j < n` over contiguous f32 elements (`y` may be `x` or `z`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiluMulArgs {
+    pub x: DynRef,
+    pub z: DynRef,
+    pub y: DynRef,
+    pub n: Extent,
+}
+
 /// A statement of a kernel body.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stmt {
@@ -655,6 +665,8 @@ pub enum Stmt {
     CallMicroKernel { which: MicroKernel, args: MicroKernelArgs },
     /// A call of the runtime's `attention_row` micro-kernel.
     CallAttentionRow(Box<AttentionRowArgs>),
+    /// A call of the runtime's `silu_mul` array helper (the gated-MLP epilogue).
+    CallSiluMul(Box<SiluMulArgs>),
 }
 
 /// One kernel (see the module doc).
@@ -921,6 +933,17 @@ impl Printer<'_> {
                 self.expr(&a.keys);
                 let _ = write!(self.out, ", dk {}, dv {}, scale {:?}, o ", a.dk, a.dv, a.scale);
                 self.dyn_ref(&a.o);
+                self.out.push_str(")\n");
+            }
+            Stmt::CallSiluMul(a) => {
+                self.out.push_str("call silu_mul(x ");
+                self.dyn_ref(&a.x);
+                self.out.push_str(", z ");
+                self.dyn_ref(&a.z);
+                self.out.push_str(", y ");
+                self.dyn_ref(&a.y);
+                self.out.push_str(", n ");
+                self.extent(&a.n);
                 self.out.push_str(")\n");
             }
         }

@@ -53,12 +53,15 @@ pub type AttentionRowFn = unsafe extern "C" fn(
     o: *mut f32,
 );
 
+/// `y[i] = f(x[i], z[i])` for `i < n` (`y` may be the same buffer as `x` or `z`).
+pub type BinaryArrayFn = unsafe extern "C" fn(x: *const f32, z: *const f32, y: *mut f32, n: u64);
+
 /// `y[i] = f(x[i])` for `i < n` (`x` and `y` may be the same buffer).
 pub type UnaryArrayFn = unsafe extern "C" fn(x: *const f32, y: *mut f32, n: u64);
 
 /// The version of [`RuntimeFnTable`]'s layout; artifacts record the version they were
 /// compiled against and a runtime refuses other versions.
-pub const FN_TABLE_VERSION: u32 = 2;
+pub const FN_TABLE_VERSION: u32 = 3;
 
 /// Micro-kernels and math helpers the runtime passes to every kernel.
 #[repr(C)]
@@ -84,6 +87,9 @@ pub struct RuntimeFnTable {
     pub erf: UnaryArrayFn,
     /// One query row of attention ([`AttentionRowFn`]; added in version 2).
     pub attention_row: AttentionRowFn,
+    /// `y = x · σ(x) · z` ([`BinaryArrayFn`]; the gated-MLP epilogue `silu(gate) · up`, run
+    /// on each row of a column tile right after its GEMM; added in version 3).
+    pub silu_mul: BinaryArrayFn,
 }
 
 impl std::fmt::Debug for RuntimeFnTable {

@@ -70,6 +70,7 @@ fn test_table() -> RuntimeFnTable {
         tanh: tanh_array,
         erf: tanh_array,
         attention_row: ferrumc_runtime::ukernels::scalar::attention_row,
+        silu_mul: ferrumc_runtime::ukernels::scalar::silu_mul,
         sgemm_nt: ferrumc_runtime::ukernels::scalar::sgemm_nt,
     }
 }

@@ -411,6 +411,12 @@ impl<'a, 'b> Translator<'a, 'b> {
                 }
                 self.call_attention_row(a)
             }
+            Stmt::CallSiluMul(a) => {
+                if mode != Mode::Scalar {
+                    return Err(invalid(self.k, "call inside a vector loop"));
+                }
+                self.call_silu_mul(a)
+            }
         }
     }
 
@@ -538,6 +544,22 @@ impl<'a, 'b> Translator<'a, 'b> {
         let dv = self.b.ins().iconst(types::I64, a.dv);
         let scale = self.b.ins().f32const(a.scale);
         self.b.ins().call_indirect(sig, fptr, &[q, k, v, keys, dk, dv, scale, o]);
+        Ok(())
+    }
+
+    fn call_silu_mul(&mut self, a: &SiluMulArgs) -> Result<(), CodegenError> {
+        let offset = std::mem::offset_of!(RuntimeFnTable, silu_mul);
+        let fptr = self.b.ins().load(self.ptr, MemFlagsData::trusted().with_readonly(), self.table, offset as i32);
+        let mut sig = Signature::new(self.cc);
+        for t in [self.ptr, self.ptr, self.ptr, types::I64] {
+            sig.params.push(AbiParam::new(t));
+        }
+        let sig = self.b.import_signature(sig);
+        let x = self.dyn_address(&a.x)?;
+        let z = self.dyn_address(&a.z)?;
+        let y = self.dyn_address(&a.y)?;
+        let n = self.extent(&a.n)?;
+        self.b.ins().call_indirect(sig, fptr, &[x, z, y, n]);
         Ok(())
     }
 

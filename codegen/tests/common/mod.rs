@@ -310,6 +310,7 @@ pub fn reference_table() -> RuntimeFnTable {
         tanh: ref_tanh,
         erf: ref_erf,
         attention_row: ref_attention_row,
+        silu_mul: ref_silu_mul,
     }
 }
 
@@ -469,6 +470,16 @@ unsafe extern "C" fn ref_exp(x: *const f32, y: *mut f32, n: u64) {
 unsafe extern "C" fn ref_tanh(x: *const f32, y: *mut f32, n: u64) {
     // SAFETY: forwarded.
     unsafe { map_array(x, y, n, f64::tanh) }
+}
+/// `x·σ(x)·z` in f64 (see `abi::BinaryArrayFn`; `y` may alias `x` or `z`).
+unsafe extern "C" fn ref_silu_mul(x: *const f32, z: *const f32, y: *mut f32, n: u64) {
+    for i in 0..n as usize {
+        // SAFETY: the caller's contract; both inputs are read before `y[i]` is written.
+        unsafe {
+            let (xv, zv) = (f64::from(*x.add(i)), f64::from(*z.add(i)));
+            *y.add(i) = (xv / (1.0 + (-xv).exp()) * zv) as f32;
+        }
+    }
 }
 /// Softmax attention of one query row in f64 (see `abi::AttentionRowFn`).
 #[allow(clippy::too_many_arguments)]

@@ -547,6 +547,35 @@ pub unsafe extern "C" fn exp(x: *const f32, y: *mut f32, n: u64) {
     unsafe { map16(x, y, n, |v| keep_nan(v, exp16(v))) }
 }
 
+/// `y = x · σ(x) · z` elementwise (`silu(x) · z`).
+///
+/// # Safety
+/// As [`super::scalar::silu_mul`], and the CPU supports this tier.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub unsafe extern "C" fn silu_mul(x: *const f32, z: *const f32, y: *mut f32, n: u64) {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn f(xv: __m512, zv: __m512) -> __m512 {
+        let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), xv));
+        let s = _mm512_div_ps(xv, _mm512_add_ps(e, _mm512_set1_ps(1.0)));
+        keep_nan(xv, _mm512_mul_ps(s, zv))
+    }
+    let n = n as usize;
+    let mut i = 0;
+    // SAFETY: the caller's contract: `n` floats readable at `x` and `z`, writable at `y`.
+    unsafe {
+        while i + 16 <= n {
+            _mm512_storeu_ps(y.add(i), f(_mm512_loadu_ps(x.add(i)), _mm512_loadu_ps(z.add(i))));
+            i += 16;
+        }
+        if i < n {
+            let mask = lane_mask(n - i);
+            let v = f(_mm512_maskz_loadu_ps(mask, x.add(i)), _mm512_maskz_loadu_ps(mask, z.add(i)));
+            _mm512_mask_storeu_ps(y.add(i), mask, v);
+        }
+    }
+}
+
 /// `y = tanh(x)` elementwise.
 ///
 /// # Safety

@@ -1,6 +1,6 @@
 //! Micro-kernels and math helpers that fill [`RuntimeFnTable`]: f32 GEMM on dense and
 //! prepacked weights, GEMM on GGML Q8_0 / Q4_0 weights (dequantized inside the kernel), and
-//! array `exp` / `tanh` / `erf`.
+//! array `exp` / `tanh` / `erf` and the gated-MLP epilogue `silu_mul` (`x·σ(x)·z`).
 //!
 //! Three implementation tiers share one contract (see [`crate::abi::GemmFn`]):
 //! * [`avx512`] — AVX-512F (+FMA, F16C): 16-lane register-blocked kernels (x86-64 only);
@@ -123,6 +123,7 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             tanh: scalar::tanh,
             erf: scalar::erf,
             attention_row: scalar::attention_row,
+            silu_mul: scalar::silu_mul,
         },
         #[cfg(target_arch = "x86_64")]
         Tier::Avx2 => RuntimeFnTable {
@@ -136,6 +137,7 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             tanh: avx2::tanh,
             erf: avx2::erf,
             attention_row: avx2::attention_row,
+            silu_mul: avx2::silu_mul,
         },
         #[cfg(target_arch = "x86_64")]
         Tier::Avx512 => RuntimeFnTable {
@@ -149,6 +151,7 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             tanh: avx512::tanh,
             erf: avx512::erf,
             attention_row: avx512::attention_row,
+            silu_mul: avx512::silu_mul,
         },
         #[cfg(not(target_arch = "x86_64"))]
         _ => return None,
@@ -170,6 +173,7 @@ pub fn fn_table() -> RuntimeFnTable {
             tanh: scalar::tanh,
             erf: scalar::erf,
             attention_row: scalar::attention_row,
+            silu_mul: scalar::silu_mul,
         })
     })
 }

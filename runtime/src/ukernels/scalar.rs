@@ -207,6 +207,20 @@ pub unsafe extern "C" fn erf(x: *const f32, y: *mut f32, n: u64) {
     unsafe { map(x, y, n, erf1) }
 }
 
+/// `y = x · σ(x) · z` elementwise (`silu(x) · z`, the gated-MLP epilogue).
+///
+/// # Safety
+/// `x`, `z` readable and `y` writable for `n` floats (`y` may be the same buffer as `x` or `z`).
+pub unsafe extern "C" fn silu_mul(x: *const f32, z: *const f32, y: *mut f32, n: u64) {
+    for i in 0..n as usize {
+        // SAFETY: the caller's contract; both inputs are read before `y[i]` is written.
+        unsafe {
+            let (xv, zv) = (*x.add(i), *z.add(i));
+            *y.add(i) = xv / (1.0 + exp1(-xv)) * zv;
+        }
+    }
+}
+
 unsafe fn map(x: *const f32, y: *mut f32, n: u64, f: fn(f32) -> f32) {
     for i in 0..n as usize {
         // SAFETY: the caller's contract; reading before writing keeps `x == y` correct.
