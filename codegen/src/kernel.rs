@@ -667,6 +667,10 @@ pub enum Stmt {
     CallAttentionRow(Box<AttentionRowArgs>),
     /// A call of the runtime's `silu_mul` array helper (the gated-MLP epilogue).
     CallSiluMul(Box<SiluMulArgs>),
+    /// `var = value` (an `i64`) for the statements after it in the same body: an index
+    /// variable computed from others (e.g. a tile's first column when parallel tiles are
+    /// not contiguous), so index expressions and micro-kernel offsets can use it linearly.
+    BindVar { var: Var, value: Expr },
 }
 
 /// One kernel (see the module doc).
@@ -934,6 +938,11 @@ impl Printer<'_> {
                 let _ = write!(self.out, ", dk {}, dv {}, scale {:?}, o ", a.dk, a.dv, a.scale);
                 self.dyn_ref(&a.o);
                 self.out.push_str(")\n");
+            }
+            Stmt::BindVar { var, value } => {
+                let _ = write!(self.out, "bind {var} = ");
+                self.expr(value);
+                self.out.push('\n');
             }
             Stmt::CallSiluMul(a) => {
                 self.out.push_str("call silu_mul(x ");

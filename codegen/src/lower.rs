@@ -1090,6 +1090,29 @@ impl Lowerer<'_> {
         // Split over heads (one head's `D` columns per parallel tile, all rows per launch) when
         // a head is whole packed panels: decode's one-row projections then use every thread.
         let by_heads = dn % 16 == 0 && hn >= 2;
+        // With few heads (the kv projections: 3 heads on 2 threads leave one thread idle a
+        // third of the time) tiles are parts of heads: `(columns, pairs)` — plain column
+        // tiles without rotary, and with (non-interleaved, full) rotary tiles of `st` columns
+        // from each half of a head (the rotation pairs column `c` with `c + D/2`), found
+        // through a bound column variable since such tiles are not contiguous.
+        let sub: Option<(i64, bool)> = match rotary.map(|r| &r.op) {
+            _ if !by_heads || hn >= 4 => None,
+            None => Some((if dn % 32 == 0 { 32 } else { 16 }, false)),
+            Some(Op::RotaryEmbedding { interleaved: false, rotary_dim })
+                if (*rotary_dim == 0 || *rotary_dim == dn) && (dn / 2) % 16 == 0 && dn / 2 > 16 =>
+            {
+                Some((16, true))
+            }
+            Some(_) => None,
+        };
+        // The tile's first column of the product (`Var::PARALLEL` unless tiles are pairs),
+        // and locals for its head and column within the head.
+        let col = if matches!(sub, Some((_, true))) { self.fresh_var() } else { Var::PARALLEL };
+        let (head_l, c0_l) = match sub {
+            Some(_) => (self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64)),
+            // Not referenced without sub-head tiles.
+            None => (LocalId(0), LocalId(0)),
+        };
         let (tile, mut body) = match &anchor.op {
             Op::MatMul | Op::Linear | Op::PackedLinear { .. } | Op::QuantizedLinear => {
                 let w = anchor.operands[1];
@@ -1110,7 +1133,31 @@ impl Lowerer<'_> {
                     _ => return Err(fail("unsupported weight form or bias")),
                 };
                 let wb = self.buffer(w, BufferRole::Input);
-                if by_heads {
+                if let Some((st, pairs)) = sub {
+                    // P is the tile's first column (plain) or pair column `h·D/2 + c0` (pairs).
+                    let per = if pairs { dn / 2 } else { dn };
+                    let p = || Expr::Index(unit(Var::PARALLEL));
+                    let mut body = vec![
+                        Stmt::Let { local: head_l, value: Expr::binary(BinaryOp::Div, p(), Expr::i64(per)) },
+                        Stmt::Let { local: c0_l, value: Expr::binary(BinaryOp::Rem, p(), Expr::i64(per)) },
+                    ];
+                    if pairs {
+                        // col = h·D + c0 = P + h·D/2.
+                        body.push(Stmt::BindVar {
+                            var: col,
+                            value: Expr::binary(
+                                BinaryOp::Add,
+                                p(),
+                                Expr::binary(BinaryOp::Mul, Expr::Local(head_l), Expr::i64(dn / 2)),
+                            ),
+                        });
+                        body.push(col_gemm_at(which, xb, wb, tb, &m, &n, &k, ldb.clone(), col, 0));
+                        body.push(col_gemm_at(which, xb, wb, tb, &m, &n, &k, ldb, col, dn / 2));
+                    } else {
+                        body.push(col_gemm_at(which, xb, wb, tb, &m, &n, &k, ldb, col, 0));
+                    }
+                    (st as u32, body)
+                } else if by_heads {
                     (dn as u32, vec![col_tile_gemm(which, xb, wb, tb, &m, &n, &k, ldb)])
                 } else {
                     (GEMM_ROW_TILE, vec![row_tile_gemm(which, xb, wb, tb, &n, &k, ldb)])
@@ -1142,13 +1189,25 @@ impl Lowerer<'_> {
                 ),
             },
         ];
+        // Sub-head tiles store from `base + h·S·D + c0` (`dst` then indexes within the tile).
+        let store_base = if sub.is_some() {
+            let b2 = self.fresh_local(ScalarType::I64);
+            let h_off = Expr::binary(BinaryOp::Mul, l(head_l), Expr::Dim(head_stride.clone()));
+            row.push(Stmt::Let {
+                local: b2,
+                value: Expr::binary(BinaryOp::Add, Expr::binary(BinaryOp::Add, l(base), h_off), l(c0_l)),
+            });
+            b2
+        } else {
+            base
+        };
         let h = self.fresh_var();
         let e = self.fresh_var();
         // temp[r, h·D + c] and out[base + h·S·D + c]; split by heads, h·D is the tile's first
         // column (`Var::PARALLEL`).
         let src = |c: IndexExpr| -> IndexExpr {
             let mut ix = if by_heads {
-                IndexExpr::var(i, n.clone()).plus_var(Var::PARALLEL, &Size::constant(1))
+                IndexExpr::var(i, n.clone()).plus_var(col, &Size::constant(1))
             } else {
                 IndexExpr::var(Var::PARALLEL, n.clone()).plus_var(i, &n).plus_var(h, &Size::constant(dn))
             };
@@ -1158,7 +1217,9 @@ impl Lowerer<'_> {
             ix.plus_offset(&c.offset)
         };
         let dst = |c: IndexExpr| -> IndexExpr {
-            let mut ix = if by_heads {
+            let mut ix = if sub.is_some() {
+                IndexExpr::default()
+            } else if by_heads {
                 IndexExpr::var(Var::PARALLEL, s_dim.clone())
             } else {
                 IndexExpr::var(h, head_stride.clone())
@@ -1172,10 +1233,10 @@ impl Lowerer<'_> {
         match rotary {
             None => per_head.push(Stmt::Loop {
                 var: e,
-                extent: Extent::Size(Size::constant(dn)),
+                extent: Extent::Size(Size::constant(sub.map_or(dn, |(st, _)| st))),
                 body: vec![Stmt::StoreAt {
                     buffer: ob,
-                    base: l(base),
+                    base: l(store_base),
                     index: dst(unit(e)),
                     value: Expr::Load { buffer: tb, index: src(unit(e)) },
                 }],
@@ -1221,6 +1282,14 @@ impl Lowerer<'_> {
                     local: tbase,
                     value: Expr::binary(BinaryOp::Mul, Expr::select(l(valid), l(pl), Expr::i64(0)), Expr::i64(half)),
                 });
+                // Pair tiles read the tables from the tile's column within the half on.
+                let tbase = if sub.is_some() {
+                    let t2 = self.fresh_local(ScalarType::I64);
+                    row.push(Stmt::Let { local: t2, value: Expr::binary(BinaryOp::Add, l(tbase), l(c0_l)) });
+                    t2
+                } else {
+                    tbase
+                };
                 let (ia, ib) = if interleaved {
                     (
                         IndexExpr::var(e, Size::constant(2)),
@@ -1236,17 +1305,17 @@ impl Lowerer<'_> {
                 let mul = |x: &Expr, y: &Expr| Expr::binary(BinaryOp::Mul, x.clone(), y.clone());
                 per_head.push(Stmt::Loop {
                     var: e,
-                    extent: Extent::Size(Size::constant(half)),
+                    extent: Extent::Size(Size::constant(sub.map_or(half, |(st, _)| st))),
                     body: vec![
                         Stmt::StoreAt {
                             buffer: ob,
-                            base: l(base),
+                            base: l(store_base),
                             index: dst(ia),
                             value: Expr::binary(BinaryOp::Sub, mul(&a, &c), mul(&b, &sn)),
                         },
                         Stmt::StoreAt {
                             buffer: ob,
-                            base: l(base),
+                            base: l(store_base),
                             index: dst(ib),
                             value: Expr::binary(BinaryOp::Add, mul(&b, &c), mul(&a, &sn)),
                         },
@@ -1271,7 +1340,9 @@ impl Lowerer<'_> {
         if by_heads {
             row.extend(per_head);
             body.push(Stmt::Loop { var: i, extent: Extent::Size(m), body: row });
-            return Ok(self.finish(LoopExtent { extent: n, tile }, body));
+            // Pair tiles count pair columns: `H·D/2` of them.
+            let extent = if matches!(sub, Some((_, true))) { Size::constant(nn / 2) } else { n };
+            return Ok(self.finish(LoopExtent { extent, tile }, body));
         }
         row.push(Stmt::Loop { var: h, extent: Extent::Size(Size::constant(hn)), body: per_head });
         body.push(Stmt::Loop { var: i, extent: Extent::ParallelTile, body: row });
@@ -1992,6 +2063,44 @@ fn gemm_col_tile(n: &Size) -> Option<u32> {
         n if n >= 1024 => Some(64),
         n if n >= 64 => Some(32),
         _ => None,
+    }
+}
+
+/// A micro-kernel call computing `c`'s columns `[col + offset, col + offset + tile)` of
+/// `c[m, n] = x[m, k] · w` for all `m` rows, `col` a (bound) index variable; the weight
+/// addressing follows [`col_tile_gemm`] (a column start must begin a packed panel).
+#[allow(clippy::too_many_arguments)]
+fn col_gemm_at(
+    which: MicroKernel,
+    xb: u32,
+    wb: u32,
+    cb: u32,
+    m: &Size,
+    n: &Size,
+    k: &Size,
+    ldb: Size,
+    col: Var,
+    offset: i64,
+) -> Stmt {
+    let at = |stride: &Size| IndexExpr::var(col, stride.clone()).plus_offset(&stride.mul(&Size::constant(offset)));
+    let w_offset = match which {
+        MicroKernel::Sgemm => at(&Size::constant(1)),
+        MicroKernel::SgemmPacked | MicroKernel::SgemmNt | MicroKernel::GemmQ8_0 | MicroKernel::GemmQ4_0 => at(k),
+    };
+    Stmt::CallMicroKernel {
+        which,
+        args: MicroKernelArgs {
+            m: Extent::Size(m.clone()),
+            n: Extent::ParallelTile,
+            k: k.clone(),
+            a: BufferRef { buffer: xb, offset: IndexExpr::default() },
+            lda: k.clone(),
+            b: BufferRef { buffer: wb, offset: w_offset },
+            ldb,
+            c: BufferRef { buffer: cb, offset: at(&Size::constant(1)) },
+            ldc: n.clone(),
+            accumulate: false,
+        },
     }
 }
 

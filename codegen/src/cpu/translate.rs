@@ -411,6 +411,17 @@ impl<'a, 'b> Translator<'a, 'b> {
                 }
                 self.call_attention_row(a)
             }
+            Stmt::BindVar { var, value } => {
+                if value.ty(self.k) != Some(ScalarType::I64) {
+                    return Err(invalid(self.k, format!("{var} bound to a non-i64 value")));
+                }
+                if self.vars.contains_key(var) {
+                    return Err(invalid(self.k, format!("{var} bound twice")));
+                }
+                let v = self.expr(value, Mode::Scalar)?;
+                self.vars.insert(*var, v);
+                Ok(())
+            }
             Stmt::CallSiluMul(a) => {
                 if mode != Mode::Scalar {
                     return Err(invalid(self.k, "call inside a vector loop"));
