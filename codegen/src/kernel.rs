@@ -573,6 +573,9 @@ pub enum MicroKernel {
     GemmQ8_0,
     /// `gemm_q4_0`: `c = a·wᵀ`, `w: [n, k]` in Q4_0 blocks.
     GemmQ4_0,
+    /// `gemm_i8`: `c = (a·wᵀ)·diag(scale)`, `w: [n, k]` i8 rows at stride `ldb`, one f32 scale
+    /// per output column ([`MicroKernelArgs::scale`]).
+    GemmI8,
 }
 
 impl MicroKernel {
@@ -583,6 +586,7 @@ impl MicroKernel {
             MicroKernel::SgemmNt => "sgemm_nt",
             MicroKernel::GemmQ8_0 => "gemm_q8_0",
             MicroKernel::GemmQ4_0 => "gemm_q4_0",
+            MicroKernel::GemmI8 => "gemm_i8",
         }
     }
 }
@@ -608,6 +612,8 @@ pub struct MicroKernelArgs {
     pub c: BufferRef,
     pub ldc: Size,
     pub accumulate: bool,
+    /// `gemm_i8`'s per-column scales from `c`'s first column on (`None` for the others).
+    pub scale: Option<BufferRef>,
 }
 
 /// A pointer `&buffers[buffer][base + index]` into an f32 buffer, with an optional dynamic
@@ -924,7 +930,12 @@ impl Printer<'_> {
                 self.buffer_ref(&args.c);
                 self.out.push_str(", ldc ");
                 self.size(&args.ldc);
-                let _ = writeln!(self.out, ", accumulate {})", args.accumulate);
+                let _ = write!(self.out, ", accumulate {}", args.accumulate);
+                if let Some(s) = &args.scale {
+                    self.out.push_str(", scale ");
+                    self.buffer_ref(s);
+                }
+                self.out.push_str(")\n");
             }
             Stmt::CallAttentionRow(a) => {
                 self.out.push_str("call attention_row(q ");

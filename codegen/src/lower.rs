@@ -770,6 +770,8 @@ impl<'a> Lowerer<'a> {
         enum How {
             Call(MicroKernel, ValueId, Size),
         }
+        // Per-channel int8 weights' scales (`quantized_linear x, w:i8, scale[, bias]`).
+        let mut scale = None;
         let (how, bias) = match &d.op {
             Op::MatMul => {
                 let b = d.operands[1];
@@ -780,6 +782,15 @@ impl<'a> Lowerer<'a> {
             }
             Op::PackedLinear { .. } => {
                 (How::Call(MicroKernel::SgemmPacked, d.operands[1], Size::constant(0)), d.operands.get(2).copied())
+            }
+            Op::QuantizedLinear if f.ty(d.operands[1]).dtype == DType::I8 => {
+                let w = d.operands[1];
+                let s = self.int8_scale(d.operands.get(2).copied(), w, &n)?;
+                if d.operands.len() > 4 {
+                    return Err(unsupported(name, "int8 weights take x, w, scale[, bias]"));
+                }
+                scale = Some(s);
+                (How::Call(MicroKernel::GemmI8, w, k.clone()), d.operands.get(3).copied())
             }
             Op::QuantizedLinear => {
                 let w = d.operands[1];
@@ -810,6 +821,7 @@ impl<'a> Lowerer<'a> {
             return Err(LowerFail::Error(CodegenError::Invalid("group has no outputs".into())));
         };
         let mut body = Vec::new();
+        let sb = scale.map(|s| self.buffer(s, BufferRole::Input));
         let j = self.fresh_var();
         match how {
             How::Call(which, w, ldb) if gemm_col_tile(&n).is_some() => {
@@ -820,7 +832,7 @@ impl<'a> Lowerer<'a> {
                 let xb = self.buffer(x, BufferRole::Input);
                 let wb = self.buffer(w, BufferRole::Input);
                 let cb = self.buffer(first_out, BufferRole::Output);
-                body.push(col_tile_gemm(which, xb, wb, cb, &m, &n, &k, ldb));
+                body.push(col_tile_gemm(which, xb, wb, cb, &m, &n, &k, ldb, sb));
                 let parallel = LoopExtent { extent: n.clone(), tile };
                 if outputs.len() == 1 && first_out == res && bias.is_none() {
                     return Ok(self.finish(parallel, body));
@@ -867,7 +879,7 @@ impl<'a> Lowerer<'a> {
                 let xb = self.buffer(x, BufferRole::Input);
                 let wb = self.buffer(w, BufferRole::Input);
                 let cb = self.buffer(first_out, BufferRole::Output);
-                body.push(row_tile_gemm(which, xb, wb, cb, &n, &k, ldb));
+                body.push(row_tile_gemm(which, xb, wb, cb, &n, &k, ldb, sb));
                 // Epilogue over the tile's rows, unless the call already wrote the result.
                 if outputs.len() == 1 && first_out == res && bias.is_none() {
                     let parallel = LoopExtent { extent: m, tile: GEMM_ROW_TILE };
@@ -923,6 +935,20 @@ impl<'a> Lowerer<'a> {
             }
         }
         Ok(None)
+    }
+
+    /// The scale operand of an int8 `quantized_linear`: f32 `[n]` beside an i8 `[n, k]` weight.
+    fn int8_scale(&self, scale: Option<ValueId>, w: ValueId, n: &Size) -> LResult<ValueId> {
+        let fail = |why: &str| unsupported("quantized_linear", why.to_string());
+        let s = scale.ok_or_else(|| fail("an int8 weight needs its per-channel scale operand"))?;
+        let (st, wt) = (self.f.ty(s), self.f.ty(w));
+        if wt.rank() != 2 || st.dtype != DType::F32 || st.rank() != 1 {
+            return Err(fail("int8 weights must be [n, k] with f32 scales [n]"));
+        }
+        if n.as_constant().is_some() && st.shape[0].as_fixed() != n.as_constant() {
+            return Err(fail("the scales must have one entry per output column"));
+        }
+        Ok(s)
     }
 
     fn epilogue_stores(&mut self, space: &Space, j: Var, outputs: &[ValueId]) -> LResult<Vec<Stmt>> {
@@ -1130,9 +1156,19 @@ impl Lowerer<'_> {
                     Op::QuantizedLinear if anchor.operands.len() == 2 && f.ty(w).dtype == DType::Q4_0 => {
                         (MicroKernel::GemmQ4_0, Size::constant(0))
                     }
+                    Op::QuantizedLinear if anchor.operands.len() == 3 && f.ty(w).dtype == DType::I8 => {
+                        (MicroKernel::GemmI8, k.clone())
+                    }
                     _ => return Err(fail("unsupported weight form or bias")),
                 };
                 let wb = self.buffer(w, BufferRole::Input);
+                let sb = match which {
+                    MicroKernel::GemmI8 => {
+                        let s = self.int8_scale(anchor.operands.get(2).copied(), w, &n)?;
+                        Some(self.buffer(s, BufferRole::Input))
+                    }
+                    _ => None,
+                };
                 if let Some((st, pairs)) = sub {
                     // P is the tile's first column (plain) or pair column `h·D/2 + c0` (pairs).
                     let per = if pairs { dn / 2 } else { dn };
@@ -1151,16 +1187,16 @@ impl Lowerer<'_> {
                                 Expr::binary(BinaryOp::Mul, Expr::Local(head_l), Expr::i64(dn / 2)),
                             ),
                         });
-                        body.push(col_gemm_at(which, xb, wb, tb, &m, &n, &k, ldb.clone(), col, 0));
-                        body.push(col_gemm_at(which, xb, wb, tb, &m, &n, &k, ldb, col, dn / 2));
+                        body.push(col_gemm_at(which, xb, wb, tb, &m, &n, &k, ldb.clone(), col, 0, sb));
+                        body.push(col_gemm_at(which, xb, wb, tb, &m, &n, &k, ldb, col, dn / 2, sb));
                     } else {
-                        body.push(col_gemm_at(which, xb, wb, tb, &m, &n, &k, ldb, col, 0));
+                        body.push(col_gemm_at(which, xb, wb, tb, &m, &n, &k, ldb, col, 0, sb));
                     }
                     (st as u32, body)
                 } else if by_heads {
-                    (dn as u32, vec![col_tile_gemm(which, xb, wb, tb, &m, &n, &k, ldb)])
+                    (dn as u32, vec![col_tile_gemm(which, xb, wb, tb, &m, &n, &k, ldb, sb)])
                 } else {
-                    (GEMM_ROW_TILE, vec![row_tile_gemm(which, xb, wb, tb, &n, &k, ldb)])
+                    (GEMM_ROW_TILE, vec![row_tile_gemm(which, xb, wb, tb, &n, &k, ldb, sb)])
                 }
             }
             _ => return Err(fail("unsupported matmul form")),
@@ -2033,7 +2069,17 @@ fn is_view(op: &Op) -> bool {
 
 /// A micro-kernel call computing the parallel tile's rows of `c[rows, n] = x[rows, k] · w`:
 /// row-major `x` and `c` (strides `k` and `n`), `w` in the layout `which` reads.
-fn row_tile_gemm(which: MicroKernel, xb: u32, wb: u32, cb: u32, n: &Size, k: &Size, ldb: Size) -> Stmt {
+#[allow(clippy::too_many_arguments)]
+fn row_tile_gemm(
+    which: MicroKernel,
+    xb: u32,
+    wb: u32,
+    cb: u32,
+    n: &Size,
+    k: &Size,
+    ldb: Size,
+    scale: Option<u32>,
+) -> Stmt {
     Stmt::CallMicroKernel {
         which,
         args: MicroKernelArgs {
@@ -2047,6 +2093,7 @@ fn row_tile_gemm(which: MicroKernel, xb: u32, wb: u32, cb: u32, n: &Size, k: &Si
             c: BufferRef { buffer: cb, offset: IndexExpr::var(Var::PARALLEL, n.clone()) },
             ldc: n.clone(),
             accumulate: false,
+            scale: scale.map(|buffer| BufferRef { buffer, offset: IndexExpr::default() }),
         },
     }
 }
@@ -2081,11 +2128,16 @@ fn col_gemm_at(
     ldb: Size,
     col: Var,
     offset: i64,
+    scale: Option<u32>,
 ) -> Stmt {
     let at = |stride: &Size| IndexExpr::var(col, stride.clone()).plus_offset(&stride.mul(&Size::constant(offset)));
     let w_offset = match which {
         MicroKernel::Sgemm => at(&Size::constant(1)),
-        MicroKernel::SgemmPacked | MicroKernel::SgemmNt | MicroKernel::GemmQ8_0 | MicroKernel::GemmQ4_0 => at(k),
+        MicroKernel::SgemmPacked
+        | MicroKernel::SgemmNt
+        | MicroKernel::GemmQ8_0
+        | MicroKernel::GemmQ4_0
+        | MicroKernel::GemmI8 => at(k),
     };
     Stmt::CallMicroKernel {
         which,
@@ -2100,6 +2152,7 @@ fn col_gemm_at(
             c: BufferRef { buffer: cb, offset: at(&Size::constant(1)) },
             ldc: n.clone(),
             accumulate: false,
+            scale: scale.map(|buffer| BufferRef { buffer, offset: at(&Size::constant(1)) }),
         },
     }
 }
@@ -2109,12 +2162,24 @@ fn col_gemm_at(
 /// rows at stride `ldb`, packed panels `[⌈n/16⌉, k, 16]` (a tile starts on a panel), or
 /// quantized rows `[n, k]` — and `c`'s columns likewise (row stride `n`).
 #[allow(clippy::too_many_arguments)]
-fn col_tile_gemm(which: MicroKernel, xb: u32, wb: u32, cb: u32, m: &Size, n: &Size, k: &Size, ldb: Size) -> Stmt {
+fn col_tile_gemm(
+    which: MicroKernel,
+    xb: u32,
+    wb: u32,
+    cb: u32,
+    m: &Size,
+    n: &Size,
+    k: &Size,
+    ldb: Size,
+    scale: Option<u32>,
+) -> Stmt {
     let w_offset = match which {
         MicroKernel::Sgemm => IndexExpr::var(Var::PARALLEL, Size::constant(1)),
-        MicroKernel::SgemmPacked | MicroKernel::SgemmNt | MicroKernel::GemmQ8_0 | MicroKernel::GemmQ4_0 => {
-            IndexExpr::var(Var::PARALLEL, k.clone())
-        }
+        MicroKernel::SgemmPacked
+        | MicroKernel::SgemmNt
+        | MicroKernel::GemmQ8_0
+        | MicroKernel::GemmQ4_0
+        | MicroKernel::GemmI8 => IndexExpr::var(Var::PARALLEL, k.clone()),
     };
     Stmt::CallMicroKernel {
         which,
@@ -2129,6 +2194,7 @@ fn col_tile_gemm(which: MicroKernel, xb: u32, wb: u32, cb: u32, m: &Size, n: &Si
             c: BufferRef { buffer: cb, offset: IndexExpr::var(Var::PARALLEL, Size::constant(1)) },
             ldc: n.clone(),
             accumulate: false,
+            scale: scale.map(|buffer| BufferRef { buffer, offset: IndexExpr::var(Var::PARALLEL, Size::constant(1)) }),
         },
     }
 }

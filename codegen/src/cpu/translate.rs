@@ -305,6 +305,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let i = self.index(&r.offset)?;
         let off = match self.k.buffers[r.buffer as usize].dtype {
             DType::F32 => self.b.ins().imul_imm_s(i, 4),
+            DType::I8 => i,
             // Block-quantized: whole blocks of 32 elements (the offset is a multiple of 32).
             DType::Q8_0 => {
                 let blocks = self.b.ins().sshr_imm_s(i, 5);
@@ -511,9 +512,17 @@ impl<'a, 'b> Translator<'a, 'b> {
             MicroKernel::SgemmNt => std::mem::offset_of!(RuntimeFnTable, sgemm_nt),
             MicroKernel::GemmQ8_0 => std::mem::offset_of!(RuntimeFnTable, gemm_q8_0),
             MicroKernel::GemmQ4_0 => std::mem::offset_of!(RuntimeFnTable, gemm_q4_0),
+            MicroKernel::GemmI8 => std::mem::offset_of!(RuntimeFnTable, gemm_i8),
         };
+        if (which == MicroKernel::GemmI8) != a.scale.is_some() {
+            return Err(invalid(self.k, format!("{} with a scale operand mismatch", which.name())));
+        }
         let fptr = self.b.ins().load(self.ptr, MemFlagsData::trusted().with_readonly(), self.table, offset as i32);
-        let sig = self.b.import_signature(gemm_signature(self.ptr, self.cc));
+        let mut sig = gemm_signature(self.ptr, self.cc);
+        if a.scale.is_some() {
+            sig.params.push(AbiParam::new(self.ptr));
+        }
+        let sig = self.b.import_signature(sig);
         let m = self.extent(&a.m)?;
         let n = self.extent(&a.n)?;
         let k = self.size(&a.k)?;
@@ -524,7 +533,11 @@ impl<'a, 'b> Translator<'a, 'b> {
         let pc = self.raw_address(&a.c)?;
         let ldc = self.size(&a.ldc)?;
         let acc = self.b.ins().iconst(types::I32, i64::from(a.accumulate));
-        self.b.ins().call_indirect(sig, fptr, &[m, n, k, pa, lda, pb, ldb, pc, ldc, acc]);
+        let mut args = vec![m, n, k, pa, lda, pb, ldb, pc, ldc, acc];
+        if let Some(s) = &a.scale {
+            args.push(self.raw_address(s)?);
+        }
+        self.b.ins().call_indirect(sig, fptr, &args);
         Ok(())
     }
 

@@ -311,6 +311,7 @@ pub fn reference_table() -> RuntimeFnTable {
         erf: ref_erf,
         attention_row: ref_attention_row,
         silu_mul: ref_silu_mul,
+        gemm_i8: ref_gemm_i8,
     }
 }
 
@@ -424,6 +425,28 @@ unsafe extern "C" fn ref_gemm_q8_0(
             let blk = b.add(((j * blocks + kk / 32) * 34) as usize);
             f16_at(blk) * (*blk.add(2 + (kk % 32) as usize) as i8) as f64
         }
+    };
+    // SAFETY: forwarded contract.
+    unsafe { gemm_with(m, n, k, a, lda, c, ldc, acc, &at) }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn ref_gemm_i8(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    b: *const i8,
+    ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    acc: u32,
+    scale: *const f32,
+) {
+    // SAFETY: row j of w has `ldb` bytes, `scale` has n floats.
+    let at = |kk: u64, j: u64| -> f64 {
+        unsafe { f64::from(*b.add((j * ldb + kk) as usize)) * f64::from(*scale.add(j as usize)) }
     };
     // SAFETY: forwarded contract.
     unsafe { gemm_with(m, n, k, a, lda, c, ldc, acc, &at) }

@@ -578,6 +578,10 @@ pub unsafe extern "C" fn erf(x: *const f32, y: *mut f32, n: u64) {
 /// are the tuned target; the scalar loops auto-vectorize moderately).
 pub use super::scalar::attention_row;
 
+/// Per-channel int8 GEMM: this tier uses the scalar implementation (its partial sums
+/// vectorize).
+pub use super::scalar::gemm_i8;
+
 /// `c (+)= a · wᵀ` with f32 `w` rows: this tier uses the scalar implementation (its
 /// eight-way partial sums auto-vectorize).
 pub use super::scalar::sgemm_nt;

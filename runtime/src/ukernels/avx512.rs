@@ -862,3 +862,7 @@ pub unsafe extern "C" fn sgemm_nt(
         }
     }
 }
+
+/// Per-channel int8 GEMM: this tier uses the scalar implementation (its partial sums
+/// vectorize).
+pub use super::scalar::gemm_i8;

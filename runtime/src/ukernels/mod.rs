@@ -14,6 +14,7 @@
 //! * `sgemm_packed`: `b` is `[⌈n/16⌉, k, 16]` f32 panels, zero padded past `n`.
 //! * `sgemm`: `b` is dense row-major `[k, n]` with row stride `ldb`.
 //! * `sgemm_nt`: `c = a · wᵀ`, `w: [n, k]` f32 rows with row stride `ldb` (`linear` weights).
+//! * `gemm_i8`: `c = (a · wᵀ)·diag(scale)`, `w: [n, k]` i8 rows at stride `ldb` bytes.
 //! * `gemm_q8_0` / `gemm_q4_0`: `c[m, n] (+)= a[m, k] · wᵀ`, `w: [n, k]` stored row after row
 //!   in GGML blocks of 32 values ([`Q8_0_BLOCK_BYTES`], [`Q4_0_BLOCK_BYTES`]); `k` must be a
 //!   multiple of 32 (a trailing partial block is not read).
@@ -124,6 +125,7 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             erf: scalar::erf,
             attention_row: scalar::attention_row,
             silu_mul: scalar::silu_mul,
+            gemm_i8: scalar::gemm_i8,
         },
         #[cfg(target_arch = "x86_64")]
         Tier::Avx2 => RuntimeFnTable {
@@ -138,6 +140,7 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             erf: avx2::erf,
             attention_row: avx2::attention_row,
             silu_mul: avx2::silu_mul,
+            gemm_i8: avx2::gemm_i8,
         },
         #[cfg(target_arch = "x86_64")]
         Tier::Avx512 => RuntimeFnTable {
@@ -152,6 +155,7 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             erf: avx512::erf,
             attention_row: avx512::attention_row,
             silu_mul: avx512::silu_mul,
+            gemm_i8: avx512::gemm_i8,
         },
         #[cfg(not(target_arch = "x86_64"))]
         _ => return None,
@@ -174,6 +178,7 @@ pub fn fn_table() -> RuntimeFnTable {
             erf: scalar::erf,
             attention_row: scalar::attention_row,
             silu_mul: scalar::silu_mul,
+            gemm_i8: scalar::gemm_i8,
         })
     })
 }
