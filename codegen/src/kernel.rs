@@ -582,6 +582,9 @@ pub enum MicroKernel {
     GemmQ8_0,
     /// `gemm_q4_0`: `c = a·wᵀ`, `w: [n, k]` in Q4_0 blocks.
     GemmQ4_0,
+    /// `gemm_i8`: `c = (a·wᵀ)·diag(scale)`, `w: [n, k]` i8 rows at stride `ldb`, one f32 scale
+    /// per output column ([`MicroKernelArgs::scale`]).
+    GemmI8,
 }
 
 impl MicroKernel {
@@ -592,6 +595,7 @@ impl MicroKernel {
             MicroKernel::SgemmNt => "sgemm_nt",
             MicroKernel::GemmQ8_0 => "gemm_q8_0",
             MicroKernel::GemmQ4_0 => "gemm_q4_0",
+            MicroKernel::GemmI8 => "gemm_i8",
         }
     }
 }
@@ -617,6 +621,8 @@ pub struct MicroKernelArgs {
     pub c: BufferRef,
     pub ldc: Size,
     pub accumulate: bool,
+    /// `gemm_i8`'s per-column scales from `c`'s first column on (`None` for the others).
+    pub scale: Option<BufferRef>,
 }
 
 /// A pointer `&buffers[buffer][base + index]` into an f32 buffer, with an optional dynamic
@@ -643,6 +649,16 @@ pub struct AttentionRowArgs {
     pub scale: f32,
 }
 
+/// Arguments of a `silu_mul` call (see `abi::BinaryArrayFn`): `y[j] = x[j]·σ(x[j])·z[j]` for
+/// `j < n` over contiguous f32 elements (`y` may be `x` or `z`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiluMulArgs {
+    pub x: DynRef,
+    pub z: DynRef,
+    pub y: DynRef,
+    pub n: Extent,
+}
+
 /// A statement of a kernel body.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stmt {
@@ -664,6 +680,12 @@ pub enum Stmt {
     CallMicroKernel { which: MicroKernel, args: MicroKernelArgs },
     /// A call of the runtime's `attention_row` micro-kernel.
     CallAttentionRow(Box<AttentionRowArgs>),
+    /// A call of the runtime's `silu_mul` array helper (the gated-MLP epilogue).
+    CallSiluMul(Box<SiluMulArgs>),
+    /// `var = value` (an `i64`) for the statements after it in the same body: an index
+    /// variable computed from others (e.g. a tile's first column when parallel tiles are
+    /// not contiguous), so index expressions and micro-kernel offsets can use it linearly.
+    BindVar { var: Var, value: Expr },
 }
 
 /// One kernel (see the module doc).
@@ -917,7 +939,12 @@ impl Printer<'_> {
                 self.buffer_ref(&args.c);
                 self.out.push_str(", ldc ");
                 self.size(&args.ldc);
-                let _ = writeln!(self.out, ", accumulate {})", args.accumulate);
+                let _ = write!(self.out, ", accumulate {}", args.accumulate);
+                if let Some(s) = &args.scale {
+                    self.out.push_str(", scale ");
+                    self.buffer_ref(s);
+                }
+                self.out.push_str(")\n");
             }
             Stmt::CallAttentionRow(a) => {
                 self.out.push_str("call attention_row(q ");
@@ -930,6 +957,22 @@ impl Printer<'_> {
                 self.expr(&a.keys);
                 let _ = write!(self.out, ", dk {}, dv {}, scale {:?}, o ", a.dk, a.dv, a.scale);
                 self.dyn_ref(&a.o);
+                self.out.push_str(")\n");
+            }
+            Stmt::BindVar { var, value } => {
+                let _ = write!(self.out, "bind {var} = ");
+                self.expr(value);
+                self.out.push('\n');
+            }
+            Stmt::CallSiluMul(a) => {
+                self.out.push_str("call silu_mul(x ");
+                self.dyn_ref(&a.x);
+                self.out.push_str(", z ");
+                self.dyn_ref(&a.z);
+                self.out.push_str(", y ");
+                self.dyn_ref(&a.y);
+                self.out.push_str(", n ");
+                self.extent(&a.n);
                 self.out.push_str(")\n");
             }
         }

@@ -809,6 +809,8 @@ impl<'a> Lowerer<'a> {
         enum How {
             Call(MicroKernel, ValueId, Size),
         }
+        // Per-channel int8 weights' scales (`quantized_linear x, w:i8, scale[, bias]`).
+        let mut scale = None;
         let (how, bias) = match &d.op {
             Op::MatMul => {
                 let b = d.operands[1];
@@ -819,6 +821,15 @@ impl<'a> Lowerer<'a> {
             }
             Op::PackedLinear { .. } => {
                 (How::Call(MicroKernel::SgemmPacked, d.operands[1], Size::constant(0)), d.operands.get(2).copied())
+            }
+            Op::QuantizedLinear if f.ty(d.operands[1]).dtype == DType::I8 => {
+                let w = d.operands[1];
+                let s = self.int8_scale(d.operands.get(2).copied(), w, &n)?;
+                if d.operands.len() > 4 {
+                    return Err(unsupported(name, "int8 weights take x, w, scale[, bias]"));
+                }
+                scale = Some(s);
+                (How::Call(MicroKernel::GemmI8, w, k.clone()), d.operands.get(3).copied())
             }
             Op::QuantizedLinear => {
                 let w = d.operands[1];
@@ -849,6 +860,7 @@ impl<'a> Lowerer<'a> {
             return Err(LowerFail::Error(CodegenError::Invalid("group has no outputs".into())));
         };
         let mut body = Vec::new();
+        let sb = scale.map(|s| self.buffer(s, BufferRole::Input));
         let j = self.fresh_var();
         match how {
             How::Call(which, w, ldb) if gemm_col_tile(&n).is_some() => {
@@ -859,9 +871,28 @@ impl<'a> Lowerer<'a> {
                 let xb = self.buffer(x, BufferRole::Input);
                 let wb = self.buffer(w, BufferRole::Input);
                 let cb = self.buffer(first_out, BufferRole::Output);
-                body.push(col_tile_gemm(which, xb, wb, cb, &m, &n, &k, ldb));
+                body.push(col_tile_gemm(which, xb, wb, cb, &m, &n, &k, ldb, sb));
                 let parallel = LoopExtent { extent: n.clone(), tile };
                 if outputs.len() == 1 && first_out == res && bias.is_none() {
+                    return Ok(self.finish(parallel, body));
+                }
+                if let Some(up) = self.silu_mul_epilogue(res, bias, &outputs, &out_shape)? {
+                    // `silu(acc) · up` in place over each row of the tile by the runtime's
+                    // 16-lane helper (the generated f32x4 loop re-materializes exp's
+                    // constants per element and cost ~25% of the gate projection).
+                    let ub = self.buffer(up, BufferRole::Input);
+                    let i = self.fresh_var();
+                    let row = |buffer| DynRef {
+                        buffer,
+                        base: None,
+                        index: IndexExpr::var(i, n.clone()).plus_var(Var::PARALLEL, &Size::constant(1)),
+                    };
+                    let call = SiluMulArgs { x: row(cb), z: row(ub), y: row(cb), n: Extent::ParallelTile };
+                    body.push(Stmt::Loop {
+                        var: i,
+                        extent: Extent::Size(m),
+                        body: vec![Stmt::CallSiluMul(Box::new(call))],
+                    });
                     return Ok(self.finish(parallel, body));
                 }
                 let i = self.fresh_var();
@@ -887,7 +918,7 @@ impl<'a> Lowerer<'a> {
                 let xb = self.buffer(x, BufferRole::Input);
                 let wb = self.buffer(w, BufferRole::Input);
                 let cb = self.buffer(first_out, BufferRole::Output);
-                body.push(row_tile_gemm(which, xb, wb, cb, &n, &k, ldb));
+                body.push(row_tile_gemm(which, xb, wb, cb, &n, &k, ldb, sb));
                 // Epilogue over the tile's rows, unless the call already wrote the result.
                 if outputs.len() == 1 && first_out == res && bias.is_none() {
                     let parallel = LoopExtent { extent: m, tile: GEMM_ROW_TILE };
@@ -913,6 +944,50 @@ impl<'a> Lowerer<'a> {
                 Ok(self.finish(LoopExtent { extent: m, tile: GEMM_ROW_TILE }, body))
             }
         }
+    }
+
+    /// The `up` operand when the group is exactly `out = silu_mul(acc, up)` with no bias,
+    /// `up` a group input of the product's shape (dense rows like the output's).
+    fn silu_mul_epilogue(
+        &self,
+        acc: ValueId,
+        bias: Option<ValueId>,
+        outputs: &[ValueId],
+        out_shape: &[Dim],
+    ) -> LResult<Option<ValueId>> {
+        if bias.is_some() || outputs.len() != 1 || self.ops.len() != 2 {
+            return Ok(None);
+        }
+        for &o in self.ops {
+            let d = self.op(o)?;
+            if let Op::SiluMul = d.op {
+                let [g, up] = d.operands[..] else { return Ok(None) };
+                let ty = self.f.ty(up);
+                if g == acc
+                    && up != acc
+                    && d.results.first() == outputs.first()
+                    && ty.dtype == DType::F32
+                    && ty.shape == out_shape
+                {
+                    return Ok(Some(up));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The scale operand of an int8 `quantized_linear`: f32 `[n]` beside an i8 `[n, k]` weight.
+    fn int8_scale(&self, scale: Option<ValueId>, w: ValueId, n: &Size) -> LResult<ValueId> {
+        let fail = |why: &str| unsupported("quantized_linear", why.to_string());
+        let s = scale.ok_or_else(|| fail("an int8 weight needs its per-channel scale operand"))?;
+        let (st, wt) = (self.f.ty(s), self.f.ty(w));
+        if wt.rank() != 2 || st.dtype != DType::F32 || st.rank() != 1 {
+            return Err(fail("int8 weights must be [n, k] with f32 scales [n]"));
+        }
+        if n.as_constant().is_some() && st.shape[0].as_fixed() != n.as_constant() {
+            return Err(fail("the scales must have one entry per output column"));
+        }
+        Ok(s)
     }
 
     fn epilogue_stores(&mut self, space: &Space, j: Var, outputs: &[ValueId]) -> LResult<Vec<Stmt>> {
@@ -1080,6 +1155,29 @@ impl Lowerer<'_> {
         // Split over heads (one head's `D` columns per parallel tile, all rows per launch) when
         // a head is whole packed panels: decode's one-row projections then use every thread.
         let by_heads = dn % 16 == 0 && hn >= 2;
+        // With few heads (the kv projections: 3 heads on 2 threads leave one thread idle a
+        // third of the time) tiles are parts of heads: `(columns, pairs)` — plain column
+        // tiles without rotary, and with (non-interleaved, full) rotary tiles of `st` columns
+        // from each half of a head (the rotation pairs column `c` with `c + D/2`), found
+        // through a bound column variable since such tiles are not contiguous.
+        let sub: Option<(i64, bool)> = match rotary.map(|r| &r.op) {
+            _ if !by_heads || hn >= 4 => None,
+            None => Some((if dn % 32 == 0 { 32 } else { 16 }, false)),
+            Some(Op::RotaryEmbedding { interleaved: false, rotary_dim })
+                if (*rotary_dim == 0 || *rotary_dim == dn) && (dn / 2) % 16 == 0 && dn / 2 > 16 =>
+            {
+                Some((16, true))
+            }
+            Some(_) => None,
+        };
+        // The tile's first column of the product (`Var::PARALLEL` unless tiles are pairs),
+        // and locals for its head and column within the head.
+        let col = if matches!(sub, Some((_, true))) { self.fresh_var() } else { Var::PARALLEL };
+        let (head_l, c0_l) = match sub {
+            Some(_) => (self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64)),
+            // Not referenced without sub-head tiles.
+            None => (LocalId(0), LocalId(0)),
+        };
         let (tile, mut body) = match &anchor.op {
             Op::MatMul | Op::Linear | Op::PackedLinear { .. } | Op::QuantizedLinear => {
                 let w = anchor.operands[1];
@@ -1097,13 +1195,47 @@ impl Lowerer<'_> {
                     Op::QuantizedLinear if anchor.operands.len() == 2 && f.ty(w).dtype == DType::Q4_0 => {
                         (MicroKernel::GemmQ4_0, Size::constant(0))
                     }
+                    Op::QuantizedLinear if anchor.operands.len() == 3 && f.ty(w).dtype == DType::I8 => {
+                        (MicroKernel::GemmI8, k.clone())
+                    }
                     _ => return Err(fail("unsupported weight form or bias")),
                 };
                 let wb = self.buffer(w, BufferRole::Input);
-                if by_heads {
-                    (dn as u32, vec![col_tile_gemm(which, xb, wb, tb, &m, &n, &k, ldb)])
+                let sb = match which {
+                    MicroKernel::GemmI8 => {
+                        let s = self.int8_scale(anchor.operands.get(2).copied(), w, &n)?;
+                        Some(self.buffer(s, BufferRole::Input))
+                    }
+                    _ => None,
+                };
+                if let Some((st, pairs)) = sub {
+                    // P is the tile's first column (plain) or pair column `h·D/2 + c0` (pairs).
+                    let per = if pairs { dn / 2 } else { dn };
+                    let p = || Expr::Index(unit(Var::PARALLEL));
+                    let mut body = vec![
+                        Stmt::Let { local: head_l, value: Expr::binary(BinaryOp::Div, p(), Expr::i64(per)) },
+                        Stmt::Let { local: c0_l, value: Expr::binary(BinaryOp::Rem, p(), Expr::i64(per)) },
+                    ];
+                    if pairs {
+                        // col = h·D + c0 = P + h·D/2.
+                        body.push(Stmt::BindVar {
+                            var: col,
+                            value: Expr::binary(
+                                BinaryOp::Add,
+                                p(),
+                                Expr::binary(BinaryOp::Mul, Expr::Local(head_l), Expr::i64(dn / 2)),
+                            ),
+                        });
+                        body.push(col_gemm_at(which, xb, wb, tb, &m, &n, &k, ldb.clone(), col, 0, sb));
+                        body.push(col_gemm_at(which, xb, wb, tb, &m, &n, &k, ldb, col, dn / 2, sb));
+                    } else {
+                        body.push(col_gemm_at(which, xb, wb, tb, &m, &n, &k, ldb, col, 0, sb));
+                    }
+                    (st as u32, body)
+                } else if by_heads {
+                    (dn as u32, vec![col_tile_gemm(which, xb, wb, tb, &m, &n, &k, ldb, sb)])
                 } else {
-                    (GEMM_ROW_TILE, vec![row_tile_gemm(which, xb, wb, tb, &n, &k, ldb)])
+                    (GEMM_ROW_TILE, vec![row_tile_gemm(which, xb, wb, tb, &n, &k, ldb, sb)])
                 }
             }
             _ => return Err(fail("unsupported matmul form")),
@@ -1132,13 +1264,25 @@ impl Lowerer<'_> {
                 ),
             },
         ];
+        // Sub-head tiles store from `base + h·S·D + c0` (`dst` then indexes within the tile).
+        let store_base = if sub.is_some() {
+            let b2 = self.fresh_local(ScalarType::I64);
+            let h_off = Expr::binary(BinaryOp::Mul, l(head_l), Expr::Dim(head_stride.clone()));
+            row.push(Stmt::Let {
+                local: b2,
+                value: Expr::binary(BinaryOp::Add, Expr::binary(BinaryOp::Add, l(base), h_off), l(c0_l)),
+            });
+            b2
+        } else {
+            base
+        };
         let h = self.fresh_var();
         let e = self.fresh_var();
         // temp[r, h·D + c] and out[base + h·S·D + c]; split by heads, h·D is the tile's first
         // column (`Var::PARALLEL`).
         let src = |c: IndexExpr| -> IndexExpr {
             let mut ix = if by_heads {
-                IndexExpr::var(i, n.clone()).plus_var(Var::PARALLEL, &Size::constant(1))
+                IndexExpr::var(i, n.clone()).plus_var(col, &Size::constant(1))
             } else {
                 IndexExpr::var(Var::PARALLEL, n.clone()).plus_var(i, &n).plus_var(h, &Size::constant(dn))
             };
@@ -1148,7 +1292,9 @@ impl Lowerer<'_> {
             ix.plus_offset(&c.offset)
         };
         let dst = |c: IndexExpr| -> IndexExpr {
-            let mut ix = if by_heads {
+            let mut ix = if sub.is_some() {
+                IndexExpr::default()
+            } else if by_heads {
                 IndexExpr::var(Var::PARALLEL, s_dim.clone())
             } else {
                 IndexExpr::var(h, head_stride.clone())
@@ -1162,10 +1308,10 @@ impl Lowerer<'_> {
         match rotary {
             None => per_head.push(Stmt::Loop {
                 var: e,
-                extent: Extent::Size(Size::constant(dn)),
+                extent: Extent::Size(Size::constant(sub.map_or(dn, |(st, _)| st))),
                 body: vec![Stmt::StoreAt {
                     buffer: ob,
-                    base: l(base),
+                    base: l(store_base),
                     index: dst(unit(e)),
                     value: Expr::Load { buffer: tb, index: src(unit(e)) },
                 }],
@@ -1211,6 +1357,14 @@ impl Lowerer<'_> {
                     local: tbase,
                     value: Expr::binary(BinaryOp::Mul, Expr::select(l(valid), l(pl), Expr::i64(0)), Expr::i64(half)),
                 });
+                // Pair tiles read the tables from the tile's column within the half on.
+                let tbase = if sub.is_some() {
+                    let t2 = self.fresh_local(ScalarType::I64);
+                    row.push(Stmt::Let { local: t2, value: Expr::binary(BinaryOp::Add, l(tbase), l(c0_l)) });
+                    t2
+                } else {
+                    tbase
+                };
                 let (ia, ib) = if interleaved {
                     (
                         IndexExpr::var(e, Size::constant(2)),
@@ -1226,17 +1380,17 @@ impl Lowerer<'_> {
                 let mul = |x: &Expr, y: &Expr| Expr::binary(BinaryOp::Mul, x.clone(), y.clone());
                 per_head.push(Stmt::Loop {
                     var: e,
-                    extent: Extent::Size(Size::constant(half)),
+                    extent: Extent::Size(Size::constant(sub.map_or(half, |(st, _)| st))),
                     body: vec![
                         Stmt::StoreAt {
                             buffer: ob,
-                            base: l(base),
+                            base: l(store_base),
                             index: dst(ia),
                             value: Expr::binary(BinaryOp::Sub, mul(&a, &c), mul(&b, &sn)),
                         },
                         Stmt::StoreAt {
                             buffer: ob,
-                            base: l(base),
+                            base: l(store_base),
                             index: dst(ib),
                             value: Expr::binary(BinaryOp::Add, mul(&b, &c), mul(&a, &sn)),
                         },
@@ -1261,7 +1415,9 @@ impl Lowerer<'_> {
         if by_heads {
             row.extend(per_head);
             body.push(Stmt::Loop { var: i, extent: Extent::Size(m), body: row });
-            return Ok(self.finish(LoopExtent { extent: n, tile }, body));
+            // Pair tiles count pair columns: `H·D/2` of them.
+            let extent = if matches!(sub, Some((_, true))) { Size::constant(nn / 2) } else { n };
+            return Ok(self.finish(LoopExtent { extent, tile }, body));
         }
         row.push(Stmt::Loop { var: h, extent: Extent::Size(Size::constant(hn)), body: per_head });
         body.push(Stmt::Loop { var: i, extent: Extent::ParallelTile, body: row });
@@ -1952,7 +2108,17 @@ fn is_view(op: &Op) -> bool {
 
 /// A micro-kernel call computing the parallel tile's rows of `c[rows, n] = x[rows, k] · w`:
 /// row-major `x` and `c` (strides `k` and `n`), `w` in the layout `which` reads.
-fn row_tile_gemm(which: MicroKernel, xb: u32, wb: u32, cb: u32, n: &Size, k: &Size, ldb: Size) -> Stmt {
+#[allow(clippy::too_many_arguments)]
+fn row_tile_gemm(
+    which: MicroKernel,
+    xb: u32,
+    wb: u32,
+    cb: u32,
+    n: &Size,
+    k: &Size,
+    ldb: Size,
+    scale: Option<u32>,
+) -> Stmt {
     Stmt::CallMicroKernel {
         which,
         args: MicroKernelArgs {
@@ -1966,6 +2132,7 @@ fn row_tile_gemm(which: MicroKernel, xb: u32, wb: u32, cb: u32, n: &Size, k: &Si
             c: BufferRef { buffer: cb, offset: IndexExpr::var(Var::PARALLEL, n.clone()) },
             ldc: n.clone(),
             accumulate: false,
+            scale: scale.map(|buffer| BufferRef { buffer, offset: IndexExpr::default() }),
         },
     }
 }
@@ -1985,17 +2152,73 @@ fn gemm_col_tile(n: &Size) -> Option<u32> {
     }
 }
 
+/// A micro-kernel call computing `c`'s columns `[col + offset, col + offset + tile)` of
+/// `c[m, n] = x[m, k] · w` for all `m` rows, `col` a (bound) index variable; the weight
+/// addressing follows [`col_tile_gemm`] (a column start must begin a packed panel).
+#[allow(clippy::too_many_arguments)]
+fn col_gemm_at(
+    which: MicroKernel,
+    xb: u32,
+    wb: u32,
+    cb: u32,
+    m: &Size,
+    n: &Size,
+    k: &Size,
+    ldb: Size,
+    col: Var,
+    offset: i64,
+    scale: Option<u32>,
+) -> Stmt {
+    let at = |stride: &Size| IndexExpr::var(col, stride.clone()).plus_offset(&stride.mul(&Size::constant(offset)));
+    let w_offset = match which {
+        MicroKernel::Sgemm => at(&Size::constant(1)),
+        MicroKernel::SgemmPacked
+        | MicroKernel::SgemmNt
+        | MicroKernel::GemmQ8_0
+        | MicroKernel::GemmQ4_0
+        | MicroKernel::GemmI8 => at(k),
+    };
+    Stmt::CallMicroKernel {
+        which,
+        args: MicroKernelArgs {
+            m: Extent::Size(m.clone()),
+            n: Extent::ParallelTile,
+            k: k.clone(),
+            a: BufferRef { buffer: xb, offset: IndexExpr::default() },
+            lda: k.clone(),
+            b: BufferRef { buffer: wb, offset: w_offset },
+            ldb,
+            c: BufferRef { buffer: cb, offset: at(&Size::constant(1)) },
+            ldc: n.clone(),
+            accumulate: false,
+            scale: scale.map(|buffer| BufferRef { buffer, offset: at(&Size::constant(1)) }),
+        },
+    }
+}
+
 /// A micro-kernel call computing the parallel tile's columns of `c[m, n] = x[m, k] · w` for
 /// all `m` rows: `w`'s columns from the tile's first (`Var::PARALLEL`) on — dense `[k, n]`
 /// rows at stride `ldb`, packed panels `[⌈n/16⌉, k, 16]` (a tile starts on a panel), or
 /// quantized rows `[n, k]` — and `c`'s columns likewise (row stride `n`).
 #[allow(clippy::too_many_arguments)]
-fn col_tile_gemm(which: MicroKernel, xb: u32, wb: u32, cb: u32, m: &Size, n: &Size, k: &Size, ldb: Size) -> Stmt {
+fn col_tile_gemm(
+    which: MicroKernel,
+    xb: u32,
+    wb: u32,
+    cb: u32,
+    m: &Size,
+    n: &Size,
+    k: &Size,
+    ldb: Size,
+    scale: Option<u32>,
+) -> Stmt {
     let w_offset = match which {
         MicroKernel::Sgemm => IndexExpr::var(Var::PARALLEL, Size::constant(1)),
-        MicroKernel::SgemmPacked | MicroKernel::SgemmNt | MicroKernel::GemmQ8_0 | MicroKernel::GemmQ4_0 => {
-            IndexExpr::var(Var::PARALLEL, k.clone())
-        }
+        MicroKernel::SgemmPacked
+        | MicroKernel::SgemmNt
+        | MicroKernel::GemmQ8_0
+        | MicroKernel::GemmQ4_0
+        | MicroKernel::GemmI8 => IndexExpr::var(Var::PARALLEL, k.clone()),
     };
     Stmt::CallMicroKernel {
         which,
@@ -2010,6 +2233,7 @@ fn col_tile_gemm(which: MicroKernel, xb: u32, wb: u32, cb: u32, m: &Size, n: &Si
             c: BufferRef { buffer: cb, offset: IndexExpr::var(Var::PARALLEL, Size::constant(1)) },
             ldc: n.clone(),
             accumulate: false,
+            scale: scale.map(|buffer| BufferRef { buffer, offset: IndexExpr::var(Var::PARALLEL, Size::constant(1)) }),
         },
     }
 }

@@ -151,7 +151,7 @@ fn rms_norm_linear_silu_mul_block_matches_the_interpreter() {
 #[test]
 fn quantized_weights_match_the_interpreter_on_the_quantized_module() {
     let m = parse_module(&norm_mlp_source()).unwrap_or_else(|e| panic!("fixture: {e}"));
-    for scheme in ["q8_0", "q4_0"] {
+    for scheme in ["q8_0", "q4_0", "int8"] {
         let opts = CompileOptions {
             level: 2,
             quantize: Some(ferrumc_passes::QuantScheme::parse(scheme).unwrap()),

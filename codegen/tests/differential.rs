@@ -495,7 +495,9 @@ type HeadCase = (&'static str, Option<(bool, i64)>, usize);
 #[test]
 fn head_split_projections_with_rotary() {
     // Head sizes that are whole 16-column panels take the split-by-heads form.
-    let cases: [HeadCase; 10] = [
+    // With fewer than 4 heads, tiles are parts of heads: 32/16-column tiles without rotary,
+    // and 16-column tiles from both halves of a head with rotary (head sizes 64 and 96).
+    let cases: [HeadCase; 15] = [
         ("linear", None, 3),
         ("matmul", None, 5),
         ("linear", Some((false, 0)), 4),
@@ -506,6 +508,11 @@ fn head_split_projections_with_rotary() {
         ("linear", Some((false, 0)), 16),
         ("matmul", Some((true, 0)), 32),
         ("linear", Some((false, 8)), 16),
+        ("linear", None, 64),
+        ("matmul", None, 48),
+        ("linear", Some((false, 0)), 64),
+        ("matmul", Some((false, 0)), 96),
+        ("linear", Some((true, 0)), 64),
     ];
     for (i, (proj, rot, d)) in cases.into_iter().enumerate() {
         let src = head_split_src(proj, rot, d);

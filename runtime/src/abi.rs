@@ -38,6 +38,23 @@ pub type GemmFn = unsafe extern "C" fn(
     accumulate: u32,
 );
 
+/// `c[m, n] (+)= (a[m, k] · wᵀ) · diag(scale)`: `w: [n, k]` `i8` rows (row stride `ldb`
+/// bytes) with one f32 scale per output column (`scale[j]` for `c`'s column `j`) — the
+/// `quantized_linear` of per-channel int8 weights. `accumulate` as in [`GemmFn`].
+pub type GemmI8Fn = unsafe extern "C" fn(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    w: *const i8,
+    ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+    scale: *const f32,
+);
+
 /// One query row of softmax attention: `o[e] = Σ_j p_j · v[j, e]` for `e < dv`, with
 /// `p = softmax_j(scale · Σ_d q[d] · k[j, d])` over the first `keys` key rows (`k: [keys, dk]`,
 /// `v: [keys, dv]`, dense rows). `keys == 0` writes zeros. Causal and cache handling are the
@@ -53,12 +70,15 @@ pub type AttentionRowFn = unsafe extern "C" fn(
     o: *mut f32,
 );
 
+/// `y[i] = f(x[i], z[i])` for `i < n` (`y` may be the same buffer as `x` or `z`).
+pub type BinaryArrayFn = unsafe extern "C" fn(x: *const f32, z: *const f32, y: *mut f32, n: u64);
+
 /// `y[i] = f(x[i])` for `i < n` (`x` and `y` may be the same buffer).
 pub type UnaryArrayFn = unsafe extern "C" fn(x: *const f32, y: *mut f32, n: u64);
 
 /// The version of [`RuntimeFnTable`]'s layout; artifacts record the version they were
 /// compiled against and a runtime refuses other versions.
-pub const FN_TABLE_VERSION: u32 = 2;
+pub const FN_TABLE_VERSION: u32 = 3;
 
 /// Micro-kernels and math helpers the runtime passes to every kernel.
 #[repr(C)]
@@ -84,6 +104,11 @@ pub struct RuntimeFnTable {
     pub erf: UnaryArrayFn,
     /// One query row of attention ([`AttentionRowFn`]; added in version 2).
     pub attention_row: AttentionRowFn,
+    /// `y = x · σ(x) · z` ([`BinaryArrayFn`]; the gated-MLP epilogue `silu(gate) · up`, run
+    /// on each row of a column tile right after its GEMM; added in version 3).
+    pub silu_mul: BinaryArrayFn,
+    /// Per-channel int8 GEMM ([`GemmI8Fn`]; added in version 3).
+    pub gemm_i8: GemmI8Fn,
 }
 
 impl std::fmt::Debug for RuntimeFnTable {

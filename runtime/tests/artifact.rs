@@ -70,6 +70,8 @@ fn test_table() -> RuntimeFnTable {
         tanh: tanh_array,
         erf: tanh_array,
         attention_row: ferrumc_runtime::ukernels::scalar::attention_row,
+        silu_mul: ferrumc_runtime::ukernels::scalar::silu_mul,
+        gemm_i8: ferrumc_runtime::ukernels::scalar::gemm_i8,
         sgemm_nt: ferrumc_runtime::ukernels::scalar::sgemm_nt,
     }
 }

@@ -54,7 +54,8 @@ enum Command {
         /// Optimization level (`-O0` .. `-O3`, default 2).
         #[arg(short = 'O', value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=3))]
         level: Option<u8>,
-        /// Quantize linear weights: q8_0 or q4_0 (the schemes the CPU kernels run).
+        /// Quantize linear weights: q8_0, q4_0 or int8 (per output channel), the schemes the CPU
+        /// micro-kernels run (dequantized inside the kernel).
         #[arg(long, value_name = "SCHEME")]
         quantize: Option<String>,
         /// Largest value of a symbolic dim the artifact accepts, `NAME=N` (repeatable; default:

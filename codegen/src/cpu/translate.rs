@@ -305,6 +305,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let i = self.index(&r.offset)?;
         let off = match self.k.buffers[r.buffer as usize].dtype {
             DType::F32 => self.b.ins().imul_imm_s(i, 4),
+            DType::I8 => i,
             // Block-quantized: whole blocks of 32 elements (the offset is a multiple of 32).
             DType::Q8_0 => {
                 let blocks = self.b.ins().sshr_imm_s(i, 5);
@@ -411,6 +412,23 @@ impl<'a, 'b> Translator<'a, 'b> {
                 }
                 self.call_attention_row(a)
             }
+            Stmt::BindVar { var, value } => {
+                if value.ty(self.k) != Some(ScalarType::I64) {
+                    return Err(invalid(self.k, format!("{var} bound to a non-i64 value")));
+                }
+                if self.vars.contains_key(var) {
+                    return Err(invalid(self.k, format!("{var} bound twice")));
+                }
+                let v = self.expr(value, Mode::Scalar)?;
+                self.vars.insert(*var, v);
+                Ok(())
+            }
+            Stmt::CallSiluMul(a) => {
+                if mode != Mode::Scalar {
+                    return Err(invalid(self.k, "call inside a vector loop"));
+                }
+                self.call_silu_mul(a)
+            }
         }
     }
 
@@ -494,9 +512,17 @@ impl<'a, 'b> Translator<'a, 'b> {
             MicroKernel::SgemmNt => std::mem::offset_of!(RuntimeFnTable, sgemm_nt),
             MicroKernel::GemmQ8_0 => std::mem::offset_of!(RuntimeFnTable, gemm_q8_0),
             MicroKernel::GemmQ4_0 => std::mem::offset_of!(RuntimeFnTable, gemm_q4_0),
+            MicroKernel::GemmI8 => std::mem::offset_of!(RuntimeFnTable, gemm_i8),
         };
+        if (which == MicroKernel::GemmI8) != a.scale.is_some() {
+            return Err(invalid(self.k, format!("{} with a scale operand mismatch", which.name())));
+        }
         let fptr = self.b.ins().load(self.ptr, MemFlagsData::trusted().with_readonly(), self.table, offset as i32);
-        let sig = self.b.import_signature(gemm_signature(self.ptr, self.cc));
+        let mut sig = gemm_signature(self.ptr, self.cc);
+        if a.scale.is_some() {
+            sig.params.push(AbiParam::new(self.ptr));
+        }
+        let sig = self.b.import_signature(sig);
         let m = self.extent(&a.m)?;
         let n = self.extent(&a.n)?;
         let k = self.size(&a.k)?;
@@ -507,7 +533,11 @@ impl<'a, 'b> Translator<'a, 'b> {
         let pc = self.raw_address(&a.c)?;
         let ldc = self.size(&a.ldc)?;
         let acc = self.b.ins().iconst(types::I32, i64::from(a.accumulate));
-        self.b.ins().call_indirect(sig, fptr, &[m, n, k, pa, lda, pb, ldb, pc, ldc, acc]);
+        let mut args = vec![m, n, k, pa, lda, pb, ldb, pc, ldc, acc];
+        if let Some(s) = &a.scale {
+            args.push(self.raw_address(s)?);
+        }
+        self.b.ins().call_indirect(sig, fptr, &args);
         Ok(())
     }
 
@@ -538,6 +568,22 @@ impl<'a, 'b> Translator<'a, 'b> {
         let dv = self.b.ins().iconst(types::I64, a.dv);
         let scale = self.b.ins().f32const(a.scale);
         self.b.ins().call_indirect(sig, fptr, &[q, k, v, keys, dk, dv, scale, o]);
+        Ok(())
+    }
+
+    fn call_silu_mul(&mut self, a: &SiluMulArgs) -> Result<(), CodegenError> {
+        let offset = std::mem::offset_of!(RuntimeFnTable, silu_mul);
+        let fptr = self.b.ins().load(self.ptr, MemFlagsData::trusted().with_readonly(), self.table, offset as i32);
+        let mut sig = Signature::new(self.cc);
+        for t in [self.ptr, self.ptr, self.ptr, types::I64] {
+            sig.params.push(AbiParam::new(t));
+        }
+        let sig = self.b.import_signature(sig);
+        let x = self.dyn_address(&a.x)?;
+        let z = self.dyn_address(&a.z)?;
+        let y = self.dyn_address(&a.y)?;
+        let n = self.extent(&a.n)?;
+        self.b.ins().call_indirect(sig, fptr, &[x, z, y, n]);
         Ok(())
     }
 

@@ -310,6 +310,8 @@ pub fn reference_table() -> RuntimeFnTable {
         tanh: ref_tanh,
         erf: ref_erf,
         attention_row: ref_attention_row,
+        silu_mul: ref_silu_mul,
+        gemm_i8: ref_gemm_i8,
     }
 }
 
@@ -428,6 +430,28 @@ unsafe extern "C" fn ref_gemm_q8_0(
     unsafe { gemm_with(m, n, k, a, lda, c, ldc, acc, &at) }
 }
 
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn ref_gemm_i8(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    b: *const i8,
+    ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    acc: u32,
+    scale: *const f32,
+) {
+    // SAFETY: row j of w has `ldb` bytes, `scale` has n floats.
+    let at = |kk: u64, j: u64| -> f64 {
+        unsafe { f64::from(*b.add((j * ldb + kk) as usize)) * f64::from(*scale.add(j as usize)) }
+    };
+    // SAFETY: forwarded contract.
+    unsafe { gemm_with(m, n, k, a, lda, c, ldc, acc, &at) }
+}
+
 unsafe extern "C" fn ref_gemm_q4_0(
     m: u64,
     n: u64,
@@ -469,6 +493,16 @@ unsafe extern "C" fn ref_exp(x: *const f32, y: *mut f32, n: u64) {
 unsafe extern "C" fn ref_tanh(x: *const f32, y: *mut f32, n: u64) {
     // SAFETY: forwarded.
     unsafe { map_array(x, y, n, f64::tanh) }
+}
+/// `x·σ(x)·z` in f64 (see `abi::BinaryArrayFn`; `y` may alias `x` or `z`).
+unsafe extern "C" fn ref_silu_mul(x: *const f32, z: *const f32, y: *mut f32, n: u64) {
+    for i in 0..n as usize {
+        // SAFETY: the caller's contract; both inputs are read before `y[i]` is written.
+        unsafe {
+            let (xv, zv) = (f64::from(*x.add(i)), f64::from(*z.add(i)));
+            *y.add(i) = (xv / (1.0 + (-xv).exp()) * zv) as f32;
+        }
+    }
 }
 /// Softmax attention of one query row in f64 (see `abi::AttentionRowFn`).
 #[allow(clippy::too_many_arguments)]

@@ -522,6 +522,38 @@ pub unsafe extern "C" fn exp(x: *const f32, y: *mut f32, n: u64) {
     unsafe { map8(x, y, n, |v| keep_nan(v, exp8(v))) }
 }
 
+/// `y = x · σ(x) · z` elementwise (`silu(x) · z`).
+///
+/// # Safety
+/// As [`super::scalar::silu_mul`], and the CPU supports this tier.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe extern "C" fn silu_mul(x: *const f32, z: *const f32, y: *mut f32, n: u64) {
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn f(xv: __m256, zv: __m256) -> __m256 {
+        let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), xv));
+        let s = _mm256_div_ps(xv, _mm256_add_ps(e, _mm256_set1_ps(1.0)));
+        keep_nan(xv, _mm256_mul_ps(s, zv))
+    }
+    let n = n as usize;
+    let mut i = 0;
+    // SAFETY: the caller's contract: `n` floats readable at `x` and `z`, writable at `y`.
+    unsafe {
+        while i + 8 <= n {
+            _mm256_storeu_ps(y.add(i), f(_mm256_loadu_ps(x.add(i)), _mm256_loadu_ps(z.add(i))));
+            i += 8;
+        }
+        if i < n {
+            let (mut bx, mut bz) = ([0.0f32; 8], [0.0f32; 8]);
+            std::ptr::copy_nonoverlapping(x.add(i), bx.as_mut_ptr(), n - i);
+            std::ptr::copy_nonoverlapping(z.add(i), bz.as_mut_ptr(), n - i);
+            let v = f(_mm256_loadu_ps(bx.as_ptr()), _mm256_loadu_ps(bz.as_ptr()));
+            _mm256_storeu_ps(bx.as_mut_ptr(), v);
+            std::ptr::copy_nonoverlapping(bx.as_ptr(), y.add(i), n - i);
+        }
+    }
+}
+
 /// `y = tanh(x)` elementwise.
 ///
 /// # Safety
@@ -545,6 +577,10 @@ pub unsafe extern "C" fn erf(x: *const f32, y: *mut f32, n: u64) {
 /// One query row of attention: this tier uses the scalar implementation (AVX-512 machines
 /// are the tuned target; the scalar loops auto-vectorize moderately).
 pub use super::scalar::attention_row;
+
+/// Per-channel int8 GEMM: this tier uses the scalar implementation (its partial sums
+/// vectorize).
+pub use super::scalar::gemm_i8;
 
 /// `c (+)= a · wᵀ` with f32 `w` rows: this tier uses the scalar implementation (its
 /// eight-way partial sums auto-vectorize).

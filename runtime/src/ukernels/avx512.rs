@@ -547,6 +547,35 @@ pub unsafe extern "C" fn exp(x: *const f32, y: *mut f32, n: u64) {
     unsafe { map16(x, y, n, |v| keep_nan(v, exp16(v))) }
 }
 
+/// `y = x · σ(x) · z` elementwise (`silu(x) · z`).
+///
+/// # Safety
+/// As [`super::scalar::silu_mul`], and the CPU supports this tier.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub unsafe extern "C" fn silu_mul(x: *const f32, z: *const f32, y: *mut f32, n: u64) {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn f(xv: __m512, zv: __m512) -> __m512 {
+        let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), xv));
+        let s = _mm512_div_ps(xv, _mm512_add_ps(e, _mm512_set1_ps(1.0)));
+        keep_nan(xv, _mm512_mul_ps(s, zv))
+    }
+    let n = n as usize;
+    let mut i = 0;
+    // SAFETY: the caller's contract: `n` floats readable at `x` and `z`, writable at `y`.
+    unsafe {
+        while i + 16 <= n {
+            _mm512_storeu_ps(y.add(i), f(_mm512_loadu_ps(x.add(i)), _mm512_loadu_ps(z.add(i))));
+            i += 16;
+        }
+        if i < n {
+            let mask = lane_mask(n - i);
+            let v = f(_mm512_maskz_loadu_ps(mask, x.add(i)), _mm512_maskz_loadu_ps(mask, z.add(i)));
+            _mm512_mask_storeu_ps(y.add(i), mask, v);
+        }
+    }
+}
+
 /// `y = tanh(x)` elementwise.
 ///
 /// # Safety
@@ -830,6 +859,142 @@ pub unsafe extern "C" fn sgemm_nt(
                 j += 1;
             }
             i += 1;
+        }
+    }
+}
+
+/// `c[r, j] (+)= scale[j] · Σ a[r, :] · w[j, :]` for an `R × J` tile of i8 rows.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn i8tile<const R: usize, const J: usize>(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    w: *const i8,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    scale: *const f32,
+) {
+    // SAFETY: the caller guarantees the tile lies inside the matrices.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); J]; R];
+        let k16 = k / 16 * 16;
+        // The next-but-one tile's rows (contiguous `J·ldb` bytes), prefetched evenly over this
+        // tile's k loop: interleaved short row streams defeat the hardware prefetcher.
+        let ahead = w.wrapping_add(2 * J * ldb) as *const u8;
+        let (lines, iters) = ((J * ldb).div_ceil(64), (k16 / 16).max(1));
+        let mut kk = 0;
+        let mut it = 0;
+        while kk < k16 {
+            for l in it * lines / iters..(it + 1) * lines / iters {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(l * 64) as *const i8);
+            }
+            let mut wv = [_mm512_setzero_ps(); J];
+            for j in 0..J {
+                let p = w.add(j * ldb + kk) as *const __m128i;
+                wv[j] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p)));
+            }
+            for r in 0..R {
+                let av = _mm512_loadu_ps(a.add(r * lda + kk));
+                for j in 0..J {
+                    acc[r][j] = _mm512_fmadd_ps(wv[j], av, acc[r][j]);
+                }
+            }
+            kk += 16;
+            it += 1;
+        }
+        for r in 0..R {
+            for j in 0..J {
+                let mut sum = _mm512_reduce_add_ps(acc[r][j]);
+                for t in k16..k {
+                    sum += *a.add(r * lda + t) * f32::from(*w.add(j * ldb + t));
+                }
+                let v = sum * *scale.add(j);
+                let p = c.add(r * ldc + j);
+                *p = if accumulate { *p + v } else { v };
+            }
+        }
+    }
+}
+
+/// `c (+)= (a · wᵀ)·diag(scale)` with i8 `w` rows (see [`super::scalar::gemm_i8`]).
+///
+/// # Safety
+/// As [`super::scalar::gemm_i8`], and the CPU supports this tier.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub unsafe extern "C" fn gemm_i8(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    w: *const i8,
+    ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+    scale: *const f32,
+) {
+    let (m, n, k, lda, ldb, ldc) = (m as usize, n as usize, k as usize, lda as usize, ldb as usize, ldc as usize);
+    let acc = accumulate != 0;
+    // SAFETY: every tile lies inside the matrices by construction.
+    unsafe {
+        macro_rules! go {
+            ($r:literal, $j:literal, $i0:expr, $j0:expr) => {
+                i8tile::<$r, $j>(
+                    k,
+                    a.add($i0 * lda),
+                    lda,
+                    w.add($j0 * ldb),
+                    ldb,
+                    c.add($i0 * ldc + $j0),
+                    ldc,
+                    acc,
+                    scale.add($j0),
+                )
+            };
+        }
+        if m < 4 {
+            for i in 0..m {
+                let mut j0 = 0;
+                while j0 + 8 <= n {
+                    go!(1, 8, i, j0);
+                    j0 += 8;
+                }
+                while j0 < n {
+                    go!(1, 1, i, j0);
+                    j0 += 1;
+                }
+            }
+            return;
+        }
+        let mut j0 = 0;
+        while j0 < n {
+            let nj = (n - j0).min(4);
+            let mut i0 = 0;
+            while i0 < m {
+                let nr = (m - i0).min(4);
+                macro_rules! rows {
+                    ($j:literal) => {
+                        match nr {
+                            1 => go!(1, $j, i0, j0),
+                            2 => go!(2, $j, i0, j0),
+                            3 => go!(3, $j, i0, j0),
+                            _ => go!(4, $j, i0, j0),
+                        }
+                    };
+                }
+                match nj {
+                    1 => rows!(1),
+                    2 => rows!(2),
+                    3 => rows!(3),
+                    _ => rows!(4),
+                }
+                i0 += nr;
+            }
+            j0 += nj;
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Micro-kernels and math helpers that fill [`RuntimeFnTable`]: f32 GEMM on dense and
 //! prepacked weights, GEMM on GGML Q8_0 / Q4_0 weights (dequantized inside the kernel), and
-//! array `exp` / `tanh` / `erf`.
+//! array `exp` / `tanh` / `erf` and the gated-MLP epilogue `silu_mul` (`x·σ(x)·z`).
 //!
 //! Three implementation tiers share one contract (see [`crate::abi::GemmFn`]):
 //! * [`avx512`] — AVX-512F (+FMA, F16C): 16-lane register-blocked kernels (x86-64 only);
@@ -14,6 +14,7 @@
 //! * `sgemm_packed`: `b` is `[⌈n/16⌉, k, 16]` f32 panels, zero padded past `n`.
 //! * `sgemm`: `b` is dense row-major `[k, n]` with row stride `ldb`.
 //! * `sgemm_nt`: `c = a · wᵀ`, `w: [n, k]` f32 rows with row stride `ldb` (`linear` weights).
+//! * `gemm_i8`: `c = (a · wᵀ)·diag(scale)`, `w: [n, k]` i8 rows at stride `ldb` bytes.
 //! * `gemm_q8_0` / `gemm_q4_0`: `c[m, n] (+)= a[m, k] · wᵀ`, `w: [n, k]` stored row after row
 //!   in GGML blocks of 32 values ([`Q8_0_BLOCK_BYTES`], [`Q4_0_BLOCK_BYTES`]); `k` must be a
 //!   multiple of 32 (a trailing partial block is not read).
@@ -123,6 +124,8 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             tanh: scalar::tanh,
             erf: scalar::erf,
             attention_row: scalar::attention_row,
+            silu_mul: scalar::silu_mul,
+            gemm_i8: scalar::gemm_i8,
         },
         #[cfg(target_arch = "x86_64")]
         Tier::Avx2 => RuntimeFnTable {
@@ -136,6 +139,8 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             tanh: avx2::tanh,
             erf: avx2::erf,
             attention_row: avx2::attention_row,
+            silu_mul: avx2::silu_mul,
+            gemm_i8: avx2::gemm_i8,
         },
         #[cfg(target_arch = "x86_64")]
         Tier::Avx512 => RuntimeFnTable {
@@ -149,6 +154,8 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             tanh: avx512::tanh,
             erf: avx512::erf,
             attention_row: avx512::attention_row,
+            silu_mul: avx512::silu_mul,
+            gemm_i8: avx512::gemm_i8,
         },
         #[cfg(not(target_arch = "x86_64"))]
         _ => return None,
@@ -170,6 +177,8 @@ pub fn fn_table() -> RuntimeFnTable {
             tanh: scalar::tanh,
             erf: scalar::erf,
             attention_row: scalar::attention_row,
+            silu_mul: scalar::silu_mul,
+            gemm_i8: scalar::gemm_i8,
         })
     })
 }

@@ -207,6 +207,66 @@ pub unsafe extern "C" fn erf(x: *const f32, y: *mut f32, n: u64) {
     unsafe { map(x, y, n, erf1) }
 }
 
+/// `c[m, n] (+)= (a · wᵀ)·diag(scale)` with `i8` rows `w: [n, k]` (see `abi::GemmI8Fn`).
+///
+/// # Safety
+/// `a` readable for `m` rows of `lda` (`k` used), `w` for `n` rows of `ldb` bytes (`k` used),
+/// `scale` for `n` floats, `c` writable for `m` rows of `ldc` (`n` used).
+pub unsafe extern "C" fn gemm_i8(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    w: *const i8,
+    ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+    scale: *const f32,
+) {
+    let (m, n, k, lda, ldb, ldc) = (m as usize, n as usize, k as usize, lda as usize, ldb as usize, ldc as usize);
+    for i in 0..m {
+        for j in 0..n {
+            // SAFETY: the caller's contract covers these rows.
+            unsafe {
+                let (ar, wr) = (a.add(i * lda), w.add(j * ldb));
+                // Eight partial sums (vectorizes; the order is fixed, so results are deterministic).
+                let mut part = [0.0f32; 8];
+                let mut kk = 0;
+                while kk + 8 <= k {
+                    for l in 0..8 {
+                        part[l] += *ar.add(kk + l) * f32::from(*wr.add(kk + l));
+                    }
+                    kk += 8;
+                }
+                let mut s = part.iter().sum::<f32>();
+                while kk < k {
+                    s += *ar.add(kk) * f32::from(*wr.add(kk));
+                    kk += 1;
+                }
+                let s = s * *scale.add(j);
+                let p = c.add(i * ldc + j);
+                *p = if accumulate != 0 { *p + s } else { s };
+            }
+        }
+    }
+}
+
+/// `y = x · σ(x) · z` elementwise (`silu(x) · z`, the gated-MLP epilogue).
+///
+/// # Safety
+/// `x`, `z` readable and `y` writable for `n` floats (`y` may be the same buffer as `x` or `z`).
+pub unsafe extern "C" fn silu_mul(x: *const f32, z: *const f32, y: *mut f32, n: u64) {
+    for i in 0..n as usize {
+        // SAFETY: the caller's contract; both inputs are read before `y[i]` is written.
+        unsafe {
+            let (xv, zv) = (*x.add(i), *z.add(i));
+            *y.add(i) = xv / (1.0 + exp1(-xv)) * zv;
+        }
+    }
+}
+
 unsafe fn map(x: *const f32, y: *mut f32, n: u64, f: fn(f32) -> f32) {
     for i in 0..n as usize {
         // SAFETY: the caller's contract; reading before writing keeps `x == y` correct.

@@ -467,3 +467,106 @@ fn attention_row_matches_f64_in_every_tier() {
         }
     }
 }
+
+/// Every tier's `silu_mul` against f64 `x / (1 + e⁻ˣ) · z`: lengths with and without 8/16-lane
+/// tails, in place over `x` and over `z`, large arguments of both signs, nothing written past
+/// `n`, and NaN in → NaN out.
+#[test]
+fn silu_mul_matches_f64_in_every_tier() {
+    let mut rng = Rng(11);
+    for tier in available_tiers() {
+        let Some(t) = table_for(tier) else { continue };
+        for &n in &[0usize, 1, 7, 8, 15, 16, 17, 64, 100] {
+            let mut x: Vec<f32> = (0..n).map(|_| rng.f() * 12.0).collect();
+            if n > 3 {
+                x[1] = 95.0;
+                x[2] = -95.0;
+                x[3] = -1e30;
+            }
+            let z: Vec<f32> = (0..n).map(|_| rng.f() * 3.0).collect();
+            let mut y = vec![SENTINEL; n + 1];
+            // SAFETY: `x`, `z` hold `n` floats, `y` `n + 1`.
+            unsafe { (t.silu_mul)(x.as_ptr(), z.as_ptr(), y.as_mut_ptr(), n as u64) };
+            for i in 0..n {
+                let (xv, zv) = (f64::from(x[i]), f64::from(z[i]));
+                let want = xv / (1.0 + (-xv).exp()) * zv;
+                let got = f64::from(y[i]);
+                assert!(
+                    (got - want).abs() <= 2e-6 * want.abs() + 1e-7,
+                    "{} n {n} i {i}: silu_mul({xv}, {zv}) = {got}, want {want}",
+                    tier.name()
+                );
+            }
+            assert_eq!(y[n], SENTINEL, "{}: wrote past n", tier.name());
+            // In place over either input gives the same bits.
+            let (mut over_x, mut over_z) = (x.clone(), z.clone());
+            // SAFETY: as above; the contract allows `y` to alias `x` or `z`.
+            unsafe {
+                (t.silu_mul)(over_x.as_ptr(), z.as_ptr(), over_x.as_mut_ptr(), n as u64);
+                (t.silu_mul)(x.as_ptr(), over_z.as_ptr(), over_z.as_mut_ptr(), n as u64);
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&over_x), bits(&y[..n]), "{}: in place over x", tier.name());
+            assert_eq!(bits(&over_z), bits(&y[..n]), "{}: in place over z", tier.name());
+        }
+        let (x, z) = ([f32::NAN, 1.0], [1.0f32, f32::NAN]);
+        let mut y = [0.0f32; 2];
+        // SAFETY: two floats each.
+        unsafe { (t.silu_mul)(x.as_ptr(), z.as_ptr(), y.as_mut_ptr(), 2) };
+        assert!(y[0].is_nan() && y[1].is_nan(), "{}: NaN in gives {y:?}", tier.name());
+    }
+}
+
+/// Every tier's `gemm_i8` against f64 `Σ a·w · scale[j]`: shapes with tails, a padded weight
+/// row stride and an `a`/`c` stride above the used width, accumulate on and off.
+#[test]
+fn gemm_i8_matches_f64_in_every_tier() {
+    let mut rng = Rng(21);
+    for tier in available_tiers() {
+        let Some(t) = table_for(tier) else { continue };
+        for &(m, n, k) in &[(1usize, 1usize, 1usize), (1, 17, 33), (3, 5, 64), (7, 40, 576), (16, 3, 9)] {
+            for accumulate in [false, true] {
+                let (lda, ldb, ldc) = (k + 2, k + 3, n + 1);
+                let a: Vec<f32> = (0..m * lda).map(|_| rng.f()).collect();
+                let w: Vec<i8> = (0..n * ldb).map(|_| (rng.next() >> 56) as u8 as i8).collect();
+                let scale: Vec<f32> = (0..n).map(|_| rng.f() * 0.01).collect();
+                let c0: Vec<f32> = (0..m * ldc).map(|_| rng.f()).collect();
+                let mut c = c0.clone();
+                // SAFETY: every buffer covers the strides and sizes passed.
+                unsafe {
+                    (t.gemm_i8)(
+                        m as u64,
+                        n as u64,
+                        k as u64,
+                        a.as_ptr(),
+                        lda as u64,
+                        w.as_ptr(),
+                        ldb as u64,
+                        c.as_mut_ptr(),
+                        ldc as u64,
+                        u32::from(accumulate),
+                        scale.as_ptr(),
+                    )
+                };
+                for i in 0..m {
+                    for j in 0..ldc {
+                        let got = f64::from(c[i * ldc + j]);
+                        if j >= n {
+                            assert_eq!(c[i * ldc + j], c0[i * ldc + j], "{}: wrote past n", tier.name());
+                            continue;
+                        }
+                        let dot: f64 =
+                            (0..k).map(|kk| f64::from(a[i * lda + kk]) * f64::from(w[j * ldb + kk])).sum::<f64>();
+                        let base = if accumulate { f64::from(c0[i * ldc + j]) } else { 0.0 };
+                        let want = base + dot * f64::from(scale[j]);
+                        assert!(
+                            (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                            "{} m {m} n {n} k {k} acc {accumulate} [{i}, {j}]: {got} vs {want}",
+                            tier.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
