@@ -15,6 +15,56 @@
 use super::{erfc, expc, tanhc, PANEL, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, QK};
 use std::arch::x86_64::*;
 
+/// Walks an `m × n` output in dot-product register tiles, invoking `$go!(rows, cols, i0, j0)`
+/// (literal tile sizes) for each: below 4 rows one row at a time in 8-column tiles and a
+/// single-column tail, otherwise tiles of up to 4 × 4. Shared by the quantized GEMMs (Q8_0 /
+/// Q4_0 and i8), whose tiles differ only in how they widen a block of weights.
+macro_rules! walk_dot_tiles {
+    ($go:ident, $m:expr, $n:expr) => {{
+        let (m, n): (usize, usize) = ($m, $n);
+        if m < 4 {
+            for i in 0..m {
+                let mut j0 = 0;
+                while j0 + 8 <= n {
+                    $go!(1, 8, i, j0);
+                    j0 += 8;
+                }
+                while j0 < n {
+                    $go!(1, 1, i, j0);
+                    j0 += 1;
+                }
+            }
+        } else {
+            let mut j0 = 0;
+            while j0 < n {
+                let nj = (n - j0).min(4);
+                let mut i0 = 0;
+                while i0 < m {
+                    let nr = (m - i0).min(4);
+                    macro_rules! rows {
+                        ($j:literal) => {
+                            match nr {
+                                1 => $go!(1, $j, i0, j0),
+                                2 => $go!(2, $j, i0, j0),
+                                3 => $go!(3, $j, i0, j0),
+                                _ => $go!(4, $j, i0, j0),
+                            }
+                        };
+                    }
+                    match nj {
+                        1 => rows!(1),
+                        2 => rows!(2),
+                        3 => rows!(3),
+                        _ => rows!(4),
+                    }
+                    i0 += nr;
+                }
+                j0 += nj;
+            }
+        }
+    }};
+}
+
 const MR: usize = 6;
 const NP: usize = 4;
 /// How many k-rows (64 bytes each per panel) ahead the few-row GEMM tiles prefetch.
@@ -345,46 +395,7 @@ unsafe fn gemm_q<const Q4: bool>(
                 )
             };
         }
-        if m < 4 {
-            for i in 0..m {
-                let mut j0 = 0;
-                while j0 + 8 <= n {
-                    go!(1, 8, i, j0);
-                    j0 += 8;
-                }
-                while j0 < n {
-                    go!(1, 1, i, j0);
-                    j0 += 1;
-                }
-            }
-            return;
-        }
-        let mut j0 = 0;
-        while j0 < n {
-            let nj = (n - j0).min(4);
-            let mut i0 = 0;
-            while i0 < m {
-                let nr = (m - i0).min(4);
-                macro_rules! rows {
-                    ($j:literal) => {
-                        match nr {
-                            1 => go!(1, $j, i0, j0),
-                            2 => go!(2, $j, i0, j0),
-                            3 => go!(3, $j, i0, j0),
-                            _ => go!(4, $j, i0, j0),
-                        }
-                    };
-                }
-                match nj {
-                    1 => rows!(1),
-                    2 => rows!(2),
-                    3 => rows!(3),
-                    _ => rows!(4),
-                }
-                i0 += nr;
-            }
-            j0 += nj;
-        }
+        walk_dot_tiles!(go, m, n);
     }
 }
 
@@ -956,45 +967,6 @@ pub unsafe extern "C" fn gemm_i8(
                 )
             };
         }
-        if m < 4 {
-            for i in 0..m {
-                let mut j0 = 0;
-                while j0 + 8 <= n {
-                    go!(1, 8, i, j0);
-                    j0 += 8;
-                }
-                while j0 < n {
-                    go!(1, 1, i, j0);
-                    j0 += 1;
-                }
-            }
-            return;
-        }
-        let mut j0 = 0;
-        while j0 < n {
-            let nj = (n - j0).min(4);
-            let mut i0 = 0;
-            while i0 < m {
-                let nr = (m - i0).min(4);
-                macro_rules! rows {
-                    ($j:literal) => {
-                        match nr {
-                            1 => go!(1, $j, i0, j0),
-                            2 => go!(2, $j, i0, j0),
-                            3 => go!(3, $j, i0, j0),
-                            _ => go!(4, $j, i0, j0),
-                        }
-                    };
-                }
-                match nj {
-                    1 => rows!(1),
-                    2 => rows!(2),
-                    3 => rows!(3),
-                    _ => rows!(4),
-                }
-                i0 += nr;
-            }
-            j0 += nj;
-        }
+        walk_dot_tiles!(go, m, n);
     }
 }
