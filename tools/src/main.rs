@@ -212,7 +212,27 @@ enum Command {
     },
 }
 
+/// A reader that stops early (`ferrumc inspect m.ferrumc | head`) closes stdout; Rust ignores
+/// SIGPIPE, so the next `println!` panics. That is the reader's choice, not an error of ours:
+/// end quietly with the status a SIGPIPE death reports (128 + 13), as other CLI tools do.
+fn exit_quietly_on_closed_stdout() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    exit_quietly_on_closed_stdout();
     // Usage errors exit with status 1 like every other error (clap's default is 2);
     // `--help` and `--version` print and succeed.
     let cli = match Cli::try_parse() {

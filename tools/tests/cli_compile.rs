@@ -91,6 +91,27 @@ fn run_compiles_a_model_in_memory_and_matches_numpy() {
 }
 
 #[test]
+fn a_reader_closing_stdout_early_ends_inspect_quietly() {
+    // `ferrumc inspect m.ferrumc | head`: the pipe's read end is closed before anything is
+    // printed, so the first write fails with EPIPE; that must not be a panic.
+    let dir = scratch("pipe");
+    let art = dir.join("mlp.ferrumc");
+    ok(&ferrumc(&["compile", "examples/mlp/model.fir", "-o", &art.to_string_lossy()]));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrumc"))
+        .args(["inspect", &art.to_string_lossy()])
+        .current_dir(repo())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ferrumc");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for ferrumc");
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(141), "stderr: {}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn compile_is_deterministic_and_inspect_describes_the_artifact() {
     let dir = scratch("det");
     let (a, b) = (dir.join("a.ferrumc"), dir.join("b.ferrumc"));
