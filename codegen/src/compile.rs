@@ -233,7 +233,8 @@ pub fn compile_to_builder(
 pub fn optimize_module(m: &Module, options: &CompileOptions) -> Result<Module, CompileError> {
     options.progress.report(CompileProgress::Optimizing);
     let mut m = m.clone();
-    let popts = PassOptions { quantize: options.quantize, ..PassOptions::default() };
+    let popts =
+        PassOptions { quantize: options.quantize, dim_bounds: options.dim_bounds.clone(), ..PassOptions::default() };
     PassManager::for_level(options.level, &["fusion-groups", "memory-plan"], popts)
         .map_err(|e| CompileError::Pipeline(e.to_string()))?
         .run(&mut m)
@@ -524,6 +525,26 @@ fn compile_function(
         let static_results = d.results.iter().all(|r| f.ty(*r).shape.iter().all(|dm| dm.as_fixed().is_some()));
         if static_results && d.operands.iter().all(|&v| is_const(&c.constant, v)) {
             c.constant.extend(d.results.iter().copied());
+        }
+    }
+
+    // Sizes that depend on input values (not on input dims) have no kernel; say which op
+    // makes one, and how a bound can decide it.
+    for &o in &order {
+        let Some(d) = f.op(o) else { continue };
+        if d.results.iter().all(|r| c.constant.contains(r)) {
+            continue;
+        }
+        if let Some(r) = d.results.iter().find(|r| f.ty(**r).shape.iter().any(Dim::is_unknown)) {
+            return Err(c.unsupported(
+                d.op.name(),
+                format!(
+                    "a dim is unknown (`?`) in its result {}: the size depends on values the compiler \
+                     cannot see; when symbol bounds decide it (e.g. `min(seq, 64)`), give them with \
+                     `--max-dim NAME=N` (`CompileOptions::dim_bounds`)",
+                    f.ty(*r)
+                ),
+            ));
         }
     }
 

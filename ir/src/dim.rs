@@ -184,6 +184,22 @@ impl Dim {
         Some(total)
     }
 
+    /// The largest value of the dim when every symbol lies in `0..=bounds[symbol]`: the dim
+    /// at the bounds, provided no non-constant term has a negative coefficient (the dim then
+    /// grows with every symbol). `None` for `?`, an unbounded symbol, a negative term or
+    /// overflow.
+    pub fn upper_bound(&self, bounds: &BTreeMap<String, i64>) -> Option<i64> {
+        let Dim::Expr(terms) = self else {
+            return None;
+        };
+        if terms.iter().any(|(mono, coef)| !mono.is_empty() && *coef < 0) {
+            return None;
+        }
+        let at_bounds: HashMap<String, i64> =
+            self.symbols().into_iter().map(|s| Some((s.to_string(), *bounds.get(s)?))).collect::<Option<_>>()?;
+        self.eval(&at_bounds)
+    }
+
     /// Whether two dims are provably equal (`Some(true)`), provably different
     /// (`Some(false)`, only when both are static), or undecided (`None`).
     pub fn provably_eq(&self, other: &Dim) -> Option<bool> {
@@ -264,6 +280,20 @@ mod tests {
         assert_eq!(sum.sub(&Dim::sym("past")).sub(&Dim::fixed(1)), s);
         assert_eq!(Dim::fixed(3).sub(&Dim::fixed(3)).as_fixed(), Some(0));
         assert_eq!(Dim::fixed(2).mul(&s).sub(&Dim::fixed(1)).to_string(), "2*?seq-1");
+    }
+
+    #[test]
+    fn upper_bound_at_the_symbol_bounds() {
+        let bounds = BTreeMap::from([("seq".to_string(), 64), ("past".to_string(), 100)]);
+        let s = Dim::sym("seq");
+        assert_eq!(s.upper_bound(&bounds), Some(64));
+        assert_eq!(s.add(&Dim::sym("past")).add(&Dim::fixed(1)).upper_bound(&bounds), Some(165));
+        assert_eq!(s.mul(&Dim::sym("past")).upper_bound(&bounds), Some(6400));
+        // A negative term, an unbounded symbol or `?` has no bound here.
+        assert_eq!(s.sub(&Dim::sym("past")).upper_bound(&bounds), None);
+        assert_eq!(Dim::sym("batch").upper_bound(&bounds), None);
+        assert_eq!(Dim::Unknown.upper_bound(&bounds), None);
+        assert_eq!(s.sub(&Dim::fixed(1)).upper_bound(&bounds), Some(63));
     }
 
     #[test]

@@ -54,11 +54,15 @@ pub struct PassOptions {
     pub quantize: Option<QuantScheme>,
     /// `constant-folding` never materialises a tensor larger than this many bytes.
     pub fold_limit_bytes: u64,
+    /// Largest value of each named symbol the compiled model will accept (`--max-dim`).
+    /// `shape-inference` uses them to resolve sizes such as `min(seq, 64)` to `seq` when
+    /// `seq ≤ 64`; symbols not named are unbounded.
+    pub dim_bounds: std::collections::BTreeMap<String, i64>,
 }
 
 impl Default for PassOptions {
     fn default() -> Self {
-        PassOptions { quantize: None, fold_limit_bytes: 1 << 16 }
+        PassOptions { quantize: None, fold_limit_bytes: 1 << 16, dim_bounds: Default::default() }
     }
 }
 

@@ -11,10 +11,9 @@
 //! f64; kernels accumulate in f32 in a different order). A model that does not compile
 //! fails its trial with the compiler's error. Trial names: `<model>::<config>`.
 //!
-//! [`KNOWN_REFUSED`] lists the models the compiler is known to refuse, each with the reason it
-//! must still give: their trials check that the refusal is exactly that one (a clear error,
-//! not a crash or a wrong result), and fail once the model compiles, so the list cannot go
-//! stale.
+//! Models whose sizes need symbol bounds compile with them ([`DIM_BOUNDS`]); without them the
+//! compiler must refuse with an error that names the op and the `--max-dim` remedy (one trial
+//! each, `<model>::unbounded`).
 
 use ferrumc_codegen::compile::CompileOptions;
 use ferrumc_ir::weights::FileWeights;
@@ -31,11 +30,10 @@ const TOLERANCE: Tolerance = Tolerance { rtol: 1e-4, atol: 1e-4 };
 /// dequantize-then-f64 rule; the bound is still far below the quantization error itself.
 const Q8_TOLERANCE: Tolerance = Tolerance { rtol: 2e-3, atol: 2e-3 };
 
-/// Models the compiler refuses today, with a fragment of the error it must give. The ONNX
-/// GPT-2 export slices its `[1, 1, 64, 64]` causal-mask table to `min(seq, 64)` rows — a
-/// length shape inference cannot name as a polynomial, so the mask has a `?` dim and its
-/// kernel would need run-time extents. (The HF GPT-2 fixture, same architecture, compiles.)
-const KNOWN_REFUSED: [(&str, &str); 1] = [("onnx/gpt2", "a dim is unknown")];
+/// Symbol bounds some models need. The ONNX GPT-2 export slices its `[1, 1, 64, 64]`
+/// causal-mask table to `min(seq, 64)` rows: with `seq ≤ 64` (its position table has 64 rows,
+/// so no longer input is valid anyway) shape inference resolves that to `seq`.
+const DIM_BOUNDS: [(&str, &str, i64); 1] = [("onnx/gpt2", "seq", 64)];
 
 /// Symbol sizes of the runs: (batch, seq, past).
 const RUNS: [[(&str, i64); 3]; 2] = [[("batch", 2), ("seq", 5), ("past", 3)], [("batch", 1), ("seq", 1), ("past", 4)]];
@@ -54,12 +52,19 @@ fn main() {
                 CompileOptions { level: 2, quantize: Some(QuantScheme::Q8_0), ..CompileOptions::default() },
             ));
         }
-        let refusal = KNOWN_REFUSED.iter().find(|(m, _)| *m == label).map(|(_, why)| *why);
-        for (name, options) in configs {
+        let bounds: Vec<(String, i64)> =
+            DIM_BOUNDS.iter().filter(|(m, _, _)| *m == label).map(|(_, s, v)| (s.to_string(), *v)).collect();
+        if !bounds.is_empty() {
+            let (unbounded, path) = (configs[0].1.clone(), path.clone());
+            trials.push(Trial::test(format!("{label}::unbounded"), move || {
+                check_refused(&path, &unbounded, "--max-dim").map_err(Failed::from)
+            }));
+        }
+        for (name, mut options) in configs {
+            options.dim_bounds.extend(bounds.iter().cloned());
             let (label, path) = (label.clone(), path.clone());
-            trials.push(Trial::test(format!("{label}::{name}"), move || match refusal {
-                None => check(&label, &path, &options).map_err(Failed::from),
-                Some(why) => check_refused(&path, &options, why).map_err(Failed::from),
+            trials.push(Trial::test(format!("{label}::{name}"), move || {
+                check(&label, &path, &options).map_err(Failed::from)
             }));
         }
     }
@@ -84,12 +89,12 @@ fn check(label: &str, path: &Path, options: &CompileOptions) -> Result<(), Strin
     check_compiled(label, &module, &weights, options, &runs, tol)
 }
 
-/// A model in [`KNOWN_REFUSED`] must fail to compile with an error containing `why`.
+/// Without its [`DIM_BOUNDS`] a model must fail to compile with an error containing `why`.
 fn check_refused(path: &Path, options: &CompileOptions, why: &str) -> Result<(), String> {
     let (module, base) = models::load(path)?;
     let weights = FileWeights::new(&base);
     match ferrumc_codegen::compile::compile_module(&module, &weights, options) {
-        Ok(_) => Err("the model compiles now: remove it from KNOWN_REFUSED so its outputs are checked".into()),
+        Ok(_) => Err("the model compiles without its bounds: drop them from DIM_BOUNDS".into()),
         Err(e) if e.to_string().contains(why) => Ok(()),
         Err(e) => Err(format!("refused for another reason than `{why}`: {e}")),
     }

@@ -59,7 +59,9 @@ enum Command {
         #[arg(long, value_name = "SCHEME")]
         quantize: Option<String>,
         /// Largest value of a symbolic dim the artifact accepts, `NAME=N` (repeatable; default:
-        /// `seq`/`past` 128, others 64). The arena is planned for these values.
+        /// `seq`/`past` 128, others 64). The arena is planned for these values, and shape
+        /// inference may rely on them (a fixed 64-row causal mask cut to `seq` has `seq` rows
+        /// when `seq=64` or less is given).
         #[arg(long = "max-dim", value_name = "NAME=N")]
         max_dims: Vec<String>,
     },

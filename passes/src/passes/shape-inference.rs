@@ -20,7 +20,7 @@ use crate::cleanup_util::{erase_orphans, literal, operand_producers};
 use crate::pass::{OptimizationPass, OptimizationResult, PassError, PassOptions};
 use ferrumc_ir::infer::infer_types;
 use ferrumc_ir::{DType, Dim, Function, Module, Op, OpId, Tensor, TensorType, ValueId};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Longest integer vector whose content is tracked symbolically.
 pub const MAX_TRACKED: usize = 16;
@@ -38,12 +38,12 @@ impl OptimizationPass for ShapeInference {
         "Refine result types and resolve computed shapes symbolically"
     }
 
-    fn apply(&self, module: &mut Module, _options: &PassOptions) -> Result<OptimizationResult, PassError> {
+    fn apply(&self, module: &mut Module, options: &PassOptions) -> Result<OptimizationResult, PassError> {
         let mut stats = Stats::default();
         for i in 0..module.functions.len() {
             let mut f = std::mem::replace(&mut module.functions[i], Function::new(""));
             let before = f.op_count();
-            infer_function(module, &mut f, &mut stats);
+            infer_function(module, &mut f, &options.dim_bounds, &mut stats);
             stats.erased += before.saturating_sub(f.op_count());
             module.functions[i] = f;
         }
@@ -109,7 +109,7 @@ fn refine(declared: &TensorType, inferred: &TensorType) -> Option<TensorType> {
     changed.then(|| TensorType::new(declared.dtype, shape))
 }
 
-fn infer_function(m: &Module, f: &mut Function, stats: &mut Stats) {
+fn infer_function(m: &Module, f: &mut Function, bounds: &BTreeMap<String, i64>, stats: &mut Stats) {
     let Ok(order) = f.op_order() else { return };
     let mut contents: Contents = HashMap::new();
     let mut orphan_seeds: Vec<OpId> = Vec::new();
@@ -142,7 +142,7 @@ fn infer_function(m: &Module, f: &mut Function, stats: &mut Stats) {
         let declared: Vec<TensorType> = results.iter().map(|r| f.ty(*r).clone()).collect();
         let mut inferred: Vec<TensorType> = infer_types(&op, &tys, &consts, Some(&declared)).unwrap_or_default();
         if inferred.len() == declared.len() {
-            if let Some(special) = symbolic_result(&op, &tys, &ops_content, &declared) {
+            if let Some(special) = symbolic_result(&op, &tys, &ops_content, &declared, bounds) {
                 if let Some(better) = inferred.first().and_then(|i| refine(i, &special)) {
                     inferred[0] = better;
                 }
@@ -232,6 +232,7 @@ fn symbolic_result(
     tys: &[&TensorType],
     contents: &[Option<Vec<Dim>>],
     declared: &[TensorType],
+    bounds: &BTreeMap<String, i64>,
 ) -> Option<TensorType> {
     let dtype = declared.first()?.dtype;
     match op {
@@ -316,7 +317,12 @@ fn symbolic_result(
                         match e.sub(d).as_fixed() {
                             Some(k) if k >= 0 => d.sub(&Dim::fixed(a)),
                             Some(_) => e.sub(&Dim::fixed(a)),
-                            None => Dim::Unknown,
+                            // `min(e, d)` is `e` when the symbols' bounds keep `e` within `d`
+                            // (exporters cut a fixed-size causal mask to `seq` this way).
+                            None => match (e.upper_bound(bounds), d.as_fixed()) {
+                                (Some(ub), Some(dv)) if ub <= dv => e.sub(&Dim::fixed(a)),
+                                _ => Dim::Unknown,
+                            },
                         }
                     }
                     _ => Dim::Unknown,
@@ -470,6 +476,28 @@ mod tests {
              }\n");
         assert!(!r.applied, "{text}");
         assert!(text.contains("reshape %x, %t"), "{text}");
+    }
+
+    #[test]
+    fn a_fixed_table_cut_to_a_bounded_symbol_takes_the_symbol() {
+        // GPT-2 exports cut a 64-row causal mask to `seq` rows: `min(seq, 64)`.
+        let text = "module @m\n\
+             func @f(%x: f32[?seq, 4], %mask: f32[64, 4]) -> (y: f32[?, 4]) {\n\
+               %s = shape %x {start = 0, end = 1} : i64[1]\n\
+               %z = constant {value = dense<i64[1]: [0]>} : i64[1]\n\
+               %y = slice %mask, %z, %s {axes = [0], ends = [], starts = [], steps = [1]} : f32[?, 4]\n\
+               return %y\n\
+             }\n";
+        // Unbounded (or bounded above 64), the length stays unknown.
+        let (unbounded, _) = run(text);
+        assert!(unbounded.contains(": f32[?, 4]"), "{unbounded}");
+        for (bound, expect) in [(65, "f32[?, 4]"), (64, "f32[?seq, 4]"), (8, "f32[?seq, 4]")] {
+            let mut m = parse_module(text).expect("parses");
+            let options = PassOptions { dim_bounds: [("seq".to_string(), bound)].into(), ..PassOptions::default() };
+            ShapeInference.apply(&mut m, &options).expect("runs");
+            let printed = print_module(&m);
+            assert!(printed.contains(&format!(": {expect}")), "seq <= {bound}: {printed}");
+        }
     }
 
     #[test]
