@@ -22,11 +22,42 @@ use team::Team;
 pub use crate::artifact::DType;
 
 /// An owned tensor: dtype, shape and little-endian element bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The bytes are 64-byte aligned, so a tensor passed back to [`Model::run`] (a KV cache fed
+/// from one decode step to the next) is bound in place, never copied; outputs are handed over
+/// in the buffer the kernels wrote, not copied out.
 pub struct Tensor {
     dtype: DType,
     shape: Vec<usize>,
-    data: Vec<u8>,
+    data: AlignedBuf,
+    len: usize,
+}
+
+impl Clone for Tensor {
+    fn clone(&self) -> Self {
+        // `from_bytes` only fails when memory cannot be mapped; that aborts like any failed
+        // allocation of a clone.
+        let data = AlignedBuf::from_bytes(self.bytes()).unwrap_or_else(|e| panic!("cannot clone a tensor: {e}"));
+        Self { dtype: self.dtype, shape: self.shape.clone(), data, len: self.len }
+    }
+}
+
+impl PartialEq for Tensor {
+    fn eq(&self, other: &Self) -> bool {
+        self.dtype == other.dtype && self.shape == other.shape && self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for Tensor {}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tensor")
+            .field("dtype", &self.dtype)
+            .field("shape", &self.shape)
+            .field("bytes", &self.len)
+            .finish()
+    }
 }
 
 fn numel(shape: &[usize]) -> Option<usize> {
@@ -45,10 +76,11 @@ fn check_len(name: &str, dtype: DType, shape: &[usize], len: usize) -> Result<()
 }
 
 impl Tensor {
-    /// A tensor from raw little-endian bytes; fails if the length does not match.
+    /// A tensor from raw little-endian bytes (copied into aligned memory); fails if the
+    /// length does not match.
     pub fn new(dtype: DType, shape: Vec<usize>, data: Vec<u8>) -> Result<Self> {
         check_len("tensor", dtype, &shape, data.len())?;
-        Ok(Self { dtype, shape, data })
+        Ok(Self { dtype, shape, len: data.len(), data: AlignedBuf::from_bytes(&data)? })
     }
 
     /// An f32 tensor.
@@ -71,21 +103,21 @@ impl Tensor {
         &self.shape
     }
 
-    /// Raw bytes.
+    /// Raw bytes (64-byte aligned).
     pub fn bytes(&self) -> &[u8] {
-        &self.data
+        self.data.as_slice(self.len)
     }
 
     /// The values if this is an f32 tensor.
     pub fn to_f32(&self) -> Option<Vec<f32>> {
         (self.dtype == DType::F32)
-            .then(|| self.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+            .then(|| self.bytes().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
     }
 
     /// The values if this is an i64 tensor.
     pub fn to_i64(&self) -> Option<Vec<i64>> {
         (self.dtype == DType::I64).then(|| {
-            self.data
+            self.bytes()
                 .chunks_exact(8)
                 .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
                 .collect()
@@ -94,7 +126,7 @@ impl Tensor {
 
     /// A borrowed view.
     pub fn view(&self) -> TensorView<'_> {
-        TensorView { dtype: self.dtype, shape: &self.shape, data: &self.data }
+        TensorView { dtype: self.dtype, shape: &self.shape, data: self.bytes() }
     }
 }
 
@@ -121,7 +153,7 @@ const MAP_THRESHOLD: usize = 1 << 20;
 
 /// Zeroed, 64-byte aligned scratch memory (arena, states, outputs, misaligned inputs): a
 /// vector of aligned blocks when small, an anonymous map (page aligned) when large. No
-/// `unsafe` is needed for either.
+/// `unsafe` is needed for either, except to view the blocks as bytes.
 enum AlignedBuf {
     Blocks(Vec<Block>),
     Mapped { map: memmap2::MmapMut, len: usize },
@@ -156,13 +188,17 @@ impl AlignedBuf {
         }
         Ok(b)
     }
-    fn to_vec(&self, len: usize) -> Vec<u8> {
-        let mut v = match self {
-            Self::Blocks(blocks) => blocks.iter().flat_map(|b| b.0).collect(),
-            Self::Mapped { map, len } => map[..*len].to_vec(),
-        };
-        v.truncate(len);
-        v
+    /// The first `len` bytes (at most [`AlignedBuf::len`]).
+    fn as_slice(&self, len: usize) -> &[u8] {
+        match self {
+            Self::Blocks(blocks) => {
+                let len = len.min(blocks.len() * 64);
+                // SAFETY: `Block` is `repr(C)` around `[u8; 64]` (size 64, no padding), so the
+                // blocks are `blocks.len() * 64` initialised bytes; the slice borrows them.
+                unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), len) }
+            }
+            Self::Mapped { map, len: mapped } => &map[..len.min(*mapped)],
+        }
     }
     fn clear(&mut self) {
         match self {
@@ -569,9 +605,7 @@ impl Model {
             .iter()
             .zip(outs)
             .zip(out_shapes)
-            .map(|((o, buf), (shape, bytes))| {
-                (o.name.clone(), Tensor { dtype: o.dtype, shape, data: buf.to_vec(bytes) })
-            })
+            .map(|((o, buf), (shape, bytes))| (o.name.clone(), Tensor { dtype: o.dtype, shape, data: buf, len: bytes }))
             .collect())
     }
 }

@@ -200,6 +200,10 @@ fn run_forward(model: &mut Model, b: usize, n: usize) -> (Vec<f32>, Vec<f32>, i6
     let mt = Tensor::from_f32(vec![2 * n], &vec![0.0; 2 * n]).unwrap();
     let out = model.run("forward", &[("m", mt.view()), ("x", xt.view())]).unwrap();
     assert_eq!(out.len(), 2);
+    // Tensors (inputs and outputs) are 64-byte aligned, so outputs fed back are bound in place.
+    for t in [&xt, &mt, &out[0].1, &out[1].1] {
+        assert_eq!(t.bytes().as_ptr() as usize % 64, 0, "{t:?} is not 64-byte aligned");
+    }
     assert_eq!(out[0].0, "y");
     assert_eq!(out[0].1.shape(), &[b, n]);
     assert_eq!(out[1].0, "calls");
