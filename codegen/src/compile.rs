@@ -242,6 +242,75 @@ pub fn optimize_module(m: &Module, options: &CompileOptions) -> Result<Module, C
     Ok(m)
 }
 
+/// The inclusive value ranges of integer inputs of `f` that index a table: an input used
+/// as `gather` indices (directly, or through views and integer casts that keep its values)
+/// into an axis of static size `N` accepts `-N..=N-1` (negative indices count from the end,
+/// as in ONNX); several such uses intersect. The runtime checks these before running, so an
+/// out-of-range token or position id is reported instead of read clamped.
+fn index_input_ranges(f: &Function, order: &[OpId]) -> HashMap<ValueId, (i64, i64)> {
+    let mut users: HashMap<ValueId, Vec<OpId>> = HashMap::new();
+    for &o in order {
+        if let Some(d) = f.op(o) {
+            for &v in &d.operands {
+                users.entry(v).or_default().push(o);
+            }
+        }
+    }
+    let mut ranges = HashMap::new();
+    for &(_, p) in f.params() {
+        if !matches!(f.ty(p).dtype, DType::I64 | DType::I32) {
+            continue;
+        }
+        let mut range: Option<(i64, i64)> = None;
+        let mut pending = vec![p];
+        let mut seen = HashSet::new();
+        while let Some(v) = pending.pop() {
+            if !seen.insert(v) {
+                continue;
+            }
+            for &o in users.get(&v).map(Vec::as_slice).unwrap_or_default() {
+                let Some(d) = f.op(o) else { continue };
+                let first_operand = d.operands.first() == Some(&v);
+                match &d.op {
+                    Op::Gather { axis } if d.operands.get(1) == Some(&v) => {
+                        let Some(&data) = d.operands.first() else { continue };
+                        let shape = &f.ty(data).shape;
+                        let rank = shape.len() as i64;
+                        let axis = if *axis < 0 { axis + rank } else { *axis };
+                        let Some(n) = usize::try_from(axis).ok().and_then(|a| shape.get(a)).and_then(Dim::as_fixed)
+                        else {
+                            continue;
+                        };
+                        let (lo, hi) = range.unwrap_or((i64::MIN, i64::MAX));
+                        range = Some((lo.max(-n), hi.min(n - 1)));
+                    }
+                    // Positions index the rows of the cos table (no negative positions).
+                    Op::RotaryEmbedding { .. } if d.operands.get(3) == Some(&v) => {
+                        let Some(n) = d.operands.get(1).and_then(|t| f.ty(*t).shape.first()).and_then(Dim::as_fixed)
+                        else {
+                            continue;
+                        };
+                        let (lo, hi) = range.unwrap_or((i64::MIN, i64::MAX));
+                        range = Some((lo.max(0), hi.min(n - 1)));
+                    }
+                    Op::Identity | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Expand
+                        if first_operand =>
+                    {
+                        pending.extend(d.results.iter().copied());
+                    }
+                    Op::Cast { to: DType::I64 } if first_operand => pending.extend(d.results.iter().copied()),
+                    _ => {}
+                }
+            }
+        }
+        // An empty range (a table with no rows) cannot be stated; such a model reads nothing.
+        if let Some(r) = range.filter(|(lo, hi)| lo <= hi) {
+            ranges.insert(p, r);
+        }
+    }
+    ranges
+}
+
 /// The x86-64 features of [`X86_64_BASELINE`] (`x86-64-v3` plus AVX, which Cranelift's
 /// preset leaves out although every v3 CPU has it), as `is_x86_feature_detected!` names.
 pub const X86_64_BASELINE_FEATURES: [&str; 12] =
@@ -663,9 +732,14 @@ fn compile_function(
             .iter()
             .map(|d| dim_poly(d).ok_or_else(|| c.unsupported(name, "a dim of unknown size (`?`) in the signature")))
             .collect::<Result<_, _>>()?;
-        Ok(TensorSig { name: name.to_string(), dtype, dims })
+        Ok(TensorSig { name: name.to_string(), dtype, dims, range: None })
     };
-    let inputs = f.params().iter().map(|(n, v)| sig(n, *v)).collect::<Result<Vec<_>, _>>()?;
+    let ranges = index_input_ranges(f, &order);
+    let inputs = f
+        .params()
+        .iter()
+        .map(|(n, v)| Ok(TensorSig { range: ranges.get(v).copied(), ..sig(n, *v)? }))
+        .collect::<Result<Vec<_>, CompileError>>()?;
     let outputs = f.outputs().iter().map(|(n, v)| sig(n, *v)).collect::<Result<Vec<_>, _>>()?;
     let bindable: BTreeSet<String> =
         inputs.iter().flat_map(|s| s.dims.iter().filter_map(|d| d.as_symbol().map(str::to_string))).collect();

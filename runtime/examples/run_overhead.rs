@@ -57,7 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (label, extent, grain) in [("inline (1 chunk)", 1, 0), ("parallel (1 chunk per thread)", 64, 1)] {
         let mut b = ArtifactBuilder::new(&format!("{}-unknown-linux-gnu", std::env::consts::ARCH));
         let k = b.add_kernel("touch", &[0xc3]);
-        let sig = TensorSig { name: "x".into(), dtype: DType::F32, dims: vec![Poly::symbol("t")] };
+        let sig = TensorSig { name: "x".into(), dtype: DType::F32, dims: vec![Poly::symbol("t")], range: None };
         let ep = EntryPoint { name: "f".into(), inputs: vec![sig], outputs: vec![] };
         let step = Step {
             kernel: k,

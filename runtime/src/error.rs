@@ -59,6 +59,21 @@ pub enum RuntimeError {
         /// The supplied shape.
         found: String,
     },
+    /// An element of an integer input lies outside the range its entry point accepts (a
+    /// token id past the embedding table, say).
+    #[error("input `{input}`: element {index} is {value}, outside the accepted range {lo}..={hi}")]
+    ValueOutOfRange {
+        /// The input's name.
+        input: String,
+        /// Flat index of the first offending element.
+        index: usize,
+        /// Its value.
+        value: i64,
+        /// Smallest accepted value.
+        lo: i64,
+        /// Largest accepted value.
+        hi: i64,
+    },
     /// An input has the wrong element type.
     #[error("input `{input}`: expected dtype {expected}, found {found}")]
     DTypeMismatch {

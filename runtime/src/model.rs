@@ -641,9 +641,37 @@ fn match_inputs<'a>(ep: &EntryPoint, inputs: &[(&str, TensorView<'a>)]) -> Resul
                 });
             }
             check_len(&sig.name, v.dtype, v.shape, v.data.len())?;
+            if let Some((lo, hi)) = sig.range {
+                check_range(&sig.name, &v, lo, hi)?;
+            }
             Ok(v)
         })
         .collect()
+}
+
+/// Every element of the integer tensor `v` lies in `lo..=hi`.
+fn check_range(name: &str, v: &TensorView<'_>, lo: i64, hi: i64) -> Result<()> {
+    let out =
+        |index: usize, value: i64| RuntimeError::ValueOutOfRange { input: name.to_string(), index, value, lo, hi };
+    let bad = match v.dtype {
+        DType::I64 => v
+            .data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .enumerate()
+            .find(|(_, x)| !(lo..=hi).contains(x)),
+        DType::I32 => v
+            .data
+            .chunks_exact(4)
+            .map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .enumerate()
+            .find(|(_, x)| !(lo..=hi).contains(x)),
+        _ => None,
+    };
+    match bad {
+        Some((index, value)) => Err(out(index, value)),
+        None => Ok(()),
+    }
 }
 
 fn resolved_shape(sig: &TensorSig, syms: &BTreeMap<String, i64>) -> String {

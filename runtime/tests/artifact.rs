@@ -123,7 +123,7 @@ unsafe extern "C" fn count(buffers: *const *mut u8, _d: *const i64, _t: *const R
 }
 
 fn sig(name: &str, dtype: DType, dims: Vec<Poly>) -> TensorSig {
-    TensorSig { name: name.into(), dtype, dims }
+    TensorSig { name: name.into(), dtype, dims, range: None }
 }
 
 const W: f32 = 0.5;
@@ -607,6 +607,31 @@ fn every_chunk_of_every_launch_runs_exactly_once() {
                 let want = run * extents.iter().filter(|&&e| e > i as i64).count() as u32;
                 assert_eq!(v, want, "threads {threads} run {run} element {i}");
             }
+        }
+    }
+}
+
+#[test]
+fn integer_inputs_outside_their_recorded_range_are_refused_before_running() {
+    let mut a = ArtifactBuilder::new(&host_target());
+    let ids = TensorSig { range: Some((-10, 9)), ..sig("ids", DType::I64, vec![Poly::symbol("n")]) };
+    let ep = EntryPoint { name: "lookup".into(), inputs: vec![ids], outputs: vec![] };
+    a.add_entry_point(ep, vec![], vec![Bucket { bounds: vec![], arena_size: Poly::constant(0) }]);
+    let bytes = a.build().unwrap();
+    let mut model = Model::from_bytes(&bytes).unwrap().with_fn_table(test_table()).unwrap();
+    assert_eq!(model.entry_points()[0].inputs[0].range, Some((-10, 9)), "the range survives the round trip");
+    let run = |model: &mut Model, values: &[i64]| {
+        let t = Tensor::from_i64(vec![values.len()], values).unwrap();
+        model.run("lookup", &[("ids", t.view())]).map(|_| ())
+    };
+    assert!(run(&mut model, &[0, 9, -10, 3]).is_ok());
+    for (values, index, value) in [(&[0, 10, 3][..], 1, 10), (&[-11][..], 0, -11), (&[1, 2, i64::MAX][..], 2, i64::MAX)]
+    {
+        match run(&mut model, values) {
+            Err(RuntimeError::ValueOutOfRange { input, index: i, value: v, lo: -10, hi: 9 }) => {
+                assert_eq!((input.as_str(), i, v), ("ids", index, value));
+            }
+            other => panic!("{values:?}: expected ValueOutOfRange, got {other:?}"),
         }
     }
 }

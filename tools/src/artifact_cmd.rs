@@ -157,7 +157,13 @@ pub fn inspect(path: &Path) -> Result<(), CliError> {
     println!("entry points:");
     for ep in &m.entry_points {
         let sig = |s: &[ferrumc_runtime::artifact::TensorSig]| {
-            s.iter().map(|t| format!("{}: {}{}", t.name, t.dtype, t.shape_string())).collect::<Vec<_>>().join(", ")
+            s.iter()
+                .map(|t| {
+                    let range = t.range.map(|(lo, hi)| format!(" in {lo}..={hi}")).unwrap_or_default();
+                    format!("{}: {}{}{range}", t.name, t.dtype, t.shape_string())
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         println!("  {}({}) -> ({})", ep.name, sig(&ep.inputs), sig(&ep.outputs));
         for b in m.memory_plans.get(&ep.name).map(Vec::as_slice).unwrap_or(&[]) {

@@ -176,3 +176,55 @@ fn tampered_artifacts_and_bad_options_are_clear_errors() {
         assert!(!missing.exists());
     }
 }
+
+#[test]
+fn a_token_id_past_the_vocabulary_is_refused_by_name() {
+    // The fixture Llama has 128 tokens and 64 positions; the compiler records both ranges
+    // on the inputs, `inspect` shows them and `run` refuses values outside before running.
+    let dir = scratch("range");
+    let art = dir.join("llama.ferrumc");
+    ok(&ferrumc(&["compile", "tests/fixtures/hf/llama", "-o", &art.to_string_lossy()]));
+    let out = ferrumc(&["inspect", &art.to_string_lossy()]);
+    ok(&out);
+    let listing = text(&out.stdout);
+    assert!(listing.contains("input_ids: i64[batch, seq] in -128..=127"), "{listing}");
+    assert!(listing.contains("position_ids: i64[batch, seq] in 0..=63"), "{listing}");
+    let write = |name: &str, values: Vec<i64>| {
+        let path = dir.join(name);
+        let t = ferrumc_ir::Tensor::from_i64(ferrumc_ir::DType::I64, vec![1, values.len()], values).unwrap();
+        ferrumc_ir::npy::write_npy_file(&path, &t).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let (ids, bad_ids, pos, bad_pos) = (
+        write("ids.npy", vec![1, 2, 3]),
+        write("bad_ids.npy", vec![1, 128, 3]),
+        write("pos.npy", vec![0, 1, 2]),
+        write("bad_pos.npy", vec![0, 1, 64]),
+    );
+    let outputs = dir.join("out");
+    let run = |ids: &str, pos: &str| {
+        ferrumc(&[
+            "run",
+            &art.to_string_lossy(),
+            "--function",
+            "forward",
+            "--input",
+            &format!("input_ids={ids}"),
+            "--input",
+            &format!("position_ids={pos}"),
+            "--output-dir",
+            &outputs.to_string_lossy(),
+        ])
+    };
+    for (ids, pos, needle) in [
+        (&bad_ids, &pos, "input `input_ids`: element 1 is 128, outside the accepted range -128..=127"),
+        (&ids, &bad_pos, "input `position_ids`: element 2 is 64, outside the accepted range 0..=63"),
+    ] {
+        let out = run(ids, pos);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(needle), "{}", text(&out.stderr));
+        assert!(!outputs.exists(), "nothing is written on a refused run");
+    }
+    ok(&run(&ids, &pos));
+    assert!(outputs.join("logits.npy").exists());
+}

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 pub const MAGIC: [u8; 8] = *b"FERRUMC\0";
 /// The format version this runtime writes and reads. Version 2 replaced version 1's
 /// trailing SHA-256 with BLAKE3 (same place, same length), hashed on all cores.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The last format version sealed with SHA-256: such a file is recognized (its SHA-256
 /// matches) and refused with `UnsupportedVersion` rather than reported as tampered.
 pub const LAST_SHA256_VERSION: u32 = 1;
@@ -428,10 +428,30 @@ fn enc_sig(e: &mut Enc, s: &TensorSig) {
     for p in &s.dims {
         e.poly(p);
     }
+    match s.range {
+        None => e.u8(0),
+        Some((lo, hi)) => {
+            e.u8(1);
+            e.i64(lo);
+            e.i64(hi);
+        }
+    }
 }
 
 fn dec_sig(d: &mut Dec<'_>) -> Result<TensorSig, RuntimeError> {
-    Ok(TensorSig { name: d.str()?, dtype: d.dtype()?, dims: d.list(4, Dec::poly)? })
+    let (name, dtype, dims) = (d.str()?, d.dtype()?, d.list(4, Dec::poly)?);
+    let range = match d.u8()? {
+        0 => None,
+        1 => {
+            let (lo, hi) = (d.i64()?, d.i64()?);
+            if lo > hi || !matches!(dtype, DType::I64 | DType::I32) {
+                return Err(d.err(format!("input `{name}`: value range {lo}..={hi} on a {dtype} tensor")));
+            }
+            Some((lo, hi))
+        }
+        other => return Err(d.err(format!("input `{name}`: value-range flag {other}"))),
+    };
+    Ok(TensorSig { name, dtype, dims, range })
 }
 
 /// Encodes `ENTRY_POINTS`.

@@ -241,6 +241,11 @@ pub struct TensorSig {
     pub dtype: DType,
     /// Dims: constant polys are static, others symbolic.
     pub dims: Vec<Poly>,
+    /// For an integer input: the inclusive range `(lo, hi)` every element must lie in, which
+    /// [`crate::model::Model::run`] checks before any kernel runs. The compiler records it
+    /// for inputs used as gather indices (token and position ids), so an id past the table
+    /// is an error naming the input, not a clamped read.
+    pub range: Option<(i64, i64)>,
 }
 
 impl TensorSig {
