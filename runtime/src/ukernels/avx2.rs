@@ -7,6 +7,9 @@
 //! * Quantized GEMM: 2 (`a` rows) × 3 (`w` rows) dot-product tile (1 × 6 for `m = 1`), each
 //!   block decoded once per tile; weight rows in blocks of 96 so they stay in L2.
 //! * exp/tanh/erf: the scalar algorithms on 8 lanes; `2ⁿ` as two exponent-built factors.
+//! * `sgemm_nt` / `gemm_i8`: dot-product tiles (4 × 4, 1 × 8 for single rows) over f32 or
+//!   widened i8 weight rows; `sgemm_nt` packs `w` into panels from 64 rows of `a` on.
+//! * `attention_row`: 8-lane score dot products, `exp`, and weighted value sums.
 
 use super::{erfc, expc, tanhc, PANEL, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, QK};
 use std::arch::x86_64::*;
@@ -574,14 +577,325 @@ pub unsafe extern "C" fn erf(x: *const f32, y: *mut f32, n: u64) {
     unsafe { map8(x, y, n, |v| erf8(v)) }
 }
 
-/// One query row of attention: this tier uses the scalar implementation (AVX-512 machines
-/// are the tuned target; the scalar loops auto-vectorize moderately).
-pub use super::scalar::attention_row;
+/// `Σ_{l < n} x[l]·y[l]`: 8-lane FMAs over whole chunks, a scalar tail.
+///
+/// # Safety
+/// `x` and `y` readable for `n` floats.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot(x: *const f32, y: *const f32, n: usize) -> f32 {
+    // SAFETY: as the function's contract.
+    unsafe {
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(i)), _mm256_loadu_ps(y.add(i)), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(i + 8)), _mm256_loadu_ps(y.add(i + 8)), a1);
+            i += 16;
+        }
+        if i + 8 <= n {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(i)), _mm256_loadu_ps(y.add(i)), a0);
+            i += 8;
+        }
+        let mut s = hsum(_mm256_add_ps(a0, a1));
+        while i < n {
+            s += *x.add(i) * *y.add(i);
+            i += 1;
+        }
+        s
+    }
+}
 
-/// Per-channel int8 GEMM: this tier uses the scalar implementation (its partial sums
-/// vectorize).
-pub use super::scalar::gemm_i8;
+/// One query row of softmax attention (see [`crate::abi::AttentionRowFn`]): 8-lane dot
+/// products for the scores, 8-lane `exp` of the shifted scores, then the weighted sum of
+/// value rows with up to 8 accumulators (64 columns) per pass over the keys.
+///
+/// # Safety
+/// As [`super::scalar::attention_row`], and the CPU supports this tier.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe extern "C" fn attention_row(
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    keys: u64,
+    dk: u64,
+    dv: u64,
+    scale: f32,
+    o: *mut f32,
+) {
+    let (keys, dk, dv) = (keys as usize, dk as usize, dv as usize);
+    if keys == 0 {
+        // SAFETY: `o` is writable for `dv` floats.
+        unsafe { std::ptr::write_bytes(o, 0, dv) };
+        return;
+    }
+    // SAFETY: the caller's contract; every access below stays inside the rows it names.
+    super::with_scratch(keys, |scores| unsafe { row(q, k, v, keys, dk, dv, scale, o, scores) })
+}
 
-/// `c (+)= a · wᵀ` with f32 `w` rows: this tier uses the scalar implementation (its
-/// eight-way partial sums auto-vectorize).
-pub use super::scalar::sgemm_nt;
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn row(
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    keys: usize,
+    dk: usize,
+    dv: usize,
+    scale: f32,
+    o: *mut f32,
+    scores: &mut [f32],
+) {
+    // SAFETY (whole body): pointers as the caller's contract states; `scores` has `keys` slots.
+    unsafe {
+        let mut maxv = f32::NEG_INFINITY;
+        for (j, sc) in scores.iter_mut().enumerate().take(keys) {
+            let s = scale * dot(q, k.add(j * dk), dk);
+            *sc = s;
+            maxv = maxv.max(s);
+        }
+        // Weights: exp(s − max); an all −inf row (not produced by the kernels) gives zeros.
+        let dead = maxv == f32::NEG_INFINITY;
+        let mv = _mm256_set1_ps(maxv);
+        let mut sumv = _mm256_setzero_ps();
+        let mut j = 0;
+        while j < keys {
+            let n = (keys - j).min(8);
+            let mut buf = [f32::NEG_INFINITY; 8];
+            std::ptr::copy_nonoverlapping(scores.as_ptr().add(j), buf.as_mut_ptr(), n);
+            let p = if dead { _mm256_setzero_ps() } else { exp8(_mm256_sub_ps(_mm256_loadu_ps(buf.as_ptr()), mv)) };
+            // Lanes past `keys` held −inf: their exp is 0 and adds nothing.
+            _mm256_storeu_ps(buf.as_mut_ptr(), p);
+            std::ptr::copy_nonoverlapping(buf.as_ptr(), scores.as_mut_ptr().add(j), n);
+            sumv = _mm256_add_ps(sumv, p);
+            j += 8;
+        }
+        let sum = hsum(sumv);
+        let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+        // Output columns in passes of up to 64 (8 accumulators); a column tail in scalar.
+        let full = dv / 8 * 8;
+        let mut e0 = 0;
+        while e0 < full {
+            let nacc = ((full - e0) / 8).min(8);
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for (j, &w) in scores.iter().enumerate().take(keys) {
+                let p = _mm256_set1_ps(w);
+                let vrow = v.add(j * dv + e0);
+                for (a, slot) in acc.iter_mut().enumerate().take(nacc) {
+                    *slot = _mm256_fmadd_ps(p, _mm256_loadu_ps(vrow.add(8 * a)), *slot);
+                }
+            }
+            let invv = _mm256_set1_ps(inv);
+            for (a, slot) in acc.iter().enumerate().take(nacc) {
+                _mm256_storeu_ps(o.add(e0 + 8 * a), _mm256_mul_ps(*slot, invv));
+            }
+            e0 += 8 * nacc;
+        }
+        for e in full..dv {
+            let mut s = 0.0f32;
+            for (j, &w) in scores.iter().enumerate().take(keys) {
+                s += w * *v.add(j * dv + e);
+            }
+            *o.add(e) = s * inv;
+        }
+    }
+}
+
+/// Rows of `a` from which `sgemm_nt` packs `w` into panels first (as the AVX-512 tier).
+const NT_PACK_ROWS: usize = 64;
+
+/// Copies `w: [n, k]` rows (stride `ldw`) into `[⌈n/16⌉, k, 16]` panels, zero padded past `n`.
+///
+/// # Safety
+/// `w` readable for `n` rows of `k` floats at stride `ldw`; `panels` holds `⌈n/16⌉·k·16`.
+unsafe fn pack_rows(w: *const f32, ldw: usize, n: usize, k: usize, panels: &mut [f32]) {
+    for (p, panel) in panels.chunks_exact_mut(k * PANEL).enumerate().take(n.div_ceil(PANEL)) {
+        for l in 0..PANEL {
+            let j = p * PANEL + l;
+            // SAFETY: row `j < n` is readable for `k` floats.
+            let row = (j < n).then(|| unsafe { std::slice::from_raw_parts(w.add(j * ldw), k) });
+            for kk in 0..k {
+                panel[kk * PANEL + l] = row.map_or(0.0, |r| r[kk]);
+            }
+        }
+    }
+}
+
+/// An `R × J` tile of dot products: `c[r, j] (+)= scale_j · Σ_kk a[r, kk] · w_j[kk]`, with
+/// `LOAD` widening 8 weights of row `j` at element `kk` to f32 lanes and `tail` giving one
+/// weight as f32 for the last `k mod 8` elements.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_tile<const R: usize, const J: usize>(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    load: impl Fn(usize, usize) -> __m256,
+    tail: impl Fn(usize, usize) -> f32,
+    scale: impl Fn(usize) -> f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    // SAFETY (whole body): the caller guarantees the tile lies inside the matrices.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); J]; R];
+        let k8 = k / 8 * 8;
+        let mut kk = 0;
+        while kk < k8 {
+            let mut wv = [_mm256_setzero_ps(); J];
+            for (j, slot) in wv.iter_mut().enumerate() {
+                *slot = load(j, kk);
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_loadu_ps(a.add(r * lda + kk));
+                for (j, slot) in row.iter_mut().enumerate() {
+                    *slot = _mm256_fmadd_ps(av, wv[j], *slot);
+                }
+            }
+            kk += 8;
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (j, slot) in row.iter().enumerate() {
+                let mut sum = hsum(*slot);
+                for t in k8..k {
+                    sum += *a.add(r * lda + t) * tail(j, t);
+                }
+                let v = sum * scale(j);
+                let p = c.add(r * ldc + j);
+                *p = if accumulate { *p + v } else { v };
+            }
+        }
+    }
+}
+
+/// Walks `m × n` in dot tiles: 4 × 4 while four rows remain (each weight chunk feeds four
+/// rows of `a`), then single rows in 1 × 8 tiles (the weight-streaming GEMV of decode), and
+/// single columns for the rest.
+macro_rules! walk_dot_tiles {
+    ($go:ident, $m:expr, $n:expr) => {{
+        let (m, n): (usize, usize) = ($m, $n);
+        let mut i = 0;
+        while i + 4 <= m {
+            let mut j = 0;
+            while j + 4 <= n {
+                $go!(4, 4, i, j);
+                j += 4;
+            }
+            while j < n {
+                $go!(4, 1, i, j);
+                j += 1;
+            }
+            i += 4;
+        }
+        while i < m {
+            let mut j = 0;
+            while j + 8 <= n {
+                $go!(1, 8, i, j);
+                j += 8;
+            }
+            while j < n {
+                $go!(1, 1, i, j);
+                j += 1;
+            }
+            i += 1;
+        }
+    }};
+}
+
+/// `c (+)= a · wᵀ` with f32 `w: [n, k]` rows (`linear` weights as stored): from
+/// [`NT_PACK_ROWS`] rows on, `w` is packed into panels for the packed GEMM's register tiles;
+/// below, dot tiles ([`walk_dot_tiles`]).
+///
+/// # Safety
+/// As [`super::scalar::sgemm_nt`], and the CPU supports this tier.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe extern "C" fn sgemm_nt(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    w: *const u8,
+    ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+) {
+    let (m, n, k, lda, ldw, ldc) = (m as usize, n as usize, k as usize, lda as usize, ldb as usize, ldc as usize);
+    let w = w as *const f32;
+    let acc = accumulate != 0;
+    if m >= NT_PACK_ROWS && n > 0 && k > 0 {
+        // SAFETY: `w` holds `n` rows of `k` floats at stride `ldw` (caller's contract).
+        return super::with_scratch(n.div_ceil(PANEL) * k * PANEL, |panels| unsafe {
+            pack_rows(w, ldw, n, k, panels);
+            drive_any(m, n, k, a, lda, panels.as_ptr(), k * PANEL, PANEL, c, ldc, acc)
+        });
+    }
+    // SAFETY: every tile lies inside the matrices by construction.
+    unsafe {
+        macro_rules! go {
+            ($r:literal, $j:literal, $i0:expr, $j0:expr) => {{
+                let wt = w.add($j0 * ldw);
+                dot_tile::<$r, $j>(
+                    k,
+                    a.add($i0 * lda),
+                    lda,
+                    |j, kk| _mm256_loadu_ps(wt.add(j * ldw + kk)),
+                    |j, t| *wt.add(j * ldw + t),
+                    |_| 1.0,
+                    c.add($i0 * ldc + $j0),
+                    ldc,
+                    acc,
+                )
+            }};
+        }
+        walk_dot_tiles!(go, m, n);
+    }
+}
+
+/// `c (+)= (a · wᵀ)·diag(scale)` with i8 `w` rows (see [`super::scalar::gemm_i8`]): dot
+/// tiles over weights widened 8 at a time (i8 → i32 → f32).
+///
+/// # Safety
+/// As [`super::scalar::gemm_i8`], and the CPU supports this tier.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe extern "C" fn gemm_i8(
+    m: u64,
+    n: u64,
+    k: u64,
+    a: *const f32,
+    lda: u64,
+    w: *const i8,
+    ldb: u64,
+    c: *mut f32,
+    ldc: u64,
+    accumulate: u32,
+    scale: *const f32,
+) {
+    let (m, n, k, lda, ldb, ldc) = (m as usize, n as usize, k as usize, lda as usize, ldb as usize, ldc as usize);
+    let acc = accumulate != 0;
+    // SAFETY: every tile lies inside the matrices by construction.
+    unsafe {
+        macro_rules! go {
+            ($r:literal, $j:literal, $i0:expr, $j0:expr) => {{
+                let (wt, st) = (w.add($j0 * ldb), scale.add($j0));
+                dot_tile::<$r, $j>(
+                    k,
+                    a.add($i0 * lda),
+                    lda,
+                    |j, kk| {
+                        let bytes = _mm_loadl_epi64(wt.add(j * ldb + kk) as *const __m128i);
+                        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes))
+                    },
+                    |j, t| f32::from(*wt.add(j * ldb + t)),
+                    |j| *st.add(j),
+                    c.add($i0 * ldc + $j0),
+                    ldc,
+                    acc,
+                )
+            }};
+        }
+        walk_dot_tiles!(go, m, n);
+    }
+}
