@@ -37,7 +37,11 @@
 //! Anything else is refused with [`CodegenError::Unsupported`] naming the op, so callers can
 //! report coverage.
 
+mod builder;
 mod coords;
+mod matmul_promote;
+mod scan;
+mod scatter;
 
 use crate::kernel::*;
 use crate::CodegenError;
@@ -116,6 +120,12 @@ pub fn lower_group(f: &Function, group: u32) -> Result<LoweredGroup, CodegenErro
         // still a matmul.
         GroupKind::Opaque if ops.len() == 1 && f.op(first).is_some_and(|d| matches!(d.op, Op::PackedLinear { .. })) => {
             Lowerer::new(f, &ops, &name).matmul_template()
+        }
+        GroupKind::Opaque if ops.len() == 1 && f.op(first).is_some_and(|d| matches!(d.op, Op::CumSum { .. })) => {
+            scan::cumsum_template(f, first, &name).map_err(LowerFail::Error)
+        }
+        GroupKind::Opaque if ops.len() == 1 && f.op(first).is_some_and(|d| matches!(d.op, Op::ScatterNd { .. })) => {
+            scatter::scatter_nd_template(f, first, &name).map_err(LowerFail::Error)
         }
         other => {
             Err(unsupported(&op_name(f, first), format!("fusion groups of kind `{other}` have no kernel template yet")))
