@@ -31,6 +31,10 @@
 //!   (`reshape`, `squeeze`, `unsqueeze`, `identity`) as flat copies; `transpose`, `expand`,
 //!   static `slice` as strided copies; `concat` as block copies (see `copy_template`).
 //!
+//! * **single-op opaque groups** with templates of their own (`lower/*.rs`): `cumsum` as a
+//!   prefix scan (`scan`), `scatter_nd` (`scatter`), `topk` through the runtime's `topk`
+//!   helper (`topk`); shared assembly helpers in `builder`.
+//!
 //! Temp buffers ([`BufferRole::Temp`]) are bound to an IR value internal to the group, whose
 //! type gives their size; the runtime allocates them for the launch.
 //!
@@ -42,6 +46,7 @@ mod coords;
 mod matmul_promote;
 mod scan;
 mod scatter;
+mod topk;
 
 use crate::kernel::*;
 use crate::CodegenError;
@@ -126,6 +131,9 @@ pub fn lower_group(f: &Function, group: u32) -> Result<LoweredGroup, CodegenErro
         }
         GroupKind::Opaque if ops.len() == 1 && f.op(first).is_some_and(|d| matches!(d.op, Op::ScatterNd { .. })) => {
             scatter::scatter_nd_template(f, first, &name).map_err(LowerFail::Error)
+        }
+        GroupKind::Opaque if ops.len() == 1 && f.op(first).is_some_and(|d| matches!(d.op, Op::TopK { .. })) => {
+            topk::topk_template(f, first, &name).map_err(LowerFail::Error)
         }
         other => {
             Err(unsupported(&op_name(f, first), format!("fusion groups of kind `{other}` have no kernel template yet")))
