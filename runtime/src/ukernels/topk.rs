@@ -12,27 +12,20 @@
 //! SIMD would speed up.
 
 use crate::abi::elem_code;
-use std::cmp::Ordering;
 
-/// A comparable key: floats by value with NaN above everything, integers exactly.
-#[derive(Clone, Copy)]
-enum Key {
-    Float(f64),
-    Int(i64),
-}
-
-fn cmp_keys(a: Key, b: Key) -> Ordering {
-    match (a, b) {
-        (Key::Int(x), Key::Int(y)) => x.cmp(&y),
-        (Key::Float(x), Key::Float(y)) => match (x.is_nan(), y.is_nan()) {
-            (true, true) => Ordering::Equal,
-            (true, false) => Ordering::Greater,
-            (false, true) => Ordering::Less,
-            (false, false) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
-        },
-        // Never mixed within one lane.
-        (Key::Int(_), Key::Float(_)) => Ordering::Less,
-        (Key::Float(_), Key::Int(_)) => Ordering::Greater,
+/// An order-preserving integer key of a float: equal floats (`-0.0` and `0.0` too) get equal
+/// keys, every NaN the largest key.
+fn float_key(x: f64) -> i64 {
+    if x.is_nan() {
+        return i64::MAX;
+    }
+    let x = if x == 0.0 { 0.0 } else { x };
+    let bits = x.to_bits() as i64;
+    // Negative floats order backwards in their bit patterns: flip all but the sign bit.
+    if bits < 0 {
+        bits ^ i64::MAX
+    } else {
+        bits
     }
 }
 
@@ -47,18 +40,19 @@ fn elem_bytes(elem: u32) -> Option<usize> {
     })
 }
 
-/// The key of the element at `p` (`elem` known).
-unsafe fn key_at(p: *const u8, elem: u32) -> Key {
+/// The key of the element at `p` (`elem` known): integers as they are, floats through
+/// [`float_key`], so one integer comparison orders any element type.
+unsafe fn key_at(p: *const u8, elem: u32) -> i64 {
     unsafe {
         match elem {
-            elem_code::F32 => Key::Float(f64::from(p.cast::<f32>().read_unaligned())),
-            elem_code::F64 => Key::Float(p.cast::<f64>().read_unaligned()),
-            elem_code::I64 => Key::Int(p.cast::<i64>().read_unaligned()),
-            elem_code::I32 => Key::Int(i64::from(p.cast::<i32>().read_unaligned())),
-            elem_code::I8 => Key::Int(i64::from(p.cast::<i8>().read_unaligned())),
-            elem_code::U8 => Key::Int(i64::from(p.read())),
-            elem_code::F16 => Key::Float(half::f16::from_bits(p.cast::<u16>().read_unaligned()).to_f64()),
-            _ => Key::Float(half::bf16::from_bits(p.cast::<u16>().read_unaligned()).to_f64()),
+            elem_code::F32 => float_key(f64::from(p.cast::<f32>().read_unaligned())),
+            elem_code::F64 => float_key(p.cast::<f64>().read_unaligned()),
+            elem_code::I64 => p.cast::<i64>().read_unaligned(),
+            elem_code::I32 => i64::from(p.cast::<i32>().read_unaligned()),
+            elem_code::I8 => i64::from(p.cast::<i8>().read_unaligned()),
+            elem_code::U8 => i64::from(p.read()),
+            elem_code::F16 => float_key(half::f16::from_bits(p.cast::<u16>().read_unaligned()).to_f64()),
+            _ => float_key(half::bf16::from_bits(p.cast::<u16>().read_unaligned()).to_f64()),
         }
     }
 }
@@ -88,10 +82,9 @@ pub unsafe extern "C" fn topk(
     }
     let (xs, vs, is) = (x_stride as usize * bytes, v_stride as usize * bytes, i_stride as usize);
     // SAFETY (all blocks below): positions < n and outputs < k lie in the caller's buffers.
-    let mut lane: Vec<(Key, u64)> = (0..n).map(|i| (unsafe { key_at(x.add(i * xs), elem) }, i as u64)).collect();
-    let better = |a: &(Key, u64), b: &(Key, u64)| {
-        let by_key = cmp_keys(a.0, b.0);
-        let by_key = if largest != 0 { by_key.reverse() } else { by_key };
+    let mut lane: Vec<(i64, usize)> = (0..n).map(|i| (unsafe { key_at(x.add(i * xs), elem) }, i)).collect();
+    let better = |a: &(i64, usize), b: &(i64, usize)| {
+        let by_key = if largest != 0 { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) };
         by_key.then(a.1.cmp(&b.1))
     };
     if k < n {
@@ -101,7 +94,7 @@ pub unsafe extern "C" fn topk(
     best.sort_unstable_by(better);
     for (j, &(_, i)) in best.iter().enumerate() {
         unsafe {
-            std::ptr::copy_nonoverlapping(x.add(i as usize * xs), values.add(j * vs), bytes);
+            std::ptr::copy_nonoverlapping(x.add(i * xs), values.add(j * vs), bytes);
             indices.add(j * is).write_unaligned(i as i64);
         }
     }
@@ -110,12 +103,19 @@ pub unsafe extern "C" fn topk(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cmp::Ordering;
 
     /// Reference: a stable sort of the whole lane.
     fn reference(x: &[f32], k: usize, largest: bool) -> (Vec<f32>, Vec<i64>) {
         let mut order: Vec<usize> = (0..x.len()).collect();
         order.sort_by(|&p, &q| {
-            let c = cmp_keys(Key::Float(f64::from(x[p])), Key::Float(f64::from(x[q])));
+            let (a, b) = (x[p], x[q]);
+            let c = match (a.is_nan(), b.is_nan()) {
+                (true, true) => Ordering::Equal,
+                (true, false) => Ordering::Greater,
+                (false, true) => Ordering::Less,
+                (false, false) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+            };
             if largest {
                 c.reverse()
             } else {
@@ -135,7 +135,9 @@ mod tests {
                     seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
                     match seed >> 28 {
                         0 => f32::NAN,
-                        v => (v % 5) as f32 - 2.0,
+                        1 => -0.0,
+                        2 => f32::NEG_INFINITY,
+                        v => (v % 5) as f32 - 2.0 + if v % 3 == 0 { 1e-30 } else { 0.0 },
                     }
                 })
                 .collect();
