@@ -2,6 +2,8 @@
 //! (`ferrumc_runtime::artifact`), for the host CPU.
 //!
 //! Steps ([`compile_module`]):
+//! 0. inputs bound at compile time ([`CompileOptions::bound_inputs`]) become constants and
+//!    `shape-inference` resolves the dims computed from them ([`bind_inputs`]);
 //! 1. the `-O` pass pipeline (with `quantize-weights` when asked), then `fusion-groups` and
 //!    `memory-plan`, on a clone of the module;
 //! 2. per function (= entry point): every fusion group is lowered ([`crate::lower`]); groups of
