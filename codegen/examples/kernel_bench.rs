@@ -36,6 +36,17 @@ fn kernel(src: &str) -> (JitKernels, u64) {
     (JitKernels::compile(&[g.kernel]).unwrap(), iters)
 }
 
+/// The group's kernel from the general coordinate template instead (the fallback).
+fn coords_kernel(src: &str) -> (JitKernels, u64) {
+    let mut m = parse_module(src).expect("bench module parses");
+    PassManager::new(&["fusion-groups"], PassOptions::default()).unwrap().run(&mut m).unwrap();
+    let f = &m.functions[0];
+    let ops: Vec<_> = f.op_order().unwrap();
+    let g = ferrumc_codegen::lower::lower_ops(f, &ops, 0, "coords").unwrap();
+    let iters = g.kernel.parallel_iterations(&[]).unwrap();
+    (JitKernels::compile(&[g.kernel]).unwrap(), iters)
+}
+
 fn time(label: &str, bytes: f64, mut f: impl FnMut()) {
     f();
     let reps = 200;
@@ -60,6 +71,7 @@ fn main() {
         attention_row: ferrumc_runtime::ukernels::scalar::attention_row,
         silu_mul: ferrumc_runtime::ukernels::scalar::silu_mul,
         gemm_i8: ferrumc_runtime::ukernels::scalar::gemm_i8,
+        topk: ferrumc_runtime::ukernels::topk::topk,
         sgemm_nt: ferrumc_runtime::ukernels::scalar::sgemm_nt,
     };
     let (rows, n) = (128usize, 1536usize);
@@ -109,5 +121,38 @@ fn main() {
             }
         }
         std::hint::black_box(&out);
+    });
+
+    // cumsum along rows: the scan template (O(n) per row) against the coordinate template's
+    // per-element reduction (O(n²) per row), on a shorter row so the latter finishes.
+    let c = 256usize;
+    let xs: Vec<f32> = (0..rows * c).map(|i| (i as f32 * 0.003).sin()).collect();
+    let mut ys = vec![0f32; rows * c];
+    let src = format!(
+        "module @m\nfunc @f(%x: f32[{rows}, {c}]) -> (y: f32[{rows}, {c}]) {{\n  %0 = cumsum %x {{axis = 1, exclusive = false, reverse = false}} : f32[{rows}, {c}]\n  return %0\n}}\n"
+    );
+    let bytes = (2 * rows * c * 4) as f64;
+    for (label, (k, iters)) in
+        [("cumsum 128x256 (scan)", kernel(&src)), ("cumsum 128x256 (coords)", coords_kernel(&src))]
+    {
+        let f = k.get(0).unwrap();
+        time(label, bytes, || {
+            let ptrs = [xs.as_ptr() as *mut u8, ys.as_mut_ptr() as *mut u8];
+            // SAFETY: as above.
+            unsafe { f(ptrs.as_ptr(), std::ptr::null(), &table, 0, iters) };
+        });
+    }
+
+    // topk through the runtime helper, k = n/2 (a quadratic formulation would rank n² pairs).
+    let kk = n / 2;
+    let (mut tv, mut ti) = (vec![0f32; rows * kk], vec![0i64; rows * kk]);
+    let (k, iters) = kernel(&format!(
+        "module @m\nfunc @f(%x: f32[{rows}, {n}]) -> (v: f32[{rows}, {kk}], i: i64[{rows}, {kk}]) {{\n  %0, %1 = topk %x {{axis = 1, k = {kk}, largest = true, sorted = true}} : f32[{rows}, {kk}], i64[{rows}, {kk}]\n  return %0, %1\n}}\n"
+    ));
+    let f = k.get(0).unwrap();
+    time("topk 128x1536 k=768 (helper)", (rows * n * 4) as f64, || {
+        let ptrs = [g.as_ptr() as *mut u8, tv.as_mut_ptr() as *mut u8, ti.as_mut_ptr() as *mut u8];
+        // SAFETY: as above.
+        unsafe { f(ptrs.as_ptr(), std::ptr::null(), &table, 0, iters) };
     });
 }

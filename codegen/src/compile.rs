@@ -2,6 +2,8 @@
 //! (`ferrumc_runtime::artifact`), for the host CPU.
 //!
 //! Steps ([`compile_module`]):
+//! 0. inputs bound at compile time ([`CompileOptions::bound_inputs`]) become constants and
+//!    `shape-inference` resolves the dims computed from them ([`bind_inputs`]);
 //! 1. the `-O` pass pipeline (with `quantize-weights` when asked), then `fusion-groups` and
 //!    `memory-plan`, on a clone of the module;
 //! 2. per function (= entry point): every fusion group is lowered ([`crate::lower`]); groups of
@@ -52,7 +54,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use ferrumc_ir::dim::Dim;
 use ferrumc_ir::interp::eval_single_op;
 use ferrumc_ir::weights::{static_shape, WeightError, WeightProvider};
-use ferrumc_ir::{DType, Function, Module, Op, OpId, Tensor, ValueDef, ValueId};
+use ferrumc_ir::{DType, Function, Module, Op, OpId, Tensor, TensorType, ValueDef, ValueId};
 use ferrumc_passes::memory_plan::{default_buckets, function_symbols, plan_function_at, MemoryPlan};
 use ferrumc_passes::{PassManager, PassOptions, QuantScheme};
 use ferrumc_runtime::artifact::{self, ArtifactBuilder, Binding, Bucket, EntryPoint, Poly, Step, TensorSig, Term};
@@ -80,6 +82,9 @@ pub struct CompileOptions {
     /// Evaluate every weight-derived value with the reference interpreter, never on bytes
     /// (slower; the output is the same — tests compare the two).
     pub interpret_weights: bool,
+    /// Inputs fixed at compile time (name → value): each becomes a constant before the passes
+    /// run and leaves the entry points' signatures (see [`bind_inputs`]).
+    pub bound_inputs: BTreeMap<String, Tensor>,
 }
 
 /// How far [`compile_module`] has come, reported through [`CompileOptions::progress`].
@@ -141,6 +146,9 @@ pub enum CompileError {
     /// Cranelift failed or produced code the artifact cannot hold.
     #[error("kernel `{kernel}`: {reason}")]
     Backend { kernel: String, reason: String },
+    /// A bound input ([`CompileOptions::bound_inputs`]) does not fit the module.
+    #[error("bound input `{name}`: {reason}")]
+    BoundInput { name: String, reason: String },
     /// Malformed input module.
     #[error("invalid module: {0}")]
     Invalid(String),
@@ -219,6 +227,10 @@ pub fn compile_to_builder(
     b.metadata("compile.opt_level", &options.level.to_string());
     b.metadata("compile.quantize", &options.quantize.as_ref().map_or("none".to_string(), |q| q.to_string()));
     b.metadata("model.name", &m.name);
+    if !options.bound_inputs.is_empty() {
+        let names: Vec<&str> = options.bound_inputs.keys().map(String::as_str).collect();
+        b.metadata("compile.bound_inputs", &names.join(","));
+    }
 
     let mut weight_index: HashMap<String, u32> = HashMap::new();
     for f in &m.functions {
@@ -232,10 +244,58 @@ pub fn compile_to_builder(
 /// from (also the right oracle for the interpreter when weights are quantized).
 pub fn optimize_module(m: &Module, options: &CompileOptions) -> Result<Module, CompileError> {
     options.progress.report(CompileProgress::Optimizing);
-    let mut m = m.clone();
+    let mut m = bind_inputs(m, &options.bound_inputs)?;
     let popts =
         PassOptions { quantize: options.quantize, dim_bounds: options.dim_bounds.clone(), ..PassOptions::default() };
     PassManager::for_level(options.level, &["fusion-groups", "memory-plan"], popts)
+        .map_err(|e| CompileError::Pipeline(e.to_string()))?
+        .run(&mut m)
+        .map_err(|e| CompileError::Pipeline(e.to_string()))?;
+    Ok(m)
+}
+
+/// Compile-time input binding ([`CompileOptions::bound_inputs`]), like TVM's `bind_params`:
+/// every function input named in `bound` is replaced by a `constant` holding the given tensor
+/// and removed from the function's inputs, then `shape-inference` runs, so dims that depended
+/// on the input's *value* (a `reshape`/`expand`/`constant_of_shape` target, `range` bounds,
+/// `slice` starts) become known. The tensor must have the input's dtype and rank, and equal
+/// every static dim of its declared shape; a name no function has as an input is an error.
+/// With nothing bound the module is returned as it is.
+pub fn bind_inputs(m: &Module, bound: &BTreeMap<String, Tensor>) -> Result<Module, CompileError> {
+    let mut m = m.clone();
+    if bound.is_empty() {
+        return Ok(m);
+    }
+    for (name, value) in bound {
+        let err = |reason: String| CompileError::BoundInput { name: name.clone(), reason };
+        let mut found = false;
+        for f in &mut m.functions {
+            let Some(&(_, param)) = f.params().iter().find(|(n, _)| n == name) else { continue };
+            found = true;
+            let declared = f.ty(param).clone();
+            if declared.dtype != value.dtype {
+                return Err(err(format!("@{}: the input is {}, the value is {}", f.name, declared.dtype, value.dtype)));
+            }
+            let fits = declared.rank() == value.rank()
+                && declared.shape.iter().zip(&value.shape).all(|(d, &v)| d.as_fixed().is_none_or(|d| d == v as i64));
+            if !fits {
+                return Err(err(format!("@{}: the input has shape {declared}, the value {:?}", f.name, value.shape)));
+            }
+            let shape: Vec<Dim> = value.shape.iter().map(|&d| Dim::fixed(d as i64)).collect();
+            let constant =
+                f.add_op1(Op::Constant { value: value.clone() }, vec![], TensorType::new(value.dtype, shape));
+            f.replace_all_uses(param, constant);
+            f.remove_param(name);
+            *f = f.canonical().map_err(|e| CompileError::Invalid(e.to_string()))?;
+        }
+        if !found {
+            let inputs: BTreeSet<&str> =
+                m.functions.iter().flat_map(|f| f.params().iter().map(|(n, _)| n.as_str())).collect();
+            let inputs: Vec<&str> = inputs.into_iter().collect();
+            return Err(err(format!("no entry point has an input of that name (inputs: {})", inputs.join(", "))));
+        }
+    }
+    PassManager::for_pipeline(&["shape-inference"], PassOptions::default())
         .map_err(|e| CompileError::Pipeline(e.to_string()))?
         .run(&mut m)
         .map_err(|e| CompileError::Pipeline(e.to_string()))?;

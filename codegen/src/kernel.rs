@@ -20,7 +20,7 @@
 //! stores of elementwise expression trees ([`Stmt::Store`]), scalar bindings
 //! ([`Stmt::Let`]), reductions over one loop into a local ([`Stmt::Reduce`]), and calls to
 //! the runtime's matrix micro-kernels ([`Stmt::CallMicroKernel`], the entries of
-//! `abi::RuntimeFnTable`).
+//! `abi::RuntimeFnTable`) and array helpers (attention row, `silu_mul`, `topk`).
 //!
 //! Locals are immutable unless reassigned by [`Stmt::Assign`] (a *mutable* local: defined
 //! by a `Let`, then reassigned in the same or an enclosed scope; a read sees the latest
@@ -659,6 +659,23 @@ pub struct SiluMulArgs {
     pub n: Extent,
 }
 
+/// Arguments of a `topk` call (see `abi::TopKFn`): the `k` best of the `n` elements
+/// `x[i·x_stride]` (`largest` or smallest first; ties by lower position) to
+/// `values[j·v_stride]` and their positions to the i64 `indices[j·i_stride]`. `x` and `values`
+/// share one numeric dtype (any the runtime helper knows, not only f32).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopKArgs {
+    pub x: DynRef,
+    pub n: Size,
+    pub x_stride: Size,
+    pub k: Size,
+    pub largest: bool,
+    pub values: DynRef,
+    pub v_stride: Size,
+    pub indices: DynRef,
+    pub i_stride: Size,
+}
+
 /// A statement of a kernel body.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stmt {
@@ -682,6 +699,8 @@ pub enum Stmt {
     CallAttentionRow(Box<AttentionRowArgs>),
     /// A call of the runtime's `silu_mul` array helper (the gated-MLP epilogue).
     CallSiluMul(Box<SiluMulArgs>),
+    /// A call of the runtime's `topk` helper on one lane.
+    CallTopK(Box<TopKArgs>),
     /// `var = value` (an `i64`) for the statements after it in the same body: an index
     /// variable computed from others (e.g. a tile's first column when parallel tiles are
     /// not contiguous), so index expressions and micro-kernel offsets can use it linearly.
@@ -963,6 +982,25 @@ impl Printer<'_> {
                 let _ = write!(self.out, "bind {var} = ");
                 self.expr(value);
                 self.out.push('\n');
+            }
+            Stmt::CallTopK(a) => {
+                self.out.push_str("call topk(x ");
+                self.dyn_ref(&a.x);
+                self.out.push_str(", n ");
+                self.size(&a.n);
+                self.out.push_str(", stride ");
+                self.size(&a.x_stride);
+                self.out.push_str(", k ");
+                self.size(&a.k);
+                let _ = write!(self.out, ", largest {}, values ", a.largest);
+                self.dyn_ref(&a.values);
+                self.out.push_str(", stride ");
+                self.size(&a.v_stride);
+                self.out.push_str(", indices ");
+                self.dyn_ref(&a.indices);
+                self.out.push_str(", stride ");
+                self.size(&a.i_stride);
+                self.out.push_str(")\n");
             }
             Stmt::CallSiluMul(a) => {
                 self.out.push_str("call silu_mul(x ");

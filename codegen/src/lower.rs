@@ -31,13 +31,22 @@
 //!   (`reshape`, `squeeze`, `unsqueeze`, `identity`) as flat copies; `transpose`, `expand`,
 //!   static `slice` as strided copies; `concat` as block copies (see `copy_template`).
 //!
+//! * **single-op opaque groups** with templates of their own (`lower/*.rs`): `cumsum` as a
+//!   prefix scan (`scan`), `scatter_nd` (`scatter`), `topk` through the runtime's `topk`
+//!   helper (`topk`); shared assembly helpers in `builder`.
+//!
 //! Temp buffers ([`BufferRole::Temp`]) are bound to an IR value internal to the group, whose
 //! type gives their size; the runtime allocates them for the launch.
 //!
 //! Anything else is refused with [`CodegenError::Unsupported`] naming the op, so callers can
 //! report coverage.
 
+mod builder;
 mod coords;
+mod matmul_promote;
+mod scan;
+mod scatter;
+mod topk;
 
 use crate::kernel::*;
 use crate::CodegenError;
@@ -116,6 +125,15 @@ pub fn lower_group(f: &Function, group: u32) -> Result<LoweredGroup, CodegenErro
         // still a matmul.
         GroupKind::Opaque if ops.len() == 1 && f.op(first).is_some_and(|d| matches!(d.op, Op::PackedLinear { .. })) => {
             Lowerer::new(f, &ops, &name).matmul_template()
+        }
+        GroupKind::Opaque if ops.len() == 1 && f.op(first).is_some_and(|d| matches!(d.op, Op::CumSum { .. })) => {
+            scan::cumsum_template(f, first, &name).map_err(LowerFail::Error)
+        }
+        GroupKind::Opaque if ops.len() == 1 && f.op(first).is_some_and(|d| matches!(d.op, Op::ScatterNd { .. })) => {
+            scatter::scatter_nd_template(f, first, &name).map_err(LowerFail::Error)
+        }
+        GroupKind::Opaque if ops.len() == 1 && f.op(first).is_some_and(|d| matches!(d.op, Op::TopK { .. })) => {
+            topk::topk_template(f, first, &name).map_err(LowerFail::Error)
         }
         other => {
             Err(unsupported(&op_name(f, first), format!("fusion groups of kind `{other}` have no kernel template yet")))

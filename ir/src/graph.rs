@@ -417,6 +417,18 @@ impl Function {
         self.ops[id.0 as usize].as_ref().expect("just added").results[0]
     }
 
+    /// Remove input `name` (its value must already be unused: see
+    /// [`replace_all_uses`](Self::replace_all_uses)); later inputs move up one place. Returns
+    /// the removed value, or `None` when there is no such input.
+    pub fn remove_param(&mut self, name: &str) -> Option<ValueId> {
+        let at = self.params.iter().position(|(n, _)| n == name)?;
+        let (_, removed) = self.params.remove(at);
+        for (i, (_, v)) in self.params.iter().enumerate().skip(at) {
+            self.values[v.0 as usize].def = ValueDef::Param { index: i as u32 };
+        }
+        Some(removed)
+    }
+
     /// Append a named output.
     pub fn add_output(&mut self, name: impl Into<String>, v: ValueId) {
         self.outputs.push((name.into(), v));

@@ -52,6 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         attention_row: ferrumc_runtime::ukernels::scalar::attention_row,
         silu_mul: ferrumc_runtime::ukernels::scalar::silu_mul,
         gemm_i8: ferrumc_runtime::ukernels::scalar::gemm_i8,
+        topk: ferrumc_runtime::ukernels::topk::topk,
         sgemm_nt: ferrumc_runtime::ukernels::scalar::sgemm_nt,
     };
     for (label, extent, grain) in [("inline (1 chunk)", 1, 0), ("parallel (1 chunk per thread)", 64, 1)] {

@@ -76,9 +76,40 @@ pub type BinaryArrayFn = unsafe extern "C" fn(x: *const f32, z: *const f32, y: *
 /// `y[i] = f(x[i])` for `i < n` (`x` and `y` may be the same buffer).
 pub type UnaryArrayFn = unsafe extern "C" fn(x: *const f32, y: *mut f32, n: u64);
 
+/// Top-k of one lane ([`RuntimeFnTable::topk`]): of the `n` elements `x[i·x_stride]` (element
+/// type `elem`, an [`elem_code`]), the `k` largest (`largest != 0`) or smallest, best first,
+/// are copied to `values[j·v_stride]` (same element type) and their positions `i` to
+/// `indices[j·i_stride]`. Equal elements keep the lower position first; NaN counts as larger
+/// than every number (NaNs compare equal among themselves). Strides count elements. `k` is at
+/// most `n` (a larger `k` is treated as `n`); an unknown `elem` writes nothing.
+pub type TopKFn = unsafe extern "C" fn(
+    x: *const u8,
+    n: u64,
+    x_stride: u64,
+    k: u64,
+    elem: u32,
+    largest: u32,
+    values: *mut u8,
+    v_stride: u64,
+    indices: *mut i64,
+    i_stride: u64,
+);
+
+/// Element-type codes of array helpers that take any numeric dtype ([`TopKFn`]).
+pub mod elem_code {
+    pub const F32: u32 = 1;
+    pub const F64: u32 = 2;
+    pub const I64: u32 = 3;
+    pub const I32: u32 = 4;
+    pub const I8: u32 = 5;
+    pub const U8: u32 = 6;
+    pub const F16: u32 = 7;
+    pub const BF16: u32 = 8;
+}
+
 /// The version of [`RuntimeFnTable`]'s layout; artifacts record the version they were
 /// compiled against and a runtime refuses other versions.
-pub const FN_TABLE_VERSION: u32 = 3;
+pub const FN_TABLE_VERSION: u32 = 4;
 
 /// Micro-kernels and math helpers the runtime passes to every kernel.
 #[repr(C)]
@@ -109,6 +140,8 @@ pub struct RuntimeFnTable {
     pub silu_mul: BinaryArrayFn,
     /// Per-channel int8 GEMM ([`GemmI8Fn`]; added in version 3).
     pub gemm_i8: GemmI8Fn,
+    /// Top-k along one strided lane, any numeric element type ([`TopKFn`]; added in version 4).
+    pub topk: TopKFn,
 }
 
 impl std::fmt::Debug for RuntimeFnTable {

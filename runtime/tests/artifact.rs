@@ -72,6 +72,7 @@ fn test_table() -> RuntimeFnTable {
         attention_row: ferrumc_runtime::ukernels::scalar::attention_row,
         silu_mul: ferrumc_runtime::ukernels::scalar::silu_mul,
         gemm_i8: ferrumc_runtime::ukernels::scalar::gemm_i8,
+        topk: ferrumc_runtime::ukernels::topk::topk,
         sgemm_nt: ferrumc_runtime::ukernels::scalar::sgemm_nt,
     }
 }

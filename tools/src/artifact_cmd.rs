@@ -26,9 +26,20 @@ pub fn compile(
     level: u8,
     quantize: Option<&str>,
     max_dims: &[String],
+    bind_inputs: &[String],
     output: &Path,
 ) -> Result<(), CliError> {
     let mut options = CompileOptions { level, ..CompileOptions::default() };
+    for arg in bind_inputs {
+        let (name, file) = arg
+            .split_once('=')
+            .filter(|(n, f)| !n.is_empty() && !f.is_empty())
+            .ok_or_else(|| CliError::new(format!("error: --bind-input `{arg}` is not of the form NAME=FILE.npy")))?;
+        let value = read_input_tensor(Path::new(file))?;
+        if options.bound_inputs.insert(name.to_string(), value).is_some() {
+            return Err(CliError::new(format!("error: --bind-input `{name}` is given twice")));
+        }
+    }
     if let Some(q) = quantize {
         options.quantize = Some(QuantScheme::parse(q).map_err(|e| CliError::new(format!("error: --quantize: {e}")))?);
     }
@@ -166,6 +177,9 @@ pub fn inspect(path: &Path) -> Result<(), CliError> {
                 .join(", ")
         };
         println!("  {}({}) -> ({})", ep.name, sig(&ep.inputs), sig(&ep.outputs));
+        if let Some(bound) = m.metadata.get("compile.bound_inputs") {
+            println!("    bound at compile time (not inputs): {bound}");
+        }
         for b in m.memory_plans.get(&ep.name).map(Vec::as_slice).unwrap_or(&[]) {
             let bounds: Vec<String> = b.bounds.iter().map(|(s, v)| format!("{s} <= {v}")).collect();
             println!(

@@ -64,6 +64,11 @@ enum Command {
         /// when `seq=64` or less is given).
         #[arg(long = "max-dim", value_name = "NAME=N")]
         max_dims: Vec<String>,
+        /// Fix an input at compile time, `NAME=FILE.npy` (or `.pb`; repeatable): it becomes a
+        /// constant and leaves the entry point's signature, so shapes computed from it (a
+        /// reshape target, range bounds) become static.
+        #[arg(long = "bind-input", value_name = "NAME=FILE")]
+        bind_inputs: Vec<String>,
     },
     /// Print an artifact's header, entry points, schedule, kernels, arena sizes and weights.
     Inspect {
@@ -283,10 +288,10 @@ fn execute(command: Command) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Command::Compile { input, output, level, quantize, max_dims } => {
+        Command::Compile { input, output, level, quantize, max_dims, bind_inputs } => {
             let loaded = load_module(&input)?;
             loaded.verified()?;
-            artifact_cmd::compile(&loaded, level.unwrap_or(2), quantize.as_deref(), &max_dims, &output)
+            artifact_cmd::compile(&loaded, level.unwrap_or(2), quantize.as_deref(), &max_dims, &bind_inputs, &output)
         }
         Command::Inspect { input } => artifact_cmd::inspect(&input),
         Command::Run { input, interp, inputs, function, output_dir } => {

@@ -429,6 +429,8 @@ impl<'a, 'b> Translator<'a, 'b> {
                 }
                 self.call_silu_mul(a)
             }
+            Stmt::CallTopK(a) if mode == Mode::Scalar => self.call_topk(a),
+            Stmt::CallTopK(_) => Err(invalid(self.k, "call inside a vector loop")),
         }
     }
 
@@ -584,6 +586,42 @@ impl<'a, 'b> Translator<'a, 'b> {
         let y = self.dyn_address(&a.y)?;
         let n = self.extent(&a.n)?;
         self.b.ins().call_indirect(sig, fptr, &[x, z, y, n]);
+        Ok(())
+    }
+
+    fn call_topk(&mut self, a: &TopKArgs) -> Result<(), CodegenError> {
+        use ferrumc_runtime::abi::elem_code;
+        let dtype = self.k.buffers.get(a.x.buffer as usize).map(|b| b.dtype);
+        let elem = match dtype {
+            Some(DType::F32) => elem_code::F32,
+            Some(DType::F64) => elem_code::F64,
+            Some(DType::I64) => elem_code::I64,
+            Some(DType::I32) => elem_code::I32,
+            Some(DType::I8) => elem_code::I8,
+            Some(DType::U8) => elem_code::U8,
+            Some(DType::F16) => elem_code::F16,
+            Some(DType::BF16) => elem_code::BF16,
+            other => return Err(invalid(self.k, format!("topk on a {other:?} buffer"))),
+        };
+        let offset = std::mem::offset_of!(RuntimeFnTable, topk);
+        let fptr = self.b.ins().load(self.ptr, MemFlagsData::trusted().with_readonly(), self.table, offset as i32);
+        let mut sig = Signature::new(self.cc);
+        let (p, i64t) = (self.ptr, types::I64);
+        for t in [p, i64t, i64t, i64t, types::I32, types::I32, p, i64t, p, i64t] {
+            sig.params.push(AbiParam::new(t));
+        }
+        let sig = self.b.import_signature(sig);
+        let x = self.address_at(a.x.buffer, a.x.base.as_ref(), &a.x.index)?;
+        let values = self.address_at(a.values.buffer, a.values.base.as_ref(), &a.values.index)?;
+        let indices = self.address_at(a.indices.buffer, a.indices.base.as_ref(), &a.indices.index)?;
+        let n = self.size(&a.n)?;
+        let x_stride = self.size(&a.x_stride)?;
+        let k = self.size(&a.k)?;
+        let elem = self.b.ins().iconst(types::I32, i64::from(elem));
+        let largest = self.b.ins().iconst(types::I32, i64::from(a.largest));
+        let v_stride = self.size(&a.v_stride)?;
+        let i_stride = self.size(&a.i_stride)?;
+        self.b.ins().call_indirect(sig, fptr, &[x, n, x_stride, k, elem, largest, values, v_stride, indices, i_stride]);
         Ok(())
     }
 

@@ -919,7 +919,11 @@ impl Gen<'_> {
                 y
             }
             Op::MatMul => {
-                let (ash, bsh) = (oshape(0), oshape(1));
+                // 1-D operands: computed as [1, k] / [k, 1], loaded without the unit dim.
+                let (a_vector, b_vector) = (oshape(0).len() == 1, oshape(1).len() == 1);
+                let (ash, bsh, rshape, coords) =
+                    super::matmul_promote::promote_vector_operands(oshape(0), oshape(1), &rshape, coords);
+                let coords = coords.as_slice();
                 if ash.len() < 2 || bsh.len() < 2 || rty != ScalarType::F32 {
                     return Err(unsupported(name, "1-D or non-f32 matmul operands"));
                 }
@@ -937,8 +941,8 @@ impl Gen<'_> {
                     ac.extend([row.clone(), inner[0].clone()]);
                     let mut bc = bb.clone();
                     bc.extend([inner[0].clone(), col.clone()]);
-                    let av = g.value(a_, &ac, body)?;
-                    let bv = g.value(b_, &bc, body)?;
+                    let av = g.value(a_, if a_vector { &ac[ac.len() - 1..] } else { &ac }, body)?;
+                    let bv = g.value(b_, if b_vector { &bc[bc.len() - 2..bc.len() - 1] } else { &bc }, body)?;
                     Ok(add(acc, mul(av, bv)))
                 })?
             }

@@ -312,6 +312,7 @@ pub fn reference_table() -> RuntimeFnTable {
         attention_row: ref_attention_row,
         silu_mul: ref_silu_mul,
         gemm_i8: ref_gemm_i8,
+        topk: ferrumc_runtime::ukernels::topk::topk,
     }
 }
 

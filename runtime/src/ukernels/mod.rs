@@ -1,6 +1,7 @@
 //! Micro-kernels and math helpers that fill [`RuntimeFnTable`]: f32 GEMM on dense and
 //! prepacked weights, GEMM on GGML Q8_0 / Q4_0 weights (dequantized inside the kernel), and
-//! array `exp` / `tanh` / `erf` and the gated-MLP epilogue `silu_mul` (`x·σ(x)·z`).
+//! array `exp` / `tanh` / `erf`, the gated-MLP epilogue `silu_mul` (`x·σ(x)·z`) and `topk`
+//! (selection along one strided lane, any numeric dtype: [`topk`], shared by every tier).
 //!
 //! Three implementation tiers share one contract (see [`crate::abi::GemmFn`]):
 //! * [`avx512`] — AVX-512F (+FMA, F16C): 16-lane register-blocked kernels (x86-64 only);
@@ -42,6 +43,7 @@ pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 pub mod scalar;
+pub mod topk;
 
 #[cfg(test)]
 mod tests;
@@ -126,6 +128,7 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             attention_row: scalar::attention_row,
             silu_mul: scalar::silu_mul,
             gemm_i8: scalar::gemm_i8,
+            topk: topk::topk,
         },
         #[cfg(target_arch = "x86_64")]
         Tier::Avx2 => RuntimeFnTable {
@@ -141,6 +144,7 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             attention_row: avx2::attention_row,
             silu_mul: avx2::silu_mul,
             gemm_i8: avx2::gemm_i8,
+            topk: topk::topk,
         },
         #[cfg(target_arch = "x86_64")]
         Tier::Avx512 => RuntimeFnTable {
@@ -156,6 +160,7 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             attention_row: avx512::attention_row,
             silu_mul: avx512::silu_mul,
             gemm_i8: avx512::gemm_i8,
+            topk: topk::topk,
         },
         #[cfg(not(target_arch = "x86_64"))]
         _ => return None,
@@ -179,6 +184,7 @@ pub fn fn_table() -> RuntimeFnTable {
             attention_row: scalar::attention_row,
             silu_mul: scalar::silu_mul,
             gemm_i8: scalar::gemm_i8,
+            topk: topk::topk,
         })
     })
 }
