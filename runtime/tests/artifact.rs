@@ -73,6 +73,7 @@ fn test_table() -> RuntimeFnTable {
         silu_mul: ferrumc_runtime::ukernels::scalar::silu_mul,
         gemm_i8: ferrumc_runtime::ukernels::scalar::gemm_i8,
         sgemm_nt: ferrumc_runtime::ukernels::scalar::sgemm_nt,
+        f64_math: ferrumc_runtime::ukernels::scalar_f64::SCALAR_MATH_F64,
     }
 }
 

@@ -312,6 +312,7 @@ pub fn reference_table() -> RuntimeFnTable {
         attention_row: ref_attention_row,
         silu_mul: ref_silu_mul,
         gemm_i8: ref_gemm_i8,
+        f64_math: ferrumc_runtime::ukernels::scalar_f64::SCALAR_MATH_F64,
     }
 }
 
