@@ -1277,7 +1277,7 @@ pub(crate) fn preserves_values(op: &Op) -> bool {
             | Op::Squeeze { .. }
             | Op::Unsqueeze { .. }
             | Op::Transpose { .. }
-            | Op::Expand { .. }
+            | Op::Expand
             | Op::Slice { .. }
             | Op::Concat { .. }
             | Op::Gather { .. }
