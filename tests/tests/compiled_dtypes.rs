@@ -2,8 +2,8 @@
 //! `i8`, `u8`, `i32` (computed in i64, stores wrap), `f16`, `bf16` (computed in f32, stores
 //! round to nearest even) and `f64` (computed in f64). For each dtype one small ModelIR
 //! function applies arithmetic with broadcasting, comparisons and `where`, casts to and from
-//! other dtypes, `max`/`min`, `mod`/`fmod`, `pow`, unary math and reductions over either
-//! axis (fused into few groups at `-O2`, one group per op at `-O0`); it is compiled, run
+//! other dtypes, `max`/`min`, `mod`/`fmod`, `pow`, unary math, reductions over either
+//! axis, softmax and causal grouped-query attention (fused into few groups at `-O2`, one group per op at `-O0`); it is compiled, run
 //! through the runtime and compared with the reference interpreter on the same optimized
 //! module. Inputs cover each dtype's edges (wrap-around sums and products, ±0, ±inf, NaN,
 //! the largest finite half, half subnormals).
@@ -138,7 +138,7 @@ func @exact(%a: {t}[4, 6], %b: {t}[6], %c: {t}[4, 6]) -> (sum: {t}[4, 6], diff: 
 
 func @approx(%a: {t}[4, 6], %b: {t}[6], %c: {t}[4, 6]) -> (ex: {t}[4, 6], ln: {t}[4, 6], th: {t}[4, 6], \
          sn: {t}[4, 6], cs: {t}[4, 6], ef: {t}[4, 6], sg: {t}[4, 6], power: {t}[4, 6], rsum: {t}[4, 1], \
-         sm: {t}[4, 6]) {{
+         sm: {t}[4, 6], att: {t}[1, 2, 3, 4]) {{
   %ex = exp %c : {t}[4, 6]
   %mag = abs %c : {t}[4, 6]
   %mag1 = add %mag, %mag : {t}[4, 6]
@@ -150,7 +150,11 @@ func @approx(%a: {t}[4, 6], %b: {t}[6], %c: {t}[4, 6]) -> (ex: {t}[4, 6], ln: {t
   %sg = sigmoid %c : {t}[4, 6]
 {pow_line}  %rsum = reduce_sum %c {{axes = [1], keepdims = true}} : {t}[4, 1]
   %sm = softmax %c {{axis = 1}} : {t}[4, 6]
-  return %ex, %ln, %th, %sn, %cs, %ef, %sg, %power, %rsum, %sm
+  %q4 = reshape %c {{allowzero = false}} : {t}[1, 2, 3, 4]
+  %k4 = reshape %c {{allowzero = false}} : {t}[1, 1, 6, 4]
+  %v4 = reshape %th {{allowzero = false}} : {t}[1, 1, 6, 4]
+  %att = attention %q4, %k4, %v4 {{causal = true}} : {t}[1, 2, 3, 4]
+  return %ex, %ln, %th, %sn, %cs, %ef, %sg, %power, %rsum, %sm, %att
 }}
 "
     )

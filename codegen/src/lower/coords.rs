@@ -10,7 +10,8 @@
 //! `concat` selects among operands, `gather` reads the index and addresses the table
 //! through it — down to loads from the group's input buffers ([`Expr::LoadAt`] with an
 //! `i64` base). Reductions (`reduce_*`, `softmax`, `rms_norm`, `layer_norm`, `matmul`,
-//! `cumsum`) are loops accumulating into mutable locals, recomputing their operand per
+//! `cumsum`, and `attention` without a cache — any float dtype, e.g. f64, which the attention
+//! template leaves out) are loops accumulating into mutable locals, recomputing their operand per
 //! element; nothing is materialised between ops, so a group needs no temp buffers.
 //!
 //! Indices read from buffers (`gather`) wrap negative values once and are then clamped into
@@ -405,6 +406,41 @@ impl Gen<'_> {
             cache.push((v, coords.to_vec(), e.clone()));
         }
         Ok(e)
+    }
+
+    /// One attention score `scale · q[b, h, i, :] · k[b, hk, j, :]` (+ the additive mask, or
+    /// −∞ where a bool mask is false or key `j` lies past the causal limit), as the
+    /// interpreter computes it.
+    fn attention_score(&mut self, a: &AttentionScore, j: &Expr, out: &mut Vec<Stmt>) -> CResult<Expr> {
+        let (b, h, qi) = (a.bhi[0].clone(), a.bhi[1].clone(), a.bhi[2].clone());
+        let dot = self.accumulate(
+            std::slice::from_ref(&a.head),
+            scalar_const(a.ty, 0.0),
+            a.ty,
+            out,
+            &mut |g, acc, inner, body| {
+                let qv = g.value(a.q, &[b.clone(), h.clone(), qi.clone(), inner[0].clone()], body)?;
+                let kv = g.value(a.k, &[b.clone(), a.hk.clone(), j.clone(), inner[0].clone()], body)?;
+                Ok(add(acc, mul(qv, kv)))
+            },
+        )?;
+        let mut score = mul(dot, scalar_const(a.ty, a.scale));
+        let ninf = scalar_const(a.ty, f64::NEG_INFINITY);
+        if let Some(mask) = a.mask {
+            let full_coords = [b, h, qi, j.clone()];
+            let mc = self.broadcast(&full_coords, &self.f.ty(mask).shape.clone(), &a.full, "attention")?;
+            let mv = self.value(mask, &mc, out)?;
+            score = match self.scalar(mask, "attention")? {
+                ScalarType::Bool => Expr::select(mv, score, ninf.clone()),
+                t if t == a.ty => add(score, mv),
+                t if t.is_float() => add(score, Expr::cast(a.ty, mv)),
+                _ => return Err(unsupported("attention", "an integer mask")),
+            };
+        }
+        if let Some(limit) = &a.causal_limit {
+            score = Expr::select(cmp(CmpOp::Lt, limit.clone(), j.clone()), ninf, score);
+        }
+        Ok(score)
     }
 
     /// `xʸ` for `i64` operands, wrapping like the interpreter: square-and-multiply over the
@@ -1170,6 +1206,57 @@ impl Gen<'_> {
                 let xv = self.value(opnd(0), coords, out)?;
                 Expr::select(keep, xv, scalar_const(rty, 0.0))
             }
+            Op::Attention { scale, causal } if d.operands.len() <= 4 && v == d.results[0] => {
+                let (qs, ks, vs) = (oshape(0), oshape(1), oshape(2));
+                if qs.len() != 4 || ks.len() != 4 || vs.len() != 4 || !rty.is_float() || coords.len() != 4 {
+                    return Err(unsupported(name, "q, k, v of rank 4 and a float result"));
+                }
+                let (Some(hq), Some(hkv), Some(dk)) = (qs[1].as_fixed(), ks[1].as_fixed(), qs[3].as_fixed()) else {
+                    return Err(unsupported(name, "static heads and head size"));
+                };
+                if hkv <= 0 || hq % hkv != 0 || self.scalar(opnd(1), name)? != rty || self.scalar(opnd(2), name)? != rty
+                {
+                    return Err(unsupported(name, "query heads a multiple of kv heads, q/k/v of one type"));
+                }
+                let h = coords[1].clone();
+                let hk = if hq == hkv {
+                    h.clone()
+                } else {
+                    self.bind(Expr::binary(BinaryOp::Div, h, i(hq / hkv)), ScalarType::I64, out)
+                };
+                let (t, sq) = (self.size(&ks[2])?, self.size(&qs[2])?);
+                let a = AttentionScore {
+                    q: opnd(0),
+                    k: opnd(1),
+                    mask: d.operands.get(3).copied(),
+                    full: vec![qs[0].clone(), qs[1].clone(), qs[2].clone(), ks[2].clone()],
+                    bhi: coords[..3].to_vec(),
+                    hk: hk.clone(),
+                    head: qs[3].clone(),
+                    scale: scale.unwrap_or(1.0 / (dk as f64).sqrt()),
+                    // Bottom-right aligned causality: query i sees keys j ≤ i + (T - S).
+                    causal_limit: causal.then(|| add(coords[2].clone(), sub(size_expr(&t), size_expr(&sq)))),
+                    ty: rty,
+                };
+                let keys = vec![ks[2].clone()];
+                let ninf = scalar_const(rty, f64::NEG_INFINITY);
+                let m = self.accumulate(&keys, ninf.clone(), rty, out, &mut |g, acc, inner, body| {
+                    Ok(max(acc, g.attention_score(&a, &inner[0], body)?))
+                })?;
+                let sum = self.accumulate(&keys, scalar_const(rty, 0.0), rty, out, &mut |g, acc, inner, body| {
+                    let sc = g.attention_score(&a, &inner[0], body)?;
+                    Ok(add(acc, Expr::unary(UnaryOp::Exp, sub(sc, m.clone()))))
+                })?;
+                let (vv, e) = (opnd(2), coords[3].clone());
+                let o = self.accumulate(&keys, scalar_const(rty, 0.0), rty, out, &mut |g, acc, inner, body| {
+                    let sc = g.attention_score(&a, &inner[0], body)?;
+                    let w = Expr::binary(BinaryOp::Div, Expr::unary(UnaryOp::Exp, sub(sc, m.clone())), sum.clone());
+                    let x = g.value(vv, &[a.bhi[0].clone(), hk.clone(), inner[0].clone(), e.clone()], body)?;
+                    Ok(add(acc, mul(w, x)))
+                })?;
+                // A fully masked row yields zeros.
+                Expr::select(cmp(CmpOp::Eq, m, ninf), scalar_const(rty, 0.0), o)
+            }
             Op::Pow
                 if self.scalar(opnd(0), name)? == ScalarType::I64 && self.scalar(opnd(1), name)? == ScalarType::I64 =>
             {
@@ -1248,6 +1335,25 @@ fn size_expr(s: &Size) -> Expr {
         Some(c) => Expr::i64(c),
         None => Expr::Dim(s.clone()),
     }
+}
+
+/// What one attention score reads (see `Gen::attention_score`).
+struct AttentionScore {
+    q: ValueId,
+    k: ValueId,
+    mask: Option<ValueId>,
+    /// The score tensor's shape `[B, Hq, S, T]` (masks broadcast to it).
+    full: Vec<Dim>,
+    /// The output's `b`, `h`, `i` coordinates.
+    bhi: Vec<Expr>,
+    /// The kv head of `h`.
+    hk: Expr,
+    /// The head size (dot product length).
+    head: Dim,
+    scale: f64,
+    /// Keys past this index are masked (causal attention).
+    causal_limit: Option<Expr>,
+    ty: ScalarType,
 }
 
 /// The smallest and largest value of an integer dtype (the identities of `reduce_max` and
