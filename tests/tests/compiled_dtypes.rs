@@ -2,7 +2,7 @@
 //! `i8`, `u8`, `i32` (computed in i64, stores wrap), `f16`, `bf16` (computed in f32, stores
 //! round to nearest even) and `f64` (computed in f64). For each dtype one small ModelIR
 //! function applies arithmetic with broadcasting, comparisons and `where`, casts to and from
-//! other dtypes, `max`/`min`, `mod`/`fmod`, `pow`, unary math, reductions over either
+//! other dtypes, `max`/`min`, `mod`/`fmod`, `pow`, constants, unary math, reductions over either
 //! axis, softmax and causal grouped-query attention (fused into few groups at `-O2`, one group per op at `-O0`); it is compiled, run
 //! through the runtime and compared with the reference interpreter on the same optimized
 //! module. Inputs cover each dtype's edges (wrap-around sums and products, ±0, ±inf, NaN,
@@ -55,7 +55,7 @@ func @main(%a: {t}[4, 6], %b: {t}[6], %e: {t}[6]) -> (sum: {t}[4, 6], diff: {t}[
          quot: {t}[4, 6], hi: {t}[4, 6], lo: {t}[4, 6], rem: {t}[4, 6], crem: {t}[4, 6], sel: {t}[4, 6], \
          eq: bool[4, 6], neg: {t}[4, 6], mag: {t}[4, 6], as_f32: f32[4, 6], as_other: {other}[4, 6], \
          as_f16: f16[4, 6], from_f32: {t}[4, 6], chain: {t}[4, 6], power: {t}[4, 6], rsum: {t}[4, 1], \
-         rmax: {t}[6], rmin: {t}[4], any: bool[6]) {{
+         rmax: {t}[6], rmin: {t}[4], any: bool[6], aw: {t}[4, 6]) {{
   %sum = add %a, %b : {t}[4, 6]
   %diff = sub %a, %b : {t}[4, 6]
   %prod = mul %a, %b : {t}[4, 6]
@@ -83,8 +83,10 @@ func @main(%a: {t}[4, 6], %b: {t}[6], %e: {t}[6]) -> (sum: {t}[4, 6], diff: {t}[
   %ltu = cast %lt {{to = u8}} : u8[4, 6]
   %anyu = reduce_max %ltu {{axes = [0], keepdims = false}} : u8[6]
   %any = cast %anyu {{to = bool}} : bool[6]
+  %w = constant {{value = dense<{t}[6]: [1, 2, 3, 100, 0, 17]>}} : {t}[6]
+  %aw = mul %a, %w : {t}[4, 6]
   return %sum, %diff, %prod, %quot, %hi, %lo, %rem, %crem, %sel, %eq, %neg, %mag, %as_f32, %as_other, \
-         %as_f16, %from_f32, %chain, %power, %rsum, %rmax, %rmin, %any
+         %as_f16, %from_f32, %chain, %power, %rsum, %rmax, %rmin, %any, %aw
 }}
 "
     )
@@ -109,7 +111,7 @@ fn float_module(t: &str) -> String {
 func @exact(%a: {t}[4, 6], %b: {t}[6], %c: {t}[4, 6]) -> (sum: {t}[4, 6], diff: {t}[4, 6], prod: {t}[4, 6], \
          quot: {t}[4, 6], hi: {t}[4, 6], lo: {t}[4, 6], rem: {t}[4, 6], crem: {t}[4, 6], sel: {t}[4, 6], \
          as_f32: f32[4, 6], as_i32: i32[4, 6], as_u8: u8[4, 6], nan: bool[4, 6], chain: {t}[4, 6], \
-         rt: {t}[4, 6], rmax: {t}[6], back: {t}[4, 6]) {{
+         rt: {t}[4, 6], rmax: {t}[6], back: {t}[4, 6], cw: {t}[4, 6]) {{
   %sum = add %a, %b : {t}[4, 6]
   %diff = sub %a, %b : {t}[4, 6]
   %prod = mul %a, %b : {t}[4, 6]
@@ -132,8 +134,10 @@ func @exact(%a: {t}[4, 6], %b: {t}[6], %c: {t}[4, 6]) -> (sum: {t}[4, 6], diff: 
   %wide = cast %c {{to = f32}} : f32[4, 6]
   %tenth = mul %wide, %wide : f32[4, 6]
   %back = cast %tenth {{to = {t}}} : {t}[4, 6]
+  %w = constant {{value = dense<{t}[6]: [0.5, -1.25, 3.0, 0.1, -0.3, 7.0]>}} : {t}[6]
+  %cw = mul %c, %w : {t}[4, 6]
   return %sum, %diff, %prod, %quot, %hi, %lo, %rem, %crem, %sel, %as_f32, %as_i32, %as_u8, %nan, %chain, \
-         %rt, %rmax, %back
+         %rt, %rmax, %back, %cw
 }}
 
 func @approx(%a: {t}[4, 6], %b: {t}[6], %c: {t}[4, 6]) -> (ex: {t}[4, 6], ln: {t}[4, 6], th: {t}[4, 6], \
