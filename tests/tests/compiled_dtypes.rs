@@ -1,9 +1,10 @@
 //! Differential check of kernels over every plain dtype the compiler takes besides f32/i64:
 //! `i8`, `u8`, `i32` (computed in i64, stores wrap), `f16`, `bf16` (computed in f32, stores
 //! round to nearest even) and `f64` (computed in f64). For each dtype one small ModelIR
-//! function applies arithmetic with broadcasting, comparisons and `where`, casts to and from
-//! other dtypes, `max`/`min`, `mod`/`fmod`, `pow`, constants, unary math, reductions over either
-//! axis, softmax and causal grouped-query attention (fused into few groups at `-O2`, one group per op at `-O0`); it is compiled, run
+//! module applies arithmetic with broadcasting, comparisons and `where`, casts to and from
+//! other dtypes, `max`/`min`, `mod`/`fmod`, `pow`, constants, unary math, reductions over
+//! either axis, softmax and causal grouped-query attention (fused groups, so intermediates of
+//! a narrow dtype must be narrowed inside a kernel); it is compiled at `-O0` and `-O2`, run
 //! through the runtime and compared with the reference interpreter on the same optimized
 //! module. Inputs cover each dtype's edges (wrap-around sums and products, ±0, ±inf, NaN,
 //! the largest finite half, half subnormals).
