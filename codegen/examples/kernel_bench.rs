@@ -73,6 +73,7 @@ fn main() {
         gemm_i8: ferrumc_runtime::ukernels::scalar::gemm_i8,
         topk: ferrumc_runtime::ukernels::topk::topk,
         sgemm_nt: ferrumc_runtime::ukernels::scalar::sgemm_nt,
+        f64_math: ferrumc_runtime::ukernels::scalar_f64::SCALAR_MATH_F64,
     };
     let (rows, n) = (128usize, 1536usize);
     let g: Vec<f32> = (0..rows * n).map(|i| (i as f32 * 0.001).sin()).collect();

@@ -435,6 +435,7 @@ fn rt_dtype(d: DType) -> Option<artifact::DType> {
         DType::F32 => R::F32,
         DType::F16 => R::F16,
         DType::BF16 => R::BF16,
+        DType::F64 => R::F64,
         DType::I64 => R::I64,
         DType::I32 => R::I32,
         DType::I8 => R::I8,

@@ -40,16 +40,37 @@
 //! loop variable with stride 1 in every access of an innermost loop means contiguous
 //! memory (vectorizable), stride 0 means a broadcast.
 //!
-//! Scalars in expressions are typed ([`ScalarType`]): `f32`, `i64` or `bool`; buffers of
-//! dtype `bool` hold one byte per element (0 or 1). Locals ([`LocalId`]) are immutable
+//! Scalars in expressions are typed ([`ScalarType`]): `f32`, `f64`, `i64` or `bool`; buffers
+//! of dtype `bool` hold one byte per element (0 or 1). Locals ([`LocalId`]) are immutable
 //! scalars: each is defined by exactly one `Let` or `Reduce`, before its uses, in a scope
 //! that encloses them (SSA); their types are listed in [`Kernel::locals`].
 //!
+//! # Storage dtypes and compute types
+//!
+//! A buffer's dtype ([`BufferParam::dtype`], printed in the signature) is how its elements
+//! are *stored*; [`ScalarType::of_dtype`] gives the *compute type* its elements load as,
+//! and a store converts the (compute-typed) value back:
+//!
+//! | storage            | compute | load                      | store                                   |
+//! |--------------------|---------|---------------------------|-----------------------------------------|
+//! | `f32`, `f64`, `i64`, `bool` | same | exact              | exact                                   |
+//! | `i8`, `i32`        | `i64`   | sign-extended             | wraps (two's complement, keeps low bits) |
+//! | `u8`               | `i64`   | zero-extended             | wraps (keeps the low 8 bits)            |
+//! | `f16`, `bf16`      | `f32`   | exact widening            | rounds to nearest even; NaN stays NaN, overflow → ±inf |
+//!
+//! So narrow integers compute in `i64` and half floats in `f32`, like numpy's/ONNX's
+//! results once stored; `f64` is computed in `f64`. A value of a narrow dtype that is not
+//! stored right away (an intermediate of a fused group) is brought to its dtype explicitly
+//! with [`UnaryOp::Narrow`] (`wrap_i8(x)`, `round_f16(x)`, … in the text form), which is the
+//! store-then-load round trip.
+//!
 //! # Semantics of the operations
 //!
-//! Float ops follow IEEE-754 f32 with the accuracy of the backend's math (documented by
-//! each backend; transcendental functions may be approximations within a few ulp·10). `max`
-//! and `min` propagate NaN. `Cast` float→int truncates toward zero and saturates (NaN → 0).
+//! Float ops follow IEEE-754 f32 / f64 with the accuracy of the backend's math (documented
+//! by each backend; f32 transcendental functions may be approximations within a few
+//! ulp·10, f64 ones are the runtime's f64 library functions). `max` and `min` propagate
+//! NaN. `Cast` float→int truncates toward zero and saturates (NaN → 0); int→float rounds to
+//! nearest; `f64`→`f32` rounds to nearest.
 //!
 //! # Text form
 //!
@@ -291,28 +312,43 @@ impl IndexExpr {
     }
 }
 
-/// Scalar types of expressions and locals.
+/// Scalar (compute) types of expressions and locals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ScalarType {
     F32,
+    F64,
     I64,
     Bool,
 }
 
 impl ScalarType {
-    /// The scalar type buffers of `dtype` load as, if any.
+    /// The compute type elements of a buffer of `dtype` load as, if any (see the module
+    /// doc: `i8`/`u8`/`i32` → `i64`, `f16`/`bf16` → `f32`).
     pub fn of_dtype(dtype: DType) -> Option<ScalarType> {
         match dtype {
-            DType::F32 => Some(ScalarType::F32),
-            DType::I64 => Some(ScalarType::I64),
+            DType::F32 | DType::F16 | DType::BF16 => Some(ScalarType::F32),
+            DType::F64 => Some(ScalarType::F64),
+            DType::I64 | DType::I32 | DType::I8 | DType::U8 => Some(ScalarType::I64),
             DType::Bool => Some(ScalarType::Bool),
             _ => None,
         }
     }
 
+    /// Whether values of `dtype` are held in a wider compute type (so intermediates need
+    /// [`UnaryOp::Narrow`] to have exactly the dtype's values).
+    pub fn is_narrow(dtype: DType) -> bool {
+        matches!(dtype, DType::F16 | DType::BF16 | DType::I32 | DType::I8 | DType::U8)
+    }
+
+    /// `f32` or `f64`.
+    pub fn is_float(self) -> bool {
+        matches!(self, ScalarType::F32 | ScalarType::F64)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ScalarType::F32 => "f32",
+            ScalarType::F64 => "f64",
             ScalarType::I64 => "i64",
             ScalarType::Bool => "bool",
         }
@@ -323,6 +359,7 @@ impl ScalarType {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Const {
     F32(f32),
+    F64(f64),
     I64(i64),
     Bool(bool),
 }
@@ -331,18 +368,19 @@ impl Const {
     pub fn ty(self) -> ScalarType {
         match self {
             Const::F32(_) => ScalarType::F32,
+            Const::F64(_) => ScalarType::F64,
             Const::I64(_) => ScalarType::I64,
             Const::Bool(_) => ScalarType::Bool,
         }
     }
 }
 
-/// Unary operations. Float-only unless noted.
+/// Unary operations. Float-only (f32 or f64) unless noted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UnaryOp {
-    /// f32 or i64.
+    /// Float or i64.
     Neg,
-    /// f32 or i64.
+    /// Float or i64.
     Abs,
     Sqrt,
     /// `1/√x`.
@@ -360,11 +398,21 @@ pub enum UnaryOp {
     Cos,
     /// Natural logarithm.
     Log,
+    /// The value as a buffer of this narrow dtype would store and load it back (see the
+    /// module doc): an `i64` wrapped to `i8`/`u8`/`i32`, or an `f32` rounded to `f16`/`bf16`
+    /// (nearest even). Only those five dtypes.
+    Narrow(DType),
 }
 
 impl UnaryOp {
     pub fn name(self) -> &'static str {
         match self {
+            UnaryOp::Narrow(DType::I8) => "wrap_i8",
+            UnaryOp::Narrow(DType::U8) => "wrap_u8",
+            UnaryOp::Narrow(DType::I32) => "wrap_i32",
+            UnaryOp::Narrow(DType::F16) => "round_f16",
+            UnaryOp::Narrow(DType::BF16) => "round_bf16",
+            UnaryOp::Narrow(_) => "narrow",
             UnaryOp::Neg => "neg",
             UnaryOp::Abs => "abs",
             UnaryOp::Sqrt => "sqrt",
@@ -381,8 +429,9 @@ impl UnaryOp {
     }
 }
 
-/// Binary operations on two operands of one type (f32 or i64; `Rem` i64 only; i64 `Div`
-/// and `Rem` truncate toward zero, division by zero is undefined).
+/// Binary operations on two operands of one type (f32, f64 or i64; `Rem` i64 only, `Fmod`
+/// float only, `Pow` f64 only; i64 `Div` and `Rem` truncate toward zero, division by zero
+/// is undefined).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BinaryOp {
     Add,
@@ -395,9 +444,13 @@ pub enum BinaryOp {
     Min,
     /// Integer remainder (i64).
     Rem,
+    /// Float remainder with the dividend's sign, C's `fmod` (exact; NaN for a zero divisor).
+    Fmod,
+    /// `aᵇ` as C's `pow` (f64).
+    Pow,
 }
 
-/// Comparisons (f32: ordered, false with NaN; i64: signed unless noted) giving a bool.
+/// Comparisons (floats: ordered, false with NaN; i64: signed unless noted) giving a bool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CmpOp {
     Lt,
@@ -430,6 +483,8 @@ impl BinaryOp {
             BinaryOp::Max => "max",
             BinaryOp::Min => "min",
             BinaryOp::Rem => "rem",
+            BinaryOp::Fmod => "fmod",
+            BinaryOp::Pow => "pow",
         }
     }
 
@@ -457,14 +512,14 @@ pub enum Expr {
     Binary(BinaryOp, Box<Expr>, Box<Expr>),
     /// `cond ? a : b` with a bool `cond` and `a`, `b` of one type.
     Select(Box<Expr>, Box<Expr>, Box<Expr>),
-    /// Conversion between `f32` and `i64` (and bool → number as 0/1).
+    /// Conversion between `f32`, `f64` and `i64` (and bool → number as 0/1).
     Cast(ScalarType, Box<Expr>),
     Local(LocalId),
     /// The value of a size over the dims, as `i64`.
     Dim(Size),
     /// The value of an affine index over the loop variables, as `i64`.
     Index(IndexExpr),
-    /// `a ⋈ b` for two operands of one type (f32 or i64), a bool.
+    /// `a ⋈ b` for two operands of one type (f32, f64 or i64), a bool.
     Compare(CmpOp, Box<Expr>, Box<Expr>),
     /// `buffers[buffer][base + index]` with an `i64` `base`.
     LoadAt {
@@ -477,6 +532,9 @@ pub enum Expr {
 impl Expr {
     pub fn f32(v: f32) -> Expr {
         Expr::Const(Const::F32(v))
+    }
+    pub fn f64(v: f64) -> Expr {
+        Expr::Const(Const::F64(v))
     }
     pub fn unary(op: UnaryOp, e: Expr) -> Expr {
         Expr::Unary(op, Box::new(e))
@@ -691,7 +749,8 @@ pub enum Stmt {
     /// `buffers[buffer][base + index] = value` with an `i64` `base`.
     StoreAt { buffer: u32, base: Expr, index: IndexExpr, value: Expr },
     /// `into = init ⊕ value(var=0) ⊕ … ⊕ value(var=extent-1)` with `⊕` given by `kind`
-    /// (f32). Backends may reassociate (several accumulators, vector lanes).
+    /// (f32, f64 or i64: the type of `into`). Backends may reassociate f32 sums (several
+    /// accumulators, vector lanes).
     Reduce { kind: ReduceKind, var: Var, extent: Extent, init: Expr, value: Expr, into: LocalId },
     /// A call of a matrix micro-kernel from the runtime's function table.
     CallMicroKernel { which: MicroKernel, args: MicroKernelArgs },
@@ -731,6 +790,88 @@ impl Kernel {
     /// The printed form (same as `Display`).
     pub fn print(&self) -> String {
         self.to_string()
+    }
+
+    /// Check that every expression is well typed (operands of one type, ops defined on
+    /// their type, stores and bindings of their target's compute type). Lowering runs it so
+    /// that a template producing a mix it cannot express (say an `f32` constant in an `f64`
+    /// expression) reports the group as unsupported instead of failing in a backend.
+    pub fn check_types(&self) -> Result<(), String> {
+        self.check_stmts(&self.body)
+    }
+
+    fn check_expr(&self, e: &Expr) -> Result<ScalarType, String> {
+        let mut bad: Option<String> = None;
+        e.visit(&mut |x| {
+            if bad.is_some() {
+                return;
+            }
+            let Some(t) = x.ty(self) else {
+                bad = Some("an ill-typed expression".into());
+                return;
+            };
+            let ok = match x {
+                Expr::Unary(UnaryOp::Narrow(d), _) => ScalarType::of_dtype(*d) == Some(t) && ScalarType::is_narrow(*d),
+                Expr::Unary(UnaryOp::Neg | UnaryOp::Abs, _) => t != ScalarType::Bool,
+                Expr::Unary(_, _) => t.is_float(),
+                Expr::Binary(BinaryOp::Rem, ..) => t == ScalarType::I64,
+                Expr::Binary(BinaryOp::Fmod, ..) => t.is_float(),
+                Expr::Binary(BinaryOp::Pow, ..) => t == ScalarType::F64,
+                Expr::Binary(..) => t != ScalarType::Bool,
+                Expr::Cast(to, a) => *to != ScalarType::Bool && a.ty(self).is_some(),
+                _ => true,
+            };
+            if !ok {
+                bad = Some(format!("an operation not defined on {}", t.name()));
+            }
+        });
+        match bad {
+            Some(b) => Err(b),
+            None => e.ty(self).ok_or_else(|| "an ill-typed expression".into()),
+        }
+    }
+
+    fn check_stmts(&self, body: &[Stmt]) -> Result<(), String> {
+        let buffer_ty = |b: u32| self.buffers.get(b as usize).and_then(|p| ScalarType::of_dtype(p.dtype));
+        let local_ty = |l: LocalId| self.locals.get(l.0 as usize).copied();
+        for s in body {
+            match s {
+                Stmt::Loop { body, .. } => self.check_stmts(body)?,
+                Stmt::Store { buffer, value, .. } => {
+                    if Some(self.check_expr(value)?) != buffer_ty(*buffer) {
+                        return Err(format!("a store into b{buffer} of another type"));
+                    }
+                }
+                Stmt::StoreAt { buffer, base, value, .. } => {
+                    if self.check_expr(base)? != ScalarType::I64 || Some(self.check_expr(value)?) != buffer_ty(*buffer)
+                    {
+                        return Err(format!("a store into b{buffer} of another type"));
+                    }
+                }
+                Stmt::Let { local, value } | Stmt::Assign { local, value } => {
+                    if Some(self.check_expr(value)?) != local_ty(*local) {
+                        return Err(format!("{local} bound to a value of another type"));
+                    }
+                }
+                Stmt::Reduce { init, value, into, .. } => {
+                    let t = local_ty(*into);
+                    if Some(self.check_expr(init)?) != t
+                        || Some(self.check_expr(value)?) != t
+                        || t == Some(ScalarType::Bool)
+                    {
+                        return Err(format!("reduction into {into} of mixed types"));
+                    }
+                }
+                Stmt::BindVar { value, .. } => {
+                    if self.check_expr(value)? != ScalarType::I64 {
+                        return Err("a variable bound to a non-i64 value".into());
+                    }
+                }
+                Stmt::CallMicroKernel { .. } | Stmt::CallAttentionRow(_) | Stmt::CallSiluMul(_) | Stmt::CallTopK(_) => {
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -792,6 +933,9 @@ impl Printer<'_> {
             }
             Expr::Const(Const::F32(v)) => {
                 let _ = write!(self.out, "{v:?}");
+            }
+            Expr::Const(Const::F64(v)) => {
+                let _ = write!(self.out, "{v:?}f64");
             }
             Expr::Const(Const::I64(v)) => {
                 let _ = write!(self.out, "{v}i64");
@@ -931,7 +1075,8 @@ impl Printer<'_> {
                 self.out.push('\n');
             }
             Stmt::Reduce { kind, var, extent, init, value, into } => {
-                let _ = write!(self.out, "let {into}: f32 = reduce_{}({var} in 0..", kind.name());
+                let ty = self.k.locals.get(into.0 as usize).map(|t| t.name()).unwrap_or("?");
+                let _ = write!(self.out, "let {into}: {ty} = reduce_{}({var} in 0..", kind.name());
                 self.extent(extent);
                 self.out.push_str(", init ");
                 self.expr(init);

@@ -139,10 +139,18 @@ pub fn lower_group(f: &Function, group: u32) -> Result<LoweredGroup, CodegenErro
             Err(unsupported(&op_name(f, first), format!("fusion groups of kind `{other}` have no kernel template yet")))
         }
     };
+    // A template that built an ill-typed kernel (a dtype mix it does not handle) refuses.
+    let kernel_result = match kernel_result {
+        Ok((k, _)) if k.check_types().is_err() => {
+            let why = k.check_types().err().unwrap_or_default();
+            Err(unsupported(&op_name(f, first), format!("the template does not handle these dtypes ({why})")))
+        }
+        other => other,
+    };
     // What the specialised templates refuse, the coordinate template may still compute.
     let kernel_result = match kernel_result {
         Err(LowerFail::Error(e @ CodegenError::Unsupported { .. })) => {
-            coords::coords_template(f, &ops, &name).map_err(|fallback| match fallback {
+            coords::coords_template(f, &ops, &name).and_then(checked).map_err(|fallback| match fallback {
                 CodegenError::Unsupported { op, reason } => {
                     CodegenError::Unsupported { op, reason: format!("{reason} (and: {e})") }
                 }
@@ -160,13 +168,24 @@ pub fn lower_group(f: &Function, group: u32) -> Result<LoweredGroup, CodegenErro
 /// Lower `ops` (in topological order; not a fusion group of `f`, e.g. one op the grouping
 /// pass left out) to one kernel with the general coordinate template, as group `group`.
 pub fn lower_ops(f: &Function, ops: &[OpId], group: u32, name: &str) -> Result<LoweredGroup, CodegenError> {
-    let (kernel, buffer_values) = coords::coords_template(f, ops, name)?;
+    let (kernel, buffer_values) = coords::coords_template(f, ops, name).and_then(checked)?;
     Ok(LoweredGroup { group, kernel, buffer_values, ops: ops.to_vec() })
 }
 
 /// A kernel copying a dense `dtype` tensor of `shape` from buffer 0 to buffer 1.
 pub fn copy_kernel(name: &str, dtype: DType, shape: &[Dim]) -> Result<Kernel, CodegenError> {
     coords::copy_kernel(name, dtype, shape)
+}
+
+/// `lowered` if its kernel is well typed, else unsupported.
+fn checked(lowered: (Kernel, Vec<ValueId>)) -> Result<(Kernel, Vec<ValueId>), CodegenError> {
+    match lowered.0.check_types() {
+        Ok(()) => Ok(lowered),
+        Err(why) => Err(CodegenError::Unsupported {
+            op: lowered.0.name.clone(),
+            reason: format!("the coordinate template does not handle these dtypes ({why})"),
+        }),
+    }
 }
 
 fn op_name(f: &Function, o: OpId) -> String {
@@ -494,7 +513,13 @@ impl<'a> Lowerer<'a> {
             let arg_tys: Vec<ScalarType> =
                 data.operands.iter().map(|&a| self.scalar_type(a, data.op.name())).collect::<LResult<_>>()?;
             let out_ty = self.scalar_type(v, data.op.name())?;
-            elementwise_expr(&data.op, args, &arg_tys, out_ty)?
+            let e = elementwise_expr(&data.op, args, &arg_tys, out_ty)?;
+            let dtype = self.f.ty(v).dtype;
+            if ScalarType::is_narrow(dtype) && !coords::preserves_values(&data.op) {
+                Expr::unary(UnaryOp::Narrow(dtype), e)
+            } else {
+                e
+            }
         };
         let e = match (&mut scope.lets, &e) {
             (_, Expr::Load { .. } | Expr::Local(_) | Expr::Const(_)) => e,
@@ -2348,7 +2373,11 @@ fn elementwise_expr(op: &Op, mut args: Vec<Expr>, tys: &[ScalarType], out: Scala
         }
         Op::Relu => {
             numeric(t0)?;
-            let zero = if t0 == ScalarType::I64 { Expr::Const(Const::I64(0)) } else { Expr::f32(0.0) };
+            let zero = match t0 {
+                ScalarType::I64 => Expr::Const(Const::I64(0)),
+                ScalarType::F64 => Expr::f64(0.0),
+                _ => Expr::f32(0.0),
+            };
             bin(BinaryOp::Max, arg(0), zero)
         }
         Op::Exp | Op::Tanh | Op::Sigmoid | Op::Sqrt | Op::Rsqrt | Op::Reciprocal | Op::Erf => {
@@ -2399,8 +2428,7 @@ fn elementwise_expr(op: &Op, mut args: Vec<Expr>, tys: &[ScalarType], out: Scala
         }
         Op::Cast { .. } => match (t0, out) {
             (a, b) if a == b => arg(0),
-            (ScalarType::F32, ScalarType::I64) | (ScalarType::I64, ScalarType::F32) => Expr::cast(out, arg(0)),
-            (ScalarType::Bool, ScalarType::F32 | ScalarType::I64) => Expr::cast(out, arg(0)),
+            (_, ScalarType::F32 | ScalarType::F64 | ScalarType::I64) => Expr::cast(out, arg(0)),
             (a, b) => return Err(unsupported(name, format!("cast {} → {} is not lowered yet", a.name(), b.name()))),
         },
         Op::Identity => arg(0),

@@ -54,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         gemm_i8: ferrumc_runtime::ukernels::scalar::gemm_i8,
         topk: ferrumc_runtime::ukernels::topk::topk,
         sgemm_nt: ferrumc_runtime::ukernels::scalar::sgemm_nt,
+        f64_math: ferrumc_runtime::ukernels::scalar_f64::SCALAR_MATH_F64,
     };
     for (label, extent, grain) in [("inline (1 chunk)", 1, 0), ("parallel (1 chunk per thread)", 64, 1)] {
         let mut b = ArtifactBuilder::new(&format!("{}-unknown-linux-gnu", std::env::consts::ARCH));

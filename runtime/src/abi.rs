@@ -107,6 +107,29 @@ pub mod elem_code {
     pub const BF16: u32 = 8;
 }
 
+/// `y = f(x)` on one f64 scalar.
+pub type ScalarF64Fn = unsafe extern "C" fn(x: f64) -> f64;
+
+/// `z = f(x, y)` on two f64 scalars.
+pub type BinaryScalarF64Fn = unsafe extern "C" fn(x: f64, y: f64) -> f64;
+
+/// Scalar f64 math for kernels that compute in f64 (added in version 4). Every entry has
+/// the semantics of Rust's `f64` method of the same name (the C library's `exp`, `log`,
+/// `tanh`, `sin`, `cos`, `pow`; `fmod` is C's `fmod`, Rust's `%`); `erf` is accurate to
+/// about 1e-15 relative.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ScalarMathF64 {
+    pub exp: ScalarF64Fn,
+    pub log: ScalarF64Fn,
+    pub tanh: ScalarF64Fn,
+    pub erf: ScalarF64Fn,
+    pub sin: ScalarF64Fn,
+    pub cos: ScalarF64Fn,
+    pub pow: BinaryScalarF64Fn,
+    pub fmod: BinaryScalarF64Fn,
+}
+
 /// The version of [`RuntimeFnTable`]'s layout; artifacts record the version they were
 /// compiled against and a runtime refuses other versions.
 pub const FN_TABLE_VERSION: u32 = 4;
@@ -142,6 +165,14 @@ pub struct RuntimeFnTable {
     pub gemm_i8: GemmI8Fn,
     /// Top-k along one strided lane, any numeric element type ([`TopKFn`]; added in version 4).
     pub topk: TopKFn,
+    /// Scalar f64 math ([`ScalarMathF64`]; added in version 4).
+    pub f64_math: ScalarMathF64,
+}
+
+impl std::fmt::Debug for ScalarMathF64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScalarMathF64").finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for RuntimeFnTable {

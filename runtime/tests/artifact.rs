@@ -74,6 +74,7 @@ fn test_table() -> RuntimeFnTable {
         gemm_i8: ferrumc_runtime::ukernels::scalar::gemm_i8,
         topk: ferrumc_runtime::ukernels::topk::topk,
         sgemm_nt: ferrumc_runtime::ukernels::scalar::sgemm_nt,
+        f64_math: ferrumc_runtime::ukernels::scalar_f64::SCALAR_MATH_F64,
     }
 }
 

@@ -6,6 +6,7 @@
 //! (`cranelift-native`, `opt_level = speed`). [`JitKernels`] is the JIT convenience used by
 //! tests. How kernels are translated is described in [`translate`].
 
+pub mod half;
 pub mod math;
 pub mod translate;
 

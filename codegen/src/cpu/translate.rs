@@ -15,16 +15,25 @@
 //! scalar. Mutable locals ([`Stmt::Assign`]) are Cranelift `Variable`s (the frontend builds
 //! their SSA form); all other locals are plain SSA values. Sizes are recomputed from the dims where used; Cranelift's e-graph pass merges
 //! and hoists them.
+//!
+//! Storage dtypes (see the kernel form's module doc): `i8`/`u8`/`i32` elements load with
+//! `sload8`/`uload8`/`sload32` into `i64` and store with `istore8`/`istore32` (wrapping);
+//! `f16`/`bf16` elements load as 16-bit integers converted to `f32` and store rounded to
+//! nearest even ([`super::half`]). Only `f32` buffers take part in vector loops; kernels
+//! over other dtypes run the scalar path. `f64` arithmetic, comparisons, `min`/`max` and
+//! `sqrt` are native; `f64` `exp`, `log`, `tanh`, `erf`, `sin`, `cos`, `pow` and `fmod` call
+//! the runtime's scalar f64 functions (`RuntimeFnTable::f64_math`), and an `f32` `fmod`
+//! calls the f64 one on the widened operands (exact, since `fmod` is).
 
-use super::math;
+use super::{half, math};
 use crate::kernel::*;
 use crate::CodegenError;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Signature, Type, Value};
+use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, SigRef, Signature, Type, Value};
 use cranelift_codegen::isa::{CallConv, TargetIsa};
 use cranelift_frontend::{FunctionBuilder, Variable};
 use ferrumc_ir::DType;
-use ferrumc_runtime::abi::RuntimeFnTable;
+use ferrumc_runtime::abi::{RuntimeFnTable, ScalarMathF64};
 use std::collections::{HashMap, HashSet};
 
 const LANES: i64 = 4;
@@ -87,6 +96,21 @@ pub(crate) struct Translator<'a, 'b> {
     /// Locals reassigned somewhere in the kernel, and their variables once defined.
     mutable: HashSet<LocalId>,
     variables: HashMap<LocalId, Variable>,
+    /// Imported signatures of the scalar f64 math calls (one and two operands).
+    f64_sigs: Option<(SigRef, SigRef)>,
+}
+
+/// Which scalar f64 function of the runtime table a call uses.
+#[derive(Clone, Copy)]
+enum F64Fn {
+    Exp,
+    Log,
+    Tanh,
+    Erf,
+    Sin,
+    Cos,
+    Pow,
+    Fmod,
 }
 
 fn collect_assigned(body: &[Stmt], out: &mut HashSet<LocalId>) {
@@ -161,6 +185,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             locals: HashMap::new(),
             mutable: HashSet::new(),
             variables: HashMap::new(),
+            f64_sigs: None,
         };
         collect_assigned(&k.body, &mut t.mutable);
         t.emit_loop(begin, end, 1, &[], &mut |t, it, _| {
@@ -271,14 +296,122 @@ impl<'a, 'b> Translator<'a, 'b> {
         Ok(acc)
     }
 
-    fn elem_bytes(&self, buffer: u32) -> Result<(i64, Type, ScalarType), CodegenError> {
+    /// A buffer's storage dtype, element size in bytes and compute type.
+    fn elem_bytes(&self, buffer: u32) -> Result<(i64, DType, ScalarType), CodegenError> {
         let p = self.k.buffers.get(buffer as usize).ok_or_else(|| invalid(self.k, format!("no buffer b{buffer}")))?;
-        match p.dtype {
-            DType::F32 => Ok((4, types::F32, ScalarType::F32)),
-            DType::I64 => Ok((8, types::I64, ScalarType::I64)),
-            DType::Bool => Ok((1, types::I8, ScalarType::Bool)),
-            other => Err(invalid(self.k, format!("buffer b{buffer} of dtype {other} is not element-addressable"))),
+        let bytes = match p.dtype {
+            DType::F64 | DType::I64 => 8,
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::BF16 => 2,
+            DType::I8 | DType::U8 | DType::Bool => 1,
+            other => {
+                return Err(invalid(self.k, format!("buffer b{buffer} of dtype {other} is not element-addressable")))
+            }
+        };
+        let ty = ScalarType::of_dtype(p.dtype)
+            .ok_or_else(|| invalid(self.k, format!("buffer b{buffer} of dtype {} has no compute type", p.dtype)))?;
+        Ok((bytes, p.dtype, ty))
+    }
+
+    /// Load one element of storage dtype `dtype` at `addr`, as its compute type.
+    fn load_scalar(&mut self, dtype: DType, addr: Value) -> Result<Value, CodegenError> {
+        let flags = MemFlagsData::trusted();
+        Ok(match dtype {
+            DType::F32 => self.b.ins().load(types::F32, flags, addr, 0),
+            DType::F64 => self.b.ins().load(types::F64, flags, addr, 0),
+            DType::I64 => self.b.ins().load(types::I64, flags, addr, 0),
+            DType::Bool => self.b.ins().load(types::I8, flags, addr, 0),
+            DType::I32 => self.b.ins().sload32(flags, addr, 0),
+            DType::I8 => self.b.ins().sload8(types::I64, flags, addr, 0),
+            DType::U8 => self.b.ins().uload8(types::I64, flags, addr, 0),
+            DType::F16 => {
+                let h = self.b.ins().uload16(types::I32, flags, addr, 0);
+                half::f16_to_f32(self.b, h)
+            }
+            DType::BF16 => {
+                let h = self.b.ins().uload16(types::I32, flags, addr, 0);
+                half::bf16_to_f32(self.b, h)
+            }
+            other => return Err(invalid(self.k, format!("load of a {other} element"))),
+        })
+    }
+
+    /// Store the compute-typed `v` at `addr` as one element of storage dtype `dtype`.
+    fn store_scalar(&mut self, dtype: DType, v: Value, addr: Value) -> Result<(), CodegenError> {
+        let flags = MemFlagsData::trusted();
+        match dtype {
+            DType::F32 | DType::F64 | DType::I64 | DType::Bool => {
+                self.b.ins().store(flags, v, addr, 0);
+            }
+            DType::I32 => {
+                self.b.ins().istore32(flags, v, addr, 0);
+            }
+            DType::I8 | DType::U8 => {
+                self.b.ins().istore8(flags, v, addr, 0);
+            }
+            DType::F16 | DType::BF16 => {
+                let h = if dtype == DType::F16 { half::f32_to_f16(self.b, v) } else { half::f32_to_bf16(self.b, v) };
+                self.b.ins().istore16(flags, h, addr, 0);
+            }
+            other => return Err(invalid(self.k, format!("store of a {other} element"))),
         }
+        Ok(())
+    }
+
+    /// `v` (of compute type `ty`) as a buffer of `dtype` would store and load it.
+    fn narrow(&mut self, dtype: DType, ty: ScalarType, v: Value) -> Result<Value, CodegenError> {
+        Ok(match (dtype, ty) {
+            (DType::I8 | DType::U8 | DType::I32, ScalarType::I64) => {
+                let nt = if dtype == DType::I32 { types::I32 } else { types::I8 };
+                let r = self.b.ins().ireduce(nt, v);
+                if dtype == DType::U8 {
+                    self.b.ins().uextend(types::I64, r)
+                } else {
+                    self.b.ins().sextend(types::I64, r)
+                }
+            }
+            (DType::F16, ScalarType::F32) => {
+                let h = half::f32_to_f16(self.b, v);
+                half::f16_to_f32(self.b, h)
+            }
+            (DType::BF16, ScalarType::F32) => {
+                let h = half::f32_to_bf16(self.b, v);
+                half::bf16_to_f32(self.b, h)
+            }
+            (d, t) => return Err(invalid(self.k, format!("narrowing a {} to {d}", t.name()))),
+        })
+    }
+
+    /// A call of the runtime's scalar f64 function `which` on `args` (f64 values).
+    fn call_f64(&mut self, which: F64Fn, args: &[Value]) -> Value {
+        let field = match which {
+            F64Fn::Exp => std::mem::offset_of!(ScalarMathF64, exp),
+            F64Fn::Log => std::mem::offset_of!(ScalarMathF64, log),
+            F64Fn::Tanh => std::mem::offset_of!(ScalarMathF64, tanh),
+            F64Fn::Erf => std::mem::offset_of!(ScalarMathF64, erf),
+            F64Fn::Sin => std::mem::offset_of!(ScalarMathF64, sin),
+            F64Fn::Cos => std::mem::offset_of!(ScalarMathF64, cos),
+            F64Fn::Pow => std::mem::offset_of!(ScalarMathF64, pow),
+            F64Fn::Fmod => std::mem::offset_of!(ScalarMathF64, fmod),
+        };
+        let offset = std::mem::offset_of!(RuntimeFnTable, f64_math) + field;
+        let (one, two) = match self.f64_sigs {
+            Some(s) => s,
+            None => {
+                let mut s1 = Signature::new(self.cc);
+                s1.params.push(AbiParam::new(types::F64));
+                s1.returns.push(AbiParam::new(types::F64));
+                let mut s2 = s1.clone();
+                s2.params.push(AbiParam::new(types::F64));
+                let s = (self.b.import_signature(s1), self.b.import_signature(s2));
+                self.f64_sigs = Some(s);
+                s
+            }
+        };
+        let sig = if args.len() == 2 { two } else { one };
+        let fptr = self.b.ins().load(self.ptr, MemFlagsData::trusted().with_readonly(), self.table, offset as i32);
+        let call = self.b.ins().call_indirect(sig, fptr, args);
+        self.b.inst_results(call)[0]
     }
 
     /// The address of `buffers[buffer][base + ix]` (`base` evaluated as a scalar).
@@ -393,8 +526,9 @@ impl<'a, 'b> Translator<'a, 'b> {
                 if mode != Mode::Scalar {
                     return Err(invalid(self.k, "reduction inside a vector loop"));
                 }
-                if value.ty(self.k) != Some(ScalarType::F32) || init.ty(self.k) != Some(ScalarType::F32) {
-                    return Err(invalid(self.k, "reductions are over f32 values"));
+                let ty = self.k.locals.get(into.0 as usize).copied();
+                if ty == Some(ScalarType::Bool) || value.ty(self.k) != ty || init.ty(self.k) != ty {
+                    return Err(invalid(self.k, "a reduction's value, init and result must be of one numeric type"));
                 }
                 let r = self.reduce(*kind, *var, extent, init, value)?;
                 self.locals.insert(*into, (r, false));
@@ -442,18 +576,29 @@ impl<'a, 'b> Translator<'a, 'b> {
         value: &Expr,
         mode: Mode,
     ) -> Result<(), CodegenError> {
-        let (_, _, sty) = self.elem_bytes(buffer)?;
+        let (_, dtype, sty) = self.elem_bytes(buffer)?;
         let vty = value.ty(self.k).ok_or_else(|| invalid(self.k, "ill-typed stored value"))?;
         if vty != sty {
             return Err(invalid(self.k, format!("storing {} into a {} buffer", vty.name(), sty.name())));
         }
+        // The store narrows anyway: an explicit narrowing to the same dtype is redundant.
+        let value = match value {
+            Expr::Unary(UnaryOp::Narrow(d), inner) if *d == dtype => &**inner,
+            v => v,
+        };
         let v = self.expr(value, mode)?;
         let addr = self.address_at(buffer, base, index)?;
-        self.b.ins().store(MemFlagsData::trusted(), v, addr, 0);
-        Ok(())
+        self.store_scalar(dtype, v, addr)
     }
 
     fn combine(&mut self, kind: ReduceKind, a: Value, b: Value) -> Value {
+        if self.b.func.dfg.value_type(a) == types::I64 {
+            return match kind {
+                ReduceKind::Sum => self.b.ins().iadd(a, b),
+                ReduceKind::Max => self.b.ins().smax(a, b),
+                ReduceKind::Min => self.b.ins().smin(a, b),
+            };
+        }
         match kind {
             ReduceKind::Sum => self.b.ins().fadd(a, b),
             ReduceKind::Max => self.b.ins().fmax(a, b),
@@ -479,7 +624,8 @@ impl<'a, 'b> Translator<'a, 'b> {
         let zero = self.b.ins().iconst(types::I64, 0);
         let mut start = zero;
         let mut acc = init_v;
-        if self.vector_expr_ok(value, var, &HashSet::new()) {
+        let acc_ty = self.b.func.dfg.value_type(init_v);
+        if acc_ty == types::F32 && self.vector_expr_ok(value, var, &HashSet::new()) {
             let id = math::fconst(self.b, VF32, identity);
             let (after, accs) = self.emit_loop(zero, n, 2 * LANES, &[(id, VF32), (id, VF32)], &mut |t, iv, accs| {
                 t.vars.insert(var, iv);
@@ -498,7 +644,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 acc = self.combine(kind, acc, x);
             }
         }
-        let (_, accs) = self.emit_loop(start, n, 1, &[(acc, types::F32)], &mut |t, iv, accs| {
+        let (_, accs) = self.emit_loop(start, n, 1, &[(acc, acc_ty)], &mut |t, iv, accs| {
             t.vars.insert(var, iv);
             let v = t.expr(value, Mode::Scalar)?;
             Ok(vec![t.combine(kind, accs[0], v)])
@@ -544,7 +690,7 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     fn dyn_address(&mut self, r: &DynRef) -> Result<Value, CodegenError> {
-        if self.elem_bytes(r.buffer)?.2 != ScalarType::F32 {
+        if self.elem_bytes(r.buffer)?.1 != DType::F32 {
             return Err(invalid(self.k, format!("attention_row on a non-f32 buffer b{}", r.buffer)));
         }
         self.address_at(r.buffer, r.base.as_ref(), &r.index)
@@ -625,6 +771,44 @@ impl<'a, 'b> Translator<'a, 'b> {
         Ok(())
     }
 
+    /// A unary op on an f64 scalar.
+    fn unary_f64(&mut self, op: UnaryOp, x: Value) -> Result<Value, CodegenError> {
+        Ok(match op {
+            UnaryOp::Neg => self.b.ins().fneg(x),
+            UnaryOp::Abs => self.b.ins().fabs(x),
+            UnaryOp::Sqrt => self.b.ins().sqrt(x),
+            UnaryOp::Rsqrt => {
+                let s = self.b.ins().sqrt(x);
+                let one = self.b.ins().f64const(1.0);
+                self.b.ins().fdiv(one, s)
+            }
+            UnaryOp::Recip => {
+                let one = self.b.ins().f64const(1.0);
+                self.b.ins().fdiv(one, x)
+            }
+            UnaryOp::Exp => self.call_f64(F64Fn::Exp, &[x]),
+            UnaryOp::Log => self.call_f64(F64Fn::Log, &[x]),
+            UnaryOp::Tanh => self.call_f64(F64Fn::Tanh, &[x]),
+            UnaryOp::Erf => self.call_f64(F64Fn::Erf, &[x]),
+            UnaryOp::Sin => self.call_f64(F64Fn::Sin, &[x]),
+            UnaryOp::Cos => self.call_f64(F64Fn::Cos, &[x]),
+            UnaryOp::Sigmoid => {
+                // e = e^-|x|; σ(x) = 1/(1+e) for x ≥ 0, e/(1+e) below (no overflow).
+                let ax = self.b.ins().fabs(x);
+                let nax = self.b.ins().fneg(ax);
+                let e = self.call_f64(F64Fn::Exp, &[nax]);
+                let one = self.b.ins().f64const(1.0);
+                let den = self.b.ins().fadd(one, e);
+                let pos = self.b.ins().fdiv(one, den);
+                let neg = self.b.ins().fdiv(e, den);
+                let zero = self.b.ins().f64const(0.0);
+                let nonneg = self.b.ins().fcmp(FloatCC::GreaterThanOrEqual, x, zero);
+                self.b.ins().select(nonneg, pos, neg)
+            }
+            UnaryOp::Narrow(d) => return Err(invalid(self.k, format!("narrowing an f64 to {d}"))),
+        })
+    }
+
     // ------------------------------------------------------------------ vectorizability
 
     fn vector_stmt_ok(&self, s: &Stmt, var: Var) -> bool {
@@ -663,6 +847,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             }
             Expr::Const(c) => c.ty() == ScalarType::F32,
             Expr::Local(l) => self.k.locals.get(l.0 as usize) == Some(&ScalarType::F32),
+            Expr::Unary(UnaryOp::Narrow(_), _) | Expr::Binary(BinaryOp::Fmod | BinaryOp::Pow, ..) => false,
             Expr::Unary(_, a) => self.vector_expr_ok(a, var, _vector_locals),
             Expr::Binary(_, a, b) => {
                 self.vector_expr_ok(a, var, _vector_locals) && self.vector_expr_ok(b, var, _vector_locals)
@@ -687,7 +872,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                     Expr::LoadAt { buffer, base, index } => (buffer, Some(&**base), index),
                     _ => return Err(invalid(self.k, "internal: not a load")),
                 };
-                let (_, cty, _) = self.elem_bytes(*buffer)?;
+                let (_, dtype, _) = self.elem_bytes(*buffer)?;
                 let addr = self.address_at(*buffer, base, index)?;
                 let flags = MemFlagsData::trusted();
                 match mode {
@@ -696,11 +881,12 @@ impl<'a, 'b> Translator<'a, 'b> {
                         let s = self.b.ins().load(types::F32, flags, addr, 0);
                         self.b.ins().splat(VF32, s)
                     }
-                    Mode::Scalar => self.b.ins().load(cty, flags, addr, 0),
+                    Mode::Scalar => self.load_scalar(dtype, addr)?,
                 }
             }
             Expr::Const(c) => match c {
                 Const::F32(v) => math::fconst(self.b, fty, *v),
+                Const::F64(v) => self.b.ins().f64const(*v),
                 Const::I64(v) => self.b.ins().iconst(types::I64, *v),
                 Const::Bool(v) => self.b.ins().iconst(types::I8, i64::from(*v)),
             },
@@ -732,7 +918,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 let x = self.expr(a, Mode::Scalar)?;
                 let y = self.expr(b, Mode::Scalar)?;
                 match at {
-                    ScalarType::F32 => {
+                    ScalarType::F32 | ScalarType::F64 => {
                         let cc = match op {
                             CmpOp::Lt => FloatCC::LessThan,
                             CmpOp::Le => FloatCC::LessThanOrEqual,
@@ -760,12 +946,21 @@ impl<'a, 'b> Translator<'a, 'b> {
                     match op {
                         UnaryOp::Neg => self.b.ins().ineg(x),
                         UnaryOp::Abs => self.b.ins().iabs(x),
+                        UnaryOp::Narrow(d) => self.narrow(*d, ty, x)?,
                         other => return Err(invalid(self.k, format!("{} of an i64", other.name()))),
                     }
                 } else if ty == ScalarType::Bool {
                     return Err(invalid(self.k, format!("{} of a bool", op.name())));
+                } else if ty == ScalarType::F64 {
+                    self.unary_f64(*op, x)?
                 } else {
                     match op {
+                        UnaryOp::Narrow(d) => {
+                            if vector {
+                                return Err(invalid(self.k, "internal: narrowing in a vector loop"));
+                            }
+                            self.narrow(*d, ty, x)?
+                        }
                         UnaryOp::Neg => self.b.ins().fneg(x),
                         UnaryOp::Abs => self.b.ins().fabs(x),
                         UnaryOp::Sqrt => self.b.ins().sqrt(x),
@@ -800,6 +995,25 @@ impl<'a, 'b> Translator<'a, 'b> {
                         BinaryOp::Max => self.b.ins().fmax(x, y),
                         BinaryOp::Min => self.b.ins().fmin(x, y),
                         BinaryOp::Rem => return Err(invalid(self.k, "rem of floats")),
+                        BinaryOp::Fmod if !vector => {
+                            let (xd, yd) = (self.b.ins().fpromote(types::F64, x), self.b.ins().fpromote(types::F64, y));
+                            let r = self.call_f64(F64Fn::Fmod, &[xd, yd]);
+                            self.b.ins().fdemote(types::F32, r)
+                        }
+                        BinaryOp::Fmod | BinaryOp::Pow => {
+                            return Err(invalid(self.k, format!("{} of f32 values", op.name())))
+                        }
+                    },
+                    ScalarType::F64 => match op {
+                        BinaryOp::Add => self.b.ins().fadd(x, y),
+                        BinaryOp::Sub => self.b.ins().fsub(x, y),
+                        BinaryOp::Mul => self.b.ins().fmul(x, y),
+                        BinaryOp::Div => self.b.ins().fdiv(x, y),
+                        BinaryOp::Max => self.b.ins().fmax(x, y),
+                        BinaryOp::Min => self.b.ins().fmin(x, y),
+                        BinaryOp::Fmod => self.call_f64(F64Fn::Fmod, &[x, y]),
+                        BinaryOp::Pow => self.call_f64(F64Fn::Pow, &[x, y]),
+                        BinaryOp::Rem => return Err(invalid(self.k, "rem of floats")),
                     },
                     ScalarType::I64 => match op {
                         BinaryOp::Add => self.b.ins().iadd(x, y),
@@ -809,6 +1023,9 @@ impl<'a, 'b> Translator<'a, 'b> {
                         BinaryOp::Min => self.b.ins().smin(x, y),
                         BinaryOp::Div => self.b.ins().sdiv(x, y),
                         BinaryOp::Rem => self.b.ins().srem(x, y),
+                        BinaryOp::Fmod | BinaryOp::Pow => {
+                            return Err(invalid(self.k, format!("{} of i64 values", op.name())))
+                        }
                     },
                     ScalarType::Bool => return Err(invalid(self.k, format!("{} of bools", op.name()))),
                 }
@@ -824,12 +1041,18 @@ impl<'a, 'b> Translator<'a, 'b> {
                 let x = self.expr(a, mode)?;
                 match (from, to) {
                     (f, t) if f == *t => x,
-                    (ScalarType::F32, ScalarType::I64) => self.b.ins().fcvt_to_sint_sat(types::I64, x),
+                    (ScalarType::F32 | ScalarType::F64, ScalarType::I64) => {
+                        self.b.ins().fcvt_to_sint_sat(types::I64, x)
+                    }
                     (ScalarType::I64, ScalarType::F32) => self.b.ins().fcvt_from_sint(types::F32, x),
+                    (ScalarType::I64, ScalarType::F64) => self.b.ins().fcvt_from_sint(types::F64, x),
+                    (ScalarType::F32, ScalarType::F64) => self.b.ins().fpromote(types::F64, x),
+                    (ScalarType::F64, ScalarType::F32) => self.b.ins().fdemote(types::F32, x),
                     (ScalarType::Bool, ScalarType::I64) => self.b.ins().uextend(types::I64, x),
-                    (ScalarType::Bool, ScalarType::F32) => {
+                    (ScalarType::Bool, ScalarType::F32 | ScalarType::F64) => {
                         let w = self.b.ins().uextend(types::I64, x);
-                        self.b.ins().fcvt_from_sint(types::F32, w)
+                        let ft = if *to == ScalarType::F32 { types::F32 } else { types::F64 };
+                        self.b.ins().fcvt_from_sint(ft, w)
                     }
                     (f, t) => return Err(invalid(self.k, format!("cast {} → {}", f.name(), t.name()))),
                 }

@@ -10,7 +10,8 @@
 //! `concat` selects among operands, `gather` reads the index and addresses the table
 //! through it — down to loads from the group's input buffers ([`Expr::LoadAt`] with an
 //! `i64` base). Reductions (`reduce_*`, `softmax`, `rms_norm`, `layer_norm`, `matmul`,
-//! `cumsum`) are loops accumulating into mutable locals, recomputing their operand per
+//! `cumsum`, and `attention` without a cache — any float dtype, e.g. f64, which the attention
+//! template leaves out) are loops accumulating into mutable locals, recomputing their operand per
 //! element; nothing is materialised between ops, so a group needs no temp buffers.
 //!
 //! Indices read from buffers (`gather`) wrap negative values once and are then clamped into
@@ -388,7 +389,16 @@ impl Gen<'_> {
                 let flat = self.flatten(coords, &ty.shape)?;
                 Expr::load_at(buffer, flat, IndexExpr::default())
             }
-            Some(p) => self.op_value(p, v, coords, out)?,
+            Some(p) => {
+                let e = self.op_value(p, v, coords, out)?;
+                let dtype = self.f.ty(v).dtype;
+                let preserving = self.f.op(p).is_some_and(|d| preserves_values(&d.op));
+                if ScalarType::is_narrow(dtype) && !preserving {
+                    Expr::unary(UnaryOp::Narrow(dtype), e)
+                } else {
+                    e
+                }
+            }
         };
         let ty = self.scalar(v, "value")?;
         let e = self.bind(e, ty, out);
@@ -396,6 +406,68 @@ impl Gen<'_> {
             cache.push((v, coords.to_vec(), e.clone()));
         }
         Ok(e)
+    }
+
+    /// One attention score `scale · q[b, h, i, :] · k[b, hk, j, :]` (+ the additive mask, or
+    /// −∞ where a bool mask is false or key `j` lies past the causal limit), as the
+    /// interpreter computes it.
+    fn attention_score(&mut self, a: &AttentionScore, j: &Expr, out: &mut Vec<Stmt>) -> CResult<Expr> {
+        let (b, h, qi) = (a.bhi[0].clone(), a.bhi[1].clone(), a.bhi[2].clone());
+        let dot = self.accumulate(
+            std::slice::from_ref(&a.head),
+            scalar_const(a.ty, 0.0),
+            a.ty,
+            out,
+            &mut |g, acc, inner, body| {
+                let qv = g.value(a.q, &[b.clone(), h.clone(), qi.clone(), inner[0].clone()], body)?;
+                let kv = g.value(a.k, &[b.clone(), a.hk.clone(), j.clone(), inner[0].clone()], body)?;
+                Ok(add(acc, mul(qv, kv)))
+            },
+        )?;
+        let mut score = mul(dot, scalar_const(a.ty, a.scale));
+        let ninf = scalar_const(a.ty, f64::NEG_INFINITY);
+        if let Some(mask) = a.mask {
+            let full_coords = [b, h, qi, j.clone()];
+            let mc = self.broadcast(&full_coords, &self.f.ty(mask).shape.clone(), &a.full, "attention")?;
+            let mv = self.value(mask, &mc, out)?;
+            score = match self.scalar(mask, "attention")? {
+                ScalarType::Bool => Expr::select(mv, score, ninf.clone()),
+                t if t == a.ty => add(score, mv),
+                t if t.is_float() => add(score, Expr::cast(a.ty, mv)),
+                _ => return Err(unsupported("attention", "an integer mask")),
+            };
+        }
+        if let Some(limit) = &a.causal_limit {
+            score = Expr::select(cmp(CmpOp::Lt, limit.clone(), j.clone()), ninf, score);
+        }
+        Ok(score)
+    }
+
+    /// `xʸ` for `i64` operands, wrapping like the interpreter: square-and-multiply over the
+    /// exponent's 64 bits; a negative exponent gives 1 for a base of 1, ±1 for -1 (by the
+    /// exponent's parity) and 0 otherwise (truncating integer division).
+    fn int_pow(&mut self, x: Expr, y: Expr, out: &mut Vec<Stmt>) -> Expr {
+        let (acc, base, e) =
+            (self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64));
+        out.push(Stmt::Let { local: acc, value: i(1) });
+        out.push(Stmt::Let { local: base, value: x.clone() });
+        out.push(Stmt::Let { local: e, value: y.clone() });
+        let (la, lb, le) = (Expr::Local(acc), Expr::Local(base), Expr::Local(e));
+        let odd = cmp(CmpOp::Ne, Expr::binary(BinaryOp::Rem, le.clone(), i(2)), i(0));
+        let body = vec![
+            Stmt::Assign { local: acc, value: Expr::select(odd, mul(la.clone(), lb.clone()), la.clone()) },
+            Stmt::Assign { local: base, value: mul(lb.clone(), lb) },
+            Stmt::Assign { local: e, value: Expr::binary(BinaryOp::Div, le, i(2)) },
+        ];
+        let var = self.fresh_var();
+        out.push(Stmt::Loop { var, extent: Extent::Size(Size::constant(64)), body });
+        let even = cmp(CmpOp::Eq, Expr::binary(BinaryOp::Rem, y.clone(), i(2)), i(0));
+        let negative = Expr::select(
+            cmp(CmpOp::Eq, x.clone(), i(1)),
+            i(1),
+            Expr::select(cmp(CmpOp::Eq, x, i(-1)), Expr::select(even, i(1), i(-1)), i(0)),
+        );
+        Expr::select(cmp(CmpOp::Lt, y, i(0)), negative, la)
     }
 
     /// A loop over the flattened extent of `dims` accumulating `step(acc, coords)` into a
@@ -720,7 +792,7 @@ impl Gen<'_> {
                 let start = self.value(opnd(0), &[], out)?;
                 let delta = self.value(opnd(2), &[], out)?;
                 let c = match rty {
-                    ScalarType::F32 => Expr::cast(ScalarType::F32, coords[0].clone()),
+                    t if t.is_float() => Expr::cast(t, coords[0].clone()),
                     _ => coords[0].clone(),
                 };
                 add(start, mul(c, delta))
@@ -757,20 +829,28 @@ impl Gen<'_> {
                 }
                 let x = opnd(0);
                 let op = d.op.clone();
+                // Max/min identities: ∓inf for floats, the dtype's range for integers (ONNX).
+                let (lowest, highest) = int_range(self.f.ty(x).dtype);
                 let init = match op {
+                    Op::ReduceMax { .. } if rty == ScalarType::I64 => i(lowest),
+                    Op::ReduceMin { .. } if rty == ScalarType::I64 => i(highest),
                     Op::ReduceMax { .. } => scalar_const(rty, f64::NEG_INFINITY),
                     Op::ReduceMin { .. } => scalar_const(rty, f64::INFINITY),
                     Op::ReduceProd { .. } => scalar_const(rty, 1.0),
                     _ => scalar_const(rty, 0.0),
                 };
-                if matches!(op, Op::ReduceL2 { .. } | Op::ReduceLogSumExp { .. }) && rty != ScalarType::F32 {
+                if matches!(op, Op::ReduceL2 { .. } | Op::ReduceLogSumExp { .. }) && !rty.is_float() {
                     return Err(unsupported(name, "integer l2 / log-sum-exp"));
                 }
                 // log-sum-exp is computed stably: the maximum first.
                 let lse_max = if matches!(op, Op::ReduceLogSumExp { .. }) {
                     let (base2, red3) = (base.clone(), red.clone());
-                    let m =
-                        self.accumulate(&rdims, Expr::f32(f32::NEG_INFINITY), rty, out, &mut |g, acc, inner, body| {
+                    let m = self.accumulate(
+                        &rdims,
+                        scalar_const(rty, f64::NEG_INFINITY),
+                        rty,
+                        out,
+                        &mut |g, acc, inner, body| {
                             let mut it = inner.iter();
                             let full: Vec<Expr> = base2
                                 .iter()
@@ -784,13 +864,15 @@ impl Gen<'_> {
                                 })
                                 .collect();
                             Ok(max(acc, g.value(x, &full, body)?))
-                        })?;
+                        },
+                    )?;
                     // An all -inf row keeps the shift finite.
-                    Some(Expr::select(cmp(CmpOp::Eq, m.clone(), Expr::f32(f32::NEG_INFINITY)), Expr::f32(0.0), m))
+                    let (ninf, zero) = (scalar_const(rty, f64::NEG_INFINITY), scalar_const(rty, 0.0));
+                    Some(Expr::select(cmp(CmpOp::Eq, m.clone(), ninf), zero, m))
                 } else {
                     None
                 };
-                let lse_max = lse_max.map(|e| self.bind(e, ScalarType::F32, out));
+                let lse_max = lse_max.map(|e| self.bind(e, rty, out));
                 let red2 = red.clone();
                 let acc = self.accumulate(&rdims, init, rty, out, &mut |g, acc, inner, body| {
                     let mut it = inner.iter();
@@ -812,7 +894,7 @@ impl Gen<'_> {
                         Op::ReduceSumSquare { .. } | Op::ReduceL2 { .. } => add(acc, mul(xv.clone(), xv)),
                         Op::ReduceProd { .. } => mul(acc, xv),
                         Op::ReduceLogSumExp { .. } => {
-                            let m = lse_max.clone().unwrap_or(Expr::f32(0.0));
+                            let m = lse_max.clone().unwrap_or(scalar_const(rty, 0.0));
                             add(acc, Expr::unary(UnaryOp::Exp, sub(xv, m)))
                         }
                         Op::ReduceL1 { .. } => add(acc, Expr::unary(UnaryOp::Abs, xv)),
@@ -820,11 +902,11 @@ impl Gen<'_> {
                     })
                 })?;
                 if matches!(d.op, Op::ReduceMean { .. }) {
-                    if rty != ScalarType::F32 {
+                    if !rty.is_float() {
                         return Err(unsupported(name, "integer mean"));
                     }
                     let n = self.product(&rdims)?;
-                    let n = Expr::cast(ScalarType::F32, size_expr(&n));
+                    let n = Expr::cast(rty, size_expr(&n));
                     Expr::binary(BinaryOp::Div, acc, n)
                 } else if matches!(d.op, Op::ReduceL2 { .. }) {
                     Expr::unary(UnaryOp::Sqrt, acc)
@@ -851,11 +933,14 @@ impl Gen<'_> {
                     c[a] = inner[0].clone();
                     c
                 };
-                let m =
-                    self.accumulate(&along, Expr::f32(f32::NEG_INFINITY), rty, out, &mut |g, acc, inner, body| {
-                        Ok(max(acc, g.value(x, &at(inner), body)?))
-                    })?;
-                let s = self.accumulate(&along, Expr::f32(0.0), rty, out, &mut |g, acc, inner, body| {
+                let m = self.accumulate(
+                    &along,
+                    scalar_const(rty, f64::NEG_INFINITY),
+                    rty,
+                    out,
+                    &mut |g, acc, inner, body| Ok(max(acc, g.value(x, &at(inner), body)?)),
+                )?;
+                let s = self.accumulate(&along, scalar_const(rty, 0.0), rty, out, &mut |g, acc, inner, body| {
                     let xv = g.value(x, &at(inner), body)?;
                     Ok(add(acc, Expr::unary(UnaryOp::Exp, sub(xv, m.clone()))))
                 })?;
@@ -874,13 +959,13 @@ impl Gen<'_> {
                     c[r - 1] = inner[0].clone();
                     c
                 };
-                let ss = self.accumulate(&along, Expr::f32(0.0), rty, out, &mut |g, acc, inner, body| {
+                let ss = self.accumulate(&along, scalar_const(rty, 0.0), rty, out, &mut |g, acc, inner, body| {
                     let xv = g.value(x, &at(inner), body)?;
                     Ok(add(acc, mul(xv.clone(), xv)))
                 })?;
                 let n = self.size(&rshape[r - 1])?;
-                let mean = Expr::binary(BinaryOp::Div, ss, Expr::cast(ScalarType::F32, size_expr(&n)));
-                let scale = Expr::unary(UnaryOp::Rsqrt, add(mean, Expr::f32(*epsilon as f32)));
+                let mean = Expr::binary(BinaryOp::Div, ss, Expr::cast(rty, size_expr(&n)));
+                let scale = Expr::unary(UnaryOp::Rsqrt, add(mean, scalar_const(rty, *epsilon)));
                 let xv = self.value(x, coords, out)?;
                 let w = self.value(opnd(1), &coords[r - 1..], out)?;
                 mul(mul(xv, scale), w)
@@ -896,18 +981,18 @@ impl Gen<'_> {
                     c
                 };
                 let n = self.product(&along)?;
-                let nf = Expr::cast(ScalarType::F32, size_expr(&n));
-                let s = self.accumulate(&along, Expr::f32(0.0), rty, out, &mut |g, acc, inner, body| {
+                let nf = Expr::cast(rty, size_expr(&n));
+                let s = self.accumulate(&along, scalar_const(rty, 0.0), rty, out, &mut |g, acc, inner, body| {
                     Ok(add(acc, g.value(x, &at(inner), body)?))
                 })?;
                 let mean = self.bind(Expr::binary(BinaryOp::Div, s, nf.clone()), rty, out);
-                let var = self.accumulate(&along, Expr::f32(0.0), rty, out, &mut |g, acc, inner, body| {
+                let var = self.accumulate(&along, scalar_const(rty, 0.0), rty, out, &mut |g, acc, inner, body| {
                     let dv = sub(g.value(x, &at(inner), body)?, mean.clone());
-                    let dv = g.bind(dv, ScalarType::F32, body);
+                    let dv = g.bind(dv, rty, body);
                     Ok(add(acc, mul(dv.clone(), dv)))
                 })?;
                 let inv =
-                    Expr::unary(UnaryOp::Rsqrt, add(Expr::binary(BinaryOp::Div, var, nf), Expr::f32(*epsilon as f32)));
+                    Expr::unary(UnaryOp::Rsqrt, add(Expr::binary(BinaryOp::Div, var, nf), scalar_const(rty, *epsilon)));
                 let xv = self.value(x, coords, out)?;
                 let norm_shape = rshape[a..].to_vec();
                 let sc = self.broadcast(&coords[a..], &oshape(1), &norm_shape, name)?;
@@ -1125,6 +1210,72 @@ impl Gen<'_> {
                 let xv = self.value(opnd(0), coords, out)?;
                 Expr::select(keep, xv, scalar_const(rty, 0.0))
             }
+            Op::Attention { scale, causal } if d.operands.len() <= 4 && v == d.results[0] => {
+                let (qs, ks, vs) = (oshape(0), oshape(1), oshape(2));
+                if qs.len() != 4 || ks.len() != 4 || vs.len() != 4 || !rty.is_float() || coords.len() != 4 {
+                    return Err(unsupported(name, "q, k, v of rank 4 and a float result"));
+                }
+                let (Some(hq), Some(hkv), Some(dk)) = (qs[1].as_fixed(), ks[1].as_fixed(), qs[3].as_fixed()) else {
+                    return Err(unsupported(name, "static heads and head size"));
+                };
+                if hkv <= 0 || hq % hkv != 0 || self.scalar(opnd(1), name)? != rty || self.scalar(opnd(2), name)? != rty
+                {
+                    return Err(unsupported(name, "query heads a multiple of kv heads, q/k/v of one type"));
+                }
+                let h = coords[1].clone();
+                let hk = if hq == hkv {
+                    h.clone()
+                } else {
+                    self.bind(Expr::binary(BinaryOp::Div, h, i(hq / hkv)), ScalarType::I64, out)
+                };
+                let (t, sq) = (self.size(&ks[2])?, self.size(&qs[2])?);
+                let a = AttentionScore {
+                    q: opnd(0),
+                    k: opnd(1),
+                    mask: d.operands.get(3).copied(),
+                    full: vec![qs[0].clone(), qs[1].clone(), qs[2].clone(), ks[2].clone()],
+                    bhi: coords[..3].to_vec(),
+                    hk: hk.clone(),
+                    head: qs[3].clone(),
+                    scale: scale.unwrap_or(1.0 / (dk as f64).sqrt()),
+                    // Bottom-right aligned causality: query i sees keys j ≤ i + (T - S).
+                    causal_limit: causal.then(|| add(coords[2].clone(), sub(size_expr(&t), size_expr(&sq)))),
+                    ty: rty,
+                };
+                let keys = vec![ks[2].clone()];
+                let ninf = scalar_const(rty, f64::NEG_INFINITY);
+                let m = self.accumulate(&keys, ninf.clone(), rty, out, &mut |g, acc, inner, body| {
+                    Ok(max(acc, g.attention_score(&a, &inner[0], body)?))
+                })?;
+                let sum = self.accumulate(&keys, scalar_const(rty, 0.0), rty, out, &mut |g, acc, inner, body| {
+                    let sc = g.attention_score(&a, &inner[0], body)?;
+                    Ok(add(acc, Expr::unary(UnaryOp::Exp, sub(sc, m.clone()))))
+                })?;
+                let (vv, e) = (opnd(2), coords[3].clone());
+                let o = self.accumulate(&keys, scalar_const(rty, 0.0), rty, out, &mut |g, acc, inner, body| {
+                    let sc = g.attention_score(&a, &inner[0], body)?;
+                    let w = Expr::binary(BinaryOp::Div, Expr::unary(UnaryOp::Exp, sub(sc, m.clone())), sum.clone());
+                    let x = g.value(vv, &[a.bhi[0].clone(), hk.clone(), inner[0].clone(), e.clone()], body)?;
+                    Ok(add(acc, mul(w, x)))
+                })?;
+                // A fully masked row yields zeros.
+                Expr::select(cmp(CmpOp::Eq, m, ninf), scalar_const(rty, 0.0), o)
+            }
+            Op::Pow
+                if self.scalar(opnd(0), name)? == ScalarType::I64 && self.scalar(opnd(1), name)? == ScalarType::I64 =>
+            {
+                let mut args = Vec::with_capacity(2);
+                for k in 0..2 {
+                    let inner = if oshape(k).iter().any(Dim::is_unknown) {
+                        self.broadcast_dynamic(opnd(k), coords, &rshape, out)?
+                    } else {
+                        self.broadcast(coords, &oshape(k), &rshape, name)?
+                    };
+                    let v = self.value(opnd(k), &inner, out)?;
+                    args.push(self.bind(v, ScalarType::I64, out));
+                }
+                self.int_pow(args[0].clone(), args[1].clone(), out)
+            }
             op if op.is_unary_elementwise()
                 || op.is_binary_elementwise()
                 || matches!(op, Op::Where | Op::Cast { .. } | Op::Identity | Op::Gelu { .. } | Op::SiluMul) =>
@@ -1190,9 +1341,65 @@ fn size_expr(s: &Size) -> Expr {
     }
 }
 
+/// What one attention score reads (see `Gen::attention_score`).
+struct AttentionScore {
+    q: ValueId,
+    k: ValueId,
+    mask: Option<ValueId>,
+    /// The score tensor's shape `[B, Hq, S, T]` (masks broadcast to it).
+    full: Vec<Dim>,
+    /// The output's `b`, `h`, `i` coordinates.
+    bhi: Vec<Expr>,
+    /// The kv head of `h`.
+    hk: Expr,
+    /// The head size (dot product length).
+    head: Dim,
+    scale: f64,
+    /// Keys past this index are masked (causal attention).
+    causal_limit: Option<Expr>,
+    ty: ScalarType,
+}
+
+/// The smallest and largest value of an integer dtype (the identities of `reduce_max` and
+/// `reduce_min`, as in the interpreter); `i64`'s range for other dtypes.
+fn int_range(dtype: ferrumc_ir::DType) -> (i64, i64) {
+    use ferrumc_ir::DType;
+    match dtype {
+        DType::I32 => (i32::MIN.into(), i32::MAX.into()),
+        DType::I8 => (i8::MIN.into(), i8::MAX.into()),
+        DType::U8 => (0, u8::MAX.into()),
+        DType::Bool => (0, 1),
+        _ => (i64::MIN, i64::MAX),
+    }
+}
+
+/// Whether `op`'s results are always values its operands (or attributes of its result's
+/// dtype) already hold, so a narrow result needs no [`UnaryOp::Narrow`].
+pub(crate) fn preserves_values(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Where
+            | Op::Max
+            | Op::Min
+            | Op::Relu
+            | Op::Identity
+            | Op::Reshape { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Transpose { .. }
+            | Op::Expand
+            | Op::Slice { .. }
+            | Op::Concat { .. }
+            | Op::Gather { .. }
+            | Op::ReduceMax { .. }
+            | Op::ReduceMin { .. }
+    )
+}
+
 fn scalar_const(ty: ScalarType, x: f64) -> Expr {
     match ty {
         ScalarType::F32 => Expr::f32(x as f32),
+        ScalarType::F64 => Expr::f64(x),
         ScalarType::I64 => {
             let v = if x.is_infinite() {
                 if x > 0.0 {
@@ -1214,12 +1421,14 @@ fn scalar_op(op: &Op, args: Vec<Expr>, tys: &[ScalarType], out: ScalarType) -> C
     let name = op.name();
     let t0 = tys.first().copied().unwrap_or(ScalarType::F32);
     let float = |t: ScalarType| {
-        if t == ScalarType::F32 {
+        if t.is_float() {
             Ok(())
         } else {
             Err(unsupported(name, format!("{} operands", t.name())))
         }
     };
+    // A float constant of the operands' type.
+    let fc = |x: f64| scalar_const(t0, x);
     let numeric = |t: ScalarType| if t != ScalarType::Bool { Ok(()) } else { Err(unsupported(name, "bool operands")) };
     let boolean =
         |t: ScalarType| if t == ScalarType::Bool { Ok(()) } else { Err(unsupported(name, "non-bool operands")) };
@@ -1252,6 +1461,29 @@ fn scalar_op(op: &Op, args: Vec<Expr>, tys: &[ScalarType], out: ScalarType) -> C
             float(t0)?;
             let (x, y) = (a(), a());
             bin(BinaryOp::Div, x, y)
+        }
+        Op::Fmod if t0 == ScalarType::I64 => {
+            // C `%`: the sign of the dividend (a zero divisor yields 0, as for `div`).
+            let (x, y0) = (a(), a());
+            let zero = cmp(CmpOp::Eq, y0.clone(), Expr::i64(0));
+            let y = Expr::select(zero.clone(), Expr::i64(1), y0);
+            Expr::select(zero, Expr::i64(0), bin(BinaryOp::Rem, x, y))
+        }
+        Op::Fmod => {
+            float(t0)?;
+            let (x, y) = (a(), a());
+            bin(BinaryOp::Fmod, x, y)
+        }
+        Op::Mod if t0.is_float() => {
+            // numpy's `mod` (Python `%`): C `fmod`, moved to the divisor's sign when the
+            // signs differ; a zero remainder takes the divisor's sign.
+            let (x, y) = (a(), a());
+            let r = bin(BinaryOp::Fmod, x, y.clone());
+            let (r_neg, y_neg) = (cmp(CmpOp::Lt, r.clone(), fc(0.0)), cmp(CmpOp::Lt, y.clone(), fc(0.0)));
+            let differ = Expr::select(r_neg, not(y_neg.clone()), y_neg.clone());
+            let fixed = Expr::select(differ, add(r.clone(), y), r.clone());
+            let signed_zero = Expr::select(y_neg, fc(-0.0), fc(0.0));
+            Expr::select(cmp(CmpOp::Eq, r, fc(0.0)), signed_zero, fixed)
         }
         Op::Mod if t0 == ScalarType::I64 => {
             // Python `%`: the sign of the divisor (a zero divisor yields 0, as for `div`).
@@ -1313,19 +1545,19 @@ fn scalar_op(op: &Op, args: Vec<Expr>, tys: &[ScalarType], out: ScalarType) -> C
             float(t0)?;
             let x = a();
             let inner = match approximate {
-                GeluApproximation::None => un(UnaryOp::Erf, mul(x.clone(), Expr::f32(std::f32::consts::FRAC_1_SQRT_2))),
+                GeluApproximation::None => un(UnaryOp::Erf, mul(x.clone(), fc(std::f64::consts::FRAC_1_SQRT_2))),
                 GeluApproximation::Tanh => {
                     let x3 = mul(mul(x.clone(), x.clone()), x.clone());
-                    let poly = add(x.clone(), mul(Expr::f32(0.044715), x3));
-                    un(UnaryOp::Tanh, mul(Expr::f32(0.797_884_6), poly))
+                    let poly = add(x.clone(), mul(fc(0.044715), x3));
+                    un(UnaryOp::Tanh, mul(fc(0.797_884_560_802_865_4), poly))
                 }
             };
-            mul(mul(Expr::f32(0.5), x), add(Expr::f32(1.0), inner))
+            mul(mul(fc(0.5), x), add(fc(1.0), inner))
         }
         Op::LeakyRelu { alpha } => {
             float(t0)?;
             let x = a();
-            Expr::select(cmp(CmpOp::Lt, x.clone(), Expr::f32(0.0)), mul(x.clone(), Expr::f32(*alpha as f32)), x)
+            Expr::select(cmp(CmpOp::Lt, x.clone(), fc(0.0)), mul(x.clone(), fc(*alpha)), x)
         }
         Op::Clip { min: lo, max: hi } => {
             numeric(t0)?;
@@ -1395,15 +1627,32 @@ fn scalar_op(op: &Op, args: Vec<Expr>, tys: &[ScalarType], out: ScalarType) -> C
             let x = a();
             // ln(1 + eˣ) = max(x, 0) + ln(1 + e^-|x|), finite for large |x|.
             let ax = Expr::unary(UnaryOp::Abs, x.clone());
-            add(
-                max(x, Expr::f32(0.0)),
-                un(UnaryOp::Log, add(Expr::f32(1.0), un(UnaryOp::Exp, Expr::unary(UnaryOp::Neg, ax)))),
-            )
+            add(max(x, fc(0.0)), un(UnaryOp::Log, add(fc(1.0), un(UnaryOp::Exp, Expr::unary(UnaryOp::Neg, ax)))))
+        }
+        Op::Pow if t0 == ScalarType::F64 || (t0 == ScalarType::I64 && tys.get(1).is_some_and(|t| t.is_float())) => {
+            // C `pow` in f64 (the runtime's); an integer base with a float exponent is
+            // computed in f64 and truncated like `cast` (as the interpreter does).
+            let (x, y) = (a(), a());
+            let wide = |e: Expr, t: Option<&ScalarType>| {
+                if t == Some(&ScalarType::F64) {
+                    e
+                } else {
+                    Expr::cast(ScalarType::F64, e)
+                }
+            };
+            let p = bin(BinaryOp::Pow, wide(x, tys.first()), wide(y, tys.get(1)));
+            if t0 == ScalarType::I64 {
+                Expr::cast(ScalarType::I64, p)
+            } else {
+                p
+            }
         }
         Op::Pow => {
             // |a|^b = e^(b·ln|a|); a negative base needs an integer exponent (sign from its
             // parity, NaN otherwise); b = 0 gives 1 (also for a = 0).
-            float(t0)?;
+            if t0 != ScalarType::F32 {
+                return Err(unsupported(name, format!("{} base", t0.name())));
+            }
             let (x, y) = (a(), a());
             let y = match tys.get(1) {
                 Some(ScalarType::I64) => Expr::cast(ScalarType::F32, y),
@@ -1426,10 +1675,8 @@ fn scalar_op(op: &Op, args: Vec<Expr>, tys: &[ScalarType], out: ScalarType) -> C
             let x = a();
             match (t0, out) {
                 (s, t) if s == t => x,
-                (ScalarType::F32, ScalarType::I64) | (ScalarType::I64, ScalarType::F32) => Expr::cast(out, x),
-                (ScalarType::Bool, ScalarType::F32 | ScalarType::I64) => Expr::cast(out, x),
                 (s, ScalarType::Bool) => cmp(CmpOp::Ne, x, scalar_const(s, 0.0)),
-                (s, t) => return Err(unsupported(name, format!("cast {} → {}", s.name(), t.name()))),
+                (_, ScalarType::F32 | ScalarType::F64 | ScalarType::I64) => Expr::cast(out, x),
             }
         }
         Op::Identity => a(),

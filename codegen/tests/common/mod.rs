@@ -313,6 +313,7 @@ pub fn reference_table() -> RuntimeFnTable {
         silu_mul: ref_silu_mul,
         gemm_i8: ref_gemm_i8,
         topk: ferrumc_runtime::ukernels::topk::topk,
+        f64_math: ferrumc_runtime::ukernels::scalar_f64::SCALAR_MATH_F64,
     }
 }
 

@@ -90,6 +90,8 @@ pub enum DType {
     Q8_0 = 9,
     /// GGML Q4_0: blocks of 32 values, 18 bytes each (f16 scale + 16 nibble bytes).
     Q4_0 = 10,
+    /// IEEE f64 (added with function-table version 4).
+    F64 = 11,
 }
 
 impl DType {
@@ -107,6 +109,7 @@ impl DType {
             8 => Bool,
             9 => Q8_0,
             10 => Q4_0,
+            11 => F64,
             _ => return None,
         })
     }
@@ -117,7 +120,7 @@ impl DType {
         match self {
             F32 | I32 => (1, 4),
             F16 | BF16 => (1, 2),
-            I64 => (1, 8),
+            I64 | F64 => (1, 8),
             U8 | I8 | Bool => (1, 1),
             Q8_0 => (32, 34),
             Q4_0 => (32, 18),
@@ -154,6 +157,7 @@ impl fmt::Display for DType {
             Bool => "bool",
             Q8_0 => "q8_0",
             Q4_0 => "q4_0",
+            F64 => "f64",
         })
     }
 }

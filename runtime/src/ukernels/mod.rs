@@ -32,6 +32,9 @@
 //! * `erf`: Taylor polynomial for `|x| < 1`, Abramowitz–Stegun 7.1.26 above; max relative
 //!   error 2.1e-7 (scalar 2.3e-7); `±inf → ±1`.
 //! * NaN in → NaN out for all three.
+//!
+//! [`scalar_f64`] holds the scalar f64 math (`exp`, `log`, `tanh`, `erf`, `sin`, `cos`,
+//! `pow`, `fmod`) that kernels computing in f64 call; one implementation for every tier.
 
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments, clippy::missing_safety_doc)]
 
@@ -43,6 +46,7 @@ pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 pub mod scalar;
+pub mod scalar_f64;
 pub mod topk;
 
 #[cfg(test)]
@@ -129,6 +133,7 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             silu_mul: scalar::silu_mul,
             gemm_i8: scalar::gemm_i8,
             topk: topk::topk,
+            f64_math: scalar_f64::SCALAR_MATH_F64,
         },
         #[cfg(target_arch = "x86_64")]
         Tier::Avx2 => RuntimeFnTable {
@@ -145,6 +150,7 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             silu_mul: avx2::silu_mul,
             gemm_i8: avx2::gemm_i8,
             topk: topk::topk,
+            f64_math: scalar_f64::SCALAR_MATH_F64,
         },
         #[cfg(target_arch = "x86_64")]
         Tier::Avx512 => RuntimeFnTable {
@@ -161,6 +167,7 @@ pub fn table_for(tier: Tier) -> Option<RuntimeFnTable> {
             silu_mul: avx512::silu_mul,
             gemm_i8: avx512::gemm_i8,
             topk: topk::topk,
+            f64_math: scalar_f64::SCALAR_MATH_F64,
         },
         #[cfg(not(target_arch = "x86_64"))]
         _ => return None,
@@ -185,6 +192,7 @@ pub fn fn_table() -> RuntimeFnTable {
             silu_mul: scalar::silu_mul,
             gemm_i8: scalar::gemm_i8,
             topk: topk::topk,
+            f64_math: scalar_f64::SCALAR_MATH_F64,
         })
     })
 }
