@@ -256,11 +256,11 @@ pub fn optimize_module(m: &Module, options: &CompileOptions) -> Result<Module, C
 
 /// Compile-time input binding ([`CompileOptions::bound_inputs`]), like TVM's `bind_params`:
 /// every function input named in `bound` is replaced by a `constant` holding the given tensor
-/// and removed from the function's inputs, then `shape-inference` runs, so dims that depended
-/// on the input's *value* (a `reshape`/`expand`/`constant_of_shape` target, `range` bounds,
-/// `slice` starts) become known. The tensor must have the input's dtype and rank, and equal
-/// every static dim of its declared shape; a name no function has as an input is an error.
-/// With nothing bound the module is returned as it is.
+/// and removed from the function's inputs, then `constant-folding` and `shape-inference` run,
+/// so dims that depended on the input's *value* (a `reshape`/`expand`/`constant_of_shape`
+/// target, `range` bounds, `slice` starts) become known. The tensor must have the input's
+/// dtype and rank, and equal every static dim of its declared shape; a name no function has
+/// as an input is an error. With nothing bound the module is returned as it is.
 pub fn bind_inputs(m: &Module, bound: &BTreeMap<String, Tensor>) -> Result<Module, CompileError> {
     let mut m = m.clone();
     if bound.is_empty() {
@@ -295,10 +295,14 @@ pub fn bind_inputs(m: &Module, bound: &BTreeMap<String, Tensor>) -> Result<Modul
             return Err(err(format!("no entry point has an input of that name (inputs: {})", inputs.join(", "))));
         }
     }
-    PassManager::for_pipeline(&["shape-inference"], PassOptions::default())
-        .map_err(|e| CompileError::Pipeline(e.to_string()))?
-        .run(&mut m)
-        .map_err(|e| CompileError::Pipeline(e.to_string()))?;
+    // Folding first lets sizes computed from the bound values in float arithmetic (a window
+    // length cast to f32 for `range`) become constants; shape inference then sees them.
+    for pipeline in [&["shape-inference", "constant-folding"][..], &["shape-inference"][..]] {
+        PassManager::for_pipeline(pipeline, PassOptions::default())
+            .map_err(|e| CompileError::Pipeline(e.to_string()))?
+            .run(&mut m)
+            .map_err(|e| CompileError::Pipeline(e.to_string()))?;
+    }
     Ok(m)
 }
 
