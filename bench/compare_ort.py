@@ -11,7 +11,8 @@ artifact load time and peak memory.
 
 DIR holds `hf/` and `onnx/model.onnx` as written by bench/make_smollm_shape.py (generated there
 when missing; needs torch and transformers). Needs numpy and onnxruntime; builds nothing: run
-`cargo build --release -p ferrumc` first.
+`cargo build --release -p ferrumc` first (and `--example membw` of `ferrumc-runtime` for the
+memory-floor line: how long reading the weights once takes on this machine).
 """
 import argparse
 import json
@@ -127,6 +128,17 @@ def main():
           f"artifact load {rows[0][1]['load']:.1f} ms; "
           f"artifact sizes {os.path.getsize(artifacts['f32']) / 1e6:.0f} MB / {os.path.getsize(artifacts['q8_0']) / 1e6:.0f} MB")
     print(f"peak resident memory (forward runs): ferrumc {peak_f:.0f} MB, onnxruntime {peak_o:.0f} MB")
+    membw = os.path.join(ROOT, "target", "release", "examples", "membw")
+    if os.path.exists(membw):
+        # The floor of a memory-bound pass: every f32 weight read once, at this machine's
+        # streaming bandwidth, on the same threads.
+        mb = int(sum(os.path.getsize(os.path.join(hf, f)) for f in os.listdir(hf) if f.endswith(".safetensors")) / 1e6)
+        line = run_checked([membw, "--mb", str(mb), "--threads", str(args.threads)]).strip()
+        m = re.search(r"median ([\d.]+) ms", line)
+        floor = float(m.group(1)) if m else float("nan")
+        print(f"memory floor: {line}; that is {floor / ort_t1['median']:.2f}× onnxruntime's T=1 median")
+    else:
+        print("memory floor: not measured (cargo build --release -p ferrumc-runtime --example membw)")
     for p in os.listdir(work):
         os.remove(os.path.join(work, p))
     os.rmdir(work)

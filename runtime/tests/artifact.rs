@@ -446,18 +446,43 @@ fn an_intact_version_1_file_sealed_with_sha256_is_an_old_version_not_tampered() 
 }
 
 #[test]
-fn the_checksum_is_blake3_of_the_body() {
-    // An independent reference: the trailing 32 bytes are BLAKE3 of everything before them,
-    // whether the body is hashed on one thread (small) or all cores (large weights).
-    for weight_len in [4usize, 3 << 20] {
+fn the_checksum_is_the_xxh3_tree_of_the_body() {
+    // An independent reference of the documented tree: XXH3-128 of every 4 MiB piece, then
+    // XXH3-128 (seeds 0 and 1) of those digests and the body length; small bodies (one
+    // piece) and bodies of several pieces (hashed in parallel, a partial last piece).
+    use xxhash_rust::xxh3::{xxh3_128, xxh3_128_with_seed};
+    for weight_len in [4usize, 3 << 20, 9 << 20] {
         let mut b = toy_builder();
         let values: Vec<u8> = (0..weight_len).map(|i| (i * 7 % 251) as u8).collect();
         b.add_weight("big", DType::U8, &[weight_len as u64], &values).unwrap();
         let bytes = b.build().unwrap();
-        let body_len = bytes.len() - 32;
-        assert_eq!(&bytes[body_len..], blake3::hash(&bytes[..body_len]).as_bytes(), "{weight_len}");
+        let body = &bytes[..bytes.len() - 32];
+        let mut leaves: Vec<u8> = body.chunks(4 << 20).flat_map(|p| xxh3_128(p).to_le_bytes()).collect();
+        leaves.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        let mut want = xxh3_128_with_seed(&leaves, 0).to_le_bytes().to_vec();
+        want.extend_from_slice(&xxh3_128_with_seed(&leaves, 1).to_le_bytes());
+        assert_eq!(&bytes[body.len()..], want.as_slice(), "{weight_len}");
+        // Streaming (`write_to`) seals the same bytes as `build`.
+        let mut streamed = Vec::new();
+        b.write_to(&mut streamed).unwrap();
+        assert_eq!(streamed, bytes, "{weight_len}");
         assert!(Artifact::from_bytes(&bytes).is_ok());
     }
+}
+
+#[test]
+fn an_intact_version_2_file_sealed_with_blake3_is_an_old_version_not_tampered() {
+    let mut b = toy_builder();
+    b.format_version(2);
+    let mut bytes = b.build_unchecked();
+    let body_len = bytes.len() - 32;
+    let digest = *blake3::hash(&bytes[..body_len]).as_bytes();
+    bytes[body_len..].copy_from_slice(&digest);
+    let r = Artifact::from_bytes(&bytes);
+    assert!(matches!(r, Err(RuntimeError::UnsupportedVersion { found: 2, supported: FORMAT_VERSION })), "{r:?}");
+    let mut t = bytes.clone();
+    t[body_len / 2] ^= 0x01;
+    assert!(matches!(Artifact::from_bytes(&t), Err(RuntimeError::Tampered)));
 }
 
 #[test]

@@ -11,34 +11,82 @@ use std::collections::BTreeMap;
 
 /// The first 8 bytes of every artifact.
 pub const MAGIC: [u8; 8] = *b"FERRUMC\0";
-/// The format version this runtime writes and reads. Version 2 replaced version 1's
-/// trailing SHA-256 with BLAKE3 (same place, same length), hashed on all cores.
+/// The format version this runtime writes and reads. Version 2 replaced version 1's trailing
+/// SHA-256 with BLAKE3; version 3 replaced that with the XXH3 tree of [`checksum`] (same place,
+/// same length) and added value ranges to input signatures.
 pub const FORMAT_VERSION: u32 = 3;
 /// The last format version sealed with SHA-256: such a file is recognized (its SHA-256
 /// matches) and refused with `UnsupportedVersion` rather than reported as tampered.
 pub const LAST_SHA256_VERSION: u32 = 1;
+/// The format version sealed with BLAKE3, recognized the same way.
+pub const BLAKE3_VERSION: u32 = 2;
 /// Section alignment in the file (and of weights inside `WEIGHT_DATA`).
 pub const ALIGN: u64 = 64;
-/// Bytes of the trailing checksum (BLAKE3 since version 2, SHA-256 before).
+/// Bytes of the trailing checksum (every version).
 pub const CHECKSUM_LEN: usize = 32;
-/// Bodies at least this long are hashed on all cores (rayon); below it threads cost more
-/// than they save. BLAKE3's tree makes the digest the same either way.
-const PARALLEL_HASH_MIN: usize = 1 << 20;
+/// The checksum's leaves: the body is cut into pieces of this many bytes (the last may be
+/// shorter), each hashed on its own so that a large body is hashed on all cores.
+pub const CHECKSUM_PIECE: usize = 4 << 20;
 
-/// The checksum of an artifact body (everything before the trailing checksum): BLAKE3,
-/// computed on all cores for large bodies (the digest does not depend on how it is split).
+/// The checksum of an artifact body (everything before the trailing checksum). Integrity
+/// against corruption, not authentication (anyone who can rewrite the file can reseal it):
+/// XXH3-128 of every [`CHECKSUM_PIECE`]-byte piece, then over those digests (16 bytes each,
+/// little-endian) followed by the body length as a `u64`, XXH3-128 with seed 0 and with seed
+/// 1 make the 32 bytes. Pieces are hashed in parallel; the digest does not depend on it.
 pub fn checksum(body: &[u8]) -> [u8; CHECKSUM_LEN] {
-    let mut h = blake3::Hasher::new();
-    checksum_update(&mut h, body);
-    *h.finalize().as_bytes()
+    let mut c = Checksum::default();
+    c.update(body);
+    c.finalize()
 }
 
-/// Feeds `bytes` to a running checksum (the digest does not depend on how the body is cut).
-pub fn checksum_update(h: &mut blake3::Hasher, bytes: &[u8]) {
-    if bytes.len() >= PARALLEL_HASH_MIN {
-        h.update_rayon(bytes);
-    } else {
-        h.update(bytes);
+/// A running [`checksum`]: the digest does not depend on how the body is cut into updates.
+#[derive(Debug, Default)]
+pub struct Checksum {
+    /// The start of a piece not yet complete.
+    pending: Vec<u8>,
+    /// The digests of the complete pieces so far.
+    leaves: Vec<u8>,
+    len: u64,
+}
+
+impl Checksum {
+    /// Feeds the next bytes of the body.
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        use rayon::prelude::*;
+        use xxhash_rust::xxh3::xxh3_128;
+        self.len += bytes.len() as u64;
+        if !self.pending.is_empty() {
+            let take = (CHECKSUM_PIECE - self.pending.len()).min(bytes.len());
+            self.pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.pending.len() == CHECKSUM_PIECE {
+                self.leaves.extend_from_slice(&xxh3_128(&self.pending).to_le_bytes());
+                self.pending.clear();
+            }
+        }
+        let whole = bytes.len() / CHECKSUM_PIECE * CHECKSUM_PIECE;
+        let digests: Vec<u128> = if whole >= 2 * CHECKSUM_PIECE {
+            bytes[..whole].par_chunks_exact(CHECKSUM_PIECE).map(xxh3_128).collect()
+        } else {
+            bytes[..whole].chunks_exact(CHECKSUM_PIECE).map(xxh3_128).collect()
+        };
+        for d in digests {
+            self.leaves.extend_from_slice(&d.to_le_bytes());
+        }
+        self.pending.extend_from_slice(&bytes[whole..]);
+    }
+
+    /// The 32-byte digest.
+    pub fn finalize(mut self) -> [u8; CHECKSUM_LEN] {
+        use xxhash_rust::xxh3::{xxh3_128, xxh3_128_with_seed};
+        if !self.pending.is_empty() {
+            self.leaves.extend_from_slice(&xxh3_128(&self.pending).to_le_bytes());
+        }
+        self.leaves.extend_from_slice(&self.len.to_le_bytes());
+        let mut out = [0u8; CHECKSUM_LEN];
+        out[..16].copy_from_slice(&xxh3_128_with_seed(&self.leaves, 0).to_le_bytes());
+        out[16..].copy_from_slice(&xxh3_128_with_seed(&self.leaves, 1).to_le_bytes());
+        out
     }
 }
 

@@ -24,7 +24,7 @@
 //!               sorted by kind, each kind exactly once
 //! ...     ...   zero padding, then the sections, each at a 64-byte aligned offset, in
 //!               table order, zero padding between them
-//! N-32    32    BLAKE3 of bytes [0, N-32) (version 1: SHA-256)
+//! N-32    32    checksum of bytes [0, N-32): the XXH3 tree of `format::checksum` (v2: BLAKE3, v1: SHA-256)
 //! ```
 //!
 //! Sections (kind number, name, payload):

@@ -5,7 +5,9 @@
 //! references → target architecture → host CPU features. Only then is the code copied into
 //! fresh page-aligned memory and made executable.
 
-use super::format::{self, Dec, SectionKind, ALIGN, CHECKSUM_LEN, FORMAT_VERSION, LAST_SHA256_VERSION, MAGIC};
+use super::format::{
+    self, Dec, SectionKind, ALIGN, BLAKE3_VERSION, CHECKSUM_LEN, FORMAT_VERSION, LAST_SHA256_VERSION, MAGIC,
+};
 use super::{Binding, DType, Manifest};
 use crate::abi::{KernelFn, FN_TABLE_VERSION};
 use crate::error::{Result, RuntimeError};
@@ -37,11 +39,16 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed> {
     };
     let (body, sum) = bytes.split_at(body_len);
     if format::checksum(body) != sum {
-        // An intact file of a version sealed with SHA-256 is old, not tampered: say so. The
-        // version field is only a hint here; the SHA-256 over the whole body must match.
+        // An intact file of a version sealed with SHA-256 or BLAKE3 is old, not tampered: say so.
+        // The version field is only a hint here; the old digest over the whole body must match.
         let old = body.get(MAGIC.len()..MAGIC.len() + 4).and_then(|v| v.try_into().ok()).map(u32::from_le_bytes);
         if let Some(found) = old.filter(|&v| v <= LAST_SHA256_VERSION) {
             if Sha256::digest(body).as_slice() == sum {
+                return Err(RuntimeError::UnsupportedVersion { found, supported: FORMAT_VERSION });
+            }
+        }
+        if let Some(found) = old.filter(|&v| v == BLAKE3_VERSION) {
+            if blake3::hash(body).as_bytes() == sum {
                 return Err(RuntimeError::UnsupportedVersion { found, supported: FORMAT_VERSION });
             }
         }

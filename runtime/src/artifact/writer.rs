@@ -204,14 +204,14 @@ impl ArtifactBuilder {
         super::reader::parse_body(&shadow)?;
         drop(shadow);
 
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = format::Checksum::default();
         let mut written = 0u64;
         self.write_body(&layout, &mut |chunk| {
-            format::checksum_update(&mut hasher, chunk);
+            hasher.update(chunk);
             written += chunk.len() as u64;
             w.write_all(chunk)
         })?;
-        w.write_all(hasher.finalize().as_bytes())?;
+        w.write_all(&hasher.finalize())?;
         Ok(written + CHECKSUM_LEN as u64)
     }
 
