@@ -313,25 +313,7 @@ impl<'a> Lowerer<'a> {
     }
 
     fn size(&mut self, d: &Dim) -> LResult<Size> {
-        let Dim::Expr(terms) = d else {
-            return Err(unsupported(&self.name, "a dim is unknown (`?`); run shape-inference first"));
-        };
-        let mut out = Size::default();
-        for (mono, coef) in terms {
-            let mut term = Size::constant(*coef);
-            for sym in mono {
-                let j = match self.dims.iter().position(|s| s == sym) {
-                    Some(j) => j,
-                    None => {
-                        self.dims.push(sym.clone());
-                        self.dims.len() - 1
-                    }
-                };
-                term = term.mul(&Size::dim(j as u32));
-            }
-            out = out.add(&term);
-        }
-        Ok(out)
+        builder::dim_size(&mut self.dims, d).ok_or_else(|| unsupported(&self.name, builder::UNKNOWN_DIM))
     }
 
     fn product(&mut self, dims: &[Dim]) -> LResult<Size> {

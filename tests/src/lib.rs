@@ -6,6 +6,7 @@ pub mod compiled;
 pub mod filetest;
 pub mod inputs;
 pub mod models;
+pub mod rng;
 
 use std::path::PathBuf;
 

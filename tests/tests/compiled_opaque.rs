@@ -14,30 +14,28 @@ use ferrumc_ir::weights::InlineWeights;
 use ferrumc_ir::{DType, Tensor};
 use ferrumc_tests::compare::Tolerance;
 use ferrumc_tests::compiled::{check_compiled, compare_outputs, compile, run_compiled};
+use ferrumc_tests::rng::SplitMix64;
 
 const FLOAT_SUM: Tolerance = Tolerance { rtol: 1e-5, atol: 1e-5 };
 const EXACT: Tolerance = Tolerance { rtol: 0.0, atol: 0.0 };
 
 /// Deterministic pseudo-random values (splitmix64).
-struct Rng(u64);
+/// Test tensors from a splitmix64 stream.
+struct Rng(SplitMix64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+    fn new(seed: u64) -> Rng {
+        Rng(SplitMix64(seed))
     }
     fn f32s(&mut self, shape: &[usize]) -> Tensor {
         let n = shape.iter().product();
-        let v = (0..n).map(|_| (self.next() >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0).collect();
+        let v = (0..n).map(|_| self.0.uniform(-2.0, 2.0)).collect();
         Tensor::from_f64(DType::F32, shape.to_vec(), v).expect("valid tensor")
     }
     /// Small integers, so ties are frequent.
     fn ints(&mut self, dtype: DType, shape: &[usize], lo: i64, hi: i64) -> Tensor {
         let n = shape.iter().product();
-        let v: Vec<i64> = (0..n).map(|_| lo + (self.next() % (hi - lo + 1) as u64) as i64).collect();
+        let v: Vec<i64> = (0..n).map(|_| self.0.int_in(lo, hi)).collect();
         match dtype {
             DType::I64 => Tensor::from_i64(dtype, shape.to_vec(), v),
             _ => Tensor::from_f64(dtype, shape.to_vec(), v.into_iter().map(|x| x as f64).collect()),
@@ -64,7 +62,7 @@ fn check(label: &str, text: &str, runs: Vec<Vec<(String, Tensor)>>, tol: Toleran
 
 #[test]
 fn cumsum_matches_the_interpreter() {
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     for (dtype, tol) in [("f32", FLOAT_SUM), ("i64", EXACT)] {
         for shape in [vec![7usize], vec![3, 5], vec![2, 3, 4]] {
             for axis in -(shape.len() as i64)..shape.len() as i64 {
@@ -92,7 +90,7 @@ fn cumsum_matches_the_interpreter() {
 
 #[test]
 fn scatter_nd_matches_the_interpreter() {
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     for reduction in ["none", "add", "mul", "max", "min"] {
         for dtype in ["f32", "i64"] {
             let data_of = |rng: &mut Rng, shape: &[usize]| {
@@ -147,7 +145,7 @@ fn scatter_nd_drops_out_of_range_updates() {
 
 #[test]
 fn topk_matches_the_interpreter() {
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let cases: [(&[usize], i64, i64); 5] =
         [(&[3, 10], -1, 4), (&[4, 6, 3], 1, 6), (&[4, 6, 3], 0, 1), (&[17], 0, 17), (&[2, 40], 1, 7)];
     for (shape, axis, k) in cases {
@@ -176,7 +174,7 @@ fn topk_matches_the_interpreter() {
 
 #[test]
 fn matmul_with_vector_operands_matches_the_interpreter() {
-    let mut rng = Rng(4);
+    let mut rng = Rng::new(4);
     let cases: [(&[usize], &[usize], &[usize]); 4] =
         [(&[5], &[5], &[]), (&[5], &[2, 5, 3], &[2, 3]), (&[2, 3, 5], &[5], &[2, 3]), (&[5], &[5, 4], &[4])];
     for (a, b, r) in cases {
@@ -199,7 +197,7 @@ fn bound_inputs_compile_to_the_unbound_result() {
     // unbound module given the same value.
     let text = "module @m\n\nfunc @f(%x: f32[2, 3, 4], %s: i64[3]) -> (y: f32[?, ?, ?]) {\n  %0 = reshape %x, %s {allowzero = false} : f32[?, ?, ?]\n  %1 = exp %0 : f32[?, ?, ?]\n  return %1\n}\n";
     let m = ferrumc_ir::text::parse_module(text).expect("parses");
-    let x = Rng(5).f32s(&[2, 3, 4]);
+    let x = Rng::new(5).f32s(&[2, 3, 4]);
     let shape = Tensor::from_i64(DType::I64, vec![3], vec![4, 0, -1]).expect("valid");
     let unbound = CompileOptions::default();
     let refused = compile(&m, &InlineWeights, &unbound).expect_err("unknown dims are refused");

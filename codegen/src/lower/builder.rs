@@ -15,6 +15,31 @@ pub(crate) fn unsupported(op: &str, reason: impl Into<String>) -> CodegenError {
     CodegenError::Unsupported { op: op.to_string(), reason: reason.into() }
 }
 
+/// Why a `?` dim has no kernel size.
+pub(crate) const UNKNOWN_DIM: &str = "a dim is unknown (`?`); run shape-inference first";
+
+/// A ModelIR dim as a kernel [`Size`], each symbol becoming the index of its name in `dims`
+/// (appended when new); `None` for `?`.
+pub(crate) fn dim_size(dims: &mut Vec<String>, d: &Dim) -> Option<Size> {
+    let Dim::Expr(terms) = d else { return None };
+    let mut out = Size::default();
+    for (mono, coef) in terms {
+        let mut term = Size::constant(*coef);
+        for sym in mono {
+            let j = match dims.iter().position(|s| s == sym) {
+                Some(j) => j,
+                None => {
+                    dims.push(sym.clone());
+                    dims.len() - 1
+                }
+            };
+            term = term.mul(&Size::dim(j as u32));
+        }
+        out = out.add(&term);
+    }
+    Some(out)
+}
+
 /// The zero of `ty`, as a cast of the `i64` literal (so it needs no per-type literal).
 pub(crate) fn zero(ty: ScalarType) -> Expr {
     if ty == ScalarType::I64 {
@@ -99,25 +124,7 @@ impl<'a> KernelBuilder<'a> {
     }
 
     pub fn size(&mut self, d: &Dim, op: &str) -> BResult<Size> {
-        let Dim::Expr(terms) = d else {
-            return Err(unsupported(op, "a dim is unknown (`?`); run shape-inference first"));
-        };
-        let mut out = Size::default();
-        for (mono, coef) in terms {
-            let mut term = Size::constant(*coef);
-            for sym in mono {
-                let j = match self.dims.iter().position(|s| s == sym) {
-                    Some(j) => j,
-                    None => {
-                        self.dims.push(sym.clone());
-                        self.dims.len() - 1
-                    }
-                };
-                term = term.mul(&Size::dim(j as u32));
-            }
-            out = out.add(&term);
-        }
-        Ok(out)
+        dim_size(&mut self.dims, d).ok_or_else(|| unsupported(op, UNKNOWN_DIM))
     }
 
     pub fn product(&mut self, dims: &[Dim], op: &str) -> BResult<Size> {

@@ -170,25 +170,7 @@ impl Gen<'_> {
     }
 
     fn size(&mut self, d: &Dim) -> CResult<Size> {
-        let Dim::Expr(terms) = d else {
-            return Err(unsupported("-", "a dim is unknown (`?`); run shape-inference first"));
-        };
-        let mut out = Size::default();
-        for (mono, coef) in terms {
-            let mut term = Size::constant(*coef);
-            for sym in mono {
-                let j = match self.dims.iter().position(|s| s == sym) {
-                    Some(j) => j,
-                    None => {
-                        self.dims.push(sym.clone());
-                        self.dims.len() - 1
-                    }
-                };
-                term = term.mul(&Size::dim(j as u32));
-            }
-            out = out.add(&term);
-        }
-        Ok(out)
+        super::builder::dim_size(&mut self.dims, d).ok_or_else(|| unsupported("-", super::builder::UNKNOWN_DIM))
     }
 
     fn dim(&mut self, d: &Dim) -> CResult<Expr> {
@@ -851,18 +833,7 @@ impl Gen<'_> {
                         rty,
                         out,
                         &mut |g, acc, inner, body| {
-                            let mut it = inner.iter();
-                            let full: Vec<Expr> = base2
-                                .iter()
-                                .enumerate()
-                                .map(|(k, b)| match b {
-                                    Some(e) => e.clone(),
-                                    None => {
-                                        debug_assert!(red3.contains(&k));
-                                        it.next().cloned().unwrap_or(i(0))
-                                    }
-                                })
-                                .collect();
+                            let full = reduced_coords(&base2, &red3, inner);
                             Ok(max(acc, g.value(x, &full, body)?))
                         },
                     )?;
@@ -875,18 +846,7 @@ impl Gen<'_> {
                 let lse_max = lse_max.map(|e| self.bind(e, rty, out));
                 let red2 = red.clone();
                 let acc = self.accumulate(&rdims, init, rty, out, &mut |g, acc, inner, body| {
-                    let mut it = inner.iter();
-                    let full: Vec<Expr> = base
-                        .iter()
-                        .enumerate()
-                        .map(|(k, b)| match b {
-                            Some(e) => e.clone(),
-                            None => {
-                                debug_assert!(red2.contains(&k));
-                                it.next().cloned().unwrap_or(i(0))
-                            }
-                        })
-                        .collect();
+                    let full = reduced_coords(&base, &red2, inner);
                     let xv = g.value(x, &full, body)?;
                     Ok(match op {
                         Op::ReduceMax { .. } => max(acc, xv),
@@ -1687,4 +1647,21 @@ fn scalar_op(op: &Op, args: Vec<Expr>, tys: &[ScalarType], out: ScalarType) -> C
 /// `x < 0` as an i64 0/1, for sign comparisons.
 fn cmp_i64_sign(x: Expr) -> Expr {
     Expr::cast(ScalarType::I64, cmp(CmpOp::Lt, x, Expr::i64(0)))
+}
+
+/// The input coordinates of a reduction: the kept axes' coordinates from `base`, the
+/// reduced axes (`None` in `base`, listed in `reduced`) from the reduction loop's `inner`
+/// variables in order.
+fn reduced_coords(base: &[Option<Expr>], reduced: &[usize], inner: &[Expr]) -> Vec<Expr> {
+    let mut it = inner.iter();
+    base.iter()
+        .enumerate()
+        .map(|(k, b)| match b {
+            Some(e) => e.clone(),
+            None => {
+                debug_assert!(reduced.contains(&k));
+                it.next().cloned().unwrap_or(Expr::i64(0))
+            }
+        })
+        .collect()
 }
