@@ -20,6 +20,21 @@ pub fn is_artifact(path: &Path) -> bool {
     std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && head == MAGIC
 }
 
+/// `--max-dim NAME=N` arguments (`compile`, `opt`) as symbol bounds.
+pub fn parse_max_dims(args: &[String]) -> Result<std::collections::BTreeMap<String, i64>, CliError> {
+    let mut bounds = std::collections::BTreeMap::new();
+    for arg in args {
+        let parsed = arg.split_once('=').and_then(|(n, v)| Some((n.to_string(), v.parse::<i64>().ok()?)));
+        match parsed {
+            Some((name, v)) if v >= 1 && !name.is_empty() => {
+                bounds.insert(name, v);
+            }
+            _ => return Err(CliError::new(format!("error: --max-dim `{arg}` is not of the form NAME=N with N ≥ 1"))),
+        }
+    }
+    Ok(bounds)
+}
+
 /// `ferrumc compile`.
 pub fn compile(
     loaded: &LoadedModule,
@@ -43,15 +58,7 @@ pub fn compile(
     if let Some(q) = quantize {
         options.quantize = Some(QuantScheme::parse(q).map_err(|e| CliError::new(format!("error: --quantize: {e}")))?);
     }
-    for arg in max_dims {
-        let parsed = arg.split_once('=').and_then(|(n, v)| Some((n.to_string(), v.parse::<i64>().ok()?)));
-        match parsed {
-            Some((name, v)) if v >= 1 => {
-                options.dim_bounds.insert(name, v);
-            }
-            _ => return Err(CliError::new(format!("error: --max-dim `{arg}` is not of the form NAME=N with N ≥ 1"))),
-        }
-    }
+    options.dim_bounds = parse_max_dims(max_dims)?;
     let weights = FileWeights::new(loaded.base_dir.clone());
     let bar = CompileBar::for_stderr();
     options.progress = bar.hook();

@@ -196,6 +196,10 @@ enum Command {
         /// Quantize linear weights: int8 (per channel), q8_0, q4_0, int4 or int4:G (group size G).
         #[arg(long, value_name = "SCHEME")]
         quantize: Option<String>,
+        /// Largest value of a symbolic dim, `NAME=N` (repeatable): shape inference may rely on
+        /// it, as `compile --max-dim` does (`min(seq, 64)` is `seq` when `seq=64` or less).
+        #[arg(long = "max-dim", value_name = "NAME=N")]
+        max_dims: Vec<String>,
         /// Print the module to stderr after every pass.
         #[arg(long)]
         print_ir_after_all: bool,
@@ -368,6 +372,7 @@ fn execute(command: Command) -> Result<(), CliError> {
             passes,
             level,
             quantize,
+            max_dims,
             print_ir_after_all,
             print_ir_after,
             stats,
@@ -378,6 +383,7 @@ fn execute(command: Command) -> Result<(), CliError> {
             passes,
             level,
             quantize,
+            max_dims,
             print_ir_after_all,
             print_ir_after,
             stats,

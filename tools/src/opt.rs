@@ -13,6 +13,7 @@ pub struct OptRequest {
     pub passes: Option<String>,
     pub level: Option<u8>,
     pub quantize: Option<String>,
+    pub max_dims: Vec<String>,
     pub print_ir_after_all: bool,
     pub print_ir_after: Vec<String>,
     pub stats: bool,
@@ -44,7 +45,8 @@ pub fn run_opt(request: OptRequest) -> Result<(), CliError> {
         return write_output(None, list_passes().as_bytes());
     }
     let input = request.input.as_deref().ok_or_else(|| CliError::new("error: `opt` needs an input model"))?;
-    let mut options = PassOptions::default();
+    let mut options =
+        PassOptions { dim_bounds: crate::artifact_cmd::parse_max_dims(&request.max_dims)?, ..PassOptions::default() };
     if let Some(scheme) = &request.quantize {
         options.quantize =
             Some(QuantScheme::parse(scheme).map_err(|e| CliError::new(format!("error: --quantize: {e}")))?);

@@ -121,3 +121,24 @@ fn bad_requests_fail_with_one_error_and_write_nothing() {
     let out = ferrumc(&["opt", "-O4", m]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn max_dim_bounds_let_shape_inference_resolve_a_clamped_slice() {
+    // The ONNX GPT-2 export cuts its 64-row causal mask to `min(seq, 64)` rows.
+    let model = "tests/fixtures/onnx_exports/gpt2/model.onnx";
+    let mask_type = |out: &Output| {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let ir = text(&out.stdout);
+        ir.lines().find(|l| l.contains("= slice") && l.contains("bool[1, 1,")).map(str::to_string).unwrap_or(ir)
+    };
+    let unbounded = mask_type(&ferrumc(&["opt", model, "--passes", "shape-inference"]));
+    assert!(unbounded.contains("bool[1, 1, ?, 64]"), "{unbounded}");
+    let bounded = mask_type(&ferrumc(&["opt", model, "--passes", "shape-inference", "--max-dim", "seq=64"]));
+    assert!(bounded.contains("bool[1, 1, ?seq, 64]"), "{bounded}");
+    // A bound above the table's 64 rows decides nothing.
+    let loose = mask_type(&ferrumc(&["opt", model, "--passes", "shape-inference", "--max-dim", "seq=65"]));
+    assert!(loose.contains("bool[1, 1, ?, 64]"), "{loose}");
+    let bad = ferrumc(&["opt", model, "--max-dim", "seq"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad.stderr).contains("--max-dim `seq` is not of the form NAME=N"), "{}", text(&bad.stderr));
+}
