@@ -344,18 +344,7 @@ impl<'a> Lowerer<'a> {
 
     /// Group outputs: member results used outside the group or returned.
     fn outputs(&self) -> Vec<ValueId> {
-        let mut out = Vec::new();
-        for &o in self.ops {
-            let Some(d) = self.f.op(o) else { continue };
-            for &r in &d.results {
-                let outside = self.f.value(r).uses.iter().any(|u| !self.members.contains(&u.op))
-                    || self.f.outputs().iter().any(|(_, v)| *v == r);
-                if outside {
-                    out.push(r);
-                }
-            }
-        }
-        out
+        builder::group_outputs(self.f, self.ops, &self.members)
     }
 
     /// Uses of `v` inside the group (+1 if it is also a group output).
@@ -2237,30 +2226,7 @@ fn col_tile_gemm(
     ldb: Size,
     scale: Option<u32>,
 ) -> Stmt {
-    let w_offset = match which {
-        MicroKernel::Sgemm => IndexExpr::var(Var::PARALLEL, Size::constant(1)),
-        MicroKernel::SgemmPacked
-        | MicroKernel::SgemmNt
-        | MicroKernel::GemmQ8_0
-        | MicroKernel::GemmQ4_0
-        | MicroKernel::GemmI8 => IndexExpr::var(Var::PARALLEL, k.clone()),
-    };
-    Stmt::CallMicroKernel {
-        which,
-        args: MicroKernelArgs {
-            m: Extent::Size(m.clone()),
-            n: Extent::ParallelTile,
-            k: k.clone(),
-            a: BufferRef { buffer: xb, offset: IndexExpr::default() },
-            lda: k.clone(),
-            b: BufferRef { buffer: wb, offset: w_offset },
-            ldb,
-            c: BufferRef { buffer: cb, offset: IndexExpr::var(Var::PARALLEL, Size::constant(1)) },
-            ldc: n.clone(),
-            accumulate: false,
-            scale: scale.map(|buffer| BufferRef { buffer, offset: IndexExpr::var(Var::PARALLEL, Size::constant(1)) }),
-        },
-    }
+    col_gemm_at(which, xb, wb, cb, m, n, k, ldb, Var::PARALLEL, 0, scale)
 }
 
 fn is_reduction_anchor(op: &Op) -> bool {

@@ -6,13 +6,30 @@
 use crate::kernel::*;
 use crate::CodegenError;
 use ferrumc_ir::dim::Dim;
-use ferrumc_ir::{Function, ValueId};
-use std::collections::HashMap;
+use ferrumc_ir::{Function, OpId, ValueId};
+use std::collections::{HashMap, HashSet};
 
 pub(crate) type BResult<T> = Result<T, CodegenError>;
 
 pub(crate) fn unsupported(op: &str, reason: impl Into<String>) -> CodegenError {
     CodegenError::Unsupported { op: op.to_string(), reason: reason.into() }
+}
+
+/// The results of `ops` (members of one kernel, `members`) that something outside reads or
+/// the function returns: the values the kernel must store.
+pub(crate) fn group_outputs(f: &Function, ops: &[OpId], members: &HashSet<OpId>) -> Vec<ValueId> {
+    let mut out = Vec::new();
+    for &o in ops {
+        let Some(d) = f.op(o) else { continue };
+        for &r in &d.results {
+            let outside =
+                f.value(r).uses.iter().any(|u| !members.contains(&u.op)) || f.outputs().iter().any(|(_, v)| *v == r);
+            if outside {
+                out.push(r);
+            }
+        }
+    }
+    out
 }
 
 /// Why a `?` dim has no kernel size.

@@ -190,18 +190,7 @@ impl Gen<'_> {
     }
 
     fn outputs(&self, ops: &[OpId]) -> Vec<ValueId> {
-        let mut out = Vec::new();
-        for &o in ops {
-            let Some(d) = self.f.op(o) else { continue };
-            for &r in &d.results {
-                let outside = self.f.value(r).uses.iter().any(|u| !self.members.contains(&u.op))
-                    || self.f.outputs().iter().any(|(_, v)| *v == r);
-                if outside {
-                    out.push(r);
-                }
-            }
-        }
-        out
+        super::builder::group_outputs(self.f, ops, &self.members)
     }
 
     fn scalar(&self, v: ValueId, op: &str) -> CResult<ScalarType> {
