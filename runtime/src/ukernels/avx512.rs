@@ -4,7 +4,9 @@
 //! * f32 GEMM: a 6-row × 64-column register tile (24 zmm accumulators), `a` broadcast, one
 //!   FMA per panel row; `m` tails use smaller row counts, `n` tails fewer panels and masked
 //!   stores. Dense `b` is read in place (row stride `ldb`); only its last partial panel is
-//!   packed (zero padded) into a thread-local buffer.
+//!   packed (zero padded) into a thread-local buffer. With several row tiles per panel group
+//!   (T = 16: three), the tiles prefetch the next group's packed panels into L2 in equal
+//!   shares, so weight streaming overlaps the FMAs instead of stalling the group's first tile.
 //! * Quantized GEMM: a 4 (`a` rows) × 4 (`w` rows) tile of dot-product accumulators; each
 //!   block of a `w` row is decoded once per tile (i8/nibbles → i32 → f32 × scale) and FMA'd
 //!   with 4 rows of `a`; for `m < 4` the tile is 1 × 8 (GEMV for decode) and scales each
@@ -96,13 +98,22 @@ unsafe fn tile<const R: usize, const P: usize>(
     ldc: usize,
     last_mask: __mmask16,
     accumulate: bool,
+    ahead: Ahead,
 ) {
     // SAFETY: the caller guarantees the tile lies inside the matrices.
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); P]; R];
         let mut bp = b;
         let mut ap = a;
+        let mut pf = ahead.start;
         for _ in 0..k {
+            if pf < ahead.end {
+                for l in 0..ahead.lines_per_step {
+                    // L2, not L1: the next group is several times L1's size.
+                    _mm_prefetch::<_MM_HINT_T1>(pf.wrapping_add(64 * l));
+                }
+                pf = pf.wrapping_add(64 * ahead.lines_per_step);
+            }
             let mut bv = [_mm512_setzero_ps(); P];
             for j in 0..P {
                 if R <= 2 {
@@ -135,6 +146,43 @@ unsafe fn tile<const R: usize, const P: usize>(
     }
 }
 
+/// A row tile's share of the weight bytes after its panel group, to be prefetched into L2
+/// while it computes: `lines_per_step` 64-byte lines per k-step from `start` until `end`.
+#[derive(Clone, Copy)]
+struct Ahead {
+    start: *const i8,
+    end: *const i8,
+    lines_per_step: usize,
+}
+
+impl Ahead {
+    const NONE: Ahead = Ahead { start: std::ptr::null(), end: std::ptr::null(), lines_per_step: 0 };
+
+    /// The share of row tile `i0 / MR` (of `m` rows) in the `NP` packed panels (`k` rows of
+    /// 64 bytes each) that follow the group at `group_end`.
+    ///
+    /// With a few rows (T = 16: three row tiles) a group's first tile waits on memory and the
+    /// others on the FMA units; fetching the next group during all of them keeps both busy.
+    /// Packed panels lie back to back, so the next group is one contiguous run of bytes, and
+    /// past the last group of a call lie the panels of the caller's next column tile (the
+    /// kernels call once per tile); prefetches never fault, so the end of the weights is
+    /// harmless.
+    fn next_group(group_end: *const f32, k: usize, m: usize, i0: usize) -> Ahead {
+        let lines = NP * k;
+        let tiles = m.div_ceil(MR);
+        let share = lines.div_ceil(tiles);
+        let t = i0 / MR;
+        let first = (t * share).min(lines);
+        let last = ((t + 1) * share).min(lines);
+        let base = group_end as *const i8;
+        Ahead {
+            start: base.wrapping_add(64 * first),
+            end: base.wrapping_add(64 * last),
+            lines_per_step: share.div_ceil(k.max(1)),
+        }
+    }
+}
+
 /// Runs the tile kernel over `m × ncols`, `b` panels at stride `ps`, k-rows at stride `ks`.
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn drive(
@@ -156,15 +204,21 @@ unsafe fn drive(
         let np = (panels - p0).min(NP);
         let cols = (ncols - p0 * PANEL).min(np * PANEL);
         let last_mask = lane_mask(cols - (np - 1) * PANEL);
+        let packed = ps == k * PANEL && ks == PANEL;
         let mut i0 = 0;
         while i0 < m {
             let mr = (m - i0).min(MR);
+            let ahead = if packed && m > 2 {
+                Ahead::next_group(b.wrapping_add((p0 + np) * ps), k, m, i0)
+            } else {
+                Ahead::NONE
+            };
             // SAFETY: the tile lies inside the matrices by construction.
             unsafe {
                 let (ap, bp, cp) = (a.add(i0 * lda), b.add(p0 * ps), c.add(i0 * ldc + p0 * PANEL));
                 macro_rules! go {
                     ($r:literal, $p:literal) => {
-                        tile::<$r, $p>(k, ap, lda, bp, ps, ks, cp, ldc, last_mask, accumulate)
+                        tile::<$r, $p>(k, ap, lda, bp, ps, ks, cp, ldc, last_mask, accumulate, ahead)
                     };
                 }
                 macro_rules! rows {
