@@ -237,6 +237,44 @@ fn runs_an_entry_point_with_symbolic_dims_against_an_f64_reference() {
     assert_eq!(run_forward(&mut model, 2, 2).2, 1, "reset zeroes the state buffer");
 }
 
+/// Runs `forward` on `[b, n]` inputs and checks `y` against the f64 reference; returns the
+/// outputs (the caller decides when they are dropped).
+fn run_checked(model: &mut Model, b: usize, n: usize, seed: usize) -> Vec<(String, Tensor)> {
+    let x: Vec<f32> = (0..b * n).map(|i| (((i + seed) * 37 % 23) as f32 - 11.0) / 7.0).collect();
+    let xt = Tensor::from_f32(vec![b, n], &x).unwrap();
+    let mt = Tensor::from_f32(vec![2 * n], &vec![0.0; 2 * n]).unwrap();
+    let out = model.run("forward", &[("m", mt.view()), ("x", xt.view())]).unwrap();
+    let y = out[0].1.to_f32().unwrap();
+    assert_eq!(y.len(), b * n);
+    for (i, (&xi, &yi)) in x.iter().zip(&y).enumerate() {
+        let want = (f64::from(xi) + 1.0).exp() * f64::from(W) + n as f64;
+        assert!((f64::from(yi) - want).abs() <= 1e-6 * want.abs().max(1.0), "b={b} n={n} i={i}: {yi} vs {want}");
+    }
+    out
+}
+
+#[test]
+fn large_output_buffers_of_dropped_tensors_are_reused_and_live_ones_never_are() {
+    let bytes = toy_builder().build().unwrap();
+    let mut model = toy_model(&bytes);
+    // y of 1024×300 f32 (1.2 MB) is a mapped buffer; 1024×260 (1.06 MB) fits in it.
+    let first = run_checked(&mut model, 1024, 300, 0);
+    let first_at = first[0].1.bytes().as_ptr();
+    drop(first);
+    let second = run_checked(&mut model, 1024, 260, 5);
+    assert_eq!(second[0].1.bytes().as_ptr(), first_at, "a dropped output's buffer is reused");
+    // While `second` lives its buffer is not handed out again, and a run leaves it intact.
+    let kept = second[0].1.to_f32().unwrap();
+    let third = run_checked(&mut model, 1024, 300, 9);
+    assert_ne!(third[0].1.bytes().as_ptr(), second[0].1.bytes().as_ptr());
+    assert_eq!(second[0].1.to_f32().unwrap(), kept, "a live output is never overwritten");
+    // Clones own fresh memory; dropping the model first leaves tensors valid.
+    let clone = third[0].1.clone();
+    drop(model);
+    assert_eq!(clone, third[0].1);
+    drop(third);
+}
+
 #[test]
 fn loads_from_a_file_through_mmap() {
     let bytes = toy_builder().build().unwrap();

@@ -208,11 +208,8 @@ unsafe fn drive(
         let mut i0 = 0;
         while i0 < m {
             let mr = (m - i0).min(MR);
-            let ahead = if packed && m > 2 {
-                Ahead::next_group(b.wrapping_add((p0 + np) * ps), k, m, i0)
-            } else {
-                Ahead::NONE
-            };
+            let ahead =
+                if packed && m > 2 { Ahead::next_group(b.wrapping_add((p0 + np) * ps), k, m, i0) } else { Ahead::NONE };
             // SAFETY: the tile lies inside the matrices by construction.
             unsafe {
                 let (ap, bp, cp) = (a.add(i0 * lda), b.add(p0 * ps), c.add(i0 * ldc + p0 * PANEL));
