@@ -677,7 +677,8 @@ impl Model {
             .zip(outs)
             .zip(out_shapes)
             .map(|((o, buf), (shape, bytes))| {
-                let home = Some(std::sync::Arc::downgrade(&self.recycled));
+                // Only mapped buffers are kept for reuse; small ones need no way home.
+                let home = matches!(buf, AlignedBuf::Mapped { .. }).then(|| std::sync::Arc::downgrade(&self.recycled));
                 (o.name.clone(), Tensor { dtype: o.dtype, shape, data: buf, len: bytes, home })
             })
             .collect())

@@ -199,17 +199,18 @@ unsafe fn drive(
     accumulate: bool,
 ) {
     let panels = ncols.div_ceil(PANEL);
+    // Only packed panels lie back to back, so only then is the next group one run of bytes.
+    let prefetch_next = ps == k * PANEL && ks == PANEL && m > 2;
     let mut p0 = 0;
     while p0 < panels {
         let np = (panels - p0).min(NP);
         let cols = (ncols - p0 * PANEL).min(np * PANEL);
         let last_mask = lane_mask(cols - (np - 1) * PANEL);
-        let packed = ps == k * PANEL && ks == PANEL;
         let mut i0 = 0;
         while i0 < m {
             let mr = (m - i0).min(MR);
             let ahead =
-                if packed && m > 2 { Ahead::next_group(b.wrapping_add((p0 + np) * ps), k, m, i0) } else { Ahead::NONE };
+                if prefetch_next { Ahead::next_group(b.wrapping_add((p0 + np) * ps), k, m, i0) } else { Ahead::NONE };
             // SAFETY: the tile lies inside the matrices by construction.
             unsafe {
                 let (ap, bp, cp) = (a.add(i0 * lda), b.add(p0 * ps), c.add(i0 * ldc + p0 * PANEL));
