@@ -10,7 +10,9 @@ use ferrumc_runtime::ukernels::{available_tiers, table_for, Tier, Q4_0_BLOCK_BYT
 use std::time::Instant;
 
 const MS: [usize; 3] = [1, 16, 128];
-const SHAPES: [(usize, usize); 5] = [(576, 576), (576, 192), (576, 1536), (1536, 576), (576, 49152)];
+/// `(K, N)` of each problem; `(576, 16)` is one 16-column call, the width of a rotary tile
+/// (one quarter-head of 16 rotation pairs) in the k projection's kernel.
+const SHAPES: [(usize, usize); 6] = [(576, 576), (576, 192), (576, 16), (576, 1536), (1536, 576), (576, 49152)];
 
 /// Deterministic filler in [-1, 1).
 fn fill(n: usize, seed: u64) -> Vec<f32> {

@@ -68,6 +68,17 @@ macro_rules! walk_dot_tiles {
 }
 
 const MR: usize = 6;
+/// Rows of the register tile for a group of `np` panels: the accumulators (`rows × np`) stay
+/// within 24 of the 32 zmm registers, so narrow groups (a 16- or 32-column call, e.g. a
+/// rotary half-head) take more rows per pass over their panels instead of re-reading them.
+fn max_tile_rows(np: usize) -> usize {
+    match np {
+        1 => 16,
+        2 => 12,
+        3 => 8,
+        _ => MR,
+    }
+}
 const NP: usize = 4;
 /// How many k-rows (64 bytes each per panel) ahead the few-row GEMM tiles prefetch.
 const PREFETCH_ROWS: usize = 16;
@@ -158,7 +169,7 @@ struct Ahead {
 impl Ahead {
     const NONE: Ahead = Ahead { start: std::ptr::null(), end: std::ptr::null(), lines_per_step: 0 };
 
-    /// The share of row tile `i0 / MR` (of `m` rows) in the `NP` packed panels (`k` rows of
+    /// The share of row tile `i0 / tile_rows` (of `m` rows) in the `NP` packed panels (`k` rows of
     /// 64 bytes each) that follow the group at `group_end`.
     ///
     /// With a few rows (T = 16: three row tiles) a group's first tile waits on memory and the
@@ -167,11 +178,11 @@ impl Ahead {
     /// past the last group of a call lie the panels of the caller's next column tile (the
     /// kernels call once per tile); prefetches never fault, so the end of the weights is
     /// harmless.
-    fn next_group(group_end: *const f32, k: usize, m: usize, i0: usize) -> Ahead {
+    fn next_group(group_end: *const f32, k: usize, m: usize, i0: usize, tile_rows: usize) -> Ahead {
         let lines = NP * k;
-        let tiles = m.div_ceil(MR);
+        let tiles = m.div_ceil(tile_rows);
         let share = lines.div_ceil(tiles);
-        let t = i0 / MR;
+        let t = i0 / tile_rows;
         let first = (t * share).min(lines);
         let last = ((t + 1) * share).min(lines);
         let base = group_end as *const i8;
@@ -206,11 +217,16 @@ unsafe fn drive(
         let np = (panels - p0).min(NP);
         let cols = (ncols - p0 * PANEL).min(np * PANEL);
         let last_mask = lane_mask(cols - (np - 1) * PANEL);
+        // Equal row tiles (16 rows in two panels: 8 + 8, not 12 + 4).
+        let tile_rows = m.div_ceil(m.div_ceil(max_tile_rows(np)).max(1)).max(1);
         let mut i0 = 0;
         while i0 < m {
-            let mr = (m - i0).min(MR);
-            let ahead =
-                if prefetch_next { Ahead::next_group(b.wrapping_add((p0 + np) * ps), k, m, i0) } else { Ahead::NONE };
+            let mr = (m - i0).min(tile_rows);
+            let ahead = if prefetch_next {
+                Ahead::next_group(b.wrapping_add((p0 + np) * ps), k, m, i0, tile_rows)
+            } else {
+                Ahead::NONE
+            };
             // SAFETY: the tile lies inside the matrices by construction.
             unsafe {
                 let (ap, bp, cp) = (a.add(i0 * lda), b.add(p0 * ps), c.add(i0 * ldc + p0 * PANEL));
@@ -219,23 +235,20 @@ unsafe fn drive(
                         tile::<$r, $p>(k, ap, lda, bp, ps, ks, cp, ldc, last_mask, accumulate, ahead)
                     };
                 }
+                // Rows as literals, so each tile shape is its own monomorphized loop.
                 macro_rules! rows {
-                    ($p:literal) => {
+                    ($p:literal; $($r:literal)*) => {
                         match mr {
-                            1 => go!(1, $p),
-                            2 => go!(2, $p),
-                            3 => go!(3, $p),
-                            4 => go!(4, $p),
-                            5 => go!(5, $p),
-                            _ => go!(6, $p),
+                            $($r => go!($r, $p),)*
+                            _ => go!(1, $p),
                         }
                     };
                 }
                 match np {
-                    1 => rows!(1),
-                    2 => rows!(2),
-                    3 => rows!(3),
-                    _ => rows!(4),
+                    1 => rows!(1; 16 15 14 13 12 11 10 9 8 7 6 5 4 3 2),
+                    2 => rows!(2; 12 11 10 9 8 7 6 5 4 3 2),
+                    3 => rows!(3; 8 7 6 5 4 3 2),
+                    _ => rows!(4; 6 5 4 3 2),
                 }
             }
             i0 += mr;

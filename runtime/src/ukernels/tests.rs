@@ -21,7 +21,7 @@ impl Rng {
     }
 }
 
-const MS: [usize; 6] = [1, 2, 3, 7, 16, 33];
+const MS: [usize; 8] = [1, 2, 3, 7, 13, 16, 29, 33];
 const NS: [usize; 6] = [1, 15, 16, 17, 64, 100];
 const KS: [usize; 5] = [1, 5, 32, 64, 576];
 const QKS: [usize; 3] = [32, 64, 576];
