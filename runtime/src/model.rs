@@ -8,8 +8,9 @@
 //! memory-plan bucket whose bounds hold), allocates the outputs (reusing the large buffers of
 //! this model's dropped output tensors, see `Recycler`) and executes the schedule:
 //! per step it builds the kernel's `buffers` and `dims` arrays and calls the kernel over
-//! `[0, extent)` split into chunks on the model's thread team (`team`: the calling thread
-//! plus spinning workers), passing the caller's [`RuntimeFnTable`].
+//! `[0, extent)` in tiles shared by the model's thread team (`team`: the calling thread plus
+//! spinning workers, each taking its own range of tiles, then stealing from the others'),
+//! passing the caller's [`RuntimeFnTable`].
 
 use crate::abi::{KernelFn, RuntimeFnTable, FN_TABLE_VERSION};
 use crate::artifact::{Artifact, Binding, EntryPoint, Poly, TensorSig};
@@ -292,10 +293,10 @@ struct Launch {
 }
 
 // SAFETY: the pointers refer to buffers (arena, states, weights, inputs, outputs, the fn
-// table) that `Model::run` keeps alive and does not touch until every chunk of the launch has
-// returned (`Team::run` returns only then; a worker may drop its `Arc` of the launch later,
-// but never dereferences the pointers after its chunk); by the kernel ABI, chunks write disjoint memory, so sharing across threads is
-// what the kernel was compiled for.
+// table) that `Model::run` keeps alive and does not touch until every tile of the launch has
+// run (`Team::run` returns only then; a worker may drop its `Arc` of the launch later, but
+// never calls it once every tile has been claimed); by the kernel ABI, tiles write disjoint
+// memory, so sharing across threads is what the kernel was compiled for.
 unsafe impl Send for Launch {}
 // SAFETY: as for `Send`; the struct itself is only read.
 unsafe impl Sync for Launch {}
@@ -344,7 +345,7 @@ pub struct StepTime {
     pub calls: u64,
     /// Wall time in all, nanoseconds.
     pub total_ns: u128,
-    /// Parallel chunks of the last call (1: ran on the calling thread alone).
+    /// Threads the last call's tiles were split among (1: ran on the calling thread alone).
     pub chunks: u64,
 }
 
@@ -650,14 +651,13 @@ impl Model {
             let launch = Launch { f, buffers, dims, table };
             let team = self.team.as_ref().ok_or_else(|| RuntimeError::Io(std::io::Error::other("no worker team")))?;
             if extent > 0 {
-                let chunks = extent.div_ceil(step.grain.max(1));
                 match &mut self.profile {
                     None => {
-                        team.run(launch, extent, chunks);
+                        team.run(launch, extent, step.grain);
                     }
                     Some(p) => {
                         let start = std::time::Instant::now();
-                        let used = team.run(launch, extent, chunks);
+                        let used = team.run(launch, extent, step.grain);
                         let t = p.steps.entry((ep.name.clone(), si)).or_default();
                         if t.kernel.is_empty() {
                             t.kernel = m.kernels.get(step.kernel as usize).map(|k| k.name.clone()).unwrap_or_default();
