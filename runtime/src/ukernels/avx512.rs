@@ -11,7 +11,7 @@
 //!   block of a `w` row is decoded once per tile (i8/nibbles → i32 → f32 × scale) and FMA'd
 //!   with 4 rows of `a`; for `m < 4` the tile is 1 × 8 (GEMV for decode) and scales each
 //!   block's dot product instead of the weights. The weight rows two tiles ahead are
-//!   software-prefetched (decode reads them once, from DRAM).
+//!   software-prefetched into L2 (decode reads them once, from DRAM).
 //! * exp/tanh/erf: the scalar algorithms on 16 lanes, masked tails, `vscalefps` for `2ⁿ`.
 
 use super::{erfc, expc, tanhc, PANEL, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, QK};
@@ -383,13 +383,14 @@ unsafe fn qtile<const R: usize, const J: usize, const Q4: bool>(
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); J]; R];
         // The next-but-one tile's weight rows: prefetched evenly over this tile's blocks
-        // (several interleaved short row streams defeat the hardware prefetcher).
+        // (several interleaved short row streams defeat the hardware prefetcher), into L2 as the
+        // f32 GEMV does.
         let ahead = w.wrapping_add(2 * J * row_bytes);
         let lines = (J * bb).div_ceil(64);
         for blk in 0..nb {
             let pf = ahead.wrapping_add(blk * J * bb);
             for l in 0..lines {
-                _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(l * 64) as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(pf.wrapping_add(l * 64) as *const i8);
             }
             let mut w0 = [_mm512_setzero_ps(); J];
             let mut w1 = [_mm512_setzero_ps(); J];
