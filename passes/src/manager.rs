@@ -142,15 +142,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// * `-O1`: clean-up — symbolic shape inference, canonicalization, constant folding,
 ///   common-subexpression and dead-code elimination.
 /// * `-O2`: `-O1` plus pattern fusion into the fused LLM ops (linear epilogues, RMSNorm and its
-///   residual form, SwiGLU, GELU, rotary embedding, attention), a second clean-up, fusion
-///   grouping for codegen, and the memory plan.
+///   residual form, SwiGLU, GELU, rotary embedding, attention; KV-cache attention split into
+///   its cache concatenations and the attention), a second clean-up, fusion grouping for
+///   codegen, and the memory plan.
 /// * `-O3`: `-O2` plus weight prepacking into the layout the CPU kernels read.
 ///
 /// Weight quantization is never implied by a level; it is requested explicitly
 /// (`--quantize`), as it changes results within a bound.
 pub fn preset(level: u8) -> Result<Vec<&'static str>, PipelineError> {
     const CLEANUP: [&str; 5] = ["shape-inference", "canonicalize", "constant-folding", "cse", "dce"];
-    const FUSION: [&str; 7] = [
+    const FUSION: [&str; 8] = [
         "fuse-linear",
         "fuse-rms-norm",
         "fuse-rms-norm-residual",
@@ -158,6 +159,7 @@ pub fn preset(level: u8) -> Result<Vec<&'static str>, PipelineError> {
         "fuse-gelu",
         "fuse-rotary",
         "fuse-attention",
+        "split-kv-attention",
     ];
     match level {
         0 => Ok(Vec::new()),

@@ -35,6 +35,8 @@ pub mod prepack_weights;
 pub mod quantize_weights;
 #[path = "passes/shape-inference.rs"]
 pub mod shape_inference;
+#[path = "passes/split-kv-attention.rs"]
+pub mod split_kv_attention;
 
 /// Every pass, in the order `--list-passes` prints them.
 pub fn all() -> &'static [&'static dyn OptimizationPass] {
@@ -51,6 +53,7 @@ pub fn all() -> &'static [&'static dyn OptimizationPass] {
         &fuse_gelu::FuseGelu,
         &fuse_rotary::FuseRotary,
         &fuse_attention::FuseAttention,
+        &split_kv_attention::SplitKvAttention,
         &fusion_groups::FusionGroups,
         &quantize_weights::QuantizeWeights,
         &prepack_weights::PrepackWeights,
