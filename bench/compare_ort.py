@@ -3,11 +3,14 @@
 For T = 1, 16 and 128 the full forward of the same model is timed with both, alternating
 (onnxruntime on the dynamo-exported ONNX through bench/ort_baseline.py, ferrumc on its compiled
 artifact through `ferrumc bench`), each in its own process so that peak resident memory is
-measured per engine. Then ferrumc's KV-cache decode step at context 128 (f32 and Q8_0). Prints a
-markdown table of medians, minimums and ratios (ferrumc / onnxruntime), plus compile time,
-artifact load time and peak memory.
+measured per engine. Each case runs in `--rounds` rounds that alternate which engine goes first,
+and a case's median is the median of its rounds' medians: on a shared machine whose speed drifts
+over seconds (a VM's memory bandwidth varies by 1.5x here) this keeps one engine from being
+timed in a fast minute and the other in a slow one. Then ferrumc's KV-cache decode step at
+context 128 (f32 and Q8_0), in the same rounds. Prints a markdown table of medians, minimums and
+ratios (ferrumc / onnxruntime), plus compile time, artifact load time and peak memory.
 
-    python bench/compare_ort.py [--model-dir DIR] [--threads 2] [--iters 20] [--warmup 3]
+    python bench/compare_ort.py [--model-dir DIR] [--threads 2] [--iters 20] [--warmup 3] [--rounds 3]
 
 DIR holds `hf/` and `onnx/model.onnx` as written by bench/make_smollm_shape.py (generated there
 when missing; needs torch and transformers). Needs numpy and onnxruntime; builds nothing: run
@@ -71,6 +74,18 @@ def ferrumc_time(ferrumc, artifact, inputs, args, function="forward", extra=()):
     return {"median": r["median_ms"], "min": r["min_ms"], "p90": r["p90_ms"], "load": r["load_ms"], "rss": rss}
 
 
+def combine(rounds):
+    """One case from its rounds: the median of their medians (and of their load times), the
+    minimum of their minimums, the largest peak memory."""
+    out = dict(rounds[0])
+    out["median"] = float(np.median([r["median"] for r in rounds]))
+    out["min"] = min(r["min"] for r in rounds)
+    out["rss"] = max(r["rss"] for r in rounds)
+    if "load" in out:
+        out["load"] = float(np.median([r["load"] for r in rounds]))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "smol"))
@@ -79,7 +94,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    if args.rounds < 1 or args.iters < 1:
+        sys.exit("error: --rounds and --iters must be at least 1")
 
     hf = os.path.join(args.model_dir, "hf")
     onnx = os.path.join(args.model_dir, "onnx", "model.onnx")
@@ -105,18 +123,24 @@ def main():
     for seq in (1, 16, 128):
         ids = npy(f"ids{seq}", rng.integers(0, 49152, size=(1, seq), dtype=np.int64))
         pos = npy(f"pos{seq}", np.arange(seq, dtype=np.int64).reshape(1, seq))
-        o = ort_time(onnx, seq, args)
-        f = ferrumc_time(args.ferrumc, artifacts["f32"], [("input_ids", ids), ("position_ids", pos)], args)
-        rows.append((f"forward T={seq}", f, o))
+        o_runs, f_runs = [], []
+        for r in range(args.rounds):
+            engines = [lambda: o_runs.append(ort_time(onnx, seq, args)),
+                       lambda: f_runs.append(ferrumc_time(args.ferrumc, artifacts["f32"],
+                                                          [("input_ids", ids), ("position_ids", pos)], args))]
+            for run in engines if r % 2 == 0 else engines[::-1]:
+                run()
+        rows.append((f"forward T={seq}", combine(f_runs), combine(o_runs)))
     ids = npy("ids_dec", rng.integers(0, 49152, size=(1, 1), dtype=np.int64))
     pos = npy("pos_dec", np.array([[128]], dtype=np.int64))
     ort_t1 = rows[0][2]
     for label in ("f32", "q8_0"):
-        f = ferrumc_time(args.ferrumc, artifacts[label], [("input_ids", ids), ("position_ids", pos)], args,
-                         function="decode", extra=["--past", "128"])
-        rows.append((f"decode ctx 128, {label} (vs ort f32 T=1)", f, ort_t1))
+        runs = [ferrumc_time(args.ferrumc, artifacts[label], [("input_ids", ids), ("position_ids", pos)], args,
+                             function="decode", extra=["--past", "128"]) for _ in range(args.rounds)]
+        rows.append((f"decode ctx 128, {label} (vs ort f32 T=1)", combine(runs), ort_t1))
 
-    print(f"\n{args.threads} threads, {args.iters} timed runs after {args.warmup} warm-up, ms\n")
+    print(f"\n{args.threads} threads; {args.rounds} rounds of {args.iters} timed runs after {args.warmup} warm-up each; "
+          f"ms (median of the rounds' medians, minimum of all runs)\n")
     print("| case | ferrumc median | ferrumc min | onnxruntime median | onnxruntime min | ratio (median) |")
     print("|---|---|---|---|---|---|")
     for name, f, o in rows:
