@@ -7,7 +7,8 @@
 //! Work sharing: a launch's tiles (`grain` elements each) are split into one contiguous range
 //! per participant. Each takes batches from the front of its own range, in order (so a GEMM
 //! thread streams its weights front to back and its prefetches run ahead into what it will
-//! read next), then steals half of what is left at the back of the others' ranges. On a
+//! read next); once its range is empty it moves the back half of another's range into its own
+//! and goes on (so stolen work can be stolen back). On a
 //! machine whose cores run at uneven speeds (a VM's vCPUs, a busy neighbour), the faster
 //! thread thus finishes the slower one's tail instead of waiting for it, and a worker that is
 //! slow to wake up has its range done by the others. Every tile runs exactly once, on whichever
@@ -56,6 +57,12 @@ impl Range {
         }
     }
 
+    /// Makes an empty range `[front, back)`. Only its owner calls this, and only once it found
+    /// the range empty; thieves never change an empty range, so nothing races the store.
+    fn refill(&self, front: u64, back: u64) {
+        self.0.store(front | (back << 32), SeqCst);
+    }
+
     /// Takes the back half (at least one tile), or `None` when the range is empty.
     fn take_back_half(&self) -> Option<(u64, u64)> {
         let mut cur = self.0.load(SeqCst);
@@ -91,20 +98,20 @@ impl Job {
         self.executed.fetch_add(to - from, SeqCst);
     }
 
-    /// Participant `me`'s share: its own range front to back, then steals from the others.
+    /// Participant `me`'s share: its own range front to back; when that is empty, the back
+    /// half of another's range becomes its own range (so it can in turn be stolen from).
     fn work(&self, me: usize) {
         let own = &self.ranges[me];
         // Batches of about a sixteenth of a range: few atomics for cheap tiles (rows of a
         // norm), single tiles for expensive ones (a GEMM's column tiles).
         let batch = (self.tiles / self.ranges.len() as u64 / 16).max(1);
-        while let Some(t) = own.take_front(batch) {
-            self.run_tiles(t);
-        }
         let n = self.ranges.len();
         loop {
-            let stolen = (1..n).find_map(|d| self.ranges[(me + d) % n].take_back_half());
-            match stolen {
-                Some(t) => self.run_tiles(t),
+            while let Some(t) = own.take_front(batch) {
+                self.run_tiles(t);
+            }
+            match (1..n).find_map(|d| self.ranges[(me + d) % n].take_back_half()) {
+                Some((from, to)) => own.refill(from, to),
                 None => return,
             }
         }
