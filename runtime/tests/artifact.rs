@@ -276,6 +276,24 @@ fn large_output_buffers_of_dropped_tensors_are_reused_and_live_ones_never_are() 
 }
 
 #[test]
+fn small_output_buffers_are_reused_at_their_exact_size_and_rewritten_whole() {
+    let bytes = toy_builder().build().unwrap();
+    let mut model = toy_model(&bytes);
+    // 4×16 f32 (256 bytes) is a small buffer: reused for the same size, with every element
+    // rewritten (`run_checked` checks them all) although it is not cleared in between.
+    let first = run_checked(&mut model, 4, 16, 0);
+    let first_at = first[0].1.bytes().as_ptr();
+    drop(first);
+    let second = run_checked(&mut model, 4, 16, 3);
+    assert_eq!(second[0].1.bytes().as_ptr(), first_at, "a dropped small output's buffer is reused");
+    // Another size does not take it; while `second` lives it is not handed out.
+    let other = run_checked(&mut model, 4, 15, 1);
+    assert_ne!(other[0].1.bytes().as_ptr(), first_at);
+    let third = run_checked(&mut model, 4, 16, 7);
+    assert_ne!(third[0].1.bytes().as_ptr(), second[0].1.bytes().as_ptr());
+}
+
+#[test]
 fn loads_from_a_file_through_mmap() {
     let bytes = toy_builder().build().unwrap();
     let path = std::env::temp_dir().join(format!("ferrumc-artifact-test-{}.fcm", std::process::id()));
