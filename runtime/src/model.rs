@@ -60,8 +60,16 @@ impl Drop for Tensor {
 #[derive(Default)]
 struct Recycler {
     maps: std::sync::Mutex<Vec<memmap2::MmapMut>>,
-    /// Small buffers by length in blocks, and their bytes in all.
-    blocks: std::sync::Mutex<(BTreeMap<usize, Vec<Vec<Block>>>, usize)>,
+    blocks: std::sync::Mutex<SmallBuffers>,
+}
+
+/// Small buffers kept by a [`Recycler`].
+#[derive(Default)]
+struct SmallBuffers {
+    /// By length in blocks.
+    by_len: BTreeMap<usize, Vec<Vec<Block>>>,
+    /// Their bytes in all.
+    bytes: usize,
 }
 
 /// Maps a [`Recycler`] keeps at most (beyond that, dropped buffers are unmapped).
@@ -81,9 +89,9 @@ impl Recycler {
             AlignedBuf::Blocks(b) if !b.is_empty() => {
                 let mut kept = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
                 let bytes = b.len() * 64;
-                if kept.1 + bytes <= RECYCLED_SMALL_BYTES {
-                    kept.1 += bytes;
-                    kept.0.entry(b.len()).or_default().push(b);
+                if kept.bytes + bytes <= RECYCLED_SMALL_BYTES {
+                    kept.bytes += bytes;
+                    kept.by_len.entry(b.len()).or_default().push(b);
                 }
             }
             AlignedBuf::Blocks(_) => {}
@@ -109,8 +117,8 @@ impl Recycler {
             return Some(AlignedBuf::Mapped { map: maps.swap_remove(best), len });
         }
         let mut kept = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
-        let b = kept.0.get_mut(&(len / 64)).and_then(Vec::pop)?;
-        kept.1 -= len;
+        let b = kept.by_len.get_mut(&(len / 64)).and_then(Vec::pop)?;
+        kept.bytes -= len;
         Some(AlignedBuf::Blocks(b))
     }
 
