@@ -29,7 +29,9 @@ use super::{half, math};
 use crate::kernel::*;
 use crate::CodegenError;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, SigRef, Signature, Type, Value};
+use cranelift_codegen::ir::{
+    types, AbiParam, InstBuilder, MemFlagsData, SigRef, Signature, StackSlot, StackSlotData, StackSlotKind, Type, Value,
+};
 use cranelift_codegen::isa::{CallConv, TargetIsa};
 use cranelift_frontend::{FunctionBuilder, Variable};
 use ferrumc_ir::DType;
@@ -96,6 +98,8 @@ pub(crate) struct Translator<'a, 'b> {
     /// Locals reassigned somewhere in the kernel, and their variables once defined.
     mutable: HashSet<LocalId>,
     variables: HashMap<LocalId, Variable>,
+    /// Scalar float locals kept in stack slots (see `Stmt::Let`), with their types.
+    spilled: HashMap<LocalId, (StackSlot, Type)>,
     /// Imported signatures of the scalar f64 math calls (one and two operands).
     f64_sigs: Option<(SigRef, SigRef)>,
 }
@@ -185,6 +189,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             locals: HashMap::new(),
             mutable: HashSet::new(),
             variables: HashMap::new(),
+            spilled: HashMap::new(),
             f64_sigs: None,
         };
         collect_assigned(&k.body, &mut t.mutable);
@@ -517,7 +522,19 @@ impl<'a, 'b> Translator<'a, 'b> {
                     self.b.def_var(var, v);
                 } else if matches!(s, Stmt::Assign { .. }) {
                     return Err(invalid(self.k, "internal: assignment to an immutable local"));
+                } else if mode == Mode::Scalar && matches!(want, Some(ScalarType::F32 | ScalarType::F64)) {
+                    // A float computed once per outer iteration (a norm's `1/sqrt(mean + eps)`)
+                    // and used in inner loops: as a pure SSA value, Cranelift's e-graph places
+                    // its `fdiv`/`sqrt` at the uses, inside the inner loops, once per element
+                    // (4× the whole norm kernel's time). Stored to a stack slot here, it is
+                    // computed once; the loops reload it (one L1 load per iteration).
+                    let ty = self.b.func.dfg.value_type(v);
+                    let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 8, 3));
+                    self.b.ins().stack_store(self.ptr, v, slot, 0);
+                    self.spilled.insert(*local, (slot, ty));
                 } else {
+                    // The vector copy of a loop body binds its locals afresh.
+                    self.spilled.remove(local);
                     self.locals.insert(*local, (v, matches!(mode, Mode::Vector(_))));
                 }
                 Ok(())
@@ -896,6 +913,15 @@ impl<'a, 'b> Translator<'a, 'b> {
                     .get(l)
                     .ok_or_else(|| invalid(self.k, format!("local {l} used before it is bound")))?;
                 let v = self.b.use_var(var);
+                if vector {
+                    self.b.ins().splat(VF32, v)
+                } else {
+                    v
+                }
+            }
+            Expr::Local(l) if self.spilled.contains_key(l) => {
+                let (slot, ty) = self.spilled[l];
+                let v = self.b.ins().stack_load(self.ptr, ty, slot, 0);
                 if vector {
                     self.b.ins().splat(VF32, v)
                 } else {
