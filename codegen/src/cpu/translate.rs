@@ -100,6 +100,8 @@ pub(crate) struct Translator<'a, 'b> {
     variables: HashMap<LocalId, Variable>,
     /// Scalar float locals kept in stack slots (see `Stmt::Let`), with their types.
     spilled: HashMap<LocalId, (StackSlot, Type)>,
+    /// How many `Stmt::Loop`s enclose the statement being translated.
+    loop_depth: usize,
     /// Imported signatures of the scalar f64 math calls (one and two operands).
     f64_sigs: Option<(SigRef, SigRef)>,
 }
@@ -190,6 +192,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             mutable: HashSet::new(),
             variables: HashMap::new(),
             spilled: HashMap::new(),
+            loop_depth: 0,
             f64_sigs: None,
         };
         collect_assigned(&k.body, &mut t.mutable);
@@ -476,6 +479,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 let n = self.extent(extent)?;
                 let zero = self.b.ins().iconst(types::I64, 0);
                 let vectorize = body.iter().all(|s| self.vector_stmt_ok(s, *var));
+                self.loop_depth += 1;
                 let mut start = zero;
                 if vectorize {
                     let (after, _) = self.emit_loop(zero, n, LANES, &[], &mut |t, iv, _| {
@@ -494,6 +498,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                     }
                     Ok(Vec::new())
                 })?;
+                self.loop_depth -= 1;
                 self.vars.remove(var);
                 Ok(())
             }
@@ -522,12 +527,13 @@ impl<'a, 'b> Translator<'a, 'b> {
                     self.b.def_var(var, v);
                 } else if matches!(s, Stmt::Assign { .. }) {
                     return Err(invalid(self.k, "internal: assignment to an immutable local"));
-                } else if mode == Mode::Scalar && matches!(want, Some(ScalarType::F32 | ScalarType::F64)) {
-                    // A float computed once per outer iteration (a norm's `1/sqrt(mean + eps)`)
-                    // and used in inner loops: as a pure SSA value, Cranelift's e-graph places
-                    // its `fdiv`/`sqrt` at the uses, inside the inner loops, once per element
-                    // (4× the whole norm kernel's time). Stored to a stack slot here, it is
-                    // computed once; the loops reload it (one L1 load per iteration).
+                } else if self.loop_depth == 0 && matches!(want, Some(ScalarType::F32 | ScalarType::F64)) {
+                    // A float computed once per parallel iteration (a norm's `1/sqrt(mean +
+                    // eps)`) and used in inner loops: as a pure SSA value, Cranelift's e-graph
+                    // places its `fdiv`/`sqrt` at the uses, inside the inner loops, once per
+                    // element (4× the whole norm kernel's time). Stored to a stack slot here,
+                    // it is computed once; the loops reload it (one L1 load per iteration).
+                    // Locals bound inside loops stay SSA values (no store/load per element).
                     let ty = self.b.func.dfg.value_type(v);
                     let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 8, 3));
                     self.b.ins().stack_store(self.ptr, v, slot, 0);
