@@ -5,8 +5,8 @@
 //! A run binds the symbols of the entry point's signature from the input shapes (a symbol is
 //! bound by the first input dim that is exactly that symbol, and every dim is then checked
 //! against its expression → [`RuntimeError::ShapeMismatch`]), evaluates the arena size (first
-//! memory-plan bucket whose bounds hold), allocates the outputs (reusing the large buffers of
-//! this model's dropped output tensors, see `Recycler`) and executes the schedule:
+//! memory-plan bucket whose bounds hold), allocates the outputs (reusing the buffers of this
+//! model's dropped output tensors, see `Recycler`) and executes the schedule:
 //! per step it builds the kernel's `buffers` and `dims` arrays and calls the kernel over
 //! `[0, extent)` in tiles shared by the model's thread team (`team`: the calling thread plus
 //! spinning workers, each taking its own range of tiles, then stealing from the others'),
@@ -51,8 +51,8 @@ impl Drop for Tensor {
 /// Outputs are handed over in the memory the kernels wrote, so every run needs output memory
 /// of its own. Fresh memory costs: a 25 MB anonymous map for T = 128 logits paid ≈12 ms of
 /// page faults on first touch, and a decode step's 61 small outputs (6 MB of KV cache),
-/// allocated zeroed and freed together, cost ≈0.6 ms a step (Q8_0 SmolLM2 decode 6.96 →
-/// 6.39 ms when reused). A kept buffer is handed out as it is, not zeroed: its bytes were
+/// allocated zeroed and freed together, cost ≈0.6 ms a step (Q8_0 SmolLM2 decode 6.25 →
+/// 5.80 ms when reused). A kept buffer is handed out as it is, not zeroed: its bytes were
 /// written before, and the kernels write every element of an output (each lowering computes
 /// all of its result). Debug builds fill every output buffer, fresh or kept, with `0xFF`
 /// bytes (NaN, -1, true) first, so that the differential tests, which run debug builds

@@ -539,8 +539,6 @@ impl<'a, 'b> Translator<'a, 'b> {
                     self.b.ins().stack_store(self.ptr, v, slot, 0);
                     self.spilled.insert(*local, (slot, ty));
                 } else {
-                    // The vector copy of a loop body binds its locals afresh.
-                    self.spilled.remove(local);
                     self.locals.insert(*local, (v, matches!(mode, Mode::Vector(_))));
                 }
                 Ok(())
