@@ -7,16 +7,19 @@ measured per engine. Each case runs in `--rounds` rounds that alternate which en
 and a case's median is the median of its rounds' medians: on a shared machine whose speed drifts
 over seconds (a VM's memory bandwidth varies by 1.5x here) this keeps one engine from being
 timed in a fast minute and the other in a slow one. Then ferrumc's KV-cache decode step at
-context 128 (f32 and Q8_0), in the same rounds. Prints a markdown table of medians, minimums and
+context 128 (f32 and Q8_0), in the same rounds. T=1 and the f32 decode step are also timed with
+the artifact copied onto huge pages (`--huge-pages`). Prints a markdown table of medians, minimums and
 ratios (ferrumc / onnxruntime), plus compile time (with the checkpoint already read once, so a
-cold page cache is not counted), artifact load time and peak memory.
+cold page cache is not counted), artifact load time (mapped, the default, and `--huge-pages`) and
+peak memory.
 
     python bench/compare_ort.py [--model-dir DIR] [--threads 2] [--iters 20] [--warmup 3] [--rounds 3]
 
 DIR holds `hf/` and `onnx/model.onnx` as written by bench/make_smollm_shape.py (generated there
 when missing; needs torch and transformers). Needs numpy and onnxruntime; builds nothing: run
 `cargo build --release -p ferrumc` first (and `--example membw` of `ferrumc-runtime` for the
-memory-floor line: how long reading the weights once takes on this machine).
+memory-floor lines: how long reading the weights once takes on this machine, on 4 KiB pages
+and on huge pages).
 """
 import argparse
 import json
@@ -130,14 +133,21 @@ def main():
     for seq in (1, 16, 128):
         ids = npy(f"ids{seq}", rng.integers(0, 49152, size=(1, seq), dtype=np.int64))
         pos = npy(f"pos{seq}", np.arange(seq, dtype=np.int64).reshape(1, seq))
-        o_runs, f_runs = [], []
+        o_runs, f_runs, h_runs = [], [], []
         for r in range(args.rounds):
             engines = [lambda: o_runs.append(ort_time(onnx, seq, args)),
                        lambda: f_runs.append(ferrumc_time(args.ferrumc, artifacts["f32"],
                                                           [("input_ids", ids), ("position_ids", pos)], args))]
+            if seq == 1:
+                # The same with the artifact copied onto huge pages (`--huge-pages`).
+                engines.append(lambda: h_runs.append(ferrumc_time(args.ferrumc, artifacts["f32"],
+                                                                  [("input_ids", ids), ("position_ids", pos)], args,
+                                                                  extra=["--huge-pages"])))
             for run in engines if r % 2 == 0 else engines[::-1]:
                 run()
         rows.append((f"forward T={seq}", combine(f_runs), combine(o_runs)))
+        if h_runs:
+            huge_t1 = combine(h_runs)
     ids = npy("ids_dec", rng.integers(0, 49152, size=(1, 1), dtype=np.int64))
     pos = npy("pos_dec", np.array([[128]], dtype=np.int64))
     ort_t1 = rows[0][2]
@@ -145,6 +155,10 @@ def main():
         runs = [ferrumc_time(args.ferrumc, artifacts[label], [("input_ids", ids), ("position_ids", pos)], args,
                              function="decode", extra=["--past", "128"]) for _ in range(args.rounds)]
         rows.append((f"decode ctx 128, {label} (vs ort f32 T=1)", combine(runs), ort_t1))
+    rows.append(("forward T=1, --huge-pages", huge_t1, ort_t1))
+    runs = [ferrumc_time(args.ferrumc, artifacts["f32"], [("input_ids", ids), ("position_ids", pos)], args,
+                         function="decode", extra=["--past", "128", "--huge-pages"]) for _ in range(args.rounds)]
+    rows.append(("decode ctx 128, f32, --huge-pages (vs ort f32 T=1)", combine(runs), ort_t1))
 
     print(f"\n{args.threads} threads; {args.rounds} rounds of {args.iters} timed runs after {args.warmup} warm-up each; "
           f"ms (median of the rounds' medians, minimum of all runs)\n")
@@ -156,7 +170,7 @@ def main():
     peak_f = max(f["rss"] for _, f, _ in rows[:3])
     peak_o = max(o["rss"] for _, _, o in rows[:3])
     print(f"\ncompile -O{args.level}: f32 {compile_s['f32']:.2f} s, q8_0 {compile_s['q8_0']:.2f} s; "
-          f"artifact load {rows[0][1]['load']:.1f} ms; "
+          f"artifact load {rows[0][1]['load']:.1f} ms (mapped), {huge_t1['load']:.1f} ms (--huge-pages); "
           f"artifact sizes {os.path.getsize(artifacts['f32']) / 1e6:.0f} MB / {os.path.getsize(artifacts['q8_0']) / 1e6:.0f} MB")
     print(f"peak resident memory (forward runs): ferrumc {peak_f:.0f} MB, onnxruntime {peak_o:.0f} MB")
     membw = os.path.join(ROOT, "target", "release", "examples", "membw")
@@ -164,10 +178,11 @@ def main():
         # The floor of a memory-bound pass: every f32 weight read once, at this machine's
         # streaming bandwidth, on the same threads.
         mb = int(sum(os.path.getsize(os.path.join(hf, f)) for f in os.listdir(hf) if f.endswith(".safetensors")) / 1e6)
-        line = run_checked([membw, "--mb", str(mb), "--threads", str(args.threads)]).strip()
-        m = re.search(r"median ([\d.]+) ms", line)
-        floor = float(m.group(1)) if m else float("nan")
-        print(f"memory floor: {line}; that is {floor / ort_t1['median']:.2f}× onnxruntime's T=1 median")
+        for pages in ([], ["--huge-pages"]):
+            line = run_checked([membw, "--mb", str(mb), "--threads", str(args.threads), *pages]).strip()
+            m = re.search(r"median ([\d.]+) ms", line)
+            floor = float(m.group(1)) if m else float("nan")
+            print(f"memory floor: {line}; that is {floor / ort_t1['median']:.2f}× onnxruntime's T=1 median")
     else:
         print("memory floor: not measured (cargo build --release -p ferrumc-runtime --example membw)")
     for p in os.listdir(work):

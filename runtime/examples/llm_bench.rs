@@ -5,12 +5,13 @@
 //!
 //! ```text
 //! cargo run --release -p ferrumc-runtime --example llm_bench -- model.ferrumc \
-//!     [--threads 2] [--iters 20] [--warmup 3] [--seqs 1,16,128] [--past 128] [--profile]
+//!     [--threads 2] [--iters 20] [--warmup 3] [--seqs 1,16,128] [--past 128] [--profile] [--huge-pages]
 //! ```
 //!
 //! Inputs are deterministic pseudo-random token ids (positions `0..T`, or `past..past+1` for
 //! the decode step) and a pseudo-random KV cache; only timing is reported.
 
+use ferrumc_runtime::artifact::Placement;
 use ferrumc_runtime::model::{DType, Model, Tensor};
 use ferrumc_runtime::ukernels::fn_table;
 use std::time::Instant;
@@ -24,6 +25,8 @@ struct Args {
     past: usize,
     profile: bool,
     top: usize,
+    /// Load with `Placement::HugePages` (a copy on huge pages) instead of a file mapping.
+    huge_pages: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -36,6 +39,7 @@ fn parse_args() -> Result<Args, String> {
         past: 128,
         profile: false,
         top: 25,
+        huge_pages: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -55,13 +59,14 @@ fn parse_args() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?;
             }
             "--profile" => a.profile = true,
+            "--huge-pages" => a.huge_pages = true,
             "--top" => a.top = num(value("--top")?, "--top")?,
             p if !p.starts_with("--") && a.path.is_empty() => a.path = p.to_string(),
             other => return Err(format!("unexpected argument `{other}`")),
         }
     }
     if a.path.is_empty() {
-        return Err("usage: llm_bench model.ferrumc [--threads N] [--iters N] [--warmup N] [--seqs 1,16,128] [--past N] [--profile [--top N]]".into());
+        return Err("usage: llm_bench model.ferrumc [--threads N] [--iters N] [--warmup N] [--seqs 1,16,128] [--past N] [--profile [--top N]] [--huge-pages]".into());
     }
     Ok(a)
 }
@@ -126,7 +131,8 @@ fn ids_and_positions(
 fn main() -> Result<(), String> {
     let args = parse_args()?;
     let t0 = Instant::now();
-    let mut model = Model::load(&args.path)
+    let placement = if args.huge_pages { Placement::HugePages } else { Placement::Mapped };
+    let mut model = Model::load_with(&args.path, placement)
         .and_then(|m| m.with_fn_table(fn_table()))
         .map_err(|e| format!("{}: {e}", args.path))?
         .with_threads(args.threads)

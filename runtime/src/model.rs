@@ -13,7 +13,7 @@
 //! passing the caller's [`RuntimeFnTable`].
 
 use crate::abi::{KernelFn, RuntimeFnTable, FN_TABLE_VERSION};
-use crate::artifact::{Artifact, Binding, EntryPoint, Poly, TensorSig};
+use crate::artifact::{Artifact, Binding, EntryPoint, Placement, Poly, TensorSig};
 use crate::error::{Result, RuntimeError};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -442,6 +442,12 @@ impl Model {
     /// Loads (memory-maps) and validates the artifact at `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         Ok(Self::from_artifact(Artifact::open(path)?))
+    }
+
+    /// Loads and validates the artifact at `path` into the given placement
+    /// ([`Placement::HugePages`]: a copy on huge pages, for faster weight streaming).
+    pub fn load_with(path: impl AsRef<Path>, placement: Placement) -> Result<Self> {
+        Ok(Self::from_artifact(Artifact::open_with(path, placement)?))
     }
 
     /// Validates artifact bytes.

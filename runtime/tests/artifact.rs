@@ -6,7 +6,9 @@
 use ferrumc_runtime::abi::{RuntimeFnTable, FN_TABLE_VERSION};
 use ferrumc_runtime::artifact::format::FORMAT_VERSION;
 use ferrumc_runtime::artifact::writer::reseal;
-use ferrumc_runtime::artifact::{Artifact, ArtifactBuilder, Binding, Bucket, DType, EntryPoint, Poly, Step, TensorSig};
+use ferrumc_runtime::artifact::{
+    Artifact, ArtifactBuilder, Binding, Bucket, DType, EntryPoint, Placement, Poly, Step, TensorSig,
+};
 use ferrumc_runtime::error::RuntimeError;
 use ferrumc_runtime::model::{Model, Tensor};
 use sha2::{Digest, Sha256};
@@ -308,6 +310,49 @@ fn loads_from_a_file_through_mmap() {
     let (_, y, _) = run_forward(&mut m, 2, 3);
     assert_eq!(y.len(), 6);
     assert!(matches!(Model::load("/nonexistent/ferrumc.fcm"), Err(RuntimeError::Io(_))));
+}
+
+#[test]
+fn both_placements_load_the_same_bytes_and_reject_a_flip_in_any_piece() {
+    // Bodies of one piece, of several with a partial last piece, and of exactly two whole
+    // pieces (the resident read then hashes no partial piece).
+    let piece = ferrumc_runtime::artifact::format::CHECKSUM_PIECE;
+    let build = |weight_len: usize, note: usize| {
+        let mut b = toy_builder();
+        let values: Vec<u8> = (0..weight_len).map(|i| (i * 13 % 241) as u8).collect();
+        b.add_weight("big", DType::U8, &[weight_len as u64], &values).unwrap();
+        b.metadata("note", &"x".repeat(note));
+        (b.build().unwrap(), values)
+    };
+    let body_len = |bytes: &[u8]| bytes.len() - 32;
+    // Weights are padded to 64 bytes, so a metadata note of the right length (one byte per
+    // byte) makes the body exactly two pieces.
+    let exact = (0..128).find(|&n| body_len(&build(piece, n).0) % 64 == 0).map(|n| {
+        let w = piece + 2 * piece - body_len(&build(piece, n).0);
+        build(w, n)
+    });
+    let cases = [build(16, 0), build(5 << 20, 0), exact.expect("a note length that aligns the body")];
+    assert_eq!(body_len(&cases[2].0), 2 * piece, "the whole-pieces case is set up");
+    let path = std::env::temp_dir().join(format!("ferrumc-placement-test-{}.fcm", std::process::id()));
+    for (bytes, values) in &cases {
+        std::fs::write(&path, bytes).unwrap();
+        for placement in [Placement::Mapped, Placement::HugePages] {
+            let a = Artifact::open_with(&path, placement).unwrap();
+            assert_eq!(a.weight("big").unwrap().2, values.as_slice(), "{placement:?}");
+            assert_eq!(a.manifest(), Artifact::from_bytes(bytes).unwrap().manifest());
+        }
+        let end = body_len(bytes);
+        for at in [9, piece - 1, piece, end - 1, end, bytes.len() - 1].into_iter().filter(|&i| i < bytes.len()) {
+            let mut t = bytes.clone();
+            t[at] ^= 0x20;
+            std::fs::write(&path, &t).unwrap();
+            for placement in [Placement::Mapped, Placement::HugePages] {
+                let r = Artifact::open_with(&path, placement);
+                assert!(matches!(r, Err(RuntimeError::Tampered)), "byte {at} of {}, {placement:?}", t.len());
+            }
+        }
+    }
+    std::fs::remove_file(&path).unwrap();
 }
 
 #[cfg(target_arch = "x86_64")]

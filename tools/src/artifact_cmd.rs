@@ -8,7 +8,7 @@ use ferrumc_codegen::compile::{compile_to_builder, CompileOptions};
 use ferrumc_ir::weights::FileWeights;
 use ferrumc_ir::Tensor;
 use ferrumc_passes::QuantScheme;
-use ferrumc_runtime::artifact::{format::MAGIC, Artifact, Binding, DType as RtDType};
+use ferrumc_runtime::artifact::{format::MAGIC, Artifact, Binding, DType as RtDType, Placement};
 use ferrumc_runtime::model::Tensor as RtTensor;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -126,7 +126,8 @@ pub fn run(
 ) -> Result<(), CliError> {
     // A model that is not an artifact is compiled in memory first (the JIT path: nothing is
     // written), at the default `-O2`.
-    let mut model = crate::runnable::open(path, 2, None)?.model;
+    // One run reads each weight once: a copy onto huge pages would cost more than it saves.
+    let mut model = crate::runnable::open(path, 2, None, Placement::Mapped)?.model;
     let entries: Vec<String> = model.entry_points().iter().map(|e| e.name.clone()).collect();
     let entry = match function {
         Some(f) => f.to_string(),
@@ -166,7 +167,8 @@ pub fn run(
 /// `ferrumc inspect model.ferrumc`.
 pub fn inspect(path: &Path) -> Result<(), CliError> {
     // Memory-mapped and fully validated (checksum, versions, target, CPU features) like `run`.
-    let a = Artifact::open(path).map_err(|e| CliError::new(format!("error: {}: {e}", path.display())))?;
+    let a = Artifact::open_with(path, Placement::Mapped)
+        .map_err(|e| CliError::new(format!("error: {}: {e}", path.display())))?;
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or_default();
     let m = a.manifest();
     println!("{}: ferrumc artifact, {size} bytes", path.display());

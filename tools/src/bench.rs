@@ -5,6 +5,7 @@
 
 use crate::input::CliError;
 use crate::runnable::{bind_inputs, describe_inputs, open, pick_entry, InputArgs};
+use ferrumc_runtime::artifact::Placement;
 use ferrumc_runtime::model::TensorView;
 use std::path::Path;
 use std::time::Instant;
@@ -20,6 +21,8 @@ pub struct BenchRequest<'a> {
     pub iters: usize,
     pub threads: Option<usize>,
     pub json: bool,
+    /// Load an artifact onto huge pages (`Placement::HugePages`) instead of mapping it.
+    pub huge_pages: bool,
 }
 
 /// Summary statistics of the timed runs, in milliseconds.
@@ -47,7 +50,8 @@ pub fn stats(samples_ms: &[f64]) -> Option<Stats> {
 
 /// `ferrumc bench`.
 pub fn bench(req: &BenchRequest<'_>) -> Result<(), CliError> {
-    let mut runnable = open(req.input, req.level, req.threads)?;
+    let placement = if req.huge_pages { Placement::HugePages } else { Placement::Mapped };
+    let mut runnable = open(req.input, req.level, req.threads, placement)?;
     let ep = pick_entry(&runnable.model, req.function, "forward")?;
     let inputs = bind_inputs(&ep, &req.inputs)?;
     let views: Vec<(&str, TensorView<'_>)> = inputs.iter().map(|(n, t)| (n.as_str(), t.view())).collect();

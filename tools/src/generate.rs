@@ -8,7 +8,7 @@
 
 use crate::input::CliError;
 use crate::runnable::{open, pick_entry, shape_under, symbol_bounds, zeros};
-use ferrumc_runtime::artifact::{DType as RtDType, EntryPoint};
+use ferrumc_runtime::artifact::{DType as RtDType, EntryPoint, Placement};
 use ferrumc_runtime::model::{Model, Tensor as RtTensor, TensorView};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -153,6 +153,8 @@ pub struct GenerateRequest<'a> {
     pub eos: Option<i64>,
     pub threads: Option<usize>,
     pub json: bool,
+    /// Load an artifact onto huge pages (`Placement::HugePages`) instead of mapping it.
+    pub huge_pages: bool,
 }
 
 /// The names and positions of a decode entry point's inputs and outputs.
@@ -234,7 +236,8 @@ fn tokenizer_path(explicit: Option<&Path>, base_dir: &Path) -> Option<PathBuf> {
 /// `ferrumc generate`.
 pub fn generate(req: &GenerateRequest<'_>) -> Result<(), CliError> {
     req.sampling.validate()?;
-    let mut runnable = open(req.input, req.level, req.threads)?;
+    let placement = if req.huge_pages { Placement::HugePages } else { Placement::Mapped };
+    let mut runnable = open(req.input, req.level, req.threads, placement)?;
     let tokenizer = match tokenizer_path(req.tokenizer, &runnable.base_dir) {
         Some(p) => Some(text::Tokenizer::load(&p)?),
         None => None,

@@ -129,6 +129,10 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Copy an artifact onto transparent huge pages instead of mapping the file: a slower
+        /// load (a copy into fresh memory), faster weight streaming (see the README).
+        #[arg(long)]
+        huge_pages: bool,
     },
     /// Generate tokens with a decoder's KV-cache `decode` entry point: prefill the prompt,
     /// then one token per step (greedy by default; sampling with --temperature/--top-k/--top-p).
@@ -178,6 +182,9 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Copy an artifact onto transparent huge pages instead of mapping the file (see `bench`).
+        #[arg(long)]
+        huge_pages: bool,
     },
     /// Run optimization passes (by name or an -O preset) and write the optimized module.
     Opt {
@@ -312,7 +319,7 @@ fn execute(command: Command) -> Result<(), CliError> {
             loaded.verified()?;
             run::run_interpreter(&loaded, &inputs, function.as_deref(), output_dir.as_deref())
         }
-        Command::Bench { input, inputs, zeros, past, function, warmup, iters, threads, level, json } => {
+        Command::Bench { input, inputs, zeros, past, function, warmup, iters, threads, level, json, huge_pages } => {
             bench::bench(&bench::BenchRequest {
                 input: &input,
                 level: level.unwrap_or(2),
@@ -322,6 +329,7 @@ fn execute(command: Command) -> Result<(), CliError> {
                 iters: usize::try_from(iters).unwrap_or(usize::MAX),
                 threads: threads.map(|t| usize::try_from(t).unwrap_or(1)),
                 json,
+                huge_pages,
             })
         }
         Command::Generate {
@@ -340,6 +348,7 @@ fn execute(command: Command) -> Result<(), CliError> {
             threads,
             level,
             json,
+            huge_pages,
         } => {
             let sampled = !greedy && (temperature.is_some() || top_k.is_some() || top_p.is_some() || seed.is_some());
             let sampling = if sampled {
@@ -364,6 +373,7 @@ fn execute(command: Command) -> Result<(), CliError> {
                 eos,
                 threads: threads.map(|t| usize::try_from(t).unwrap_or(1)),
                 json,
+                huge_pages,
             })
         }
         Command::Opt {

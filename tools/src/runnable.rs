@@ -1,5 +1,5 @@
-//! A model ready to run through `ferrumc_runtime::Model`, for `bench` and `generate`: a
-//! compiled artifact is memory-mapped; any other model input (Hugging Face folder, `.onnx`,
+//! A model ready to run through `ferrumc_runtime::Model`, for `run`, `bench` and `generate`: a
+//! compiled artifact is loaded in the given placement (mapped, or copied onto huge pages); any other model input (Hugging Face folder, `.onnx`,
 //! `.fir`, `.json`) is compiled in memory first (JIT-style, nothing written) with the given
 //! `-O` level. Also: binding `--input`/`--zeros` arguments to an entry point's signature,
 //! and synthesizing zero-filled `past_*` KV-cache inputs for a given past length.
@@ -10,7 +10,7 @@ use crate::progress::CompileBar;
 use crate::run::read_input_tensor;
 use ferrumc_codegen::compile::{compile_module, CompileOptions};
 use ferrumc_ir::weights::FileWeights;
-use ferrumc_runtime::artifact::{EntryPoint, TensorSig};
+use ferrumc_runtime::artifact::{EntryPoint, Placement, TensorSig};
 use ferrumc_runtime::model::{Model, Tensor as RtTensor};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -32,11 +32,12 @@ pub struct Runnable {
 
 /// Load `input` (artifact or model), attach the micro-kernel table, set the thread count
 /// and run `init` (threads, arenas), so that the first timed run does no set-up work.
-pub fn open(input: &Path, level: u8, threads: Option<usize>) -> Result<Runnable, CliError> {
+/// `placement` applies to an artifact file (a model compiled in memory is copied anyway).
+pub fn open(input: &Path, level: u8, threads: Option<usize>, placement: Placement) -> Result<Runnable, CliError> {
     let shown = input.display();
     let (model, compile_time, load_time, base_dir) = if is_artifact(input) {
         let start = Instant::now();
-        let model = Model::load(input).map_err(|e| CliError::new(format!("error: {shown}: {e}")))?;
+        let model = Model::load_with(input, placement).map_err(|e| CliError::new(format!("error: {shown}: {e}")))?;
         let base = input.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         (model, None, start.elapsed(), base.to_path_buf())
     } else {

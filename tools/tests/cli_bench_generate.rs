@@ -1,11 +1,13 @@
 //! `ferrumc bench` and `ferrumc generate` end to end. Bench: on the compiled MLP example it
-//! prints load time and median/min/p90/mean (text and JSON), compiles a non-artifact model in
-//! memory, synthesizes zero KV caches for decode (`--past`), and refuses bad arguments with one
-//! clear error and exit status 1. Generate: greedy generation on the tiny random HF Llama
-//! fixture equals transformers' `generate(do_sample=False)` (the independent reference in
+//! prints load time and median/min/p90/mean (text and JSON; mapped and `--huge-pages`),
+//! compiles a non-artifact model in memory, synthesizes zero KV caches for decode (`--past`),
+//! and refuses bad arguments with one clear error and exit status 1. Generate: greedy
+//! generation on the tiny random HF Llama fixture equals transformers'
+//! `generate(do_sample=False)` (the independent reference in
 //! `tests/fixtures/hf/llama/generate_expected.json`, made by `generate_reference.py`; the
-//! smallest top-2 logit gap there is 0.05, far above compiled-vs-torch differences ~1e-5);
-//! seeded sampling is deterministic and top-k 1 is greedy; too long a run is refused.
+//! smallest top-2 logit gap there is 0.05, far above compiled-vs-torch differences ~1e-5),
+//! with the artifact mapped and copied onto huge pages (`--huge-pages`); seeded sampling is
+//! deterministic and top-k 1 is greedy; too long a run is refused.
 
 use serde_json::Value;
 use std::path::PathBuf;
@@ -70,6 +72,10 @@ fn bench_reports_timings_and_refuses_bad_arguments() {
     assert_eq!(report["entry"], "main");
     assert!(report["compile_ms"].is_null());
 
+    // Loaded onto huge pages instead of mapped: the same report.
+    let out = ok(&ferrumc(&["bench", &art, "--input", "x=examples/mlp/x.npy", "--iters", "2", "--huge-pages"]));
+    assert!(out.contains("load: ") && out.contains("median_ms="), "{out}");
+
     // A model that is not an artifact is compiled in memory first; nothing is written.
     let out = ok(&ferrumc(&["bench", "examples/mlp/model.fir", "--input", "x=examples/mlp/x.npy", "--iters", "2"]));
     assert!(out.contains("compile: ") && out.contains("median_ms="), "{out}");
@@ -133,6 +139,9 @@ fn greedy_generation_matches_transformers() {
         let out = ok(&ferrumc(&["generate", &art, "--prompt-ids", &prompt.join(","), "-n", &n]));
         assert_eq!(generated(&out), want, "prompt {prompt:?}");
         // --greedy says the same thing explicitly; JSON carries the same ids.
+        // The artifact copied onto huge pages generates the same tokens.
+        let out = ok(&ferrumc(&["generate", &art, "--prompt-ids", &prompt.join(","), "-n", &n, "--huge-pages"]));
+        assert_eq!(generated(&out), want, "prompt {prompt:?}, --huge-pages");
         let out = ok(&ferrumc(&["generate", &art, "--prompt-ids", &prompt.join(","), "-n", &n, "--greedy", "--json"]));
         let report: Value = serde_json::from_str(out.trim()).expect("JSON");
         let ids: Vec<i64> = report["generated_ids"].as_array().expect("ids").iter().filter_map(Value::as_i64).collect();

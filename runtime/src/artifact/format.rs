@@ -53,22 +53,21 @@ impl Checksum {
     /// Feeds the next bytes of the body.
     pub fn update(&mut self, mut bytes: &[u8]) {
         use rayon::prelude::*;
-        use xxhash_rust::xxh3::xxh3_128;
         self.len += bytes.len() as u64;
         if !self.pending.is_empty() {
             let take = (CHECKSUM_PIECE - self.pending.len()).min(bytes.len());
             self.pending.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
             if self.pending.len() == CHECKSUM_PIECE {
-                self.leaves.extend_from_slice(&xxh3_128(&self.pending).to_le_bytes());
+                self.leaves.extend_from_slice(&piece_digest(&self.pending).to_le_bytes());
                 self.pending.clear();
             }
         }
         let whole = bytes.len() / CHECKSUM_PIECE * CHECKSUM_PIECE;
         let digests: Vec<u128> = if whole >= 2 * CHECKSUM_PIECE {
-            bytes[..whole].par_chunks_exact(CHECKSUM_PIECE).map(xxh3_128).collect()
+            bytes[..whole].par_chunks_exact(CHECKSUM_PIECE).map(piece_digest).collect()
         } else {
-            bytes[..whole].chunks_exact(CHECKSUM_PIECE).map(xxh3_128).collect()
+            bytes[..whole].chunks_exact(CHECKSUM_PIECE).map(piece_digest).collect()
         };
         for d in digests {
             self.leaves.extend_from_slice(&d.to_le_bytes());
@@ -78,16 +77,36 @@ impl Checksum {
 
     /// The 32-byte digest.
     pub fn finalize(mut self) -> [u8; CHECKSUM_LEN] {
-        use xxhash_rust::xxh3::{xxh3_128, xxh3_128_with_seed};
         if !self.pending.is_empty() {
-            self.leaves.extend_from_slice(&xxh3_128(&self.pending).to_le_bytes());
+            self.leaves.extend_from_slice(&piece_digest(&self.pending).to_le_bytes());
         }
-        self.leaves.extend_from_slice(&self.len.to_le_bytes());
-        let mut out = [0u8; CHECKSUM_LEN];
-        out[..16].copy_from_slice(&xxh3_128_with_seed(&self.leaves, 0).to_le_bytes());
-        out[16..].copy_from_slice(&xxh3_128_with_seed(&self.leaves, 1).to_le_bytes());
-        out
+        seal(self.leaves, self.len)
     }
+}
+
+/// The digest of one piece of the body (a leaf of [`checksum`]'s tree).
+pub fn piece_digest(piece: &[u8]) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(piece)
+}
+
+/// [`checksum`] from the digests of the body's pieces, in order, each taken by
+/// [`piece_digest`] over [`CHECKSUM_PIECE`] bytes (the last piece may be shorter, and an empty
+/// body has none), for readers that hash pieces as they arrive.
+pub fn checksum_of_pieces(digests: &[u128], body_len: u64) -> [u8; CHECKSUM_LEN] {
+    let mut leaves = Vec::with_capacity(digests.len() * 16 + 8);
+    for d in digests {
+        leaves.extend_from_slice(&d.to_le_bytes());
+    }
+    seal(leaves, body_len)
+}
+
+fn seal(mut leaves: Vec<u8>, body_len: u64) -> [u8; CHECKSUM_LEN] {
+    use xxhash_rust::xxh3::xxh3_128_with_seed;
+    leaves.extend_from_slice(&body_len.to_le_bytes());
+    let mut out = [0u8; CHECKSUM_LEN];
+    out[..16].copy_from_slice(&xxh3_128_with_seed(&leaves, 0).to_le_bytes());
+    out[16..].copy_from_slice(&xxh3_128_with_seed(&leaves, 1).to_le_bytes());
+    out
 }
 
 /// Section kinds (the `u32` in the section table).

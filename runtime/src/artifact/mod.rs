@@ -60,7 +60,7 @@ pub mod reader;
 pub mod writer;
 
 pub use expr::{EvalError, Poly, Term};
-pub use reader::Artifact;
+pub use reader::{Artifact, Placement};
 pub use writer::ArtifactBuilder;
 
 use std::collections::BTreeMap;
