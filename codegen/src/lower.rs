@@ -112,7 +112,7 @@ pub fn lower_group(f: &Function, group: u32) -> Result<LoweredGroup, CodegenErro
                 other => other,
             }
         }
-        GroupKind::Matmul if ops.iter().any(|o| f.op(*o).is_some_and(|d| is_head_split_op(f, d))) => {
+        GroupKind::Matmul if ops.iter().any(|o| f.op(*o).is_some_and(is_head_split_op)) => {
             Lowerer::new(f, &ops, &name).matmul_heads_template()
         }
         GroupKind::Matmul => Lowerer::new(f, &ops, &name).matmul_template(),
@@ -790,6 +790,7 @@ impl<'a> Lowerer<'a> {
     fn matmul_template(mut self) -> LResult<(Kernel, Vec<ValueId>)> {
         let f = self.f;
         let mut anchor = None;
+        let mut reshapes = Vec::new();
         for &o in self.ops {
             let d = self.op(o)?;
             if matches!(d.op, Op::MatMul | Op::Linear | Op::PackedLinear { .. } | Op::QuantizedLinear | Op::Gemm { .. })
@@ -798,6 +799,8 @@ impl<'a> Lowerer<'a> {
                     return Err(unsupported(d.op.name(), "a second matmul in one group"));
                 }
                 anchor = Some(o);
+            } else if matches!(d.op, Op::Reshape { .. }) && !self.supported_member(d) {
+                reshapes.push(d);
             } else if !self.supported_member(d) {
                 return Err(unsupported(d.op.name(), "not lowered as a matmul epilogue yet"));
             }
@@ -809,6 +812,17 @@ impl<'a> Lowerer<'a> {
         let name = d.op.name();
         let x = d.operands[0];
         let res = d.results[0];
+        // A reshape of the product that changes its rows (`[B, S, H·D] → [B, S, H, D]`, as
+        // Qwen3's q/k projections before their per-head norm) is only lowered as the whole
+        // epilogue: the group is `matmul-op, reshape` and the reshape the only output. A
+        // reshape keeps the bytes in place, so the product is written to it as `[m, n]` rows.
+        let reshaped = match reshapes.as_slice() {
+            [] => None,
+            [r] if self.ops.len() == 2 && r.operands[0] == res && self.outputs() == [r.results[0]] => {
+                Some(r.results[0])
+            }
+            [r, ..] => return Err(unsupported(r.op.name(), "not lowered as a matmul epilogue yet")),
+        };
         let xs = f.ty(x).shape.clone();
         let out_shape = f.ty(res).shape.clone();
         if xs.is_empty() || out_shape.is_empty() || f.ty(x).dtype != DType::F32 || f.ty(res).dtype != DType::F32 {
@@ -866,8 +880,15 @@ impl<'a> Lowerer<'a> {
             }
             other => return Err(unsupported(other.name(), "no kernel template yet")),
         };
+        if reshaped.is_some() && bias.is_some() {
+            return Err(unsupported(name, "a bias before a row-changing reshape"));
+        }
         let outputs = self.outputs();
-        if outputs.iter().any(|o| !same_rows(&f.ty(*o).shape, &out_shape) || f.ty(*o).dtype != DType::F32) {
+        let written_whole = |o: ValueId| Some(o) == reshaped && f.ty(o).dtype == DType::F32;
+        if outputs
+            .iter()
+            .any(|&o| !written_whole(o) && (!same_rows(&f.ty(o).shape, &out_shape) || f.ty(o).dtype != DType::F32))
+        {
             return Err(unsupported(name, "epilogue outputs must have the matmul's shape and dtype f32"));
         }
         let Some(&first_out) = outputs.first() else {
@@ -887,7 +908,7 @@ impl<'a> Lowerer<'a> {
                 let cb = self.buffer(first_out, BufferRole::Output);
                 body.push(col_tile_gemm(which, xb, wb, cb, &m, &n, &k, ldb, sb));
                 let parallel = LoopExtent { extent: n.clone(), tile };
-                if outputs.len() == 1 && first_out == res && bias.is_none() {
+                if outputs.len() == 1 && (first_out == res || written_whole(first_out)) && bias.is_none() {
                     return Ok(self.finish(parallel, body));
                 }
                 if let Some(up) = self.silu_mul_epilogue(res, bias, &outputs, &out_shape)? {
@@ -934,7 +955,7 @@ impl<'a> Lowerer<'a> {
                 let cb = self.buffer(first_out, BufferRole::Output);
                 body.push(row_tile_gemm(which, xb, wb, cb, &n, &k, ldb, sb));
                 // Epilogue over the tile's rows, unless the call already wrote the result.
-                if outputs.len() == 1 && first_out == res && bias.is_none() {
+                if outputs.len() == 1 && (first_out == res || written_whole(first_out)) && bias.is_none() {
                     let parallel = LoopExtent { extent: m, tile: GEMM_ROW_TILE };
                     return Ok(self.finish(parallel, body));
                 }
@@ -1113,8 +1134,8 @@ impl Lowerer<'_> {
         Ok(self.finish(LoopExtent { extent: rows_n, tile: 1 }, body))
     }
 
-    /// The matmul template with a head-split tail: `A = matmul-op(x, w)` of shape
-    /// `[B, S, H·D]`, then `reshape → [B, S, H, D]`, `transpose {perm = [0, 2, 1, 3]}` and
+    /// The matmul template with a head-split tail: `A = matmul-op(x, w[, bias])` of shape
+    /// `[B, S, H·D]` (the bias added as rows are scattered), then `reshape → [B, S, H, D]`, `transpose {perm = [0, 2, 1, 3]}` and
     /// optionally `rotary_embedding` (the Llama q/k/v projections). The product goes to a
     /// temp buffer (bound to `A`, sized by its type) one tile of rows at a time; each row
     /// `r = b·S + s` is then scattered to `out[b, :, s, :]` (rotated when there is a
@@ -1192,27 +1213,35 @@ impl Lowerer<'_> {
             // Not referenced without sub-head tiles.
             None => (LocalId(0), LocalId(0)),
         };
+        // The bias of a linear (Qwen2's q/k/v projections), added as the product is scattered.
+        let mut bias = None;
         let (tile, mut body) = match &anchor.op {
             Op::MatMul | Op::Linear | Op::PackedLinear { .. } | Op::QuantizedLinear => {
                 let w = anchor.operands[1];
+                let arity = anchor.operands.len();
                 let (which, ldb) = match &anchor.op {
                     Op::MatMul if f.ty(w).rank() == 2 && f.ty(w).dtype == DType::F32 => (MicroKernel::Sgemm, n.clone()),
-                    Op::Linear if anchor.operands.len() == 2 && f.ty(w).rank() == 2 && f.ty(w).dtype == DType::F32 => {
+                    Op::Linear if arity <= 3 && f.ty(w).rank() == 2 && f.ty(w).dtype == DType::F32 => {
+                        bias = anchor.operands.get(2).copied();
                         (MicroKernel::SgemmNt, k.clone())
                     }
-                    Op::PackedLinear { .. } if anchor.operands.len() == 2 => {
+                    Op::PackedLinear { .. } if arity <= 3 => {
+                        bias = anchor.operands.get(2).copied();
                         (MicroKernel::SgemmPacked, Size::constant(0))
                     }
-                    Op::QuantizedLinear if anchor.operands.len() == 2 && f.ty(w).dtype == DType::Q8_0 => {
+                    Op::QuantizedLinear if arity <= 3 && f.ty(w).dtype == DType::Q8_0 => {
+                        bias = anchor.operands.get(2).copied();
                         (MicroKernel::GemmQ8_0, Size::constant(0))
                     }
-                    Op::QuantizedLinear if anchor.operands.len() == 2 && f.ty(w).dtype == DType::Q4_0 => {
+                    Op::QuantizedLinear if arity <= 3 && f.ty(w).dtype == DType::Q4_0 => {
+                        bias = anchor.operands.get(2).copied();
                         (MicroKernel::GemmQ4_0, Size::constant(0))
                     }
-                    Op::QuantizedLinear if anchor.operands.len() == 3 && f.ty(w).dtype == DType::I8 => {
+                    Op::QuantizedLinear if (3..=4).contains(&arity) && f.ty(w).dtype == DType::I8 => {
+                        bias = anchor.operands.get(3).copied();
                         (MicroKernel::GemmI8, k.clone())
                     }
-                    _ => return Err(fail("unsupported weight form or bias")),
+                    _ => return Err(fail("unsupported weight form")),
                 };
                 let wb = self.buffer(w, BufferRole::Input);
                 let sb = match which {
@@ -1253,6 +1282,16 @@ impl Lowerer<'_> {
                 }
             }
             _ => return Err(fail("unsupported matmul form")),
+        };
+        let bias_buffer = match bias {
+            Some(b) => {
+                self.f32_only(b, "linear bias")?;
+                if self.shape(b).iter().map(Dim::as_fixed).collect::<Vec<_>>() != [Some(nn)] {
+                    return Err(fail("the bias must be a vector of the output width"));
+                }
+                Some(self.buffer(b, BufferRole::Input))
+            }
+            None => None,
         };
         // Scatter the tile's rows (or, split by heads, all rows of the tile's head).
         let ob = self.buffer(out, BufferRole::Output);
@@ -1305,6 +1344,17 @@ impl Lowerer<'_> {
             }
             ix.plus_offset(&c.offset)
         };
+        // The product at column `c` of the current head (plus the bias of that column).
+        let product = |c: IndexExpr| -> Expr {
+            let value = Expr::Load { buffer: tb, index: src(c.clone()) };
+            let Some(bb) = bias_buffer else { return value };
+            let mut column = if by_heads { unit(col) } else { IndexExpr::var(h, Size::constant(dn)) };
+            for (v, st) in &c.terms {
+                column = column.plus_var(*v, st);
+            }
+            let column = column.plus_offset(&c.offset);
+            Expr::binary(BinaryOp::Add, value, Expr::Load { buffer: bb, index: column })
+        };
         let dst = |c: IndexExpr| -> IndexExpr {
             let mut ix = if sub.is_some() {
                 IndexExpr::default()
@@ -1327,7 +1377,7 @@ impl Lowerer<'_> {
                     buffer: ob,
                     base: l(store_base),
                     index: dst(unit(e)),
-                    value: Expr::Load { buffer: tb, index: src(unit(e)) },
+                    value: product(unit(e)),
                 }],
             }),
             Some(rot) => {
@@ -1387,8 +1437,8 @@ impl Lowerer<'_> {
                 } else {
                     (unit(e), unit(e).plus_offset(&Size::constant(half)))
                 };
-                let a = Expr::Load { buffer: tb, index: src(ia.clone()) };
-                let b = Expr::Load { buffer: tb, index: src(ib.clone()) };
+                let a = product(ia.clone());
+                let b = product(ib.clone());
                 let c = Expr::binary(BinaryOp::Mul, Expr::load_at(cb, l(tbase), unit(e)), l(vf));
                 let sn = Expr::binary(BinaryOp::Mul, Expr::load_at(sb, l(tbase), unit(e)), l(vf));
                 let mul = |x: &Expr, y: &Expr| Expr::binary(BinaryOp::Mul, x.clone(), y.clone());
@@ -1420,7 +1470,7 @@ impl Lowerer<'_> {
                             buffer: ob,
                             base: l(base),
                             index: dst(c2.clone()),
-                            value: Expr::Load { buffer: tb, index: src(c2) },
+                            value: product(c2),
                         }],
                     });
                 }
@@ -2106,13 +2156,10 @@ fn same_rows(a: &[Dim], b: &[Dim]) -> bool {
     }
 }
 
-/// Ops that make a matmul group a head-split group (`matmul_heads_template`).
-fn is_head_split_op(f: &Function, d: &ferrumc_ir::OpData) -> bool {
-    match d.op {
-        Op::Transpose { .. } | Op::RotaryEmbedding { .. } => true,
-        Op::Reshape { .. } => !same_rows(&f.ty(d.operands[0]).shape, &f.ty(d.results[0]).shape),
-        _ => false,
-    }
+/// Ops that make a matmul group a head-split group (`matmul_heads_template`); a row-changing
+/// reshape alone does not (`matmul_template` writes the product through it).
+fn is_head_split_op(d: &ferrumc_ir::OpData) -> bool {
+    matches!(d.op, Op::Transpose { .. } | Op::RotaryEmbedding { .. })
 }
 
 /// Views that the templates lower as index maps (only row-keeping ones: see `same_rows`).

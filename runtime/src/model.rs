@@ -257,6 +257,21 @@ struct Block([u8; 64]);
 /// memory or start-up time, until a run touches it.
 const MAP_THRESHOLD: usize = 1 << 20;
 
+/// What an empty tensor (zero elements) is bound to: 64 readable zero bytes, never written.
+/// Kernels may load element 0 of any buffer they read, even one that is empty at run time
+/// (a select evaluates both branches of a concat of an empty KV cache), so an empty
+/// binding must not be a dangling pointer; no kernel writes an empty output.
+#[repr(C, align(64))]
+struct EmptyBinding([u8; 64]);
+
+static EMPTY_BINDING: EmptyBinding = EmptyBinding([0; 64]);
+
+fn empty_binding() -> *mut u8 {
+    // The ABI passes `*mut u8`; the static is read-only memory, and writes of zero elements
+    // are none.
+    std::ptr::addr_of!(EMPTY_BINDING).cast::<u8>().cast_mut()
+}
+
 /// Size of an x86-64 / aarch64 transparent huge page; maps this large are advised to use them.
 #[cfg(target_os = "linux")]
 const HUGE_PAGE: usize = 2 << 20;
@@ -659,11 +674,14 @@ impl Model {
             .zip(&mut copies)
             .map(|(v, c)| match c {
                 Some(c) => c.as_mut_ptr(),
+                None if v.data.is_empty() => empty_binding(),
                 // Kernels never write inputs (compiler contract); the pointer type is the ABI's.
                 None => v.data.as_ptr().cast_mut(),
             })
             .collect();
-        let out_ptrs: Vec<*mut u8> = outs.iter_mut().map(AlignedBuf::as_mut_ptr).collect();
+        let out_ptrs: Vec<*mut u8> =
+            outs.iter_mut().map(|o| if o.len() == 0 { empty_binding() } else { o.as_mut_ptr() }).collect();
+        let arena_ptr = if arena_size == 0 { empty_binding() } else { arena_ptr };
         let state_ptrs: Vec<*mut u8> =
             self.states.iter_mut().flat_map(|s| s.iter_mut().map(AlignedBuf::as_mut_ptr)).collect();
 

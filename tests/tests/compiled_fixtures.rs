@@ -4,9 +4,10 @@
 //! checkpoint included), the dynamo-exported ONNX Llama, Qwen2, Mistral and GPT-2, and the
 //! examples are compiled with `ferrumc_codegen::compile::compile_module` at `-O2`; a few
 //! models also at `-O3` (prepacked weights) and with `q8_0` weights. Each artifact is loaded
-//! with the runtime's micro-kernels and every function runs twice — `forward` at batch 2,
+//! with the runtime's micro-kernels and every function runs three times — `forward` at batch 2,
 //! seq 5 and `decode` with a non-empty cache (batch 2, seq 2, past 3, pseudo-normal cache
-//! tensors), then batch 1, seq 1, past 4 — and every output is compared with the interpreter
+//! tensors), then batch 1, seq 1, past 4, then batch 1, seq 2 with an empty cache (past 0:
+//! zero-element `past_*` inputs) — and every output is compared with the interpreter
 //! on the same optimized module: rtol 1e-4, atol 1e-4 (the interpreter rounds per op from
 //! f64; kernels accumulate in f32 in a different order). A model that does not compile
 //! fails its trial with the compiler's error. Trial names: `<model>::<config>`.
@@ -35,18 +36,28 @@ const Q8_TOLERANCE: Tolerance = Tolerance { rtol: 2e-3, atol: 2e-3 };
 /// so no longer input is valid anyway) shape inference resolves that to `seq`.
 const DIM_BOUNDS: [(&str, &str, i64); 1] = [("onnx/gpt2", "seq", 64)];
 
-/// Symbol sizes of the runs: (batch, seq, past).
-const RUNS: [[(&str, i64); 3]; 2] = [[("batch", 2), ("seq", 5), ("past", 3)], [("batch", 1), ("seq", 1), ("past", 4)]];
+/// Symbol sizes of the runs: (batch, seq, past). The last is a prefill through `decode`
+/// with an empty cache (past 0), as `ferrumc generate` runs the prompt.
+const RUNS: [[(&str, i64); 3]; 3] = [
+    [("batch", 2), ("seq", 5), ("past", 3)],
+    [("batch", 1), ("seq", 1), ("past", 4)],
+    [("batch", 1), ("seq", 3), ("past", 0)],
+];
 
 fn main() {
     let args = Arguments::from_args();
     let mut trials = Vec::new();
     for (label, path) in models::fixture_models() {
         let mut configs = vec![("-O2", CompileOptions { level: 2, ..CompileOptions::default() })];
-        if ["hf/llama", "hf/phi3", "onnx/llama", "examples/llama_block"].contains(&label.as_str()) {
+        if ["hf/llama", "hf/phi3", "hf/qwen2", "hf/qwen3", "onnx/llama", "examples/llama_block"]
+            .contains(&label.as_str())
+        {
             configs.push(("-O3", CompileOptions { level: 3, ..CompileOptions::default() }));
         }
-        if ["hf/llama", "examples/llama_block"].contains(&label.as_str()) {
+        // Qwen2's q/k/v projections have biases (added in the head-split epilogue); Qwen3
+        // reshapes its q/k products per head before their norms (a matmul group whose output
+        // is a row-changing reshape).
+        if ["hf/llama", "hf/qwen2", "hf/qwen3", "examples/llama_block"].contains(&label.as_str()) {
             configs.push((
                 "-O2-q8_0",
                 CompileOptions { level: 2, quantize: Some(QuantScheme::Q8_0), ..CompileOptions::default() },

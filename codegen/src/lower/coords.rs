@@ -16,7 +16,9 @@
 //!
 //! Indices read from buffers (`gather`) wrap negative values once and are then clamped into
 //! range, so no load leaves its buffer; every other coordinate is in range by construction
-//! (concat branches clamp theirs, since a select evaluates both sides).
+//! (concat branches clamp theirs, since a select evaluates both sides). A buffer of symbolic
+//! size that is empty at run time is read at element 0 only (the runtime binds empty
+//! tensors to readable zeros).
 //!
 //! Outputs of one shape share the parallel loop over their elements (tiles of
 //! [`ELEMENT_TILE`]); outputs of different shapes are written one after the other by a
@@ -358,6 +360,19 @@ impl Gen<'_> {
                 self.scalar(v, "input")?;
                 let buffer = self.buffer(v, BufferRole::Input);
                 let flat = self.flatten(coords, &ty.shape)?;
+                // A buffer whose size is symbolic may be empty at run time (a KV cache at
+                // `past` = 0), and a select still evaluates its untaken branch (concat, pad):
+                // then load element 0, which the runtime keeps readable for empty bindings.
+                let flat = if ty.shape.iter().all(|d| d.as_fixed().is_some_and(|n| n > 0)) {
+                    flat
+                } else {
+                    let numel = self.product(&ty.shape)?;
+                    let numel = match numel.as_constant() {
+                        Some(c) => i(c),
+                        None => Expr::Dim(numel),
+                    };
+                    Expr::select(cmp(CmpOp::Lt, i(0), numel), flat, i(0))
+                };
                 Expr::load_at(buffer, flat, IndexExpr::default())
             }
             Some(p) => {
