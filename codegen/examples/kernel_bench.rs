@@ -69,6 +69,7 @@ fn main() {
         tanh: no_unary,
         erf: no_unary,
         attention_row: ferrumc_runtime::ukernels::scalar::attention_row,
+        attention_row_masked: ferrumc_runtime::ukernels::scalar::attention_row_masked,
         silu_mul: ferrumc_runtime::ukernels::scalar::silu_mul,
         gemm_i8: ferrumc_runtime::ukernels::scalar::gemm_i8,
         topk: ferrumc_runtime::ukernels::topk::topk,

@@ -694,12 +694,14 @@ pub struct DynRef {
 
 /// Arguments of an `attention_row` call (see `abi::AttentionRowFn`): one query row `q[dk]`
 /// against the first `keys` (an `i64` expression) rows of `k: [·, dk]` and `v: [·, dv]`,
-/// writing `o[dv]`.
+/// writing `o[dv]`; with a `mask`, `mask[j]` (f32, `keys` of them) is added to key `j`'s
+/// score (`abi::AttentionRowMaskedFn`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttentionRowArgs {
     pub q: DynRef,
     pub k: DynRef,
     pub v: DynRef,
+    pub mask: Option<DynRef>,
     pub o: DynRef,
     pub keys: Expr,
     pub dk: i64,
@@ -1117,6 +1119,10 @@ impl Printer<'_> {
                 self.dyn_ref(&a.k);
                 self.out.push_str(", v ");
                 self.dyn_ref(&a.v);
+                if let Some(m) = &a.mask {
+                    self.out.push_str(", mask ");
+                    self.dyn_ref(m);
+                }
                 self.out.push_str(", keys ");
                 self.expr(&a.keys);
                 let _ = write!(self.out, ", dk {}, dv {}, scale {:?}, o ", a.dk, a.dv, a.scale);

@@ -1504,11 +1504,26 @@ struct AttentionShape {
     dv: i64,
     scale: f32,
     causal: bool,
+    /// An additive f32 mask that broadcasts to `[B, H, S, T]` with `T` keys in its last dim.
+    mask: Option<ValueId>,
 }
 
 impl Lowerer<'_> {
-    /// Attention without a mask or KV cache (prefill / `forward`): parallel over query rows
-    /// (`(b·H + h)·S + i`, one `attention_row` call each), so long sequences use every thread
+    /// Whether `mask` can be read one dense row of `T` scores per query row by
+    /// [`Lowerer::attention_rows_template`]: f32, rank ≤ 4, its last dim the key count and
+    /// every other dim 1 or provably that of `q: [B, H, S, ·]`.
+    fn row_mask_fits(&self, mask: ValueId, qs: &[Dim], keys: &Dim) -> bool {
+        let ms = self.shape(mask);
+        let Some((last, rest)) = ms.split_last() else { return false };
+        self.f.ty(mask).dtype == DType::F32
+            && ms.len() <= 4
+            && last == keys
+            && rest.iter().enumerate().all(|(kk, d)| is_one(d) || *d == qs[4 - ms.len() + kk])
+    }
+
+    /// Attention without a KV cache (prefill / `forward`), unmasked or with a mask that
+    /// [`Lowerer::row_mask_fits`]: parallel over query rows (`(b·H + h)·S + i`, one
+    /// `attention_row` call each, given that row's mask), so long sequences use every thread
     /// and causal rows (which see `i + (T − S) + 1` keys) are spread evenly over the chunks.
     fn attention_rows_template(mut self, a: AttentionShape, qs: &[Dim]) -> LResult<(Kernel, Vec<ValueId>)> {
         let c = |n: i64| Size::constant(n);
@@ -1534,6 +1549,28 @@ impl Lowerer<'_> {
             Stmt::Let { local: i, value: Expr::binary(BinaryOp::Rem, row(), Expr::Dim(s.clone())) },
             Stmt::Let { local: kvh, value: Expr::binary(BinaryOp::Div, lo(head), Expr::i64(a.group)) },
         ];
+        // The mask row of (b, h, i): broadcast axes (dim 1) contribute nothing.
+        let mask_ref = match a.mask {
+            None => None,
+            Some(mk) => {
+                let ms = self.shape(mk);
+                let mb = self.buffer(mk, BufferRole::Input);
+                let (b, h) = (self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64));
+                body.push(Stmt::Let { local: b, value: Expr::binary(BinaryOp::Div, lo(head), Expr::i64(a.hq)) });
+                body.push(Stmt::Let { local: h, value: Expr::binary(BinaryOp::Rem, lo(head), Expr::i64(a.hq)) });
+                let mut base = Expr::i64(0);
+                let mut stride = c(1);
+                for (kk, d) in ms.iter().enumerate().rev() {
+                    let axis = 4 - ms.len() + kk;
+                    if axis < 3 && !is_one(d) {
+                        let coord = [lo(b), lo(h), lo(i)][axis].clone();
+                        base = add(base, mul(coord, Expr::Dim(stride.clone())));
+                    }
+                    stride = stride.mul(&self.size(d)?);
+                }
+                Some(DynRef { buffer: mb, base: Some(base), index: IndexExpr::default() })
+            }
+        };
         let o_base = if a.transposed {
             // ((b·S + i)·H + h)·Dv with b = head / H, h = head % H.
             let (b, h) = (self.fresh_local(ScalarType::I64), self.fresh_local(ScalarType::I64));
@@ -1557,6 +1594,7 @@ impl Lowerer<'_> {
             q: DynRef { buffer: qb, base: None, index: IndexExpr::var(Var::PARALLEL, c(a.dk)) },
             k: at(kb, mul(lo(kvh), Expr::Dim(t.mul(&c(a.dk))))),
             v: at(vb, mul(lo(kvh), Expr::Dim(t.mul(&c(a.dv))))),
+            mask: mask_ref,
             o: at(ob, o_base),
             keys,
             dk: a.dk,
@@ -1647,9 +1685,10 @@ impl Lowerer<'_> {
         let t = p_len.add(&sn);
         let c = |n: i64| Size::constant(n);
         let scale = scale.unwrap_or(1.0 / (dk as f64).sqrt()) as f32;
-        if mask.is_none() && past.is_none() {
+        let row_mask = mask.filter(|&mk| self.row_mask_fits(mk, &qs, &ks[2]));
+        if past.is_none() && mask == row_mask {
             return self.attention_rows_template(
-                AttentionShape { q, k, v, out, transposed, hq, group, dk, dv, scale, causal },
+                AttentionShape { q, k, v, out, transposed, hq, group, dk, dv, scale, causal, mask: row_mask },
                 &qs,
             );
         }
@@ -1741,6 +1780,7 @@ impl Lowerer<'_> {
                 q: DynRef { buffer: qb, base: None, index: q_row.clone() },
                 k: DynRef { buffer: keys_buf, base: None, index: kv_base(dk) },
                 v: DynRef { buffer: vals, base: None, index: kv_base(dv) },
+                mask: None,
                 o: DynRef { buffer: ob, base: o_base.map(lo), index: o_row.clone() },
                 keys,
                 dk,

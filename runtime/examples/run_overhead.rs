@@ -50,6 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tanh: unary_unused,
         erf: unary_unused,
         attention_row: ferrumc_runtime::ukernels::scalar::attention_row,
+        attention_row_masked: ferrumc_runtime::ukernels::scalar::attention_row_masked,
         silu_mul: ferrumc_runtime::ukernels::scalar::silu_mul,
         gemm_i8: ferrumc_runtime::ukernels::scalar::gemm_i8,
         topk: ferrumc_runtime::ukernels::topk::topk,

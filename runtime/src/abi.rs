@@ -70,6 +70,21 @@ pub type AttentionRowFn = unsafe extern "C" fn(
     o: *mut f32,
 );
 
+/// [`AttentionRowFn`] with an additive mask: the scores are `scale · q·k_j + mask[j]` for
+/// `j < keys` (`mask` readable for `keys` floats; `−∞` hides a key). A row whose every
+/// score is `−∞` gets zeros.
+pub type AttentionRowMaskedFn = unsafe extern "C" fn(
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    mask: *const f32,
+    keys: u64,
+    dk: u64,
+    dv: u64,
+    scale: f32,
+    o: *mut f32,
+);
+
 /// `y[i] = f(x[i], z[i])` for `i < n` (`y` may be the same buffer as `x` or `z`).
 pub type BinaryArrayFn = unsafe extern "C" fn(x: *const f32, z: *const f32, y: *mut f32, n: u64);
 
@@ -132,7 +147,7 @@ pub struct ScalarMathF64 {
 
 /// The version of [`RuntimeFnTable`]'s layout; artifacts record the version they were
 /// compiled against and a runtime refuses other versions.
-pub const FN_TABLE_VERSION: u32 = 4;
+pub const FN_TABLE_VERSION: u32 = 5;
 
 /// Micro-kernels and math helpers the runtime passes to every kernel.
 #[repr(C)]
@@ -167,6 +182,9 @@ pub struct RuntimeFnTable {
     pub topk: TopKFn,
     /// Scalar f64 math ([`ScalarMathF64`]; added in version 4).
     pub f64_math: ScalarMathF64,
+    /// One query row of attention with an additive mask ([`AttentionRowMaskedFn`]; added in
+    /// version 5).
+    pub attention_row_masked: AttentionRowMaskedFn,
 }
 
 impl std::fmt::Debug for ScalarMathF64 {

@@ -72,6 +72,7 @@ fn test_table() -> RuntimeFnTable {
         tanh: tanh_array,
         erf: tanh_array,
         attention_row: ferrumc_runtime::ukernels::scalar::attention_row,
+        attention_row_masked: ferrumc_runtime::ukernels::scalar::attention_row_masked,
         silu_mul: ferrumc_runtime::ukernels::scalar::silu_mul,
         gemm_i8: ferrumc_runtime::ukernels::scalar::gemm_i8,
         topk: ferrumc_runtime::ukernels::topk::topk,

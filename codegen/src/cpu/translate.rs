@@ -718,10 +718,15 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     fn call_attention_row(&mut self, a: &AttentionRowArgs) -> Result<(), CodegenError> {
-        let offset = std::mem::offset_of!(RuntimeFnTable, attention_row);
+        let offset = match a.mask {
+            None => std::mem::offset_of!(RuntimeFnTable, attention_row),
+            Some(_) => std::mem::offset_of!(RuntimeFnTable, attention_row_masked),
+        };
         let fptr = self.b.ins().load(self.ptr, MemFlagsData::trusted().with_readonly(), self.table, offset as i32);
         let mut sig = Signature::new(self.cc);
-        for t in [self.ptr, self.ptr, self.ptr, types::I64, types::I64, types::I64, types::F32, self.ptr] {
+        let mask_param = a.mask.as_ref().map(|_| self.ptr);
+        let params = [self.ptr, self.ptr, self.ptr].into_iter().chain(mask_param);
+        for t in params.chain([types::I64, types::I64, types::I64, types::F32, self.ptr]) {
             sig.params.push(AbiParam::new(t));
         }
         let sig = self.b.import_signature(sig);
@@ -731,12 +736,16 @@ impl<'a, 'b> Translator<'a, 'b> {
         let q = self.dyn_address(&a.q)?;
         let k = self.dyn_address(&a.k)?;
         let v = self.dyn_address(&a.v)?;
+        let mask = a.mask.as_ref().map(|m| self.dyn_address(m)).transpose()?;
         let o = self.dyn_address(&a.o)?;
         let keys = self.expr(&a.keys, Mode::Scalar)?;
         let dk = self.b.ins().iconst(types::I64, a.dk);
         let dv = self.b.ins().iconst(types::I64, a.dv);
         let scale = self.b.ins().f32const(a.scale);
-        self.b.ins().call_indirect(sig, fptr, &[q, k, v, keys, dk, dv, scale, o]);
+        let mut args = vec![q, k, v];
+        args.extend(mask);
+        args.extend([keys, dk, dv, scale, o]);
+        self.b.ins().call_indirect(sig, fptr, &args);
         Ok(())
     }
 

@@ -314,6 +314,7 @@ pub fn reference_table() -> RuntimeFnTable {
         gemm_i8: ref_gemm_i8,
         topk: ferrumc_runtime::ukernels::topk::topk,
         f64_math: ferrumc_runtime::ukernels::scalar_f64::SCALAR_MATH_F64,
+        attention_row_masked: ref_attention_row_masked,
     }
 }
 
@@ -518,6 +519,21 @@ unsafe extern "C" fn ref_attention_row(
     scale: f32,
     o: *mut f32,
 ) {
+    // SAFETY: forwarded; no mask.
+    unsafe { ref_attention_row_masked(q, k, v, std::ptr::null(), keys, dk, dv, scale, o) }
+}
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn ref_attention_row_masked(
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    mask: *const f32,
+    keys: u64,
+    dk: u64,
+    dv: u64,
+    scale: f32,
+    o: *mut f32,
+) {
     let (keys, dk, dv) = (keys as usize, dk as usize, dv as usize);
     // SAFETY: the ABI's contract on the pointers and counts.
     let (q, k, v, o) = unsafe {
@@ -528,8 +544,13 @@ unsafe extern "C" fn ref_attention_row(
             std::slice::from_raw_parts_mut(o, dv),
         )
     };
+    // SAFETY: as above.
+    let mask = (!mask.is_null()).then(|| unsafe { std::slice::from_raw_parts(mask, keys) });
     let s: Vec<f64> = (0..keys)
-        .map(|j| f64::from(scale) * (0..dk).map(|d| f64::from(q[d]) * f64::from(k[j * dk + d])).sum::<f64>())
+        .map(|j| {
+            let dot = (0..dk).map(|d| f64::from(q[d]) * f64::from(k[j * dk + d])).sum::<f64>();
+            f64::from(scale) * dot + mask.map_or(0.0, |m| f64::from(m[j]))
+        })
         .collect();
     let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let p: Vec<f64> = s.iter().map(|x| if max == f64::NEG_INFINITY { 0.0 } else { (x - max).exp() }).collect();

@@ -623,6 +623,27 @@ pub unsafe extern "C" fn attention_row(
     scale: f32,
     o: *mut f32,
 ) {
+    // SAFETY: the caller's contract; no mask.
+    unsafe { attention_row_masked(q, k, v, std::ptr::null(), keys, dk, dv, scale, o) }
+}
+
+/// [`attention_row`] with an additive mask (see [`crate::abi::AttentionRowMaskedFn`]).
+///
+/// # Safety
+/// As [`super::scalar::attention_row_masked`], and the CPU supports this tier.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe extern "C" fn attention_row_masked(
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    mask: *const f32,
+    keys: u64,
+    dk: u64,
+    dv: u64,
+    scale: f32,
+    o: *mut f32,
+) {
     let (keys, dk, dv) = (keys as usize, dk as usize, dv as usize);
     if keys == 0 {
         // SAFETY: `o` is writable for `dv` floats.
@@ -630,15 +651,17 @@ pub unsafe extern "C" fn attention_row(
         return;
     }
     // SAFETY: the caller's contract; every access below stays inside the rows it names.
-    super::with_scratch(keys, |scores| unsafe { row(q, k, v, keys, dk, dv, scale, o, scores) })
+    super::with_scratch(keys, |scores| unsafe { row(q, k, v, mask, keys, dk, dv, scale, o, scores) })
 }
 
 #[inline]
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn row(
     q: *const f32,
     k: *const f32,
     v: *const f32,
+    mask: *const f32,
     keys: usize,
     dk: usize,
     dv: usize,
@@ -650,7 +673,7 @@ unsafe fn row(
     unsafe {
         let mut maxv = f32::NEG_INFINITY;
         for (j, sc) in scores.iter_mut().enumerate().take(keys) {
-            let s = scale * dot(q, k.add(j * dk), dk);
+            let s = scale * dot(q, k.add(j * dk), dk) + if mask.is_null() { 0.0 } else { *mask.add(j) };
             *sc = s;
             maxv = maxv.max(s);
         }

@@ -348,6 +348,27 @@ pub unsafe extern "C" fn attention_row(
     scale: f32,
     o: *mut f32,
 ) {
+    // SAFETY: the caller's contract; no mask.
+    unsafe { attention_row_masked(q, k, v, std::ptr::null(), keys, dk, dv, scale, o) }
+}
+
+/// [`attention_row`] with an additive mask (see [`crate::abi::AttentionRowMaskedFn`]); a null
+/// `mask` adds nothing.
+///
+/// # Safety
+/// As [`attention_row`], and `mask` null or readable for `keys` floats.
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn attention_row_masked(
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    mask: *const f32,
+    keys: u64,
+    dk: u64,
+    dv: u64,
+    scale: f32,
+    o: *mut f32,
+) {
     let (keys, dk, dv) = (keys as usize, dk as usize, dv as usize);
     // SAFETY: the caller's contract.
     let (q, k, v, o) = unsafe {
@@ -358,6 +379,8 @@ pub unsafe extern "C" fn attention_row(
             std::slice::from_raw_parts_mut(o, dv),
         )
     };
+    // SAFETY: the caller's contract.
+    let mask = (!mask.is_null()).then(|| unsafe { std::slice::from_raw_parts(mask, keys) });
     o.iter_mut().for_each(|x| *x = 0.0);
     if keys == 0 {
         return;
@@ -366,7 +389,7 @@ pub unsafe extern "C" fn attention_row(
         let mut max = f32::NEG_INFINITY;
         for (j, s) in scores.iter_mut().enumerate() {
             let krow = &k[j * dk..(j + 1) * dk];
-            *s = scale * q.iter().zip(krow).map(|(a, b)| a * b).sum::<f32>();
+            *s = scale * q.iter().zip(krow).map(|(a, b)| a * b).sum::<f32>() + mask.map_or(0.0, |m| m[j]);
             max = max.max(*s);
         }
         let mut sum = 0.0f32;
