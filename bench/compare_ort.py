@@ -8,7 +8,8 @@ and a case's median is the median of its rounds' medians: on a shared machine wh
 over seconds (a VM's memory bandwidth varies by 1.5x here) this keeps one engine from being
 timed in a fast minute and the other in a slow one. Then ferrumc's KV-cache decode step at
 context 128 (f32 and Q8_0), in the same rounds. T=1 and the f32 decode step are also timed with
-the artifact copied onto huge pages (`--huge-pages`). Prints a markdown table of medians, minimums and
+the artifact copied onto huge pages (`--huge-pages`), and every forward case also with ferrumc
+compiling the very ONNX file onnxruntime runs (in the same rounds). Prints a markdown table of medians, minimums and
 ratios (ferrumc / onnxruntime), plus compile time (with the checkpoint already read once, so a
 cold page cache is not counted), artifact load time (mapped, the default, and `--huge-pages`) and
 peak memory.
@@ -122,6 +123,15 @@ def main():
         run_checked([args.ferrumc, "compile", hf, f"-O{args.level}", *extra, "-o", path])
         compile_s[label] = time.perf_counter() - t0
         artifacts[label] = path
+    # The same ONNX file onnxruntime runs, compiled by ferrumc.
+    path = os.path.join(work, "smol-onnx.ferrumc")
+    with open(onnx, "rb") as f:
+        while f.read(1 << 24):
+            pass
+    t0 = time.perf_counter()
+    run_checked([args.ferrumc, "compile", onnx, f"-O{args.level}", "-o", path])
+    compile_s["onnx"] = time.perf_counter() - t0
+    artifacts["onnx"] = path
 
     def npy(name, array):
         path = os.path.join(work, name + ".npy")
@@ -130,14 +140,16 @@ def main():
 
     rng = np.random.default_rng(0)
     rows = []
+    onnx_rows = []
     for seq in (1, 16, 128):
         ids = npy(f"ids{seq}", rng.integers(0, 49152, size=(1, seq), dtype=np.int64))
         pos = npy(f"pos{seq}", np.arange(seq, dtype=np.int64).reshape(1, seq))
-        o_runs, f_runs, h_runs = [], [], []
+        o_runs, f_runs, h_runs, x_runs = [], [], [], []
         for r in range(args.rounds):
             engines = [lambda: o_runs.append(ort_time(onnx, seq, args)),
                        lambda: f_runs.append(ferrumc_time(args.ferrumc, artifacts["f32"],
-                                                          [("input_ids", ids), ("position_ids", pos)], args))]
+                                                          [("input_ids", ids), ("position_ids", pos)], args)),
+                       lambda: x_runs.append(ferrumc_time(args.ferrumc, artifacts["onnx"], [("input_ids", ids)], args))]
             if seq == 1:
                 # The same with the artifact copied onto huge pages (`--huge-pages`).
                 engines.append(lambda: h_runs.append(ferrumc_time(args.ferrumc, artifacts["f32"],
@@ -146,6 +158,7 @@ def main():
             for run in engines if r % 2 == 0 else engines[::-1]:
                 run()
         rows.append((f"forward T={seq}", combine(f_runs), combine(o_runs)))
+        onnx_rows.append((f"forward T={seq}, ferrumc on the ONNX file", combine(x_runs), combine(o_runs)))
         if h_runs:
             huge_t1 = combine(h_runs)
     ids = npy("ids_dec", rng.integers(0, 49152, size=(1, 1), dtype=np.int64))
@@ -159,6 +172,7 @@ def main():
     runs = [ferrumc_time(args.ferrumc, artifacts["f32"], [("input_ids", ids), ("position_ids", pos)], args,
                          function="decode", extra=["--past", "128", "--huge-pages"]) for _ in range(args.rounds)]
     rows.append(("decode ctx 128, f32, --huge-pages (vs ort f32 T=1)", combine(runs), ort_t1))
+    rows.extend(onnx_rows)
 
     print(f"\n{args.threads} threads; {args.rounds} rounds of {args.iters} timed runs after {args.warmup} warm-up each; "
           f"ms (median of the rounds' medians, minimum of all runs)\n")
@@ -169,7 +183,8 @@ def main():
               f"| {f['median'] / o['median']:.2f}× |")
     peak_f = max(f["rss"] for _, f, _ in rows[:3])
     peak_o = max(o["rss"] for _, _, o in rows[:3])
-    print(f"\ncompile -O{args.level}: f32 {compile_s['f32']:.2f} s, q8_0 {compile_s['q8_0']:.2f} s; "
+    print(f"\ncompile -O{args.level}: f32 {compile_s['f32']:.2f} s, q8_0 {compile_s['q8_0']:.2f} s, "
+          f"ONNX {compile_s['onnx']:.2f} s; "
           f"artifact load {rows[0][1]['load']:.1f} ms (mapped), {huge_t1['load']:.1f} ms (--huge-pages); "
           f"artifact sizes {os.path.getsize(artifacts['f32']) / 1e6:.0f} MB / {os.path.getsize(artifacts['q8_0']) / 1e6:.0f} MB")
     print(f"peak resident memory (forward runs): ferrumc {peak_f:.0f} MB, onnxruntime {peak_o:.0f} MB")

@@ -373,10 +373,11 @@ pub enum Placement {
     Mapped,
     /// Copied into anonymous memory on transparent huge pages where the kernel offers them
     /// on request (Linux, THP mode `always` or `madvise`; elsewhere a file mapping).
-    /// Streaming the weights then misses the TLB once per 2 MiB instead of once per 4 KiB,
-    /// for a memory-bound pass (an LLM at T = 1) a few percent, at the price of a load that
-    /// copies the whole file into fresh memory: about 90 ms for 650 MB here, and up to a
-    /// second on a VM whose hypervisor has taken freed memory back.
+    /// Streaming the weights then misses the TLB once per 2 MiB instead of once per 4 KiB
+    /// (up to 7–12% for a memory-bound pass such as an LLM at T = 1 in A/B runs here, within
+    /// the noise in others), at the price of a load that copies the whole file into fresh
+    /// memory: about 90 ms for 650 MB here, and up to a second on a VM whose hypervisor has
+    /// taken freed memory back.
     HugePages,
 }
 
