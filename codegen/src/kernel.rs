@@ -694,8 +694,8 @@ pub struct DynRef {
 
 /// Arguments of an `attention_row` call (see `abi::AttentionRowFn`): one query row `q[dk]`
 /// against the first `keys` (an `i64` expression) rows of `k: [·, dk]` and `v: [·, dv]`,
-/// writing `o[dv]`; with a `mask`, `mask[j]` (f32, `keys` of them) is added to key `j`'s
-/// score (`abi::AttentionRowMaskedFn`).
+/// writing `o[dv]`; with a `mask` of `keys` elements, an f32 `mask[j]` is added to key `j`'s
+/// score and a bool `mask[j]` keeps the key where true (`abi::AttentionRowMaskedFn`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttentionRowArgs {
     pub q: DynRef,

@@ -1504,18 +1504,19 @@ struct AttentionShape {
     dv: i64,
     scale: f32,
     causal: bool,
-    /// An additive f32 mask that broadcasts to `[B, H, S, T]` with `T` keys in its last dim.
+    /// An f32 (added) or bool (keep where true) mask that broadcasts to `[B, H, S, T]` with
+    /// `T` keys in its last dim.
     mask: Option<ValueId>,
 }
 
 impl Lowerer<'_> {
     /// Whether `mask` can be read one dense row of `T` scores per query row by
-    /// [`Lowerer::attention_rows_template`]: f32, rank ≤ 4, its last dim the key count and
-    /// every other dim 1 or provably that of `q: [B, H, S, ·]`.
+    /// [`Lowerer::attention_rows_template`]: f32 (added) or bool (keep where true), rank ≤ 4,
+    /// its last dim the key count and every other dim 1 or provably that of `q: [B, H, S, ·]`.
     fn row_mask_fits(&self, mask: ValueId, qs: &[Dim], keys: &Dim) -> bool {
         let ms = self.shape(mask);
         let Some((last, rest)) = ms.split_last() else { return false };
-        self.f.ty(mask).dtype == DType::F32
+        matches!(self.f.ty(mask).dtype, DType::F32 | DType::Bool)
             && ms.len() <= 4
             && last == keys
             && rest.iter().enumerate().all(|(kk, d)| is_one(d) || *d == qs[4 - ms.len() + kk])

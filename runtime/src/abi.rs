@@ -70,20 +70,72 @@ pub type AttentionRowFn = unsafe extern "C" fn(
     o: *mut f32,
 );
 
-/// [`AttentionRowFn`] with an additive mask: the scores are `scale · q·k_j + mask[j]` for
-/// `j < keys` (`mask` readable for `keys` floats; `−∞` hides a key). A row whose every
-/// score is `−∞` gets zeros.
+/// [`AttentionRowFn`] with a mask over the `keys` keys, of kind `mask_kind`:
+/// [`MASK_ADDITIVE`] — `mask` holds `keys` f32 added to the scores (`scale · q·k_j + mask[j]`;
+/// `−∞` hides a key); [`MASK_KEEP`] — `mask` holds `keys` bytes, and key `j` is seen iff
+/// `mask[j] != 0` (a bool mask). A row whose every score is `−∞` gets zeros.
 pub type AttentionRowMaskedFn = unsafe extern "C" fn(
     q: *const f32,
     k: *const f32,
     v: *const f32,
-    mask: *const f32,
+    mask: *const u8,
+    mask_kind: u32,
     keys: u64,
     dk: u64,
     dv: u64,
     scale: f32,
     o: *mut f32,
 );
+
+/// [`AttentionRowMaskedFn`]'s `mask_kind` for f32 masks added to the scores.
+pub const MASK_ADDITIVE: u32 = 0;
+/// [`AttentionRowMaskedFn`]'s `mask_kind` for byte masks that keep the keys where nonzero.
+pub const MASK_KEEP: u32 = 1;
+
+/// The mask of one attention row, as the micro-kernels read it.
+#[derive(Debug, Clone, Copy)]
+pub enum RowMask {
+    /// No mask.
+    None,
+    /// `mask_kind` [`MASK_ADDITIVE`].
+    Additive(*const f32),
+    /// `mask_kind` [`MASK_KEEP`].
+    Keep(*const u8),
+}
+
+impl RowMask {
+    /// From the ABI's pointer and kind (an unknown kind hides nothing, like no mask).
+    pub fn from_abi(mask: *const u8, kind: u32) -> Self {
+        match kind {
+            _ if mask.is_null() => RowMask::None,
+            MASK_ADDITIVE => RowMask::Additive(mask.cast()),
+            MASK_KEEP => RowMask::Keep(mask),
+            _ => RowMask::None,
+        }
+    }
+
+    /// What key `j`'s score gains: the additive value, or `0` / `−∞` for a kept / hidden key.
+    ///
+    /// # Safety
+    /// The mask covers key `j`.
+    #[inline(always)]
+    pub unsafe fn added(self, j: usize) -> f32 {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match self {
+                RowMask::None => 0.0,
+                RowMask::Additive(m) => *m.add(j),
+                RowMask::Keep(m) => {
+                    if *m.add(j) != 0 {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// `y[i] = f(x[i], z[i])` for `i < n` (`y` may be the same buffer as `x` or `z`).
 pub type BinaryArrayFn = unsafe extern "C" fn(x: *const f32, z: *const f32, y: *mut f32, n: u64);

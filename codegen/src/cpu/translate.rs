@@ -724,8 +724,8 @@ impl<'a, 'b> Translator<'a, 'b> {
         };
         let fptr = self.b.ins().load(self.ptr, MemFlagsData::trusted().with_readonly(), self.table, offset as i32);
         let mut sig = Signature::new(self.cc);
-        let mask_param = a.mask.as_ref().map(|_| self.ptr);
-        let params = [self.ptr, self.ptr, self.ptr].into_iter().chain(mask_param);
+        let mask_params = a.mask.as_ref().map(|_| [self.ptr, types::I32]).into_iter().flatten();
+        let params = [self.ptr, self.ptr, self.ptr].into_iter().chain(mask_params);
         for t in params.chain([types::I64, types::I64, types::I64, types::F32, self.ptr]) {
             sig.params.push(AbiParam::new(t));
         }
@@ -736,14 +736,25 @@ impl<'a, 'b> Translator<'a, 'b> {
         let q = self.dyn_address(&a.q)?;
         let k = self.dyn_address(&a.k)?;
         let v = self.dyn_address(&a.v)?;
-        let mask = a.mask.as_ref().map(|m| self.dyn_address(m)).transpose()?;
+        let mask = match &a.mask {
+            None => None,
+            Some(m) => {
+                let kind = match self.elem_bytes(m.buffer)?.1 {
+                    DType::F32 => ferrumc_runtime::abi::MASK_ADDITIVE,
+                    DType::Bool => ferrumc_runtime::abi::MASK_KEEP,
+                    other => return Err(invalid(self.k, format!("attention_row mask of dtype {other}"))),
+                };
+                let address = self.address_at(m.buffer, m.base.as_ref(), &m.index)?;
+                Some([address, self.b.ins().iconst(types::I32, i64::from(kind))])
+            }
+        };
         let o = self.dyn_address(&a.o)?;
         let keys = self.expr(&a.keys, Mode::Scalar)?;
         let dk = self.b.ins().iconst(types::I64, a.dk);
         let dv = self.b.ins().iconst(types::I64, a.dv);
         let scale = self.b.ins().f32const(a.scale);
         let mut args = vec![q, k, v];
-        args.extend(mask);
+        args.extend(mask.into_iter().flatten());
         args.extend([keys, dk, dv, scale, o]);
         self.b.ins().call_indirect(sig, fptr, &args);
         Ok(())

@@ -520,14 +520,15 @@ unsafe extern "C" fn ref_attention_row(
     o: *mut f32,
 ) {
     // SAFETY: forwarded; no mask.
-    unsafe { ref_attention_row_masked(q, k, v, std::ptr::null(), keys, dk, dv, scale, o) }
+    unsafe { ref_attention_row_masked(q, k, v, std::ptr::null(), 0, keys, dk, dv, scale, o) }
 }
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C" fn ref_attention_row_masked(
     q: *const f32,
     k: *const f32,
     v: *const f32,
-    mask: *const f32,
+    mask: *const u8,
+    mask_kind: u32,
     keys: u64,
     dk: u64,
     dv: u64,
@@ -544,12 +545,22 @@ unsafe extern "C" fn ref_attention_row_masked(
             std::slice::from_raw_parts_mut(o, dv),
         )
     };
-    // SAFETY: as above.
-    let mask = (!mask.is_null()).then(|| unsafe { std::slice::from_raw_parts(mask, keys) });
+    // What key j's score gains, read independently of the runtime's `RowMask`.
+    let added = |j: usize| -> f64 {
+        // SAFETY: the ABI's contract: the mask covers `keys` elements of its kind.
+        unsafe {
+            match mask_kind {
+                _ if mask.is_null() => 0.0,
+                ferrumc_runtime::abi::MASK_ADDITIVE => f64::from(*mask.cast::<f32>().add(j)),
+                _ if *mask.add(j) != 0 => 0.0,
+                _ => f64::NEG_INFINITY,
+            }
+        }
+    };
     let s: Vec<f64> = (0..keys)
         .map(|j| {
             let dot = (0..dk).map(|d| f64::from(q[d]) * f64::from(k[j * dk + d])).sum::<f64>();
-            f64::from(scale) * dot + mask.map_or(0.0, |m| f64::from(m[j]))
+            f64::from(scale) * dot + added(j)
         })
         .collect();
     let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);

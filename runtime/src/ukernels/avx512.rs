@@ -702,7 +702,7 @@ pub unsafe extern "C" fn attention_row(
     o: *mut f32,
 ) {
     // SAFETY: the caller's contract; no mask.
-    unsafe { attention_row_masked(q, k, v, std::ptr::null(), keys, dk, dv, scale, o) }
+    unsafe { attention_row_masked(q, k, v, std::ptr::null(), 0, keys, dk, dv, scale, o) }
 }
 
 /// [`attention_row`] with an additive mask (see [`crate::abi::AttentionRowMaskedFn`]).
@@ -715,7 +715,8 @@ pub unsafe extern "C" fn attention_row_masked(
     q: *const f32,
     k: *const f32,
     v: *const f32,
-    mask: *const f32,
+    mask: *const u8,
+    mask_kind: u32,
     keys: u64,
     dk: u64,
     dv: u64,
@@ -729,6 +730,7 @@ pub unsafe extern "C" fn attention_row_masked(
         return;
     }
     // SAFETY: the caller's contract; every access below stays inside the rows it names.
+    let mask = crate::abi::RowMask::from_abi(mask, mask_kind);
     super::with_scratch(keys, |scores| unsafe { row(q, k, v, mask, keys, dk, dv, scale, o, scores) })
 }
 
@@ -739,7 +741,7 @@ unsafe fn row(
     q: *const f32,
     k: *const f32,
     v: *const f32,
-    mask: *const f32,
+    mask: crate::abi::RowMask,
     keys: usize,
     dk: usize,
     dv: usize,
@@ -762,7 +764,7 @@ unsafe fn row(
             }
             acc
         };
-        let added = |j: usize| if mask.is_null() { 0.0 } else { *mask.add(j) };
+        let added = |j: usize| mask.added(j);
         let mut j = 0;
         let mut maxv = f32::NEG_INFINITY;
         while j + 4 <= keys {

@@ -349,20 +349,21 @@ pub unsafe extern "C" fn attention_row(
     o: *mut f32,
 ) {
     // SAFETY: the caller's contract; no mask.
-    unsafe { attention_row_masked(q, k, v, std::ptr::null(), keys, dk, dv, scale, o) }
+    unsafe { attention_row_masked(q, k, v, std::ptr::null(), 0, keys, dk, dv, scale, o) }
 }
 
-/// [`attention_row`] with an additive mask (see [`crate::abi::AttentionRowMaskedFn`]); a null
-/// `mask` adds nothing.
+/// [`attention_row`] with a mask (see [`crate::abi::AttentionRowMaskedFn`]); a null `mask`
+/// hides nothing.
 ///
 /// # Safety
-/// As [`attention_row`], and `mask` null or readable for `keys` floats.
+/// As [`attention_row`], and `mask` null or readable for `keys` elements of its kind.
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn attention_row_masked(
     q: *const f32,
     k: *const f32,
     v: *const f32,
-    mask: *const f32,
+    mask: *const u8,
+    mask_kind: u32,
     keys: u64,
     dk: u64,
     dv: u64,
@@ -379,8 +380,7 @@ pub unsafe extern "C" fn attention_row_masked(
             std::slice::from_raw_parts_mut(o, dv),
         )
     };
-    // SAFETY: the caller's contract.
-    let mask = (!mask.is_null()).then(|| unsafe { std::slice::from_raw_parts(mask, keys) });
+    let mask = crate::abi::RowMask::from_abi(mask, mask_kind);
     o.iter_mut().for_each(|x| *x = 0.0);
     if keys == 0 {
         return;
@@ -389,7 +389,8 @@ pub unsafe extern "C" fn attention_row_masked(
         let mut max = f32::NEG_INFINITY;
         for (j, s) in scores.iter_mut().enumerate() {
             let krow = &k[j * dk..(j + 1) * dk];
-            *s = scale * q.iter().zip(krow).map(|(a, b)| a * b).sum::<f32>() + mask.map_or(0.0, |m| m[j]);
+            // SAFETY: the mask covers the `keys` keys (the caller's contract).
+            *s = scale * q.iter().zip(krow).map(|(a, b)| a * b).sum::<f32>() + unsafe { mask.added(j) };
             max = max.max(*s);
         }
         let mut sum = 0.0f32;

@@ -415,8 +415,8 @@ fn avx512_math_matches_f64() {
 }
 
 /// Every tier's `attention_row_masked` against an f64 reference: additive masks with finite
-/// values and `−∞` (hidden keys, including every key of a row, which gives zeros), over key
-/// counts with 4- and 16-wide tails.
+/// values and `−∞` (hidden keys, including every key of a row, which gives zeros), and byte
+/// (bool) masks that keep the keys where nonzero, over key counts with 4- and 16-wide tails.
 #[test]
 fn masked_attention_row_matches_f64_in_every_tier() {
     let mut rng = Rng(11);
@@ -424,13 +424,26 @@ fn masked_attention_row_matches_f64_in_every_tier() {
         let Some(t) = table_for(tier) else { continue };
         for &keys in &[1usize, 3, 4, 17, 129] {
             for &(dk, dv) in &[(64usize, 64usize), (5, 7), (80, 200)] {
-                for hide_all in [false, true] {
+                for (hide_all, bytes) in [(false, false), (true, false), (false, true), (true, true)] {
                     let q: Vec<f32> = (0..dk).map(|_| rng.f()).collect();
                     let k: Vec<f32> = (0..keys * dk).map(|_| rng.f()).collect();
                     let v: Vec<f32> = (0..keys * dv).map(|_| rng.f()).collect();
-                    let mask: Vec<f32> = (0..keys)
-                        .map(|j| if hide_all || j % 3 == 1 { f32::NEG_INFINITY } else { 2.0 * rng.f() })
+                    // A byte mask keeps key j where nonzero: the additive mask 0 / −∞.
+                    let keep: Vec<u8> =
+                        (0..keys).map(|j| u8::from(!hide_all && j % 3 != 1) * (1 + j as u8 % 3)).collect();
+                    let mask: Vec<f32> = keep
+                        .iter()
+                        .map(|&kp| match (kp, bytes) {
+                            (0, _) => f32::NEG_INFINITY,
+                            (_, true) => 0.0,
+                            (_, false) => 2.0 * rng.f(),
+                        })
                         .collect();
+                    let (ptr, kind) = if bytes {
+                        (keep.as_ptr(), crate::abi::MASK_KEEP)
+                    } else {
+                        (mask.as_ptr().cast::<u8>(), crate::abi::MASK_ADDITIVE)
+                    };
                     let mut o = vec![SENTINEL; dv + 1];
                     // SAFETY: the buffers have the sizes the contract names.
                     unsafe {
@@ -438,7 +451,8 @@ fn masked_attention_row_matches_f64_in_every_tier() {
                             q.as_ptr(),
                             k.as_ptr(),
                             v.as_ptr(),
-                            mask.as_ptr(),
+                            ptr,
+                            kind,
                             keys as u64,
                             dk as u64,
                             dv as u64,
@@ -465,7 +479,7 @@ fn masked_attention_row_matches_f64_in_every_tier() {
                         let got = o[e] as f64;
                         assert!(
                             (got - want).abs() <= 2e-5 * (1.0 + want.abs()),
-                            "{} keys {keys} dk {dk} dv {dv} hide_all {hide_all} col {e}: {got} vs {want}",
+                            "{} keys {keys} dk {dk} dv {dv} hide_all {hide_all} bytes {bytes} col {e}: {got} vs {want}",
                             tier.name()
                         );
                     }
