@@ -261,6 +261,8 @@ enum RowDef {
     Softmax { x: ValueId, max: LocalId, inv_sum: LocalId },
     /// `(Σ xs) · scale · weight`.
     RmsNorm { xs: Vec<ValueId>, weight: ValueId, scale: LocalId },
+    /// `(x − mean) · scale · weight (+ bias)`.
+    LayerNorm { x: ValueId, mean: LocalId, scale: LocalId, weight: ValueId, bias: Option<ValueId> },
     /// `Σ xs` (the residual result of `rms_norm_residual`).
     Sum(Vec<ValueId>),
     /// The matmul anchor: a local holding its value at the current element, plus bias.
@@ -456,6 +458,16 @@ impl<'a> Lowerer<'a> {
                     let we = self.expr(space, scope, weight)?;
                     Expr::binary(BinaryOp::Mul, Expr::binary(BinaryOp::Mul, xe, Expr::Local(scale)), we)
                 }
+                RowDef::LayerNorm { x, mean, scale, weight, bias } => {
+                    let xe = self.expr(space, scope, x)?;
+                    let we = self.expr(space, scope, weight)?;
+                    let centred = Expr::binary(BinaryOp::Sub, xe, Expr::Local(mean));
+                    let y = Expr::binary(BinaryOp::Mul, Expr::binary(BinaryOp::Mul, centred, Expr::Local(scale)), we);
+                    match bias {
+                        Some(b) => Expr::binary(BinaryOp::Add, y, self.expr(space, scope, b)?),
+                        None => y,
+                    }
+                }
                 RowDef::Sum(xs) => self.sum_expr(space, scope, &xs)?,
                 RowDef::Anchor { acc, bias } => match bias {
                     Some(b) => {
@@ -577,6 +589,7 @@ impl<'a> Lowerer<'a> {
                     }
                     Op::Softmax { axis } => *axis == -1 || *axis == last,
                     Op::RmsNorm { .. } | Op::RmsNormResidual { .. } => true,
+                    Op::LayerNorm { axis, .. } => *axis == -1 || *axis == last,
                     _ => false,
                 };
                 if !ok {
@@ -779,6 +792,25 @@ impl<'a> Lowerer<'a> {
                     self.row_defs.insert(sum, RowDef::Sum(xs.clone()));
                 }
                 self.row_defs.insert(res, RowDef::RmsNorm { xs, weight, scale });
+            }
+            Op::LayerNorm { epsilon, .. } => {
+                // Two passes over the row, as the interpreter's population variance: the sum,
+                // then the squared deviations from the mean.
+                let sum = reduce(self, ReduceKind::Sum, 0.0, &|e| e)?;
+                let mean_of = || Expr::binary(BinaryOp::Div, Expr::Local(sum), n_f32.clone());
+                let sq_dev = reduce(self, ReduceKind::Sum, 0.0, &|e| {
+                    let dev = Expr::binary(BinaryOp::Sub, e, mean_of());
+                    Expr::binary(BinaryOp::Mul, dev.clone(), dev)
+                })?;
+                let (mean, scale) = (self.fresh_local(ScalarType::F32), self.fresh_local(ScalarType::F32));
+                row.push(Stmt::Let { local: mean, value: mean_of() });
+                let var = Expr::binary(BinaryOp::Div, Expr::Local(sq_dev), n_f32.clone());
+                row.push(Stmt::Let {
+                    local: scale,
+                    value: Expr::unary(UnaryOp::Rsqrt, Expr::binary(BinaryOp::Add, var, Expr::f32(*epsilon as f32))),
+                });
+                let (weight, bias) = (d.operands[1], d.operands.get(2).copied());
+                self.row_defs.insert(res, RowDef::LayerNorm { x, mean, scale, weight, bias });
             }
             other => return Err(unsupported(other.name(), "not a supported reduction")),
         }
@@ -2326,6 +2358,7 @@ fn is_reduction_anchor(op: &Op) -> bool {
             | Op::Softmax { .. }
             | Op::RmsNorm { .. }
             | Op::RmsNormResidual { .. }
+            | Op::LayerNorm { .. }
     )
 }
 

@@ -7,7 +7,8 @@
 //!   a reduction group as its consumer, a matmul or attention group as its epilogue when
 //!   the value it reads has no other use, or a group of pure views;
 //! * a reduction (`reduce_*`, `softmax`, `log_softmax`, `argmax/argmin`, the norms) pulls
-//!   in the elementwise/view group producing its input when that value has no other use;
+//!   in the elementwise/view group producing its input when that value has no other use and
+//!   the group gathers nothing (a gathered row has no affine address to reduce over);
 //! * a pure view (`reshape`, `transpose`, `squeeze`, `unsqueeze`, `expand`, `slice`) joins
 //!   the group producing its data operand (single use for matmul/attention groups);
 //! * other data movement (`concat`, `gather`, `pad`, …) joins data-movement groups;
@@ -132,6 +133,10 @@ fn classify(op: &Op) -> Class {
         | Op::Trilu { .. } => Class::Move,
         _ => Class::Opaque,
     }
+}
+
+fn is_gather(op: &Op) -> bool {
+    matches!(op, Op::Gather { .. } | Op::GatherElements { .. } | Op::GatherNd { .. })
 }
 
 fn base_kind(class: Class) -> GroupKind {
@@ -310,6 +315,13 @@ fn assign_groups(f: &mut Function) -> Option<FnStats> {
             }
             let exclusive = feeds_only(f, v, o);
             let Some(kind) = merged_kind(class, part.kinds[current], part.kinds[pg], exclusive) else { continue };
+            // A gathered row has no affine address, so a reduction over it could only be
+            // lowered by codegen's coordinate template, which recomputes the reduction for every
+            // output element (BERT's embeddings → layer_norm: 0.6 s for 256 rows of 768).
+            if class == Class::Reduction && part.members[pg].iter().any(|&m| f.op(m).is_some_and(|d| is_gather(&d.op)))
+            {
+                continue;
+            }
             if is_anchor(part.kinds[current]) && is_anchor(part.kinds[pg]) {
                 continue;
             }
