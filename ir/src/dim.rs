@@ -200,6 +200,36 @@ impl Dim {
         self.eval(&at_bounds)
     }
 
+    /// The smallest value the dim can take when every symbol is a size (`≥ 0`): its constant
+    /// term, provided no non-constant term has a negative coefficient. `None` otherwise.
+    pub fn lower_bound(&self) -> Option<i64> {
+        let Dim::Expr(terms) = self else {
+            return None;
+        };
+        if terms.iter().any(|(mono, coef)| !mono.is_empty() && *coef < 0) {
+            return None;
+        }
+        Some(terms.get(&Vec::new()).copied().unwrap_or(0))
+    }
+
+    /// How `self` compares with `other` for every non-negative value of the symbols, when
+    /// that is decided: `a - b` static, or bounded away from zero by [`Dim::lower_bound`] on
+    /// either side (`?seq` vs `-1` is `Greater`; `?seq` vs `1` is undecided).
+    pub fn compare(&self, other: &Dim) -> Option<std::cmp::Ordering> {
+        use std::cmp::Ordering;
+        let diff = self.sub(other);
+        if let Some(v) = diff.as_fixed() {
+            return Some(v.cmp(&0));
+        }
+        if diff.lower_bound().is_some_and(|lo| lo > 0) {
+            return Some(Ordering::Greater);
+        }
+        if Dim::fixed(0).sub(&diff).lower_bound().is_some_and(|lo| lo > 0) {
+            return Some(Ordering::Less);
+        }
+        None
+    }
+
     /// Whether two dims are provably equal (`Some(true)`), provably different
     /// (`Some(false)`, only when both are static), or undecided (`None`).
     pub fn provably_eq(&self, other: &Dim) -> Option<bool> {
@@ -294,6 +324,24 @@ mod tests {
         assert_eq!(Dim::sym("batch").upper_bound(&bounds), None);
         assert_eq!(Dim::Unknown.upper_bound(&bounds), None);
         assert_eq!(s.sub(&Dim::fixed(1)).upper_bound(&bounds), Some(63));
+    }
+
+    #[test]
+    fn comparisons_decided_for_non_negative_symbols() {
+        use std::cmp::Ordering::*;
+        let (s, p) = (Dim::sym("seq"), Dim::sym("past"));
+        // Sizes are never -1: torch's `expand(-1)` test on a shape is decided.
+        assert_eq!(s.compare(&Dim::fixed(-1)), Some(Greater));
+        assert_eq!(Dim::fixed(-1).compare(&s), Some(Less));
+        assert_eq!(p.add(&s).compare(&s.add(&p)), Some(Equal));
+        assert_eq!(s.add(&Dim::fixed(1)).compare(&s), Some(Greater));
+        assert_eq!(p.add(&s).compare(&s), None, "past may be 0");
+        assert_eq!(s.compare(&Dim::fixed(1)), None);
+        assert_eq!(s.sub(&p).compare(&Dim::fixed(0)), None);
+        assert_eq!(Dim::Unknown.compare(&Dim::fixed(0)), None);
+        assert_eq!(s.mul(&p).add(&Dim::fixed(2)).lower_bound(), Some(2));
+        assert_eq!(s.sub(&Dim::fixed(1)).lower_bound(), Some(-1));
+        assert_eq!(Dim::fixed(0).sub(&s).lower_bound(), None);
     }
 
     #[test]
