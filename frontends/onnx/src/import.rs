@@ -206,6 +206,70 @@ fn default_opset(model: &ModelProto) -> Result<i64, OnnxError> {
     Ok(v)
 }
 
+/// The dim an ONNX `dim_param` names: an expression over symbols when it is one
+/// (`past_sequence_length + sequence_length`, as optimum writes for attention masks and
+/// present KV caches: a sum of products of symbols and integers), else one symbol named
+/// after the whole string.
+pub(crate) fn dim_param(p: &str) -> Dim {
+    dim_expression(p).unwrap_or_else(|| Dim::sym(sanitize_symbol(p)))
+}
+
+/// Parses `term ((" + " | " - ") term)*` with `term = factor ('*' factor)*`, a factor being a
+/// valid symbol name or a non-negative integer. `+` and `-` must stand apart (whitespace on
+/// both sides), so a name such as `seq-len` stays one symbol. `None` for anything else or a
+/// lone symbol (the plain case [`sanitize_symbol`] handles).
+fn dim_expression(p: &str) -> Option<Dim> {
+    let tokens: Vec<&str> = p.split_whitespace().collect();
+    if tokens.len() == 1 && !p.contains('*') {
+        return None;
+    }
+    let factor = |f: &str| -> Option<Dim> {
+        if let Ok(n) = f.parse::<i64>() {
+            Some(Dim::fixed(n))
+        } else {
+            ferrumc_ir::dim::is_valid_symbol(f).then(|| Dim::sym(f))
+        }
+    };
+    let (mut total, mut term, mut sign) = (Dim::fixed(0), None::<Dim>, 1);
+    let mut expect_factor = true;
+    for t in tokens {
+        if expect_factor {
+            let mut product = term.take().unwrap_or_else(|| Dim::fixed(sign));
+            for f in t.split('*') {
+                if !f.is_empty() {
+                    product = product.mul(&factor(f)?);
+                }
+            }
+            term = Some(product);
+            // `a *` continues the term on the next token.
+            expect_factor = t.ends_with('*');
+        } else {
+            match t {
+                "+" | "-" => {
+                    total = total.add(&term.take()?);
+                    sign = if t == "-" { -1 } else { 1 };
+                }
+                "*" => {}
+                _ if t.starts_with('*') => {
+                    let mut product = term.take()?;
+                    for f in t.split('*').filter(|f| !f.is_empty()) {
+                        product = product.mul(&factor(f)?);
+                    }
+                    term = Some(product);
+                    expect_factor = t.ends_with('*');
+                    continue;
+                }
+                _ => return None,
+            }
+            expect_factor = true;
+        }
+    }
+    if expect_factor {
+        return None;
+    }
+    Some(total.add(&term?))
+}
+
 /// A symbol name from an ONNX `dim_param`.
 pub(crate) fn sanitize_symbol(s: &str) -> String {
     let mut out: String =
@@ -371,7 +435,7 @@ impl Importer {
             dims.push(match &d.value {
                 Some(DimValue::DimValue(n)) if *n >= 0 => Dim::fixed(*n),
                 Some(DimValue::DimValue(n)) => return Err(format!("negative dim {n}")),
-                Some(DimValue::DimParam(p)) if !p.is_empty() => Dim::sym(sanitize_symbol(p)),
+                Some(DimValue::DimParam(p)) if !p.is_empty() => dim_param(p),
                 _ => Dim::Unknown,
             });
         }

@@ -8,7 +8,9 @@
 //! * **Opsets**: the default domain (`""` / `ai.onnx`) must be imported at a version in
 //!   [`MIN_OPSET`]`..=`[`MAX_OPSET`]; other domains are accepted only if no node uses them.
 //! * **Inputs**: `dim_value` → static dim, `dim_param` → symbolic dim (name sanitized to a
-//!   valid symbol: invalid characters become `_`, a leading digit gets a `_` prefix), no
+//!   valid symbol: invalid characters become `_`, a leading digit gets a `_` prefix), or a
+//!   polynomial when the `dim_param` is a sum of products of symbols and integers with spaced
+//!   `+`/`-` (`past_sequence_length + sequence_length`, as optimum types attention masks), no
 //!   value → `?`. A graph input that is also an initializer is treated as the initializer.
 //! * **Initializers** and `Constant` nodes: small tensors (at most [`CONST_MAX_ELEMENTS`]
 //!   elements, or [`CONST_MAX_INT_ELEMENTS`] for integer/bool) become `constant` ops so shape

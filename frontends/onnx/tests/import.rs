@@ -171,6 +171,30 @@ fn symbolic_dims_are_sanitized() {
     let _ = g;
 }
 
+/// optimum types attention masks and present caches with `dim_param` expressions; they
+/// become polynomials over the other inputs' symbols. Strings that merely contain an operator
+/// character (`seq-len`, `a +`) stay single sanitized symbols.
+#[test]
+fn dim_param_expressions_become_polynomials() {
+    let params = ["past_sequence_length + sequence_length", "2*batch", "n * 4 - 1", "seq-len", "a +", "a + +"];
+    let g = GraphProto {
+        node: vec![node("Identity", &["x"], &["y"], vec![])],
+        input: vec![vi("x", data_type::FLOAT, &params.map(|p| DimValue::DimParam(p.into())))],
+        output: vec![vi("y", data_type::FLOAT, &[])],
+        ..Default::default()
+    };
+    let m = import_onnx_bytes(&model(17, g).encode_to_vec()).unwrap();
+    let f = m.function("forward").unwrap();
+    let shape = &f.ty(f.params()[0].1).shape;
+    let (past, seq) = (Dim::sym("past_sequence_length"), Dim::sym("sequence_length"));
+    assert_eq!(shape[0], past.add(&seq));
+    assert_eq!(shape[1], Dim::fixed(2).mul(&Dim::sym("batch")));
+    assert_eq!(shape[2], Dim::sym("n").mul(&Dim::fixed(4)).sub(&Dim::fixed(1)));
+    assert_eq!(shape[3], Dim::sym("seq_len"));
+    assert_eq!(shape[4], Dim::sym("a__"));
+    assert_eq!(shape[5], Dim::sym("a____"));
+}
+
 #[test]
 fn initializer_typed_fields() {
     let typed = |name: &str, dt: i32, dims: Vec<i64>, fill: &dyn Fn(&mut TensorProto)| {
