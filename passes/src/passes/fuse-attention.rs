@@ -16,7 +16,7 @@
 //! adds the float mask to the scaled scores just as the `add` did).
 
 use crate::attention_util::{add_const, erase_dead, norm_axis, same_dim};
-use crate::matchers::{def, splat_value};
+use crate::matchers::{def, single_use, splat_value};
 use crate::pass::{OptimizationPass, OptimizationResult, PassError, PassOptions};
 use ferrumc_ir::{Function, Module, Op, OpId, Tensor, TensorType, ValueId};
 
@@ -172,12 +172,34 @@ fn key_source(m: &Module, f: &Function, kt: ValueId) -> Option<(ValueId, f64)> {
     (!transposed && f.ty(v).rank() == 4).then_some((v, factor))
 }
 
+/// `where(isnan(p), 0, p)` → `p`: the guard transformers' SDPA path puts after the softmax
+/// so a fully masked row (all scores -∞, softmax NaN) gives zeros, which is what `attention`
+/// defines for such a row. The one difference: NaN inputs give a NaN row where the guard
+/// would have zeroed it.
+fn strip_nan_guard(m: &Module, f: &Function, v: ValueId) -> Option<ValueId> {
+    let (_, w) = def(f, v)?;
+    if w.op != Op::Where {
+        return None;
+    }
+    let (cond, zero, p) = (w.operands[0], w.operands[1], w.operands[2]);
+    let (_, isnan) = def(f, cond)?;
+    (isnan.op == Op::IsNan
+        && isnan.operands[0] == p
+        && splat_value(m, f, zero) == Some(0.0)
+        && same_shape(f, p, v)
+        && single_use(f, cond)
+        && f.value(p).uses.len() == 2
+        && !f.outputs().iter().any(|(_, o)| *o == p))
+    .then_some(p)
+}
+
 fn match_attention(m: &Module, f: &Function, op: OpId) -> Option<AttnMatch> {
     let data = f.op(op)?;
     if data.op != Op::MatMul {
         return None;
     }
     let (probs, v_exp) = (data.operands[0], data.operands[1]);
+    let probs = strip_nan_guard(m, f, probs).unwrap_or(probs);
     let (_, sm) = def(f, probs)?;
     let Op::Softmax { axis } = sm.op else { return None };
     if f.ty(probs).rank() != 4 || norm_axis(axis, 4)? != 3 {
@@ -339,6 +361,46 @@ func @forward(%q: f32[1, 4, 4, 4], %k: f32[1, 2, 4, 4], %v: f32[1, 2, 4, 4], %ma
             assert_eq!(count(&opt, "forward", gone), 0, "{gone}");
         }
         assert_eq!(count(&opt, "forward", "mul"), 1);
+    }
+
+    /// The traced SDPA of optimum exports: `where(isnan(p), 0, p)` after the softmax. With a
+    /// query row whose keys are all masked by -∞ (softmax NaN, zeroed by the guard), the fused
+    /// `attention` gives the same zeros.
+    #[test]
+    fn nan_guard_after_softmax_is_seen_through() {
+        let src = "module @m
+
+func @forward(%q: f32[1, 2, 4, 4], %k: f32[1, 2, 4, 4], %v: f32[1, 2, 4, 4], %mask: f32[1, 1, 4, 4]) -> (y: f32[1, 2, 4, 4]) {
+  %kt = transpose %k {perm = [0, 1, 3, 2]} : f32[1, 2, 4, 4]
+  %s = matmul %q, %kt : f32[1, 2, 4, 4]
+  %sm = add %s, %mask : f32[1, 2, 4, 4]
+  %p = softmax %sm {axis = -1} : f32[1, 2, 4, 4]
+  %nan = isnan %p : bool[1, 2, 4, 4]
+  %zero = constant {value = dense<f32[]: [0.0]>} : f32[]
+  %g = where %nan, %zero, %p : f32[1, 2, 4, 4]
+  %o = matmul %g, %v : f32[1, 2, 4, 4]
+  return %o
+}
+";
+        // Row 0 sees no key; the others are causal.
+        let mask: Vec<f64> =
+            (0..16).map(|i| if i / 4 == 0 || i % 4 > i / 4 { f64::NEG_INFINITY } else { 0.0 }).collect();
+        let mask = Tensor {
+            dtype: ferrumc_ir::DType::F32,
+            shape: vec![1, 1, 4, 4],
+            data: ferrumc_ir::TensorData::Float(mask),
+        };
+        let inputs = [
+            ("q", floats(&[1, 2, 4, 4], 1)),
+            ("k", floats(&[1, 2, 4, 4], 2)),
+            ("v", floats(&[1, 2, 4, 4], 3)),
+            ("mask", mask),
+        ];
+        let opt = check_small(&parse(src), &["fuse-attention"], &inputs);
+        assert_eq!(attention_ops(&opt), vec![(Op::Attention { scale: Some(1.0), causal: false }, 4)]);
+        for gone in ["isnan", "where", "softmax", "matmul"] {
+            assert_eq!(count(&opt, "forward", gone), 0, "{gone}");
+        }
     }
 
     #[test]

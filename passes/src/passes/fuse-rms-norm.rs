@@ -2,7 +2,7 @@
 //! `w · (x · 1/√(mean(x², last axis, keepdims) + ε))`, becomes `rms_norm x, w {epsilon = ε}`.
 //!
 //! Accepted spellings: `pow(x, 2)` or `x · x`; the mean over `-1` or `rank - 1`; ε on either
-//! side of the add; `reciprocal(sqrt(·))` or `rsqrt(·)` times `x`, or `x / sqrt(·)`; the
+//! side of the add; `reciprocal(sqrt(·))`, `1 / sqrt(·)` or `rsqrt(·)` times `x`, or `x / sqrt(·)`; the
 //! weight on either side of the final multiply. The weight must be a weight-derived 1-D
 //! `[hidden]` vector (Gemma's `1 + w` qualifies); without a weight multiply nothing fuses.
 //! Every intermediate must be used only inside the pattern, and nothing may broadcast.
@@ -63,7 +63,7 @@ fn match_rms_norm(m: &Module, f: &Function, n: ValueId, w: ValueId, root: ValueI
     if !single_use(f, n) {
         return None;
     }
-    let (x, denom) = normalised(f, n)?;
+    let (x, denom) = normalised(m, f, n)?;
     let xty = f.ty(x);
     let wty = f.ty(w);
     let shape_ok = xty.dtype.is_float()
@@ -100,24 +100,35 @@ fn match_rms_norm(m: &Module, f: &Function, n: ValueId, w: ValueId, root: ValueI
 
 /// `n = x · r(d)` / `r(d) · x` with `r` = reciprocal∘sqrt or rsqrt, or `n = x / sqrt(d)`:
 /// returns `(x, d)`.
-fn normalised(f: &Function, n: ValueId) -> Option<(ValueId, ValueId)> {
+fn normalised(m: &Module, f: &Function, n: ValueId) -> Option<(ValueId, ValueId)> {
     if let Some((_, a, b)) = binary(f, n, fu::is_mul) {
-        return either(a, b, |x, r| Some((x, inverse_sqrt(f, r)?)));
+        return either(a, b, |x, r| Some((x, inverse_sqrt(m, f, r)?)));
     }
     let (_, x, s) = binary(f, n, fu::is_div)?;
     let (_, d) = unary(f, s, |op| matches!(op, Op::Sqrt)).filter(|_| single_use(f, s))?;
     Some((x, d))
 }
 
-/// `r = 1/√d` spelled `reciprocal(sqrt(d))` or `rsqrt(d)`, each step used once: returns `d`.
-fn inverse_sqrt(f: &Function, r: ValueId) -> Option<ValueId> {
+/// `r = 1/√d` spelled `reciprocal(sqrt(d))`, `1 / sqrt(d)` or `rsqrt(d)`, each step used
+/// once: returns `d`.
+fn inverse_sqrt(m: &Module, f: &Function, r: ValueId) -> Option<ValueId> {
     if !single_use(f, r) {
         return None;
     }
     if let Some((_, d)) = unary(f, r, |op| matches!(op, Op::Rsqrt)) {
         return Some(d);
     }
-    let (_, s) = unary(f, r, |op| matches!(op, Op::Reciprocal))?;
+    let s = match unary(f, r, |op| matches!(op, Op::Reciprocal)) {
+        Some((_, s)) => s,
+        None => {
+            // `1 / sqrt(d)`, as TorchScript exports write `torch.rsqrt`.
+            let (_, one, s) = binary(f, r, fu::is_div)?;
+            if splat_value(m, f, one) != Some(1.0) || f.ty(r) != f.ty(s) {
+                return None;
+            }
+            s
+        }
+    };
     let (_, d) = unary(f, s, |op| matches!(op, Op::Sqrt)).filter(|_| single_use(f, s))?;
     Some(d)
 }
@@ -164,6 +175,8 @@ func @forward(%x: f32[2, 3, 8]) -> (y: f32[2, 3, 8]) {
             "  %2 = pow %x, %0 : f32[2, 3, 8]\n  %3 = reduce_mean %2 {axes = [-1], keepdims = true} : f32[2, 3, 1]\n  %4 = add %3, %1 : f32[2, 3, 1]\n  %5 = sqrt %4 : f32[2, 3, 1]\n  %6 = reciprocal %5 : f32[2, 3, 1]\n  %7 = mul %x, %6 : f32[2, 3, 8]\n  %8 = mul @w, %7 : f32[2, 3, 8]\n  return %8\n",
             "  %2 = mul %x, %x : f32[2, 3, 8]\n  %3 = reduce_mean %2 {axes = [2], keepdims = true} : f32[2, 3, 1]\n  %4 = add %1, %3 : f32[2, 3, 1]\n  %5 = sqrt %4 : f32[2, 3, 1]\n  %6 = div %x, %5 : f32[2, 3, 8]\n  %7 = mul %6, @w : f32[2, 3, 8]\n  return %7\n",
             "  %2 = pow %x, %0 : f32[2, 3, 8]\n  %3 = reduce_mean %2 {axes = [-1], keepdims = true} : f32[2, 3, 1]\n  %4 = add %3, %1 : f32[2, 3, 1]\n  %5 = rsqrt %4 : f32[2, 3, 1]\n  %6 = mul %5, %x : f32[2, 3, 8]\n  %7 = mul %6, @w : f32[2, 3, 8]\n  return %7\n",
+            // TorchScript's rsqrt: `1 / sqrt(·)` (optimum exports)
+            "  %2 = pow %x, %0 : f32[2, 3, 8]\n  %3 = reduce_mean %2 {axes = [-1], keepdims = true} : f32[2, 3, 1]\n  %4 = add %3, %1 : f32[2, 3, 1]\n  %5 = sqrt %4 : f32[2, 3, 1]\n  %9 = constant {value = dense<f32[]: [1.0]>} : f32[]\n  %6 = div %9, %5 : f32[2, 3, 1]\n  %7 = mul %x, %6 : f32[2, 3, 8]\n  %8 = mul @w, %7 : f32[2, 3, 8]\n  return %8\n",
         ];
         for body in bodies {
             let m = check_random(&module(body), &["fuse-rms-norm"]);
