@@ -245,13 +245,40 @@ pub fn compile_to_builder(
 pub fn optimize_module(m: &Module, options: &CompileOptions) -> Result<Module, CompileError> {
     options.progress.report(CompileProgress::Optimizing);
     let mut m = bind_inputs(m, &options.bound_inputs)?;
-    let popts =
-        PassOptions { quantize: options.quantize, dim_bounds: options.dim_bounds.clone(), ..PassOptions::default() };
+    // Shape inference may rely on the same bounds the runtime enforces (a position table cut
+    // to `min(sequence_length, 512)` is `sequence_length` when that is at most 64); the
+    // largest over the functions holds for each.
+    let mut dim_bounds: BTreeMap<String, i64> = BTreeMap::new();
+    for f in &m.functions {
+        for (s, b) in symbol_bounds(&m, f, options) {
+            let e = dim_bounds.entry(s).or_insert(b);
+            *e = (*e).max(b);
+        }
+    }
+    let popts = PassOptions { quantize: options.quantize, dim_bounds, ..PassOptions::default() };
     PassManager::for_level(options.level, &["fusion-groups", "memory-plan"], popts)
         .map_err(|e| CompileError::Pipeline(e.to_string()))?
         .run(&mut m)
         .map_err(|e| CompileError::Pipeline(e.to_string()))?;
     Ok(m)
+}
+
+/// The largest value each symbol of `f` may take at run time (the bucket rule of the module
+/// doc): `--max-dim` where given, else `seq`/`past` from the default buckets and every other
+/// symbol at [`DEFAULT_DIM_BOUND`].
+fn symbol_bounds(m: &Module, f: &Function, options: &CompileOptions) -> BTreeMap<String, i64> {
+    let defaults = default_buckets(m, f);
+    function_symbols(f)
+        .into_iter()
+        .map(|s| {
+            let default = match s.as_str() {
+                "seq" | "past" => defaults.iter().filter_map(|b| b.get(&s).copied()).max().unwrap_or(DEFAULT_DIM_BOUND),
+                _ => DEFAULT_DIM_BOUND,
+            };
+            let bound = options.dim_bounds.get(&s).copied().unwrap_or(default);
+            (s, bound)
+        })
+        .collect()
 }
 
 /// Compile-time input binding ([`CompileOptions::bound_inputs`]), like TVM's `bind_params`:
@@ -810,17 +837,9 @@ fn compile_function(
         inputs.iter().flat_map(|s| s.dims.iter().filter_map(|d| d.as_symbol().map(str::to_string))).collect();
 
     // Bucket: every symbol at its bound.
-    let defaults = default_buckets(m, f);
-    let mut bucket: BTreeMap<String, i64> = BTreeMap::new();
-    for s in function_symbols(f) {
-        if !bindable.contains(&s) {
-            return Err(c.unsupported(format!("?{s}"), "the symbol is not a plain dim of any input"));
-        }
-        let default = match s.as_str() {
-            "seq" | "past" => defaults.iter().filter_map(|b| b.get(&s).copied()).max().unwrap_or(DEFAULT_DIM_BOUND),
-            _ => DEFAULT_DIM_BOUND,
-        };
-        bucket.insert(s.clone(), options.dim_bounds.get(&s).copied().unwrap_or(default));
+    let bucket = symbol_bounds(m, f, options);
+    if let Some(s) = bucket.keys().find(|s| !bindable.contains(*s)) {
+        return Err(c.unsupported(format!("?{s}"), "the symbol is not a plain dim of any input"));
     }
     // Op times for the planner: a group runs as one step (everything it reads and writes is
     // live at once); ungrouped ops (views, constants) at their latest producer's step.

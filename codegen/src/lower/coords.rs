@@ -347,6 +347,14 @@ impl Gen<'_> {
     }
 
     /// The value of `v` at `coords`; statements it needs are appended to `out`.
+    /// The value of every element of `v` when it is a `constant` whose elements are all equal.
+    fn splat_literal(&self, v: ValueId) -> Option<f64> {
+        let Op::Constant { value } = &self.f.op(self.f.producer(v)?)?.op else { return None };
+        let all = value.to_f64_vec();
+        let first = *all.first()?;
+        all.iter().all(|&x| x == first).then_some(first)
+    }
+
     fn value(&mut self, v: ValueId, coords: &[Expr], out: &mut Vec<Stmt>) -> CResult<Expr> {
         for cache in self.caches.iter().rev() {
             if let Some((_, _, e)) = cache.iter().find(|(x, c, _)| *x == v && c.as_slice() == coords) {
@@ -1239,6 +1247,19 @@ impl Gen<'_> {
                     args.push(self.bind(v, ScalarType::I64, out));
                 }
                 self.int_pow(args[0].clone(), args[1].clone(), out)
+            }
+            Op::Pow
+                if self.splat_literal(opnd(1)) == Some(2.0) && self.scalar(opnd(0), name)? == rty && rty.is_float() =>
+            {
+                // The square of a hand-written norm: `x·x`, exact where e^(2·ln|x|) rounds,
+                // and no exp/log per element.
+                let inner = if oshape(0).iter().any(Dim::is_unknown) {
+                    self.broadcast_dynamic(opnd(0), coords, &rshape, out)?
+                } else {
+                    self.broadcast(coords, &oshape(0), &rshape, name)?
+                };
+                let x = self.value(opnd(0), &inner, out)?;
+                mul(x.clone(), x)
             }
             op if op.is_unary_elementwise()
                 || op.is_binary_elementwise()
