@@ -9,7 +9,10 @@ over seconds (a VM's memory bandwidth varies by 1.5x here) this keeps one engine
 timed in a fast minute and the other in a slow one. Then ferrumc's KV-cache decode step at
 context 128 (f32 and Q8_0), in the same rounds. T=1 and the f32 decode step are also timed with
 the artifact copied onto huge pages (`--huge-pages`), and every forward case also with ferrumc
-compiling the very ONNX file onnxruntime runs (in the same rounds). Prints a markdown table of medians, minimums and
+compiling the very ONNX file onnxruntime runs (in the same rounds). When DIR/optimum/model.onnx
+exists (`make_smollm_shape.py --optimum`), both engines also run that optimum export, the
+Hub's usual ONNX decoder form, at T = 1, 16, 128 and a KV-cache decode step at context 128
+(each engine on its own cache path). Prints a markdown table of medians, minimums and
 ratios (ferrumc / onnxruntime), plus compile time (with the checkpoint already read once, so a
 cold page cache is not counted), artifact load time (mapped, the default, and `--huge-pages`) and
 peak memory.
@@ -58,10 +61,10 @@ def run_with_rss(cmd):
     return out, usage.ru_maxrss / 1024
 
 
-def ort_time(onnx, seq, args):
+def ort_time(onnx, seq, args, past=0):
     out, rss = run_with_rss(
         [sys.executable, os.path.join(HERE, "ort_baseline.py"), onnx, "--threads", str(args.threads),
-         "--iters", str(args.iters), "--warmup", str(args.warmup), "--seqs", str(seq)]
+         "--iters", str(args.iters), "--warmup", str(args.warmup), "--seqs", str(seq), "--past", str(past)]
     )
     m = re.search(rf"^\s*{seq}\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", out, re.M)
     if not m:
@@ -89,6 +92,47 @@ def combine(rounds):
     if "load" in out:
         out["load"] = float(np.median([r["load"] for r in rounds]))
     return out
+
+
+def optimum_cases(args, work, npy, rng):
+    """Both engines on the optimum export (DIR/optimum/model.onnx, when present): forward at
+    T = 1, 16, 128 with an empty cache and a KV-cache decode step at context 128, each engine
+    running its own cache path on the same file. Returns (rows, ferrumc compile seconds)."""
+    onnx = os.path.join(args.model_dir, "optimum", "model.onnx")
+    if not os.path.exists(onnx):
+        return [], None
+    with open(onnx, "rb") as f:
+        while f.read(1 << 24):
+            pass
+    artifact = os.path.join(work, "smol-optimum.ferrumc")
+    bounds = ["--max-dim", "batch_size=1", "--max-dim", "sequence_length=128", "--max-dim", "past_sequence_length=128"]
+    t0 = time.perf_counter()
+    run_checked([args.ferrumc, "compile", onnx, f"-O{args.level}", *bounds, "-o", artifact])
+    compile_s = time.perf_counter() - t0
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+    caches = [(i.name, i.shape) for i in session.get_inputs() if i.name.startswith("past_key_values")]
+    del session
+    rows = []
+    for seq, past in ((1, 0), (16, 0), (128, 0), (1, 128)):
+        inputs = [
+            ("input_ids", npy(f"o_ids{seq}_{past}", rng.integers(0, 49152, size=(1, seq), dtype=np.int64))),
+            ("attention_mask", npy(f"o_mask{seq}_{past}", np.ones((1, past + seq), np.int64))),
+            ("position_ids", npy(f"o_pos{seq}_{past}", np.arange(past, past + seq, dtype=np.int64).reshape(1, seq))),
+        ]
+        for name, dims in caches:
+            shape = (1, dims[1], past, dims[3])
+            inputs.append((name, npy(f"o_{name}_{seq}_{past}", rng.standard_normal(shape).astype(np.float32))))
+        o_runs, f_runs = [], []
+        for r in range(args.rounds):
+            engines = [lambda: o_runs.append(ort_time(onnx, seq, args, past)),
+                       lambda: f_runs.append(ferrumc_time(args.ferrumc, artifact, inputs, args))]
+            for run in engines if r % 2 == 0 else engines[::-1]:
+                run()
+        name = f"optimum export, both engines: T={seq}" if past == 0 else f"optimum export, both engines: decode ctx {past}"
+        rows.append((name, combine(f_runs), combine(o_runs)))
+    return rows, compile_s
 
 
 def main():
@@ -173,6 +217,8 @@ def main():
                          function="decode", extra=["--past", "128", "--huge-pages"]) for _ in range(args.rounds)]
     rows.append(("decode ctx 128, f32, --huge-pages (vs ort f32 T=1)", combine(runs), ort_t1))
     rows.extend(onnx_rows)
+    optimum_rows, optimum_compile = optimum_cases(args, work, npy, rng)
+    rows.extend(optimum_rows)
 
     print(f"\n{args.threads} threads; {args.rounds} rounds of {args.iters} timed runs after {args.warmup} warm-up each; "
           f"ms (median of the rounds' medians, minimum of all runs)\n")
@@ -188,6 +234,11 @@ def main():
           f"artifact load {rows[0][1]['load']:.1f} ms (mapped), {huge_t1['load']:.1f} ms (--huge-pages); "
           f"artifact sizes {os.path.getsize(artifacts['f32']) / 1e6:.0f} MB / {os.path.getsize(artifacts['q8_0']) / 1e6:.0f} MB")
     print(f"peak resident memory (forward runs): ferrumc {peak_f:.0f} MB, onnxruntime {peak_o:.0f} MB")
+    if optimum_compile is None:
+        print("optimum export: not measured (python bench/make_smollm_shape.py --optimum DIR, which needs "
+              "optimum==2.1.0 optimum-onnx==0.1.0)")
+    else:
+        print(f"optimum export: compile -O{args.level} {optimum_compile:.2f} s")
     membw = os.path.join(ROOT, "target", "release", "examples", "membw")
     if os.path.exists(membw):
         # The floor of a memory-bound pass: every f32 weight read once, at this machine's

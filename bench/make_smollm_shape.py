@@ -4,9 +4,13 @@ with random weights (seeded), saved as a Hugging Face folder, plus its
 torch.onnx.export(dynamo=True) graph (weights as external data beside it).
 
     python bench/make_smollm_shape.py OUT_DIR          # writes OUT_DIR/hf/ and OUT_DIR/onnx/model.onnx
+    python bench/make_smollm_shape.py --optimum OUT_DIR  # also OUT_DIR/optimum/model.onnx
 
 Needs torch, transformers, onnx and onnxscript (tests/fixtures/hf/requirements.txt plus
-onnx, onnxscript). 538 MB of f32 weights: keep OUT_DIR outside the repository.
+onnx, onnxscript). 538 MB of f32 weights: keep OUT_DIR outside the repository. `--optimum` also
+exports OUT_DIR/hf with optimum (`text-generation-with-past`: KV cache, attention mask and
+position ids as inputs, the Hub's usual ONNX decoder form), which needs `optimum==2.1.0
+optimum-onnx==0.1.0 onnxruntime`; an existing OUT_DIR/hf is reused.
 """
 import pathlib
 import sys
@@ -26,10 +30,24 @@ class LogitsOnly(torch.nn.Module):
         return self.model(input_ids=input_ids, use_cache=False).logits
 
 
+def export_optimum(out):
+    """OUT_DIR/optimum/model.onnx from OUT_DIR/hf, by optimum's exporter."""
+    from optimum.exporters.onnx import main_export
+
+    main_export(str(out / "hf"), output=str(out / "optimum"), task="text-generation-with-past")
+    print(f"wrote {out / 'optimum' / 'model.onnx'}")
+
+
 def main():
-    if len(sys.argv) != 2:
+    argv = sys.argv[1:]
+    optimum = "--optimum" in argv
+    argv = [a for a in argv if a != "--optimum"]
+    if len(argv) != 1:
         sys.exit(__doc__)
-    out = pathlib.Path(sys.argv[1])
+    out = pathlib.Path(argv[0])
+    if optimum and (out / "hf" / "config.json").exists():
+        export_optimum(out)
+        return
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(
         hidden_size=576,
@@ -65,6 +83,8 @@ def main():
     )
     program.save(str(out / "onnx" / "model.onnx"), external_data=True)
     print(f"wrote {out / 'hf'} and {out / 'onnx' / 'model.onnx'}")
+    if optimum:
+        export_optimum(out)
 
 
 if __name__ == "__main__":
