@@ -3,7 +3,8 @@
 //!
 //! Greedy, in topological order: every op starts a group of its own class's kind and then
 //! tries to join the groups of its operands' producers, in operand order:
-//! * an elementwise op joins elementwise chains (any shape: broadcasting operands are fine),
+//! * an elementwise op joins elementwise chains (any shape: broadcasting operands are fine,
+//!   except from a group with transcendental ops, which would be recomputed per repeat),
 //!   a reduction group as its consumer, a matmul or attention group as its epilogue when
 //!   the value it reads has no other use, or a group of pure views;
 //! * a reduction (`reduce_*`, `softmax`, `log_softmax`, `argmax/argmin`, the norms) pulls
@@ -133,6 +134,36 @@ fn classify(op: &Op) -> Class {
         | Op::Trilu { .. } => Class::Move,
         _ => Class::Opaque,
     }
+}
+
+/// Ops costing a libm-style call or polynomial per element.
+fn is_transcendental(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Exp
+            | Op::Log
+            | Op::Sin
+            | Op::Cos
+            | Op::Tanh
+            | Op::Erf
+            | Op::Pow
+            | Op::Sigmoid
+            | Op::Softplus
+            | Op::Gelu { .. }
+    )
+}
+
+/// Whether op `o` reads `v` broadcast: its (first) result has more elements than `v`, by a
+/// higher rank or a size-1 dim of `v` where the result's dim is not 1.
+fn broadcasts(f: &Function, v: ValueId, o: OpId) -> bool {
+    let Some(r) = f.op(o).and_then(|d| d.results.first().copied()) else { return false };
+    let (vs, rs) = (&f.ty(v).shape, &f.ty(r).shape);
+    if vs.len() < rs.len() {
+        return true;
+    }
+    vs.iter()
+        .zip(rs.iter().skip(rs.len().saturating_sub(vs.len())))
+        .any(|(a, b)| a.as_fixed() == Some(1) && b.as_fixed() != Some(1))
 }
 
 fn is_gather(op: &Op) -> bool {
@@ -323,6 +354,15 @@ fn assign_groups(f: &mut Function) -> Option<FnStats> {
                 continue;
             }
             if is_anchor(part.kinds[current]) && is_anchor(part.kinds[pg]) {
+                continue;
+            }
+            // A fused producer is evaluated once per element of its consumer: reading `v`
+            // broadcast (rotary cos/sin tables `[b, 1, s, d]` applied to `[b, h, s, d]`) would
+            // recompute the producer's transcendentals for every repeat.
+            if class == Class::Elementwise
+                && broadcasts(f, v, o)
+                && part.members[pg].iter().any(|&m| f.op(m).is_some_and(|d| is_transcendental(&d.op)))
+            {
                 continue;
             }
             if merge_makes_cycle(f, &part, current, pg, &placed) {
