@@ -1,7 +1,9 @@
 //! `ferrumc generate`: autoregressive text generation with a decoder's KV-cache `decode`
 //! entry point. Prefill runs `decode` once over the whole prompt with empty (`past = 0`)
 //! caches; every further step runs `decode` on the one newest token, feeding each
-//! `present_<x>` output back as the `past_<x>` input. The next token is drawn from the last
+//! `present_<x>` output back as the `past_<x>` input. optimum's ONNX decoder convention works
+//! the same way: `past_key_values.<x>` inputs fed from `present.<x>` outputs, and an
+//! `attention_mask` input (all ones over the cache and the new tokens). The next token is drawn from the last
 //! position's logits by [`sample`] (greedy, or temperature / top-k / top-p / repetition
 //! penalty with a seeded generator, the `SamplingParams` fields of the design seeds).
 //! Token text needs the optional `tokenizers` feature; ids work without it.
@@ -169,11 +171,21 @@ struct DecodeSignature {
     logits_output: usize,
 }
 
+/// The output a cache input is fed from: `past_<x>` ← `present_<x>` (ferrumc's HF
+/// frontend), `past_key_values.<x>` ← `present.<x>` (optimum's ONNX exports).
+fn present_name(past: &str) -> Option<String> {
+    match past.strip_prefix("past_key_values.") {
+        Some(rest) => Some(format!("present.{rest}")),
+        None => past.strip_prefix("past_").map(|rest| format!("present_{rest}")),
+    }
+}
+
 fn decode_signature(ep: &EntryPoint) -> Result<DecodeSignature, CliError> {
     let not_decoder = |why: String| {
         CliError::new(format!(
             "error: entry point `{}` is not a KV-cache decode entry point ({why}); `generate` needs \
-             decode(input_ids, position_ids, past_*) -> (logits, present_*)",
+             decode(input_ids, position_ids, past_*) -> (logits, present_*), or optimum's \
+             (input_ids, attention_mask, position_ids, past_key_values.*) -> (logits, present.*)",
             ep.name
         ))
     };
@@ -189,15 +201,20 @@ fn decode_signature(ep: &EntryPoint) -> Result<DecodeSignature, CliError> {
         .ok_or_else(|| not_decoder("no f32 `logits` [batch, seq, vocab] output".into()))?;
     let mut cache_outputs = Vec::new();
     for s in &ep.inputs {
-        if let Some(suffix) = s.name.strip_prefix("past_") {
-            let present = format!("present_{suffix}");
+        if let Some(present) = present_name(&s.name) {
             let at = ep
                 .outputs
                 .iter()
                 .position(|o| o.name == present)
                 .ok_or_else(|| not_decoder(format!("input `{}` has no `{present}` output", s.name)))?;
             cache_outputs.push((s.name.clone(), at));
-        } else if s.name != "input_ids" && s.name != "position_ids" {
+        } else if s.name == "attention_mask" && !(s.dtype == RtDType::I64 && s.dims.len() == 2) {
+            return Err(not_decoder(format!(
+                "`attention_mask` is {}{}, not i64[batch, keys]",
+                s.dtype,
+                s.shape_string()
+            )));
+        } else if !["input_ids", "position_ids", "attention_mask"].contains(&s.name.as_str()) {
             return Err(not_decoder(format!("unexpected input `{}`", s.name)));
         }
     }
@@ -205,7 +222,7 @@ fn decode_signature(ep: &EntryPoint) -> Result<DecodeSignature, CliError> {
     let past_symbol = ep
         .inputs
         .iter()
-        .filter(|s| s.name.starts_with("past_"))
+        .filter(|s| present_name(&s.name).is_some())
         .flat_map(|s| s.dims.iter().flat_map(|d| d.symbols()))
         .find(|s| !ids_syms.contains(s))
         .map(str::to_string);
@@ -265,7 +282,16 @@ pub fn generate(req: &GenerateRequest<'_>) -> Result<(), CliError> {
     if prompt.is_empty() {
         return Err(CliError::new("error: the prompt encodes to no tokens"));
     }
-    let ep = pick_entry(&runnable.model, Some("decode"), "decode")?;
+    let eps = runnable.model.entry_points();
+    let ep = match eps.iter().find(|e| e.name == "decode") {
+        Some(ep) => ep.clone(),
+        // An ONNX decoder (optimum's export) has one entry point, `forward`, whose signature
+        // carries the cache.
+        None => match eps.iter().find(|e| decode_signature(e).is_ok()) {
+            Some(ep) => ep.clone(),
+            None => pick_entry(&runnable.model, Some("decode"), "decode")?,
+        },
+    };
     let sig = decode_signature(&ep)?;
     let vocab = check_vocab_and_bounds(&runnable.model, &sig, &prompt, req.new_tokens)?;
 
@@ -398,9 +424,13 @@ fn run_step(
             caches.insert(name.clone(), zeros(s, shape)?);
         }
     }
+    let mask = RtTensor::from_i64(vec![1, start + fed.len()], &vec![1; start + fed.len()]).map_err(err)?;
     let mut views: Vec<(&str, TensorView<'_>)> = vec![("input_ids", ids.view())];
     if sig.ep.inputs.iter().any(|s| s.name == "position_ids") {
         views.push(("position_ids", pos.view()));
+    }
+    if sig.ep.inputs.iter().any(|s| s.name == "attention_mask") {
+        views.push(("attention_mask", mask.view()));
     }
     views.extend(caches.iter().map(|(n, t)| (n.as_str(), t.view())));
     let mut outs = model.run(&sig.ep.name, &views).map_err(err)?;

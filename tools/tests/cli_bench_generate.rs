@@ -7,7 +7,9 @@
 //! `tests/fixtures/hf/llama/generate_expected.json`, made by `generate_reference.py`; the
 //! smallest top-2 logit gap there is 0.05, far above compiled-vs-torch differences ~1e-5),
 //! with the artifact mapped and copied onto huge pages (`--huge-pages`); seeded sampling is
-//! deterministic and top-k 1 is greedy; too long a run is refused.
+//! deterministic and top-k 1 is greedy; too long a run is refused. The same weights exported
+//! by optimum to ONNX (`tests/fixtures/onnx_exports/optimum_llama`: `past_key_values.*` in,
+//! `present.*` out, an `attention_mask` input) generate the same tokens.
 
 use serde_json::Value;
 use std::path::PathBuf;
@@ -194,4 +196,24 @@ fn text_prompts_go_through_the_tokenizer_beside_the_artifact() {
     assert_eq!(generated(&out), by_ids);
     let words: Vec<String> = by_ids.iter().map(|i| format!("w{i}")).collect();
     assert!(out.contains(&format!("text: {}", words.join(" "))), "{out}");
+}
+
+#[test]
+fn optimum_export_generates_like_transformers() {
+    let dir = scratch("gen-optimum");
+    let art = compile("tests/fixtures/onnx_exports/optimum_llama/model.onnx", &dir, "optimum.ferrumc");
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("tests/fixtures/hf/llama/generate_expected.json")).expect("reference"),
+    )
+    .expect("reference JSON");
+    let n = expected["new_tokens"].to_string();
+    for case in expected["transformers_greedy"].as_array().expect("cases") {
+        let prompt: Vec<String> =
+            case["prompt_ids"].as_array().expect("prompt").iter().map(|v| v.to_string()).collect();
+        let want: Vec<i64> =
+            case["generated_ids"].as_array().expect("ids").iter().map(|v| v.as_i64().expect("id")).collect();
+        let out = ok(&ferrumc(&["generate", &art, "--prompt-ids", &prompt.join(","), "-n", &n]));
+        assert_eq!(generated(&out), want, "prompt {prompt:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
