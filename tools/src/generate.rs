@@ -3,9 +3,10 @@
 //! caches; every further step runs `decode` on the one newest token, feeding each
 //! `present_<x>` output back as the `past_<x>` input. optimum's ONNX decoder convention works
 //! the same way: `past_key_values.<x>` inputs fed from `present.<x>` outputs, and an
-//! `attention_mask` input (all ones over the cache and the new tokens). The next token is drawn from the last
-//! position's logits by [`sample`] (greedy, or temperature / top-k / top-p / repetition
-//! penalty with a seeded generator, the `SamplingParams` fields of the design seeds).
+//! `attention_mask` input (all ones over the cache and the new tokens). The next token is
+//! drawn from the last position's logits by [`sample`] (greedy, or temperature / top-k /
+//! top-p / repetition penalty with a seeded generator, the `SamplingParams` fields of the
+//! design seeds).
 //! Token text needs the optional `tokenizers` feature; ids work without it.
 
 use crate::input::CliError;

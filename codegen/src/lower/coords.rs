@@ -346,7 +346,6 @@ impl Gen<'_> {
         }
     }
 
-    /// The value of `v` at `coords`; statements it needs are appended to `out`.
     /// The value of every element of `v` when it is a `constant` whose elements are all equal.
     fn splat_literal(&self, v: ValueId) -> Option<f64> {
         let Op::Constant { value } = &self.f.op(self.f.producer(v)?)?.op else { return None };
@@ -355,6 +354,26 @@ impl Gen<'_> {
         all.iter().all(|&x| x == first).then_some(first)
     }
 
+    /// The value of elementwise operand `v` at the result coordinates `coords` (of a result
+    /// shaped `rshape`), broadcasting it as the op does.
+    fn broadcast_operand(
+        &mut self,
+        v: ValueId,
+        coords: &[Expr],
+        rshape: &[Dim],
+        name: &str,
+        out: &mut Vec<Stmt>,
+    ) -> CResult<Expr> {
+        let vshape = self.f.ty(v).shape.clone();
+        let inner = if vshape.iter().any(Dim::is_unknown) {
+            self.broadcast_dynamic(v, coords, rshape, out)?
+        } else {
+            self.broadcast(coords, &vshape, rshape, name)?
+        };
+        self.value(v, &inner, out)
+    }
+
+    /// The value of `v` at `coords`; statements it needs are appended to `out`.
     fn value(&mut self, v: ValueId, coords: &[Expr], out: &mut Vec<Stmt>) -> CResult<Expr> {
         for cache in self.caches.iter().rev() {
             if let Some((_, _, e)) = cache.iter().find(|(x, c, _)| *x == v && c.as_slice() == coords) {
@@ -1238,12 +1257,7 @@ impl Gen<'_> {
             {
                 let mut args = Vec::with_capacity(2);
                 for k in 0..2 {
-                    let inner = if oshape(k).iter().any(Dim::is_unknown) {
-                        self.broadcast_dynamic(opnd(k), coords, &rshape, out)?
-                    } else {
-                        self.broadcast(coords, &oshape(k), &rshape, name)?
-                    };
-                    let v = self.value(opnd(k), &inner, out)?;
+                    let v = self.broadcast_operand(opnd(k), coords, &rshape, name, out)?;
                     args.push(self.bind(v, ScalarType::I64, out));
                 }
                 self.int_pow(args[0].clone(), args[1].clone(), out)
@@ -1253,12 +1267,7 @@ impl Gen<'_> {
             {
                 // The square of a hand-written norm: `x·x`, exact where e^(2·ln|x|) rounds,
                 // and no exp/log per element.
-                let inner = if oshape(0).iter().any(Dim::is_unknown) {
-                    self.broadcast_dynamic(opnd(0), coords, &rshape, out)?
-                } else {
-                    self.broadcast(coords, &oshape(0), &rshape, name)?
-                };
-                let x = self.value(opnd(0), &inner, out)?;
+                let x = self.broadcast_operand(opnd(0), coords, &rshape, name, out)?;
                 mul(x.clone(), x)
             }
             op if op.is_unary_elementwise()
@@ -1269,12 +1278,7 @@ impl Gen<'_> {
                 let mut args = Vec::with_capacity(d.operands.len());
                 let mut tys = Vec::with_capacity(d.operands.len());
                 for k in 0..d.operands.len() {
-                    let inner = if oshape(k).iter().any(Dim::is_unknown) {
-                        self.broadcast_dynamic(opnd(k), coords, &rshape, out)?
-                    } else {
-                        self.broadcast(coords, &oshape(k), &rshape, name)?
-                    };
-                    args.push(self.value(opnd(k), &inner, out)?);
+                    args.push(self.broadcast_operand(opnd(k), coords, &rshape, name, out)?);
                     tys.push(self.scalar(opnd(k), name)?);
                 }
                 scalar_op(op, args, &tys, rty)?
